@@ -1,0 +1,5 @@
+import sys
+
+from porch.cli import main
+
+sys.exit(main())

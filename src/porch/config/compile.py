@@ -1,0 +1,78 @@
+"""Config model -> Runtime: the only place where config types meet runtime types."""
+
+from __future__ import annotations
+
+from porch.config.model import Config, Route, Site
+from porch.http.forwarding import TrustedProxies
+from porch.observability.accesslog import AccessLog
+from porch.observability.errorlog import ErrorLog
+from porch.routing import HostTable, PathTable
+from porch.runtime import RouteRuntime, Runtime, SiteRuntime
+from porch.upstream.pool import Balancer, Target
+
+
+def compile_config(config: Config, *, access_log: AccessLog | None = None,
+                   error_log: ErrorLog | None = None) -> Runtime:
+    """Build the runtime objects for `config` (already validated)."""
+    g = config.porch
+    targets: dict[tuple[str, str, int], Target] = {}
+    sites = [(site.hosts, _compile_site(site, targets)) for site in config.sites]
+    routes = [r for s in config.sites for r in s.routes]
+    return Runtime(
+        hosts=HostTable.build(sites),
+        trusted=TrustedProxies.parse(g.trusted_proxies),
+        # The head arrives before we know the site: the strictest configured
+        # header timeout applies (it guards against slowloris, not slow apps).
+        header_timeout=min([r.limits.header_timeout for r in routes] or [60.0]),
+        keepalive_timeout=g.keepalive_timeout,
+        max_header_size=g.max_header_size,
+        shutdown_timeout=g.shutdown_timeout,
+        access_log=access_log or AccessLog(g.access_log, g.access_log_format),
+        error_log=error_log or ErrorLog(g.error_log),
+        targets=tuple(targets.values()),
+    )
+
+
+def _compile_site(site: Site, targets: dict[tuple[str, str, int], Target]) -> SiteRuntime:
+    routes = {r.path.encode(): _compile_route(site, r, targets) for r in site.routes}
+    return SiteRuntime(name=site.name, paths=PathTable.build(routes))
+
+
+def _compile_route(site: Site, route: Route, targets: dict[tuple[str, str, int], Target]) -> RouteRuntime:
+    pool = []
+    for spec in route.upstreams:
+        key = (spec.scheme, spec.host, spec.port)
+        if key not in targets:  # one pool per address, shared by every route using it
+            targets[key] = Target(spec)
+        pool.append(targets[key])
+    strip = route.path.rstrip("/").encode() if route.strip_prefix and route.path != "/" else None
+    extra = b""
+    if strip:
+        extra = b"X-Script-Name: %s\r\nX-Forwarded-Prefix: %s\r\n" % (strip, strip)
+    base_path = route.upstreams[0].path.encode() if route.upstreams else b""
+    return RouteRuntime(
+        site=site.name,
+        path=route.path,
+        balancer=Balancer(tuple(pool)),
+        strip=strip,
+        base_path=base_path,
+        upstream_host=route.upstream_host.encode() if route.upstream_host else None,
+        extra_headers=extra,
+        location_from=_location_prefixes(route) if (strip or base_path) else (),
+        max_body=route.limits.max_body,
+        body_timeout=route.limits.body_timeout,
+        upstream_connect_timeout=route.limits.upstream_connect_timeout,
+        upstream_timeout=route.limits.upstream_timeout,
+    )
+
+
+def _location_prefixes(route: Route) -> tuple[bytes, ...]:
+    """Upstream URL prefixes a Location header may start with (nginx proxy_redirect
+    default): the proxy URL as written, with and without its default port."""
+    out: list[bytes] = []
+    for t in route.upstreams:
+        host = f"[{t.host}]" if ":" in t.host else t.host
+        out.append(f"{t.scheme}://{host}:{t.port}{t.path}".encode())
+        if (t.scheme, t.port) in (("http", 80), ("https", 443)):
+            out.append(f"{t.scheme}://{host}{t.path}".encode())
+    return tuple(out)

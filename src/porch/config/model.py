@@ -1,0 +1,96 @@
+"""The typed configuration model: the one truth every config front-end produces.
+
+Front-ends (porch.toml today, nginx and Apache subsets later) build these frozen
+objects; `config/compile.py` turns them into runtime objects.  Nothing at request
+time reads this model.  Durations are seconds (float), sizes are bytes (int),
+`None` means "unlimited" / "not set".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+AccessLogFormat = Literal["combined", "json"]
+
+
+@dataclass(frozen=True)
+class UpstreamTarget:
+    """One upstream server: scheme, host and port taken from a `proxy` URL."""
+
+    scheme: str  # "http" or "https"
+    host: str  # a name (resolved when connecting) or an IP literal
+    port: int
+    path: str = ""  # a base path from the URL ("http://x:1/app" -> "/app"), "" if none
+
+    @property
+    def authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.authority}{self.path}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-route request limits and timeouts (site keys a route may override)."""
+
+    max_body: int | None = None  # bytes; None = unlimited (nginx default is 1M; ours is off)
+    header_timeout: float = 60.0  # nginx client_header_timeout 60s
+    body_timeout: float = 60.0  # nginx client_body_timeout 60s: between two reads
+    upstream_connect_timeout: float = 60.0  # nginx proxy_connect_timeout 60s
+    upstream_timeout: float = 60.0  # nginx proxy_read_timeout 60s: between two reads
+
+
+@dataclass(frozen=True)
+class Route:
+    """A path prefix on a site and where it goes."""
+
+    path: str  # prefix, always starting with "/"
+    upstreams: tuple[UpstreamTarget, ...]
+    strip_prefix: bool = False
+    upstream_host: str | None = None  # Host sent upstream; None = the client's Host
+    limits: Limits = field(default_factory=Limits)
+    key_path: str = ""  # where it came from, for messages: "site[1].route[0]"
+
+
+@dataclass(frozen=True)
+class Site:
+    """A virtual host: its names and its routes (a site-level `proxy` is route "/")."""
+
+    hosts: tuple[str, ...]  # lowercased; "*.example.org" wildcards; () = catch-all
+    routes: tuple[Route, ...]
+    tls: str = "off"  # "off" in this release; "auto" / "internal" / files come later
+    key_path: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.hosts[0] if self.hosts else "*"
+
+
+@dataclass(frozen=True)
+class Global:
+    """The `[porch]` table."""
+
+    http_port: int = 80
+    https_port: int = 443
+    bind: tuple[str, ...] = ("0.0.0.0", "::")
+    trusted_proxies: tuple[str, ...] = ()  # CIDR strings, normalised
+    workers: int | Literal["auto"] = 1
+    access_log: str = "-"  # path, "-" = stdout, "off"
+    access_log_format: AccessLogFormat = "combined"
+    error_log: str = "-"  # path, "-" = stderr
+    state_dir: str = "/var/lib/porch"
+    max_header_size: int = 16 * 1024  # request line + headers; nginx 4x8k, node 16k
+    keepalive_timeout: float = 75.0  # idle client keep-alive; nginx 75s
+    shutdown_timeout: float = 30.0  # drain time on SIGTERM
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    porch: Global
+    sites: tuple[Site, ...]
+    source: str = "<memory>"

@@ -1,0 +1,76 @@
+"""Host and path routing, compiled once, immutable.
+
+Host lookup (nginx server_name order, minus regexes): exact name, then the longest
+matching `*.suffix` wildcard, then the catch-all site, else no site (404: never
+"first site wins").  Path lookup: longest matching prefix.  A prefix route "/app/"
+also answers "/app" with a 301 to "/app/" (nginx does the same for a location with a
+trailing slash when it proxies).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class PathTable(Generic[R]):
+    """Prefix -> route, longest prefix first."""
+
+    entries: tuple[tuple[bytes, R], ...]
+    slashless: frozenset[bytes]  # "/app" for every "/app/" prefix without its own route
+
+    @classmethod
+    def build(cls, routes: dict[bytes, R]) -> PathTable[R]:
+        entries = tuple(sorted(routes.items(), key=lambda kv: len(kv[0]), reverse=True))
+        slashless = frozenset(
+            p[:-1] for p in routes if len(p) > 1 and p.endswith(b"/") and p[:-1] not in routes
+        )
+        return cls(entries, slashless)
+
+    def match(self, path: bytes) -> R | None:
+        for prefix, route in self.entries:
+            if path.startswith(prefix):
+                return route
+        return None
+
+    def needs_slash(self, path: bytes) -> bool:
+        """True when `path` is a prefix route's name without its trailing slash."""
+        return path in self.slashless
+
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class HostTable(Generic[S]):
+    exact: dict[str, S]
+    wildcards: tuple[tuple[str, S], ...]  # (".example.org", site), longest first
+    default: S | None
+
+    @classmethod
+    def build(cls, sites: list[tuple[tuple[str, ...], S]]) -> HostTable[S]:
+        exact: dict[str, S] = {}
+        wild: list[tuple[str, S]] = []
+        default = None
+        for hosts, site in sites:
+            if not hosts:
+                default = site
+            for host in hosts:
+                if host.startswith("*."):
+                    wild.append((host[1:], site))
+                else:
+                    exact[host] = site
+        wild.sort(key=lambda w: len(w[0]), reverse=True)
+        return cls(exact, tuple(wild), default)
+
+    def lookup(self, host: str) -> S | None:
+        site = self.exact.get(host)
+        if site is not None:
+            return site
+        for suffix, wsite in self.wildcards:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return wsite
+        return self.default

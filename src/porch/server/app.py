@@ -1,0 +1,48 @@
+"""Run Porch in this process: bind, serve, stop gracefully on SIGTERM / SIGINT.
+
+One process for now; the supervisor and workers arrive with the process-model work
+and will call `serve()` in each worker with sockets inherited from the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import uvloop
+
+from porch.config.compile import compile_config
+from porch.config.model import Config
+from porch.server.listener import Server, bind_sockets
+
+
+async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
+    """Serve `config` until SIGTERM or SIGINT; return the exit code."""
+    loop = asyncio.get_running_loop()
+    runtime = compile_config(config)
+    log = runtime.error_log
+    g = config.porch
+    sockets = bind_sockets(g.bind, g.http_port)
+    server = Server(loop, runtime)
+    await server.listen(sockets)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    where = ", ".join(f"{'[' + a + ']' if ':' in a else a}:{g.http_port}" for a in g.bind)
+    log.info(f"porch serving {len(config.sites)} site(s) on http://{where}", pid=os.getpid())
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("stopping: finishing in-flight requests", timeout=f"{g.shutdown_timeout:g}s")
+    # A second signal stops at once.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: os._exit(1))
+    await server.shutdown(g.shutdown_timeout)
+    log.info("stopped")
+    log.close()
+    return 0
+
+
+def run(config: Config) -> int:
+    return uvloop.run(serve(config))

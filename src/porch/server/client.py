@@ -1,0 +1,386 @@
+"""A client connection: asyncio.Protocol over httptools, keep-alive and pipelining.
+
+It parses requests into Exchanges (server/proxy.py) and runs them one at a time, in
+order: a pipelined request waits, with reading paused, until the one before it has
+been answered (RFC 9112 9.3.2).  Timeouts are deadlines checked by the server's
+sweeper twice a second, not timers armed per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from porch.errors import client_error
+from porch.http import h1
+from porch.http.forwarding import FORWARDING, IDENTITY
+from porch.server.proxy import Exchange
+
+if TYPE_CHECKING:
+    from porch.server.listener import Server
+
+# Header names the parser looks at (lowercase) -> what to do with them.
+_H_FORWARD = 0
+(_H_HOST, _H_CL, _H_TE, _H_CONNECTION, _H_EXPECT, _H_DROP, _H_XFF, _H_XFPROTO,
+ _H_XFHOST, _H_XFPORT, _H_REFERER, _H_UA) = range(1, 13)
+_SPECIAL: dict[bytes, int] = {
+    **{name: _H_DROP for name in h1.HOP_BY_HOP | FORWARDING | IDENTITY},
+    b"host": _H_HOST,
+    b"content-length": _H_CL,
+    b"transfer-encoding": _H_TE,
+    b"connection": _H_CONNECTION,
+    b"expect": _H_EXPECT,
+    b"x-forwarded-for": _H_XFF,
+    b"x-forwarded-proto": _H_XFPROTO,
+    b"x-forwarded-host": _H_XFHOST,
+    b"x-forwarded-port": _H_XFPORT,
+    b"referer": _H_REFERER,
+    b"user-agent": _H_UA,
+}
+
+# Deadline kinds
+_D_NONE, _D_IDLE, _D_HEAD, _D_BODY, _D_LINGER = range(5)
+# nginx lingering_timeout 5s / lingering_time 30s; a short one suffices for the
+# client to read our answer before the connection goes.
+LINGER_TIMEOUT = 2.0
+# nginx send_timeout: a client that reads nothing of our response for this long is gone.
+SEND_TIMEOUT = 60.0
+
+
+class ClientConnection(asyncio.Protocol):
+    # reasons reading from the client is paused (bit flags)
+    B_PIPELINE = 1  # an earlier request is still being answered
+    B_PENDING = 2  # the upstream connection is not there yet
+    B_UPSTREAM = 4  # the upstream is not taking the body as fast as it comes
+
+    def __init__(self, server: Server) -> None:
+        # per connection
+        self.server = server
+        self.loop = server.loop
+        self.scheme = server.scheme
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer_ip = ""
+        self.peer_trusted = False
+        self.local_port = b""
+        self.forwarding = b""  # pre-encoded X-Forwarded-* lines for an untrusted peer
+        self.active: Exchange | None = None  # being answered
+        self.queue: deque[Exchange] = deque()  # pipelined, waiting their turn
+        self.blocks = 0
+        self.write_paused = False
+        self.write_paused_at = 0.0
+        self.closing = False
+        self.gone = False
+        self.deadline = 0.0
+        self.deadline_kind = _D_NONE
+        # per request, while its head and body are parsed
+        self.reading: Exchange | None = None
+        self._head_size = 0  # parsed bytes of the head (request line + headers)
+        self._head_bytes = 0  # raw bytes received while a head is incomplete
+
+    # -- asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        ip = peer[0] if peer else ""
+        if ip.startswith("::ffff:"):
+            ip = ip[7:]
+        self.peer_ip = ip
+        self.local_port = str(sock[1]).encode() if sock else b""
+        runtime = self.server.runtime
+        self.peer_trusted = bool(runtime.trusted) and runtime.trusted.contains(ip)
+        ipb = ip.encode()
+        self.forwarding = b"".join((
+            b"X-Forwarded-For: ", ipb, b"\r\nX-Real-IP: ", ipb, b"\r\nX-Forwarded-Proto: ",
+            self.scheme, b"\r\nX-Forwarded-Port: ", self.local_port, b"\r\n",
+        ))
+        self.server.connections.add(self)
+        self._set_deadline(_D_HEAD, runtime.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return  # lingering after an error answer, or stopping: discard
+        ex = self.reading
+        if ex is None or not ex.method:
+            # A head is incomplete.  httptools keeps partial lines in memory, so the
+            # bytes of a head still unfinished after earlier reads are capped here;
+            # the exact limit is checked on the parsed head (on_headers_complete).
+            if self._head_bytes > self.server.runtime.max_header_size:
+                self._reject(431, "request head too large")
+                return
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._upgrade_requested()
+        except httptools.HttpParserError as exc:
+            if not self.closing:
+                self._reject(400, f"malformed request: {exc}")
+
+    def eof_received(self) -> bool | None:
+        # The client finished sending.  With nothing in flight we are done; with a
+        # request in flight, keep the connection half-open to answer it (a client
+        # may shut down its write side after the request).
+        if (self.active is None and self.reading is None) or self.deadline_kind == _D_LINGER:
+            return None
+        self.closing = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone = True
+        self.closing = True
+        self.server.connections.discard(self)
+        for ex in (self.active, self.reading, *self.queue):
+            if ex is not None:
+                ex.client_gone()
+        self.queue.clear()
+        self.active = self.reading = None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.write_paused_at = self.loop.time()
+        ex = self.active
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        ex = self.active
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.transport.resume_reading()
+            if ex.request_done:
+                ex.up_deadline = self.loop.time() + ex.route.upstream_timeout
+
+    # -- httptools callbacks ---------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        ex = Exchange(self, self.server.runtime, self.loop.time())
+        self.reading = ex
+        self._head_size = 0
+        self._set_deadline(_D_HEAD, ex.runtime.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        ex = self.reading
+        ex.target += url
+        self._head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self.reading
+        if ex is None or ex.method:  # trailers: dropped (RFC 9110 6.5.1 allows it)
+            return
+        self._head_size += len(name) + len(value) + 4
+        kind = _SPECIAL.get(name.lower(), _H_FORWARD)
+        if kind == _H_FORWARD:
+            ex.headers.append(b"%s: %s\r\n" % (name, value))
+        elif kind == _H_REFERER:
+            ex.referer = value
+            ex.headers.append(b"%s: %s\r\n" % (name, value))
+        elif kind == _H_UA:
+            ex.user_agent = value
+            ex.headers.append(b"%s: %s\r\n" % (name, value))
+        else:
+            self._special_header(ex, kind, value)
+
+    def _special_header(self, ex: Exchange, kind: int, value: bytes) -> None:
+        if kind == _H_HOST:
+            if ex.host_header is not None:
+                ex.local = b""  # marker: reject after the head (duplicate Host)
+            ex.host_header = value
+        elif kind == _H_CL:
+            ex.content_length = int(value)  # llhttp has checked the digits
+        elif kind == _H_TE:
+            if not h1.parse_transfer_encoding(value):
+                ex.local = b""  # marker: rejected once the head is complete
+            ex.chunked = True
+        elif kind == _H_CONNECTION:
+            tokens = h1.connection_tokens(value) - {b"close", b"keep-alive"}
+            if tokens:
+                ex.connection_tokens = (ex.connection_tokens or set()) | tokens
+        elif kind == _H_EXPECT:
+            ex.expect_continue = value.strip().lower() == b"100-continue"
+        elif kind == _H_XFF:
+            ex.xff = value if ex.xff is None else ex.xff + b", " + value
+        elif kind == _H_XFPROTO:
+            ex.xf_proto = value
+        elif kind == _H_XFHOST:
+            ex.xf_host = value
+        elif kind == _H_XFPORT:
+            ex.xf_port = value
+
+    def on_headers_complete(self) -> None:
+        ex = self.reading
+        parser = self.parser
+        ex.method = parser.get_method()
+        ex.version = parser.get_http_version().encode()
+        ex.keep_alive = parser.should_keep_alive() and not self.closing
+        runtime = ex.runtime
+        self._head_bytes = 0
+        if self._head_size > runtime.max_header_size:
+            ex.answer(431, "", source_error=client_error(
+                431, f"request head of {self._head_size} bytes over max_header_size {runtime.max_header_size}"))
+        elif ex.local is not None:
+            ex.local = None
+            ex.answer(400, "", source_error=client_error(
+                400, "duplicate Host or unsupported Transfer-Encoding"))
+        else:
+            ex.prepare()
+        if ex.local is None and ex.route is not None and (ex.chunked or ex.content_length):
+            self._set_deadline(_D_BODY, ex.route.body_timeout)
+        else:
+            self.deadline_kind = _D_NONE
+        if self.active is None:
+            self.active = ex
+            ex.begin()
+        else:
+            self.queue.append(ex)
+            self.block(self.B_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.reading
+        if ex is not None and body:
+            if self.deadline_kind == _D_BODY:
+                self.deadline = self.loop.time() + ex.route.body_timeout
+            ex.on_request_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.reading
+        self.reading = None
+        if self.deadline_kind == _D_BODY:
+            self.deadline_kind = _D_NONE
+        if ex is not None:
+            ex.on_request_end()
+
+    # -- driven by exchanges ---------------------------------------------------
+
+    def exchange_finished(self, ex: Exchange) -> None:
+        if ex is not self.active:
+            return
+        self.active = None
+        if self.gone:
+            return
+        if not ex.keep_alive:
+            self.close()
+            return
+        if self.queue:
+            nxt = self.queue.popleft()
+            self.active = nxt
+            if not self.queue:
+                self.unblock(self.B_PIPELINE)
+            nxt.begin()
+            return
+        if self.closing:
+            self.close()
+            return
+        if self.reading is None:
+            self._set_deadline(_D_IDLE, ex.runtime.keepalive_timeout)
+
+    def block(self, reason: int) -> None:
+        if not self.blocks and not self.gone:
+            self.transport.pause_reading()
+        self.blocks |= reason
+
+    def unblock(self, reason: int) -> None:
+        if self.blocks & reason:
+            self.blocks &= ~reason
+            if not self.blocks and not self.gone:
+                self.transport.resume_reading()
+                if self.deadline_kind == _D_BODY and self.reading is not None:
+                    self.deadline = self.loop.time() + self.reading.route.body_timeout
+
+    def close(self) -> None:
+        """Close after what has been written is flushed.
+
+        When the client may still be sending (an error answered before its body
+        was read), close only our side and discard what comes for a moment: a
+        close with unread data sends RST, and the client could lose our answer
+        (nginx's lingering_close).
+        """
+        self.closing = True
+        if self.gone:
+            return
+        if self.reading is not None or self.blocks:
+            self.reading = None
+            if self.blocks:
+                self.blocks = 0
+                self.transport.resume_reading()
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self._set_deadline(_D_LINGER, LINGER_TIMEOUT)
+        else:
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Graceful stop: idle connections close now, busy ones after their response."""
+        self.closing = True
+        if self.active is None and self.reading is None:
+            self.close()
+
+    # -- timeouts --------------------------------------------------------------
+
+    def _set_deadline(self, kind: int, seconds: float) -> None:
+        self.deadline_kind = kind
+        self.deadline = self.loop.time() + seconds
+
+    def check_deadlines(self, now: float) -> None:
+        """Called by the server's sweeper."""
+        kind = self.deadline_kind
+        if kind != _D_NONE and now >= self.deadline and not (kind == _D_BODY and self.blocks):
+            self._deadline_passed(kind)
+            return
+        ex = self.active
+        if ex is not None and ex.up_deadline and now >= ex.up_deadline and not self.write_paused:
+            ex.on_upstream_timeout()
+        elif self.write_paused and now - self.write_paused_at > SEND_TIMEOUT:
+            if ex is not None:
+                ex.fail(client_error(0, f"client read nothing for {SEND_TIMEOUT:g}s"))
+            self.transport.abort()
+
+    def _deadline_passed(self, kind: int) -> None:
+        self.deadline_kind = _D_NONE
+        if kind == _D_IDLE or kind == _D_LINGER:
+            self.transport.close()
+        elif kind == _D_HEAD:
+            if self.reading is None and self.active is None:
+                self.close()  # nothing of a request yet: nginx closes silently too
+            else:
+                self._reject(408, "timed out reading the request head")
+        elif kind == _D_BODY and self.reading is not None:
+            self.reading.fail(client_error(408, "timed out reading the request body"))
+
+    # -- refusals --------------------------------------------------------------
+
+    def _reject(self, status: int, cause: str) -> None:
+        """Answer a request we could not parse, then close (nothing after it can be
+        trusted to be framed right)."""
+        self.block(self.B_PIPELINE)
+        ex = self.reading
+        self.reading = None
+        self.closing = True
+        if ex is not None and ex.method:
+            ex.fail(client_error(status, cause))  # the head was fine, the body was not
+            return
+        if ex is None:
+            ex = Exchange(self, self.server.runtime, self.loop.time())
+        ex.keep_alive = False
+        ex.answer(status, cause, source_error=client_error(status, cause))
+        if self.active is None:
+            self.active = ex
+            ex.begin()
+        else:
+            self.queue.append(ex)
+
+    def _upgrade_requested(self) -> None:
+        """llhttp stops after CONNECT and Upgrade requests.  CONNECT was refused;
+        an Upgrade request went upstream without its Upgrade header (hop-by-hop, and
+        tunnels are not supported yet), so what follows it is not ours to parse."""
+        self.closing = True
+        for ex in (self.active, *self.queue):
+            if ex is not None:
+                ex.keep_alive = False
+        if self.active is None:
+            self.close()

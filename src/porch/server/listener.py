@@ -1,0 +1,92 @@
+"""The serving side of one process: listening sockets, connections, the sweeper.
+
+`Server` holds the current Runtime (one reference, swapped on reload), the set of
+live client connections, and a sweeper task that checks their deadlines twice a
+second, expires idle upstream connections and flushes the access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from porch.runtime import Runtime
+from porch.server.client import ClientConnection
+
+SWEEP_INTERVAL = 0.5
+# Listen backlog: nginx uses 511 on Linux.
+BACKLOG = 511
+
+
+class Server:
+    def __init__(self, loop: asyncio.AbstractEventLoop, runtime: Runtime, scheme: bytes = b"http") -> None:
+        self.loop = loop
+        self.runtime = runtime
+        self.scheme = scheme
+        self.connections: set[ClientConnection] = set()
+        self.servers: list[asyncio.AbstractServer] = []
+        self._sweeper: asyncio.Task | None = None
+
+    async def listen(self, sockets: list[socket.socket]) -> None:
+        for sock in sockets:
+            server = await self.loop.create_server(
+                lambda: ClientConnection(self), sock=sock, backlog=BACKLOG
+            )
+            self.servers.append(server)
+        self._sweeper = self.loop.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            self.sweep_once()
+
+    def sweep_once(self) -> None:
+        now = self.loop.time()
+        for conn in list(self.connections):
+            conn.check_deadlines(now)
+        for target in self.runtime.targets:
+            target.expire(now)
+        self.runtime.access_log.flush()
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop accepting, let in-flight requests finish up to `timeout`, close the rest."""
+        for server in self.servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.shutdown()
+        deadline = self.loop.time() + timeout
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            for conn in list(self.connections):
+                if conn.active is None and conn.reading is None:
+                    conn.close()
+        for conn in list(self.connections):
+            conn.transport.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for target in self.runtime.targets:
+            target.close_all()
+        self.runtime.access_log.close()
+
+
+def bind_sockets(addresses: tuple[str, ...], port: int) -> list[socket.socket]:
+    """Open listening sockets, one per address.  "::" is bound IPv6-only, so that
+    "0.0.0.0" and "::" can both be listed (the default) without a clash."""
+    socks = []
+    for addr in addresses:
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((addr, port))
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            for s in socks:
+                s.close()
+            raise
+        socks.append(sock)
+    return socks

@@ -1,0 +1,563 @@
+"""The request lifecycle: one Exchange per request, from parsed head to log line.
+
+Phases, in order (see DESIGN.md):
+1. request          `prepare()`: route, limits; may answer at once (404, 301, 413, 400)
+2. upstream_request `_upstream_head()`: the head the upstream sees (prefix strip,
+                    forwarding headers, hop-by-hop removal)
+3. response         `on_response_head()`: the head the client sees (Location rewrite,
+                    framing, Connection)
+4. body             `on_response_body()`: chunks forwarded as they arrive
+5. log              `finish()`: exactly once, also for errors and aborted requests
+
+Flow control both ways: the client connection pausing its writes pauses reading
+from the upstream, and the upstream connection pausing its writes pauses reading
+from the client, so memory stays bounded whatever the body size and peer speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from typing import TYPE_CHECKING
+
+from porch.errors import ProxyError, client_error, upstream_error
+from porch.http import h1
+from porch.http.forwarding import real_client
+from porch.http.target import BadTarget, needs_normalising, normalise, split_target
+from porch.upstream.connection import UpstreamConnection
+
+if TYPE_CHECKING:
+    from porch.runtime import RouteRuntime, Runtime
+    from porch.server.client import ClientConnection
+    from porch.upstream.pool import Target
+
+# Request body bytes kept for a retry on a fresh connection (idempotent methods).
+REPLAY_LIMIT = 64 * 1024
+# Body bytes buffered while the upstream connection is being made; past this, the
+# client is paused (flow control), so the buffer never grows further.
+PENDING_LIMIT = 64 * 1024
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CHUNKED_LINE = b"Transfer-Encoding: chunked\r\n"
+_CLOSE_LINE = b"Connection: close\r\n"
+_KEEPALIVE_LINE = b"Connection: keep-alive\r\n"
+
+# Response headers that need a look; everything else is copied as received.
+_RESP_DROP = h1.HOP_BY_HOP
+_LOCATION = b"location"
+_CONTENT_LENGTH = b"content-length"
+_TRANSFER_ENCODING = b"transfer-encoding"
+_CONNECTION = b"connection"
+
+
+class Exchange:
+    """One request and its response.  Built by ClientConnection, which feeds it."""
+
+    __slots__ = (
+        # set by the client connection while parsing
+        "client", "runtime", "method", "target", "version", "headers", "host_header",
+        "content_length", "chunked", "expect_continue", "xff", "xf_proto", "xf_host",
+        "xf_port", "connection_tokens", "referer", "user_agent", "keep_alive",
+        # request phase
+        "t_start", "host", "client_ip", "site", "route", "upstream_target", "local",
+        # upstream side
+        "upstream", "upstream_head", "pending", "pending_size", "replay", "retried",
+        "connect_task", "up_deadline", "request_done", "up_keep_alive", "t_upstream_connect",
+        "t_upstream_header", "chosen",
+        # response side
+        "status", "upstream_status", "response_started", "framing", "bytes_in", "bytes_out",
+        "error", "done",
+    )
+
+    def __init__(self, client: ClientConnection, runtime: Runtime, t_start: float) -> None:
+        self.client = client
+        self.runtime = runtime
+        self.method = b""
+        self.target = b""
+        self.version = b"1.1"
+        self.headers: list[bytes] = []  # "Name: value\r\n" lines forwarded as received
+        self.host_header: bytes | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect_continue = False
+        self.xff: bytes | None = None
+        self.xf_proto: bytes | None = None
+        self.xf_host: bytes | None = None
+        self.xf_port: bytes | None = None
+        self.connection_tokens: set[bytes] | None = None
+        self.referer = b""
+        self.user_agent = b""
+        self.keep_alive = True
+        self.t_start = t_start
+        self.host = ""
+        self.client_ip = client.peer_ip
+        self.site: str = "-"
+        self.route: RouteRuntime | None = None
+        self.upstream_target = b""
+        self.local: bytes | None = None  # a response Porch answers itself
+        self.upstream: UpstreamConnection | None = None
+        self.upstream_head = b""
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.replay: list[bytes] | None = []
+        self.retried = False
+        self.connect_task: asyncio.Task | None = None
+        self.up_deadline = 0.0
+        self.request_done = False
+        self.up_keep_alive = False
+        self.t_upstream_connect = 0.0
+        self.t_upstream_header = 0.0
+        self.chosen: Target | None = None
+        self.status = 0
+        self.upstream_status = 0
+        self.response_started = False
+        self.framing = h1.BODY_NONE
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.error: ProxyError | None = None
+        self.done = False
+
+    # -- phase 1: request ------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Validate the head and pick the route; on failure set a local answer."""
+        err = self._route()
+        if err is not None:
+            self.answer(err.status, err.cause, body=None, source_error=err)
+
+    def _route(self) -> ProxyError | None:
+        if self.version not in (b"1.1", b"1.0"):
+            return client_error(505, f"HTTP version {self.version.decode()} not supported")
+        if self.method == b"CONNECT":
+            return client_error(405, "CONNECT is not supported")
+        host = self.host_header
+        target = self.target
+        if target[:1] != b"/":
+            if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+                # absolute-form (RFC 9112 3.2.2): its authority replaces Host
+                authority, _, rest = target.split(b"//", 1)[1].partition(b"/")
+                host, target = authority, b"/" + rest
+            elif self.method == b"OPTIONS" and target == b"*":
+                target = b"/"
+            else:
+                return client_error(400, "request target is not an absolute path")
+        if host is None:
+            if self.version == b"1.1":
+                return client_error(400, "missing Host header")
+            host = b""
+        split = h1.split_host(host) if host else ("", b"")
+        if split is None:
+            return client_error(400, f"invalid Host header {host!r}")
+        self.host = split[0]
+        if self.client.peer_trusted:
+            self.client_ip = real_client(self.client.peer_ip, self.xff or b"", self.runtime.trusted)
+        site = self.runtime.hosts.lookup(self.host)
+        if site is None:
+            return client_error(404, f"no site for host {self.host!r}")
+        self.site = site.name
+        try:
+            path, query = split_target(target)
+            if needs_normalising(path):
+                path = normalise(path)
+        except BadTarget as exc:
+            return client_error(400, str(exc))
+        if site.paths.needs_slash(path):
+            self.answer_redirect(path + b"/" + query)
+            return None
+        route = site.paths.match(path)
+        if route is None:
+            return client_error(404, "no route for path")
+        self.route = route
+        if route.strip:
+            path = path[len(route.strip) :] or b"/"
+        self.upstream_target = route.base_path + path + query if route.base_path else path + query
+        if route.max_body is not None and (self.content_length or 0) > route.max_body:
+            return client_error(413, f"body of {self.content_length} bytes over max_body {route.max_body}")
+        return None
+
+    def answer(self, status: int, cause: str, body: bytes | None = None,
+               source_error: ProxyError | None = None, extra: bytes = b"") -> None:
+        """Prepare a response Porch gives itself instead of proxying."""
+        if source_error is not None:
+            self.error = source_error
+            if status >= 400 and status != 404:
+                self.runtime.error_log.error(
+                    cause, site=self.site, client=self.client_ip, request=self._request_line()
+                )
+        # A body we will not read makes the connection unusable afterwards.
+        if self.content_length or self.chunked or status in (400, 408, 413, 431, 505):
+            self.keep_alive = False
+        self.local = h1.simple_response(status, body, close=not self.keep_alive, extra=extra)
+        self.status = status
+
+    def answer_redirect(self, location: bytes) -> None:
+        self.answer(301, "", body=b"", extra=b"Location: %s\r\n" % location)
+
+    # -- driving ---------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Our turn on the client connection (earlier pipelined requests are done)."""
+        if self.local is not None:
+            self._write_local()
+            return
+        if self.expect_continue and self.version == b"1.1" and not self.request_done:
+            self.client.transport.write(_CONTINUE)
+        self.upstream_head = self._upstream_head()
+        self._find_upstream(fresh=False)
+
+    def _write_local(self) -> None:
+        self.response_started = True
+        self.bytes_out = len(self.local) if self.status >= 400 else 0
+        self.client.transport.write(self.local)
+        self.finish()
+
+    # -- phase 2: upstream_request ---------------------------------------------
+
+    def _upstream_head(self) -> bytes:
+        route = self.route
+        client = self.client
+        parts = [
+            self.method, b" ", self.upstream_target, b" HTTP/1.1\r\nHost: ",
+            route.upstream_host or self.host_header or b"", b"\r\n",
+        ]
+        headers = self.headers
+        if self.connection_tokens:
+            headers = _without_listed(headers, self.connection_tokens)
+        parts.extend(headers)
+        if client.peer_trusted:
+            parts.append(self._trusted_forwarding())
+        else:
+            parts.append(client.forwarding)
+            parts.append(b"X-Forwarded-Host: %s\r\n" % (self.host_header or b""))
+        parts.append(route.extra_headers)
+        if self.chunked:
+            parts.append(_CHUNKED_LINE)
+        elif self.content_length is not None:
+            parts.append(b"Content-Length: %d\r\n\r\n" % self.content_length)
+            return b"".join(parts)
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _trusted_forwarding(self) -> bytes:
+        client = self.client
+        peer = client.peer_ip.encode()
+        xff = self.xff + b", " + peer if self.xff else peer
+        return b"".join((
+            b"X-Forwarded-For: ", xff, b"\r\nX-Real-IP: ", self.client_ip.encode(),
+            b"\r\nX-Forwarded-Proto: ", self.xf_proto or client.scheme,
+            b"\r\nX-Forwarded-Host: ", self.xf_host or self.host_header or b"",
+            b"\r\nX-Forwarded-Port: ", self.xf_port or client.local_port, b"\r\n",
+        ))
+
+    def _find_upstream(self, fresh: bool) -> None:
+        loop = self.client.loop
+        now = loop.time()
+        targets = self.route.balancer.order(now)
+        if not fresh:
+            conn = targets[0].take_idle(now)
+            if conn is not None:
+                self._attach(conn, targets[0])  # type: ignore[arg-type]
+                return
+        self.connect_task = loop.create_task(self._connect(targets))
+
+    async def _connect(self, targets: list[Target]) -> None:
+        loop = self.client.loop
+        route = self.route
+        timeout = route.upstream_connect_timeout
+        err: ProxyError | None = None
+        for target in targets:
+            self.chosen = target
+            try:
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(
+                        partial(UpstreamConnection, target), target.host, target.port,
+                        ssl=target.ssl, server_hostname=target.server_hostname,
+                    ),
+                    timeout,
+                )
+            except asyncio.TimeoutError:
+                err = upstream_error(504, f"connecting to {target.label} timed out after {timeout:g}s")
+            except OSError as exc:
+                err = upstream_error(502, f"connecting to {target.label} failed: {exc.strerror or exc}")
+            else:
+                self.connect_task = None
+                if self.done:
+                    conn.close()
+                else:
+                    self._attach(conn, target)
+                return
+            route.balancer.mark_failed(target, loop.time())
+        self.connect_task = None
+        if not self.done:
+            self.fail(err)
+
+    def _attach(self, conn: UpstreamConnection, target: Target) -> None:
+        now = self.client.loop.time()
+        self.chosen = target
+        self.upstream = conn
+        self.t_upstream_connect = now
+        conn.lease(self, self.method == b"HEAD")
+        write = conn.transport.write
+        write(self.upstream_head)
+        if self.replay:  # a retry: what the first attempt sent
+            for chunk in self.replay:
+                write(chunk)
+        elif self.pending:
+            for chunk in self.pending:
+                write(chunk)
+                self._keep_for_replay(chunk)
+            self.pending = []
+            self.pending_size = 0
+            self.client.unblock(self.client.B_PENDING)
+        if self.request_done:
+            if self.chunked:
+                write(h1.LAST_CHUNK)
+            self.up_deadline = now + self.route.upstream_timeout
+
+    def _keep_for_replay(self, chunk: bytes) -> None:
+        replay = self.replay
+        if replay is not None:
+            if sum(map(len, replay)) + len(chunk) <= REPLAY_LIMIT:
+                replay.append(chunk)
+            else:
+                self.replay = None
+
+    # -- request body, fed by the client connection -----------------------------
+
+    def on_request_body(self, data: bytes) -> None:
+        if self.done or self.local is not None:
+            return
+        self.bytes_in += len(data)
+        route = self.route
+        if route.max_body is not None and self.bytes_in > route.max_body:
+            self.fail(client_error(413, f"body passed max_body {route.max_body}"))
+            return
+        if self.chunked:
+            data = h1.encode_chunk(data)
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.transport.write(data)
+            if self.replay is not None and not self.retried:
+                self._keep_for_replay(data)
+        else:
+            self.pending.append(data)
+            self.pending_size += len(data)
+            if self.pending_size > PENDING_LIMIT:
+                self.client.block(self.client.B_PENDING)
+
+    def on_request_end(self) -> None:
+        self.request_done = True
+        upstream = self.upstream
+        if upstream is not None and not self.done:
+            if self.chunked:
+                upstream.transport.write(h1.LAST_CHUNK)
+            self.up_deadline = self.client.loop.time() + self.route.upstream_timeout
+
+    # -- phase 3 and 4: response ----------------------------------------------
+
+    def upstream_activity(self) -> None:
+        if self.request_done:
+            self.up_deadline = self.client.loop.time() + self.route.upstream_timeout
+
+    def on_response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                         keep_alive: bool) -> None:
+        if self.done:
+            return
+        client = self.client
+        if status < 200:
+            # 100 Continue was ours to give; other 1xx (103) pass to 1.1 clients.
+            if status != 100 and status != 101 and self.version == b"1.1":
+                client.transport.write(b"HTTP/1.1 %d %s\r\n\r\n" % (status, reason))
+            return
+        self.t_upstream_header = client.loop.time()
+        self.upstream_status = self.status = status
+        self.up_keep_alive = keep_alive
+        route = self.route
+        out = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        has_length = has_te = False
+        listed: set[bytes] | None = None
+        for name, value in headers:
+            lname = name.lower()
+            if lname in _RESP_DROP:
+                if lname == _TRANSFER_ENCODING:
+                    has_te = True
+                elif lname == _CONNECTION:
+                    listed = h1.connection_tokens(value)
+                continue
+            if lname == _CONTENT_LENGTH:
+                has_length = True
+            elif lname == _LOCATION and route.location_from:
+                value = self._rewrite_location(value)
+            out.append(b"%s: %s\r\n" % (name, value))
+        if listed and listed - {b"close", b"keep-alive"}:
+            out = [out[0]] + _without_listed(out[1:], listed)
+        if self.method == b"HEAD" or status in (204, 304):
+            self.framing = h1.BODY_NONE
+        elif has_te or not has_length:
+            if self.version == b"1.1":
+                self.framing = h1.BODY_CHUNKED
+                out.append(_CHUNKED_LINE)
+            else:
+                self.framing = h1.BODY_CLOSE
+                self.keep_alive = False
+        else:
+            self.framing = h1.BODY_LENGTH
+        if not self.request_done:
+            self.keep_alive = False  # an early answer: the rest of the body is unread
+        if not self.keep_alive or client.closing:
+            self.keep_alive = False
+            out.append(_CLOSE_LINE)
+        elif self.version == b"1.0":
+            out.append(_KEEPALIVE_LINE)
+        out.append(b"\r\n")
+        self.response_started = True
+        client.transport.write(b"".join(out))
+
+    def _rewrite_location(self, value: bytes) -> bytes:
+        route = self.route
+        prefix = route.strip or b""
+        for origin in route.location_from:
+            if value.startswith(origin):
+                rest = value[len(origin) :]
+                if rest[:1] in (b"", b"/", b"?"):
+                    rest = rest[len(route.base_path) :] if route.base_path and rest.startswith(route.base_path) else rest
+                    host = self.xf_host if self.client.peer_trusted and self.xf_host else self.host_header
+                    scheme = self.xf_proto if self.client.peer_trusted and self.xf_proto else self.client.scheme
+                    return b"%s://%s%s%s" % (scheme, host or b"", prefix, rest or b"/")
+        if prefix and value.startswith(b"/") and not value.startswith(b"//"):
+            if value == prefix or value.startswith(prefix + b"/") or value.startswith(prefix + b"?"):
+                return value  # the app already knows its prefix (X-Script-Name)
+            return prefix + value
+        return value
+
+    def on_response_body(self, data: bytes) -> None:
+        if self.done or self.framing == h1.BODY_NONE:
+            return
+        self.bytes_out += len(data)
+        if self.framing == h1.BODY_CHUNKED:
+            self.client.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self.client.transport.write(data)
+
+    def on_response_end(self) -> None:
+        if self.done:
+            return
+        if self.framing == h1.BODY_CHUNKED:
+            self.client.transport.write(h1.LAST_CHUNK)
+        self.finish()
+
+    def on_upstream_paused(self, paused: bool) -> None:
+        if paused:
+            self.client.block(self.client.B_UPSTREAM)
+        else:
+            self.client.unblock(self.client.B_UPSTREAM)
+
+    def on_upstream_lost(self, cause: str, got_bytes: bool) -> None:
+        if self.done:
+            return
+        upstream = self.upstream
+        self.upstream = None
+        if not self.response_started:
+            if (upstream is not None and upstream.reused and not got_bytes and not self.retried
+                    and self.method in h1.IDEMPOTENT and self.replay is not None):
+                # A pooled connection the upstream had closed: try once on a fresh one.
+                self.retried = True
+                self.up_deadline = 0.0
+                self._find_upstream(fresh=True)
+                return
+            self.fail(upstream_error(502, cause))
+        elif self.framing == h1.BODY_CLOSE:
+            self.finish()  # the body was delimited by the close: it is complete
+        else:
+            self.fail(upstream_error(0, f"{cause} in the middle of the response"))
+
+    def on_upstream_timeout(self) -> None:
+        timeout = self.route.upstream_timeout if self.route else 0
+        self.fail(upstream_error(504, f"upstream sent nothing for {timeout:g}s"))
+
+    # -- endings -------------------------------------------------------------
+
+    def fail(self, err: ProxyError) -> None:
+        """End the exchange on an error: answer it if no response has started yet,
+        else close the client connection so a short body is never passed as whole."""
+        if self.done:
+            return
+        if self.client.active is not self and self.local is None:
+            # still queued behind a pipelined request: answer when its turn comes
+            self.answer(err.status or 400, err.cause, source_error=err)
+            return
+        self.error = err
+        self._drop_upstream()
+        self.runtime.error_log.error(
+            err.cause, site=self.site, route=self.route.path if self.route else None,
+            upstream=self.chosen.label if self.chosen else None,
+            client=self.client_ip, request=self._request_line(),
+        )
+        client = self.client
+        if not self.response_started and err.status and not client.gone:
+            if not self.request_done:
+                self.keep_alive = False
+            if err.status in (408, 413):
+                self.keep_alive = False
+            body = h1.simple_response(err.status, close=not self.keep_alive)
+            self.status = err.status
+            self.response_started = True
+            client.transport.write(body)
+        else:
+            self.keep_alive = False
+            if not self.status:
+                self.status = 499 if err.source == "client" else 502
+            client.close()
+        self.finish()
+
+    def client_gone(self) -> None:
+        """The client closed its connection: abort the upstream side, log 499."""
+        if self.done:
+            return
+        if not self.response_started:
+            self.status = 499  # nginx's "client closed request"
+        self.error = client_error(0, "client closed the connection")
+        self._drop_upstream()
+        self.finish()
+
+    def _drop_upstream(self) -> None:
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            upstream.abort()
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        client = self.client
+        now = client.loop.time()
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            if self.up_keep_alive and self.request_done and upstream.is_usable():
+                upstream.release()
+                self.chosen.put_idle(upstream, now)
+            else:
+                upstream.close()
+        self.runtime.access_log.log(self, now)
+        client.exchange_finished(self)
+
+    # -- for logs ------------------------------------------------------------
+
+    def _request_line(self) -> str:
+        return (b"%s %s HTTP/%s" % (self.method, self.target, self.version)).decode("latin-1")
+
+    def route_label(self) -> str:
+        return self.route.path if self.route else "-"
+
+    def upstream_label(self) -> str:
+        return self.chosen.label if self.chosen else "-"
+
+
+def _without_listed(lines: list[bytes], listed: set[bytes]) -> list[bytes]:
+    """Drop header lines named in a Connection header (RFC 9110 7.6.1)."""
+    return [line for line in lines if line.split(b":", 1)[0].strip().lower() not in listed]

@@ -1,0 +1,167 @@
+"""One keep-alive HTTP/1.1 connection to an upstream: asyncio.Protocol over httptools.
+
+The connection parses responses and hands them to whichever exchange currently
+leases it (`self.exchange`), through a small interface:
+    on_response_head(status, reason, headers, keep_alive)
+    on_response_body(data)
+    on_response_end()
+    on_upstream_lost(cause, got_bytes)
+    on_upstream_paused(paused)
+When no exchange leases it, it sits idle in its target's pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+if TYPE_CHECKING:
+    from porch.upstream.pool import Target
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "target",
+        "transport",
+        "parser",
+        "exchange",
+        "idle_since",
+        "closed",
+        "reused",
+        "_reason",
+        "_headers",
+        "_got_bytes",
+        "_skip_body",
+    )
+
+    def __init__(self, target: Target) -> None:
+        # per connection
+        self.target = target
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Any = None
+        self.idle_since = 0.0
+        self.closed = False
+        self.reused = False
+        # per response
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._got_bytes = False
+        self._skip_body = False
+
+    # -- asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            # An idle connection must not talk: whatever it says, it is not reusable.
+            self.close()
+            return
+        self._got_bytes = True
+        exchange.upstream_activity()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            exchange = self.exchange
+            if exchange is not None:
+                exchange.on_upstream_lost("upstream switched protocols", True)
+            self.close()
+        except httptools.HttpParserError as exc:
+            exchange = self.exchange
+            self.close()
+            if exchange is not None:
+                exchange.on_upstream_lost(f"invalid response from upstream: {exc}", True)
+
+    def eof_received(self) -> bool | None:
+        exchange = self.exchange
+        if exchange is not None:
+            try:
+                self.parser.feed_data(b"")
+            except httptools.HttpParserError:
+                pass
+        return None  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        exchange = self.exchange
+        self.exchange = None
+        if exchange is not None:
+            cause = f"upstream closed the connection{': ' + str(exc) if exc else ''}"
+            exchange.on_upstream_lost(cause, self._got_bytes)
+        else:
+            self.target.forget(self)
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.on_upstream_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.on_upstream_paused(False)
+
+    # -- lease -----------------------------------------------------------------
+
+    def lease(self, exchange: Any, skip_body: bool) -> None:
+        self.exchange = exchange
+        self._skip_body = skip_body
+        self._got_bytes = False
+
+    def release(self) -> None:
+        self.exchange = None
+        self.reused = True
+
+    def is_usable(self) -> bool:
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
+
+    def close(self) -> None:
+        self.closed = True
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- httptools callbacks ---------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._reason = b""
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            return
+        parser = self.parser
+        status = parser.get_status_code()
+        exchange.on_response_head(status, self._reason, self._headers, parser.should_keep_alive())
+        if self._skip_body and status >= 200:
+            # A response to HEAD has no body whatever its Content-Length says
+            # (RFC 9110 9.3.2); httptools cannot be told, so the message ends here
+            # and a fresh parser takes the next response.
+            self.parser = httptools.HttpResponseParser(self)
+            if self.exchange is exchange:
+                exchange.on_response_end()
+
+    def on_body(self, body: bytes) -> None:
+        if body and self.exchange is not None:
+            self.exchange.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self.exchange
+        if exchange is not None and self.parser.get_status_code() >= 200:
+            exchange.on_response_end()

@@ -1,0 +1,111 @@
+"""Upstream targets, their keep-alive pools, and round-robin choice.
+
+Decisions are synchronous (httpcore's habit): `Balancer.order()` says which
+targets to try, `Target.take_idle()` hands out a pooled connection or None; the
+async caller (server/proxy.py) does the connecting.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from porch.config.model import UpstreamTarget
+
+# Idle connections kept per target per worker.  nginx's `keepalive 32` in most
+# guides; we keep a little more since we have no separate upstream block.
+MAX_IDLE = 64
+# An idle pooled connection older than this is closed by us first, so that we do not
+# race an upstream closing it (uvicorn 5s, gunicorn 2s, node 5s keep-alive defaults:
+# we stay under the shortest common one).
+IDLE_TTL = 2.0
+# After a refused connection, a target is skipped for this long while others are up
+# (nginx max_fails=1 fail_timeout=10s).
+FAIL_TIMEOUT = 10.0
+
+
+class PooledConnection(Protocol):
+    idle_since: float
+
+    def is_usable(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+class Target:
+    """One upstream address and its pool of idle keep-alive connections."""
+
+    __slots__ = ("spec", "host", "port", "label", "ssl", "server_hostname", "idle", "down_until")
+
+    def __init__(self, spec: UpstreamTarget) -> None:
+        self.spec = spec
+        self.host = spec.host
+        self.port = spec.port
+        self.label = spec.url
+        self.ssl: ssl.SSLContext | None = None
+        self.server_hostname: str | None = None
+        if spec.scheme == "https":
+            self.ssl = ssl.create_default_context()
+            self.ssl.set_alpn_protocols(["http/1.1"])
+            self.server_hostname = spec.host
+        self.idle: deque[PooledConnection] = deque()
+        self.down_until = 0.0
+
+    def take_idle(self, now: float) -> PooledConnection | None:
+        """The most recently used live connection, or None.  LIFO keeps few warm."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if conn.is_usable() and now - conn.idle_since < IDLE_TTL:
+                return conn
+            conn.close()
+        return None
+
+    def put_idle(self, conn: PooledConnection, now: float) -> None:
+        conn.idle_since = now
+        self.idle.append(conn)
+        if len(self.idle) > MAX_IDLE:
+            self.idle.popleft().close()
+
+    def forget(self, conn: PooledConnection) -> None:
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    def expire(self, now: float) -> None:
+        """Close idle connections past their time (oldest are on the left)."""
+        idle = self.idle
+        while idle and now - idle[0].idle_since >= IDLE_TTL:
+            idle.popleft().close()
+
+    def close_all(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
+
+
+class Balancer:
+    """Round robin over a route's targets, skipping recently refused ones."""
+
+    __slots__ = ("targets", "_next")
+
+    def __init__(self, targets: tuple[Target, ...]) -> None:
+        self.targets = targets
+        self._next = 0
+
+    def order(self, now: float) -> list[Target]:
+        """Targets to try, in order: the next in turn first, failed ones last."""
+        targets = self.targets
+        n = len(targets)
+        if n == 1:
+            return [targets[0]]
+        start = self._next
+        self._next = (start + 1) % n
+        ring = [targets[(start + i) % n] for i in range(n)]
+        up = [t for t in ring if t.down_until <= now]
+        return up + [t for t in ring if t.down_until > now]
+
+    def mark_failed(self, target: Target, now: float) -> None:
+        if len(self.targets) > 1:
+            target.down_until = now + FAIL_TIMEOUT
