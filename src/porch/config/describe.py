@@ -1,0 +1,99 @@
+"""What `porch check` prints for a good config: the settings that matter, then each
+site with its hosts and routes.
+
+The text is stable (the same config always gives the same text, so golden tests can
+compare it whole) and compact: limits appear only where they differ from the model's
+defaults, and sizes and durations are spelled as the config file would spell them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from porch.config.model import Config, Global, Limits, Route, Site
+from porch.config.units import format_duration, format_size
+
+_DEFAULT_LIMITS = Limits()
+_STREAMS = {"-": "stdout", "off": "off"}
+
+
+def describe(config: Config) -> str:
+    """The `porch check` report for `config`, without a trailing newline."""
+    routes = sum(len(site.routes) for site in config.sites)
+    header = f"{config.source}: ok, {_count(len(config.sites), 'site')}, {_count(routes, 'route')}"
+    lines = [header, *_aligned(_settings(config.porch, config.sites))]
+    for site in config.sites:
+        lines += ["", *_site(site)]
+    return "\n".join(lines)
+
+
+def _settings(porch: Global, sites: tuple[Site, ...]) -> list[tuple[str, str]]:
+    """The global settings as (label, value) pairs, in a fixed order."""
+    listen = [f"http on {_addresses(porch.bind, porch.http_port)}"]
+    if any(site.tls != "off" for site in sites):  # nothing listens on https_port otherwise
+        listen.append(f"https on {_addresses(porch.bind, porch.https_port)}")
+    access = _STREAMS.get(porch.access_log, porch.access_log)
+    if porch.access_log != "off":
+        access += f" ({porch.access_log_format})"
+    settings = [
+        ("listen", "; ".join(listen)),
+        ("workers", str(porch.workers)),
+        ("access log", access),
+        ("error log", "stderr" if porch.error_log == "-" else porch.error_log),
+        ("trusted proxies", ", ".join(porch.trusted_proxies) or "none"),
+        ("max header size", format_size(porch.max_header_size)),
+        ("keep-alive", _duration_or_off(porch.keepalive_timeout)),
+        ("shutdown", f"drain for {format_duration(porch.shutdown_timeout)}"),
+        ("state dir", porch.state_dir),
+    ]
+    if porch.email:
+        settings.append(("email", porch.email))
+    return settings
+
+
+def _site(site: Site) -> list[str]:
+    hosts = ", ".join(site.hosts) if site.hosts else "* (catch-all)"
+    tls = f" (tls {site.tls})" if site.tls != "off" else ""
+    width = max((len(route.path) for route in site.routes), default=0)
+    return [f"{site.key_path} {hosts}{tls}", *(_route(route, width) for route in site.routes)]
+
+
+def _route(route: Route, width: int) -> str:
+    upstreams = ", ".join(target.url for target in route.upstreams)
+    notes = ["strip_prefix"] if route.strip_prefix else []
+    if route.upstream_host:
+        notes.append(f"upstream_host {route.upstream_host}")
+    notes += _limits(route.limits)
+    tail = f"  ({', '.join(notes)})" if notes else ""
+    return f"  {route.path.ljust(width)} -> {upstreams}{tail}"
+
+
+def _limits(limits: Limits) -> list[str]:
+    """Each limit that differs from the model default, as "name value"."""
+    out = []
+    for field in fields(Limits):
+        value = getattr(limits, field.name)
+        if value == getattr(_DEFAULT_LIMITS, field.name):
+            continue
+        if field.name == "max_body":
+            out.append(f"max_body {'off' if value is None else format_size(value)}")
+        else:
+            out.append(f"{field.name} {format_duration(value)}")
+    return out
+
+
+def _duration_or_off(seconds: float) -> str:
+    return format_duration(seconds) if seconds else "off"
+
+
+def _addresses(bind: tuple[str, ...], port: int) -> str:
+    return ", ".join(f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in bind)
+
+
+def _aligned(pairs: list[tuple[str, str]]) -> list[str]:
+    width = max(len(label) for label, _ in pairs)
+    return [f"  {label.ljust(width)}  {value}" for label, value in pairs]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

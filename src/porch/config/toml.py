@@ -1,0 +1,609 @@
+"""porch.toml -> the typed model in `config/model.py`.
+
+A file is read in three steps so that one run reports every problem it can:
+
+1. each table is read against its key table (key -> parser).  A bad value becomes a
+   problem naming its key path (`site[2].route[0].proxy`) and is kept as `_BAD`,
+   so later steps neither use it nor complain about it a second time;
+2. checks across tables: a host in two sites, two catch-all sites, a path twice in
+   one site, a route that ends up with no upstream;
+3. the model is built, most specific value first: route over site over the `[porch]`
+   defaults over the model's defaults.
+
+Nothing is returned if any problem was found: `ConfigError` carries them all.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from porch.config.errors import ConfigError
+from porch.config.model import Config, Global, Limits, Route, Site, UpstreamTarget
+from porch.config.units import parse_duration, parse_size
+
+Parser = Callable[[Any], Any]
+Values = dict[str, Any]
+
+_BAD: Any = object()  # present but invalid, and already reported
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and check a porch.toml file; raise ConfigError listing every problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError([f"{source}: cannot read the file: {e.strerror}"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{source}: byte {e.start} is not UTF-8; TOML files are UTF-8"]) from None
+    return loads(text, source)
+
+
+def loads(text: str, source: str = "<string>") -> Config:
+    """Check porch.toml text; `source` names it in messages and in `Config.source`."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{source}: {e}"]) from None
+    return _Reader(source).config(data)
+
+
+# --- reading one value ---------------------------------------------------------
+# A parser takes the TOML value and returns the model value, or raises ValueError
+# whose message quotes the value and says what to write instead.
+
+
+def _show(value: Any) -> str:
+    """A value spelled as in TOML, shortened: messages quote what the user wrote."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = value if len(value) <= 60 else value[:57] + "..."
+        return json.dumps(text, ensure_ascii=False)  # JSON escapes are TOML's: one line
+    if isinstance(value, list):
+        inner = ", ".join(_show(item) for item in value[:3])
+        return f"[{inner}{', ...' if len(value) > 3 else ''}]"
+    if isinstance(value, dict):
+        return "{...}"
+    return str(value)
+
+
+_KINDS = ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
+          (list, "an array"), (dict, "a table"))  # fmt: skip
+
+
+def _expect(ok: bool, value: Any, expected: str) -> None:
+    """Raise the standard wrong-type message: `"80" is a string; expected ...`."""
+    if not ok:
+        kind = next((name for t, name in _KINDS if isinstance(value, t)), "a date/time")
+        raise ValueError(f"{_show(value)} is {kind}; expected {expected}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _strings(value: Any, expected: str) -> list[str]:
+    """A string or a non-empty array of strings, as a list."""
+    if isinstance(value, str):
+        return [value]
+    _expect(isinstance(value, list), value, f"{expected}, or an array of them")
+    if not value:
+        raise ValueError(f"[] is empty; expected at least one: {expected}")
+    for item in value:
+        _expect(isinstance(item, str), item, expected)
+    return value
+
+
+def _unique(items: Iterable[Any], show: Callable[[Any], str] = _show) -> tuple[Any, ...]:
+    seen: list[Any] = []
+    for item in items:
+        if item in seen:
+            raise ValueError(f"{show(item)} is listed twice")
+        seen.append(item)
+    return tuple(seen)
+
+
+_PORT = "an integer port 1-65535"
+
+
+def _port(value: Any) -> int:
+    _expect(_is_int(value), value, _PORT)
+    if not 1 <= value <= 65535:
+        raise ValueError(f"{value} is out of range; expected {_PORT}")
+    return value
+
+
+def _address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    host, _, port = text.rpartition(":")
+    if port.isdigit() and host:
+        raise ValueError(f"{_show(text)} has a port; write the address alone and the port as http_port")
+    raise ValueError(f'{_show(text)} is not an IP address; expected one like "127.0.0.1" or "::1"')
+
+
+def _bind(value: Any) -> tuple[str, ...]:
+    return _unique(_address(text) for text in _strings(value, 'an IP address like "127.0.0.1"'))
+
+
+def _networks(value: Any) -> tuple[str, ...]:
+    _expect(isinstance(value, list), value, 'an array of CIDRs or IPs like ["10.0.0.0/8"]')
+    found = []
+    for item in value:
+        _expect(isinstance(item, str), item, 'a CIDR or IP like "10.0.0.0/8"')
+        try:
+            # strict=False: "10.1.2.3/8" means the network it is in, as in nginx set_real_ip_from
+            found.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError(f'{_show(item)} is not a CIDR or IP; expected one like "10.0.0.0/8"') from None
+    return _unique(found)
+
+
+_WORKERS = '"auto" or a number of worker processes, 1 or more'
+
+
+def _workers(value: Any) -> int | str:
+    _expect(value == "auto" or _is_int(value), value, _WORKERS)
+    if value != "auto" and value < 1:
+        raise ValueError(f"{value} is below 1; expected {_WORKERS}")
+    return value
+
+
+def _text(expected: str) -> Parser:
+    """A non-empty string, otherwise as given."""
+
+    def parse(value: Any) -> str:
+        _expect(isinstance(value, str), value, expected)
+        if not value.strip():
+            raise ValueError(f"{_show(value)} is empty; expected {expected}")
+        return value
+
+    return parse
+
+
+def _error_log(value: Any) -> str:
+    path = _text('a file path, or "-" for stderr')(value)
+    if path == "off":  # it would quietly become a file named "off"
+        raise ValueError('"off" is not allowed: errors must go somewhere (write a path, or "-" for stderr)')
+    return path
+
+
+def _choice(*options: str) -> Parser:
+    spelled = " or ".join(_show(option) for option in options)
+
+    def parse(value: Any) -> str:
+        _expect(isinstance(value, str), value, spelled)
+        if value not in options:
+            raise ValueError(f"{_show(value)} is not supported; expected {spelled}")
+        return value
+
+    return parse
+
+
+def _email(value: Any) -> str:
+    text = _text('an email address like "admin@example.org"')(value)
+    local, at, domain = text.partition("@")
+    if not (local and at and domain) or "@" in domain or any(c.isspace() for c in text):
+        raise ValueError(f'{_show(text)} is not an email address; expected one like "admin@example.org"')
+    return text
+
+
+_SIZE = 'a size like "64k", "20M" or "1G", or a number of bytes'
+
+
+def _bytes(value: Any) -> int:
+    _expect(_is_int(value) or isinstance(value, str), value, _SIZE)
+    return parse_size(value)
+
+
+def _size(value: Any) -> int:
+    if _bytes(value) == 0:
+        raise ValueError(f"{_show(value)} is too small; expected {_SIZE}")
+    return parse_size(value)
+
+
+def _max_body(value: Any) -> int | None:
+    if value == "off":
+        return None
+    if _bytes(value) == 0:  # nginx reads 0 as "no limit": make the writer say which
+        raise ValueError(
+            f"{_show(value)} is ambiguous;"
+            ' write max_body = "off" for no limit, or a size like "20M"'
+        )
+    return parse_size(value)
+
+
+_DURATION = 'a duration like "30s", "5m" or "250ms", or a number of seconds'
+
+
+def _duration(*, zero_ok: bool) -> Parser:
+    def parse(value: Any) -> float:
+        _expect(_is_int(value) or isinstance(value, float | str), value, _DURATION)
+        seconds = parse_duration(value)
+        if seconds == 0 and not zero_ok:
+            raise ValueError(f"{_show(value)} would fail every request; expected a duration above 0")
+        return seconds
+
+    return parse
+
+
+def _bool(value: Any) -> bool:
+    _expect(isinstance(value, bool), value, "true or false")
+    return value
+
+
+def _tls(value: Any) -> str:
+    if value != "off":
+        raise ValueError(
+            f"{_show(value)} is not available yet:"
+            ' TLS arrives in a later release (write tls = "off")'
+        )
+    return value
+
+
+# --- host names ----------------------------------------------------------------
+
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")  # "_": docker service names
+
+
+def _ip_literal(text: str) -> str | None:
+    """Canonical text of an IP literal ("[::1]" and "::1" both give "::1"), else None."""
+    inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        return str(ipaddress.ip_address(inner))
+    except ValueError:
+        return None
+
+
+def _dns_name(text: str) -> str:
+    """Lowercase ASCII form of a DNS name; raises ValueError if it is not one."""
+    name = text.lower()
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")  # Host headers arrive in punycode
+        except UnicodeError:
+            raise ValueError(f"{_show(text)} is not a valid international domain name") from None
+    if name.endswith("."):
+        raise ValueError(f"{_show(text)} ends with a dot; write {_show(text.rstrip('.'))}")
+    labels = name.split(".")
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"{_show(text)} is not a valid host name (letters, digits, - and _ between dots)")
+    if all(label.isdigit() for label in labels):
+        raise ValueError(f"{_show(text)} is not a valid IP address")
+    return name
+
+
+def _site_host(text: str) -> str:
+    """One `hosts` entry: a name, an IP literal, or "*.name" matching one or more labels."""
+    if not text:
+        raise ValueError('"" is empty; expected a host name like "example.org"')
+    if any(c.isspace() for c in text):
+        raise ValueError(f"{_show(text)} contains whitespace; write one host name per string")
+    if "/" in text:
+        raise ValueError(f'{_show(text)} is not a host name; write only the name, like "example.org"')
+    if (ip := _ip_literal(text)) is not None:
+        return ip
+    if ":" in text:
+        raise ValueError(
+            f"{_show(text)} has a port; write the name alone"
+            " (ports are http_port and https_port in [porch])"
+        )
+    if text == "*":
+        raise ValueError('"*" is not a host name; leave hosts out to make this the catch-all site')
+    if text.startswith("*."):
+        return "*." + _wildcard_free(text[2:], text)
+    return _wildcard_free(text, text)
+
+
+def _wildcard_free(name: str, text: str) -> str:
+    if "*" in name:
+        raise ValueError(f'{_show(text)}: * may only be the whole first label, as in "*.example.org"')
+    return _dns_name(name)
+
+
+def _hosts(value: Any) -> tuple[str, ...]:
+    if value == []:
+        raise ValueError("[] is empty; list at least one host name, or leave hosts out for the catch-all site")
+    return _unique(_site_host(text) for text in _strings(value, 'a host name like "example.org"'))
+
+
+def _upstream_host(value: Any) -> str:
+    text = _text('a host name (and port) to send as Host, like "app.internal"')(value)
+    if "/" in text or "@" in text or any(c.isspace() for c in text):
+        raise ValueError(
+            f"{_show(text)} is not a Host header value;"
+            ' write a name (and port), like "app.internal:8080"'
+        )
+    return text
+
+
+# --- upstream URLs -------------------------------------------------------------
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_NOT_HTTP = "is not an http:// or https:// URL"
+
+
+def _upstream(url: str) -> UpstreamTarget:
+    """One `proxy` URL: scheme and host required, port defaulted, path kept."""
+    if "://" not in url:  # "localhost:8080" parses as scheme "localhost": say what was meant
+        raise ValueError(f"{_show(url)} {_NOT_HTTP} (write it as http://{url or 'host:port'})")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:  # a bad port or a broken [IPv6] literal
+        raise ValueError(f"{_show(url)} is not a valid URL ({e}); write it as http://host:port") from None
+    if parts.scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"{_show(url)} {_NOT_HTTP} (write it as http://host:port)")
+    if "@" in parts.netloc:  # quote the URL without the credentials: output gets pasted in issues
+        shown = f"{parts.scheme}://...@{parts.netloc.rpartition('@')[2]}"
+        raise ValueError(f"{_show(shown)} has user info; proxy URLs take no user or password")
+    if "?" in url or "#" in url:
+        raise ValueError(
+            f"{_show(url)} has a query or fragment;"
+            " proxy URLs take a scheme, host, port and path only"
+        )
+    if not parts.hostname:
+        raise ValueError(f"{_show(url)} has no host (write it as http://host:port)")
+    if port == 0:
+        raise ValueError(f"{_show(url)} has port 0; expected a port 1-65535")
+    host = _ip_literal(parts.hostname) or _dns_name(parts.hostname)
+    port = port or _DEFAULT_PORTS[parts.scheme]
+    return UpstreamTarget(parts.scheme, host, port, parts.path.rstrip("/"))
+
+
+def _proxy(value: Any) -> tuple[UpstreamTarget, ...]:
+    urls = _strings(value, 'a URL like "http://127.0.0.1:8080"')
+    targets = _unique((_upstream(url) for url in urls), show=lambda target: _show(target.url))
+    if len({target.path for target in targets}) > 1:  # requests are rewritten once, for all
+        raise ValueError(f"{_show(value)} mixes paths; the upstreams of one route share one path")
+    return targets
+
+
+def _route_path(value: Any) -> str:
+    _expect(isinstance(value, str), value, 'a path prefix like "/api/"')
+    if not value.startswith("/"):
+        raise ValueError(f"{_show(value)} does not start with /; write {_show('/' + value)}")
+    if "*" in value:
+        prefix = _show(value.split("*")[0])
+        raise ValueError(f"{_show(value)} has a *; paths are prefixes already, write {prefix}")
+    if "?" in value or "#" in value or any(c.isspace() for c in value):
+        raise ValueError(f"{_show(value)} is not a plain path; write only the path, like \"/api/\"")
+    return value
+
+
+# --- the key tables ------------------------------------------------------------
+
+_LIMIT_KEYS: dict[str, Parser] = {
+    "max_body": _max_body,
+    "header_timeout": _duration(zero_ok=False),
+    "body_timeout": _duration(zero_ok=False),
+    "upstream_connect_timeout": _duration(zero_ok=False),
+    "upstream_timeout": _duration(zero_ok=False),
+}
+_GLOBAL_ONLY_KEYS: dict[str, Parser] = {
+    "http_port": _port,
+    "https_port": _port,
+    "bind": _bind,
+    "trusted_proxies": _networks,
+    "workers": _workers,
+    "access_log": _text('a file path, "-" for stdout, or "off"'),
+    "access_log_format": _choice("combined", "json"),
+    "error_log": _error_log,
+    "state_dir": _text("a directory path"),
+    "max_header_size": _size,
+    # 0 is meaningful for both: no keep-alive (as in nginx), and stop without draining
+    "keepalive_timeout": _duration(zero_ok=True),
+    "shutdown_timeout": _duration(zero_ok=True),
+    "email": _email,
+}
+# Keys a route takes, each (but path) also a site key whose value routes inherit.
+_ROUTE_KEYS: dict[str, Parser] = {
+    "path": _route_path,
+    "proxy": _proxy,
+    "strip_prefix": _bool,
+    "upstream_host": _upstream_host,
+    **_LIMIT_KEYS,
+}
+_INHERITED = ("proxy", "strip_prefix", "upstream_host")
+
+
+def _nested(value: Any) -> Any:
+    return value  # a table read by its own step (`_Reader.tables`), not here
+
+
+_SITE_KEYS: dict[str, Parser] = {
+    "hosts": _hosts,
+    "tls": _tls,
+    **{key: _ROUTE_KEYS[key] for key in _INHERITED},
+    **_LIMIT_KEYS,
+    "route": _nested,
+}
+_GLOBAL_KEYS: dict[str, Parser] = {**_GLOBAL_ONLY_KEYS, **_LIMIT_KEYS}
+_TOP_KEYS: dict[str, Parser] = {"porch": _nested, "site": _nested}
+
+# Where each key belongs, for a key written in the wrong table.
+_HOME = {
+    **dict.fromkeys(_GLOBAL_ONLY_KEYS, "[porch]"),
+    **dict.fromkeys(_SITE_KEYS, "[[site]]"),
+    "path": "[[site.route]]",
+    "route": "[[site.route]] tables, after their [[site]]",
+}
+
+
+# --- reading the file ----------------------------------------------------------
+
+
+class _Reader:
+    """Collects problems while reading one file; see the module docstring for the steps."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+
+    def problem(self, where: str, message: str) -> None:
+        self.problems.append(f"{where}: {message}")
+
+    def config(self, data: Values) -> Config:
+        self.read(data, _TOP_KEYS, "", "a top-level key")
+        porch, defaults = self.porch(data.get("porch", {}))
+        drafts = [self.site_draft(i, table) for i, table in enumerate(self.tables(data, "site"))]
+        if not drafts and not self.problems:
+            self.problem(self.source, 'no sites (add a [[site]] with hosts = ["example.org"]'
+                         ' and proxy = "http://127.0.0.1:8080")')
+        self.check_hosts([site for site, _ in drafts])
+        sites = tuple(self.site(i, *draft, defaults) for i, draft in enumerate(drafts))
+        if self.problems:
+            raise ConfigError(sorted(self.problems, key=_site_index))
+        return Config(porch=porch, sites=sites, source=self.source)
+
+    def read(self, table: Values, keys: Mapping[str, Parser], where: str, scope: str) -> Values:
+        """Parse each key of `table` with its parser; record unknown and bad keys."""
+        values: Values = {}
+        for key, value in table.items():
+            path = f"{where}.{key}" if where else key
+            if key not in keys:
+                self.problem(path, _unknown(key, keys, scope))
+                continue
+            try:
+                values[key] = keys[key](value)
+            except ValueError as e:
+                self.problem(path, str(e))
+                values[key] = _BAD
+        return values
+
+    def tables(self, parent: Values, key: str, where: str = "") -> list[Values]:
+        """An array of tables such as [[site]]; a lone [site] is read but reported."""
+        path = f"{where}.{key}" if where else key
+        header = f"{where.split('[')[0]}.{key}" if where else key
+        value = parent.get(key, [])
+        if isinstance(value, dict):
+            self.problem(path, f"is a single table; write [[{header}]] (double brackets), once for each")
+            return [value]
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            self.problem(path, f"{_show(value)} is not a list of tables; write [[{header}]] sections")
+            return []
+        return value
+
+    def porch(self, table: Any) -> tuple[Global, Values]:
+        """The [porch] table: the Global model, and the limit values sites inherit."""
+        if not isinstance(table, dict):
+            self.problem("porch", "is not a table; write a single [porch] section")
+            table = {}
+        values = self.read(table, _GLOBAL_KEYS, "porch", "a [porch] key")
+        https = values.get("https_port")
+        if https is not None and https == values.get("http_port", Global.http_port):
+            self.problem("porch.https_port", f"{https} is also http_port; use two different ports")
+        fields = _layered([values], _GLOBAL_ONLY_KEYS)
+        return Global(**fields), _layered([values], _LIMIT_KEYS)
+
+    def site_draft(self, i: int, table: Values) -> tuple[Values, list[Values]]:
+        """A site's own values and its routes' values, read but not yet combined."""
+        where = f"site[{i}]"
+        site = self.read(table, _SITE_KEYS, where, "a site key")
+        tables = self.tables(table, "route", where)
+        routes = [self.route_draft(f"{where}.route[{j}]", t) for j, t in enumerate(tables)]
+        return site, routes
+
+    def route_draft(self, where: str, table: Values) -> Values:
+        route = self.read(table, _ROUTE_KEYS, where, "a route key")
+        if "path" not in route:
+            self.problem(where, 'no path (add path = "/prefix/" to the route)')
+        return route
+
+    def check_hosts(self, sites: list[Values]) -> None:
+        """Each host in one site only; at most one site without hosts (the catch-all)."""
+        owners: dict[str, int] = {}
+        catch_all: int | None = None
+        for i, site in enumerate(sites):
+            if "hosts" not in site and catch_all is not None:
+                self.problem(f"site[{i}]", f"a second catch-all site (no hosts); site[{catch_all}]"
+                             " is one already (add hosts = [...] to one of them)")
+            elif "hosts" not in site:
+                catch_all = i
+            hosts = site.get("hosts", ())
+            for host in () if hosts is _BAD else hosts:
+                if host in owners:
+                    self.problem(f"site[{i}].hosts", f"{_show(host)} is also in site[{owners[host]}];"
+                                 " a host may belong to one site only")
+                owners.setdefault(host, i)
+
+    def site(self, i: int, site: Values, routes: list[Values], defaults: Values) -> Site:
+        where = f"site[{i}]"
+        self.check_paths(where, routes)
+        built = [self.route(f"{where}.route[{j}]", site, r, defaults) for j, r in enumerate(routes)]
+        if "proxy" in site and not any(route.get("path") == "/" for route in routes):
+            built.append(self.route(where, site, {"path": "/"}, defaults))  # the site's own proxy
+        elif not routes:
+            self.problem(where, 'no proxy (add proxy = "http://host:port" to the site, or [[site.route]] tables)')
+        return Site(
+            hosts=_layered([site], _SITE_KEYS).get("hosts", ()),
+            routes=tuple(route for route in built if route is not None),
+            tls=_layered([site], _SITE_KEYS).get("tls", "off"),
+            key_path=where,
+        )
+
+    def check_paths(self, where: str, routes: list[Values]) -> None:
+        first: dict[str, int] = {}
+        for j, route in enumerate(routes):
+            path = route.get("path")
+            if isinstance(path, str) and path in first:
+                self.problem(f"{where}.route[{j}].path", f"{_show(path)} is also"
+                             f" {where}.route[{first[path]}]; a path may appear once per site")
+            elif isinstance(path, str):
+                first[path] = j
+
+    def route(self, where: str, site: Values, route: Values, defaults: Values) -> Route | None:
+        """The route's values over the site's; None (reported or bad) if incomplete."""
+        if "proxy" not in route and "proxy" not in site:
+            self.problem(where, 'no proxy (add proxy = "http://host:port" to the route or the site)')
+            return None
+        values = _layered([site, route], _ROUTE_KEYS)
+        if "path" not in values or "proxy" not in values:  # bad values, already reported
+            return None
+        return Route(
+            path=values["path"],
+            upstreams=values["proxy"],
+            strip_prefix=values.get("strip_prefix", False),
+            upstream_host=values.get("upstream_host"),
+            limits=Limits(**_layered([defaults, site, route], _LIMIT_KEYS)),
+            key_path=where,
+        )
+
+
+def _layered(layers: list[Values], keys: Mapping[str, Any]) -> Values:
+    """The `keys` values found in `layers`, later layers winning; bad values skipped."""
+    merged: Values = {}
+    for layer in layers:
+        merged.update((k, v) for k, v in layer.items() if k in keys and v is not _BAD)
+    return merged
+
+
+def _site_index(problem: str) -> int:
+    """Sort key putting problems in file order: top level and [porch], then by site."""
+    match = re.match(r"site\[(\d+)\]", problem)
+    return int(match.group(1)) if match else -1
+
+
+def _unknown(key: str, keys: Mapping[str, Parser], scope: str) -> str:
+    """Why `key` is not read here: it belongs elsewhere, a near miss, or the valid keys."""
+    if key in _HOME:
+        return f"not {scope} (write it in {_HOME[key]})"
+    close = difflib.get_close_matches(key, list(keys), n=1)
+    if close:
+        return f"unknown key (did you mean {close[0]}?)"
+    return f"unknown key (expected one of: {', '.join(keys)})"
+
+
+__all__ = ["ConfigError", "load", "loads"]
