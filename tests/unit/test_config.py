@@ -456,7 +456,6 @@ proxy = "https://fallback.internal"
 """
 
 GOLDEN_CHECK = """\
-porch.toml: ok, 2 sites, 3 routes
   listen           http on 0.0.0.0:8080, [::]:8080
   workers          1
   access log       /var/log/porch/access.log (json)
@@ -482,7 +481,7 @@ def test_describe_golden():
 
 def test_describe_defaults():
     text = describe(config(SITE))
-    assert text.splitlines()[:2] == ["porch.toml: ok, 1 site, 1 route", "  listen           http on 0.0.0.0:80, [::]:80"]
+    assert text.splitlines()[0] == "  listen           http on 0.0.0.0:80, [::]:80"
     assert "  access log       stdout (combined)" in text
     assert "  trusted proxies  none" in text
     assert "email" not in text

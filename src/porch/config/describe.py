@@ -18,10 +18,11 @@ _STREAMS = {"-": "stdout", "off": "off"}
 
 
 def describe(config: Config) -> str:
-    """The `porch check` report for `config`, without a trailing newline."""
-    routes = sum(len(site.routes) for site in config.sites)
-    header = f"{config.source}: ok, {_count(len(config.sites), 'site')}, {_count(routes, 'route')}"
-    lines = [header, *_aligned(_settings(config.porch, config.sites))]
+    """The `porch check` report for `config`, without a trailing newline.
+
+    It has no header line: the caller says which file is valid, then prints this.
+    """
+    lines = _aligned(_settings(config.porch, config.sites))
     for site in config.sites:
         lines += ["", *_site(site)]
     return "\n".join(lines)
@@ -93,7 +94,3 @@ def _addresses(bind: tuple[str, ...], port: int) -> str:
 def _aligned(pairs: list[tuple[str, str]]) -> list[str]:
     width = max(len(label) for label, _ in pairs)
     return [f"  {label.ljust(width)}  {value}" for label, value in pairs]
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
