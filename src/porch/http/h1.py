@@ -59,7 +59,8 @@ def encode_chunk(data: bytes) -> bytes:
 
 
 def simple_response(
-    status: int, body: bytes | None = None, *, close: bool = False, extra: bytes = b""
+    status: int, body: bytes | None = None, *, close: bool = False, extra: bytes = b"",
+    head_only: bool = False,
 ) -> bytes:
     """A complete short response Porch answers itself (errors, redirects).
 
@@ -76,6 +77,8 @@ def simple_response(
     if close:
         head.append(b"Connection: close\r\n")
     head.append(CRLF)
+    if head_only:  # HEAD: the length of the body a GET would get, no body (RFC 9110 9.3.2)
+        return b"".join(head)
     return b"".join(head) + body
 
 

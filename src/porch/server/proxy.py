@@ -62,7 +62,7 @@ class Exchange:
         "t_start", "host", "client_ip", "site", "route", "upstream_target", "local",
         # upstream side
         "upstream", "upstream_head", "pending", "pending_size", "replay", "retried",
-        "connect_task", "up_deadline", "request_done", "up_keep_alive", "t_upstream_connect",
+        "connect_task", "up_deadline", "request_done", "up_keep_alive", "up_until_close", "t_upstream_connect",
         "t_upstream_header", "chosen",
         # response side
         "status", "upstream_status", "response_started", "framing", "bytes_in", "bytes_out",
@@ -105,6 +105,7 @@ class Exchange:
         self.up_deadline = 0.0
         self.request_done = False
         self.up_keep_alive = False
+        self.up_until_close = False  # the upstream's body ends when it closes
         self.t_upstream_connect = 0.0
         self.t_upstream_header = 0.0
         self.chosen: Target | None = None
@@ -127,6 +128,8 @@ class Exchange:
 
     def _route(self) -> ProxyError | None:
         if self.version not in (b"1.1", b"1.0"):
+            if self.version < b"1.0":  # HTTP/0.9 has no headers to route by (nginx: 400)
+                return client_error(400, "HTTP/0.9 requests are not supported")
             return client_error(505, f"HTTP version {self.version.decode()} not supported")
         if self.method == b"CONNECT":
             return client_error(405, "CONNECT is not supported")
@@ -182,16 +185,17 @@ class Exchange:
             self.error = source_error
             if status >= 400 and status != 404:
                 self.runtime.error_log.error(
-                    cause, site=self.site, client=self.client_ip, request=self._request_line()
+                    cause or source_error.cause, site=self.site, client=self.client_ip, request=self._request_line()
                 )
         # A body we will not read makes the connection unusable afterwards.
         if self.content_length or self.chunked or status in (400, 408, 413, 431, 505):
             self.keep_alive = False
-        self.local = h1.simple_response(status, body, close=not self.keep_alive, extra=extra)
+        self.local = h1.simple_response(status, body, close=not self.keep_alive, extra=extra,
+                                        head_only=self.method == b"HEAD")
         self.status = status
 
     def answer_redirect(self, location: bytes) -> None:
-        self.answer(301, "", body=b"", extra=b"Location: %s\r\n" % location)
+        self.answer(301, "", extra=b"Location: %s\r\n" % location)
 
     # -- driving ---------------------------------------------------------------
 
@@ -394,6 +398,7 @@ class Exchange:
         if self.method == b"HEAD" or status in (204, 304):
             self.framing = h1.BODY_NONE
         elif has_te or not has_length:
+            self.up_until_close = not has_te
             if self.version == b"1.1":
                 self.framing = h1.BODY_CHUNKED
                 out.append(_CHUNKED_LINE)
@@ -466,14 +471,14 @@ class Exchange:
                 self._find_upstream(fresh=True)
                 return
             self.fail(upstream_error(502, cause))
-        elif self.framing == h1.BODY_CLOSE:
-            self.finish()  # the body was delimited by the close: it is complete
+        elif self.up_until_close:
+            self.on_response_end()  # the body was delimited by the close: it is complete
         else:
             self.fail(upstream_error(0, f"{cause} in the middle of the response"))
 
     def on_upstream_timeout(self) -> None:
         timeout = self.route.upstream_timeout if self.route else 0
-        self.fail(upstream_error(504, f"upstream sent nothing for {timeout:g}s"))
+        self.fail(upstream_error(504, f"upstream timed out: nothing received for {timeout:g}s"))
 
     # -- endings -------------------------------------------------------------
 
