@@ -9,8 +9,14 @@ trailing slash when it proxies).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from porch.http.h1 import split_host
+
+# Host headers remembered by HostTable.find (a client sending random names only
+# pays the parsing, it cannot grow the memo past this).
+HOST_MEMO_LIMIT = 4096
 
 R = TypeVar("R")
 
@@ -49,6 +55,7 @@ class HostTable(Generic[S]):
     exact: dict[str, S]
     wildcards: tuple[tuple[str, S], ...]  # (".example.org", site), longest first
     default: S | None
+    memo: dict[bytes, tuple[str, S | None] | None] = field(default_factory=dict, compare=False)
 
     @classmethod
     def build(cls, sites: list[tuple[tuple[str, ...], S]]) -> HostTable[S]:
@@ -74,3 +81,15 @@ class HostTable(Generic[S]):
             if host.endswith(suffix) and len(host) > len(suffix):
                 return wsite
         return self.default
+
+    def find(self, header: bytes) -> tuple[str, S | None] | None:
+        """(host name, site or None) for a raw Host header; None if the header is not
+        a valid host.  Memoised: most requests repeat a few Host values."""
+        found = self.memo.get(header, False)
+        if found is not False:
+            return found  # type: ignore[return-value]
+        split = split_host(header) if header else ("", b"")
+        found = None if split is None else (split[0], self.lookup(split[0]))
+        if len(self.memo) < HOST_MEMO_LIMIT:
+            self.memo[header] = found
+        return found

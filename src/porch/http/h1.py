@@ -35,6 +35,44 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+SEP = b": "
+
+
+class HeaderKinds:
+    """Header name as received -> what to do with it (an int; 0: copy it as it is).
+
+    Names are case-insensitive (RFC 9110 5.1).  Lowercasing each name of each
+    message costs more than a dict hit on the name as sent, so names are remembered
+    as they arrive, up to `limit` of them: a peer inventing names cannot grow the
+    memo without bound, it only pays the lowercasing.
+    """
+
+    __slots__ = ("table", "seen", "limit")
+
+    def __init__(self, table: dict[bytes, int], limit: int = 2048) -> None:
+        self.table = table  # lowercase name -> kind
+        self.seen: dict[bytes, int] = {}
+        self.limit = limit
+
+    def kind(self, name: bytes) -> int:
+        kind = self.seen.get(name)
+        if kind is None:
+            kind = self.table.get(name.lower(), 0)
+            if len(self.seen) < self.limit:
+                self.seen[name] = kind
+        return kind
+
+
+# Response headers that need a look (the rest are copied as received).
+RH_DROP, RH_LENGTH, RH_TE, RH_CONNECTION, RH_LOCATION = range(1, 6)
+RESPONSE_HEADERS = HeaderKinds({
+    **{name: RH_DROP for name in HOP_BY_HOP},
+    b"content-length": RH_LENGTH,
+    b"transfer-encoding": RH_TE,
+    b"connection": RH_CONNECTION,
+    b"location": RH_LOCATION,
+})
+
 # Methods that RFC 9110 9.2.2 calls idempotent: safe to send again on a fresh
 # connection when a reused keep-alive connection turned out to be closed.
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -51,11 +89,30 @@ def status_line(status: int, version: bytes = b"1.1") -> bytes:
     return b"HTTP/%s %d %s\r\n" % (version, status, reason(status))
 
 
+_RELAYED_LINES: dict[int, tuple[bytes, bytes]] = {}
+
+
+def relayed_status_line(status: int, reason_phrase: bytes) -> bytes:
+    """The status line for an upstream's status and reason, memoised per status."""
+    known = _RELAYED_LINES.get(status)
+    if known is not None and known[0] == reason_phrase:
+        return known[1]
+    line = b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase)
+    if 100 <= status <= 999:
+        _RELAYED_LINES[status] = (reason_phrase, line)
+    return line
+
+
 def encode_chunk(data: bytes) -> bytes:
     """One chunk of a chunked body (RFC 9112 7.1).  Empty data encodes nothing."""
     if not data:
         return b""
     return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def error_body(status: int) -> bytes:
+    """The short body of Porch's own answers: "502 Bad Gateway\\n"."""
+    return b"%d %s\n" % (status, reason(status))
 
 
 def simple_response(
@@ -67,7 +124,7 @@ def simple_response(
     `extra` is pre-encoded header lines ("Name: value\\r\\n"...).
     """
     if body is None:
-        body = b"%d %s\n" % (status, reason(status))
+        body = error_body(status)
     head = [
         status_line(status),
         b"Content-Type: text/plain; charset=utf-8\r\n",

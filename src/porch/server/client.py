@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 _H_FORWARD = 0
 (_H_HOST, _H_CL, _H_TE, _H_CONNECTION, _H_EXPECT, _H_DROP, _H_XFF, _H_XFPROTO,
  _H_XFHOST, _H_XFPORT, _H_REFERER, _H_UA) = range(1, 13)
-_SPECIAL: dict[bytes, int] = {
+_SPECIAL = h1.HeaderKinds({
     **{name: _H_DROP for name in h1.HOP_BY_HOP | FORWARDING | IDENTITY},
     b"host": _H_HOST,
     b"content-length": _H_CL,
@@ -39,7 +39,11 @@ _SPECIAL: dict[bytes, int] = {
     b"x-forwarded-port": _H_XFPORT,
     b"referer": _H_REFERER,
     b"user-agent": _H_UA,
-}
+})
+_SPECIAL_SEEN = _SPECIAL.seen
+_SEP = h1.SEP
+_CRLF = h1.CRLF
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 
 # Deadline kinds
 _D_NONE, _D_IDLE, _D_HEAD, _D_BODY, _D_LINGER = range(5)
@@ -124,9 +128,12 @@ class ClientConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # The client finished sending.  With nothing in flight we are done; with a
-        # request in flight, keep the connection half-open to answer it (a client
-        # may shut down its write side after the request).
+        # whole request in flight, keep the connection half-open to answer it (a
+        # client may shut down its write side after the request).  Half a request
+        # will never be whole: close, which aborts its upstream request too.
         if (self.active is None and self.reading is None) or self.deadline_kind == _D_LINGER:
+            return None
+        if self.reading is not None:
             return None
         self.closing = True
         return True
@@ -159,10 +166,12 @@ class ClientConnection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------
 
     def on_message_begin(self) -> None:
-        ex = Exchange(self, self.server.runtime, self.loop.time())
+        now = self.loop.time()
+        ex = Exchange(self, self.server.runtime, now)
         self.reading = ex
         self._head_size = 0
-        self._set_deadline(_D_HEAD, ex.runtime.header_timeout)
+        self.deadline_kind = _D_HEAD
+        self.deadline = now + ex.runtime.header_timeout
 
     def on_url(self, url: bytes) -> None:
         ex = self.reading
@@ -174,15 +183,17 @@ class ClientConnection(asyncio.Protocol):
         if ex is None or ex.method:  # trailers: dropped (RFC 9110 6.5.1 allows it)
             return
         self._head_size += len(name) + len(value) + 4
-        kind = _SPECIAL.get(name.lower(), _H_FORWARD)
+        kind = _SPECIAL_SEEN.get(name)
+        if kind is None:
+            kind = _SPECIAL.kind(name)
         if kind == _H_FORWARD:
-            ex.headers.append(b"%s: %s\r\n" % (name, value))
+            ex.headers += (name, _SEP, value, _CRLF)
         elif kind == _H_REFERER:
             ex.referer = value
-            ex.headers.append(b"%s: %s\r\n" % (name, value))
+            ex.headers += (name, _SEP, value, _CRLF)
         elif kind == _H_UA:
             ex.user_agent = value
-            ex.headers.append(b"%s: %s\r\n" % (name, value))
+            ex.headers += (name, _SEP, value, _CRLF)
         else:
             self._special_header(ex, kind, value)
 
@@ -216,7 +227,8 @@ class ClientConnection(asyncio.Protocol):
         ex = self.reading
         parser = self.parser
         ex.method = parser.get_method()
-        ex.version = parser.get_http_version().encode()
+        version = parser.get_http_version()
+        ex.version = _VERSIONS.get(version) or version.encode()
         ex.keep_alive = parser.should_keep_alive() and not self.closing
         runtime = ex.runtime
         self._head_bytes = 0
@@ -333,9 +345,14 @@ class ClientConnection(asyncio.Protocol):
             self._deadline_passed(kind)
             return
         ex = self.active
-        if ex is not None and ex.up_deadline and now >= ex.up_deadline and not self.write_paused:
-            ex.on_upstream_timeout()
-        elif self.write_paused and now - self.write_paused_at > SEND_TIMEOUT:
+        if ex is not None and ex.up_deadline:
+            if ex.up_seen:  # the upstream sent something since we last looked
+                ex.up_seen = False
+                ex.up_deadline = now + ex.route.upstream_timeout
+            elif now >= ex.up_deadline and not self.write_paused:
+                ex.on_upstream_timeout()
+                return
+        if self.write_paused and now - self.write_paused_at > SEND_TIMEOUT:
             if ex is not None:
                 ex.fail(client_error(0, f"client read nothing for {SEND_TIMEOUT:g}s"))
             self.transport.abort()

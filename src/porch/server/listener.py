@@ -62,6 +62,10 @@ class Server:
                     conn.close()
         for conn in list(self.connections):
             conn.transport.abort()
+        # connection_lost runs on the next turns of the loop: it ends (and logs)
+        # the requests that were cut; only then is the access log closed.
+        for _ in range(3):
+            await asyncio.sleep(0)
         if self._sweeper is not None:
             self._sweeper.cancel()
         for target in self.runtime.targets:

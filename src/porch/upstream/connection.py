@@ -2,11 +2,15 @@
 
 The connection parses responses and hands them to whichever exchange currently
 leases it (`self.exchange`), through a small interface:
-    on_response_head(status, reason, headers, keep_alive)
+    on_response_head(status, reason, lines, special, keep_alive)
+        lines: flat list [name, b": ", value, b"\r\n", ...] of headers to copy;
+        special: [(kind, name, value)] of headers h1.RESPONSE_HEADERS flags, or None
     on_response_body(data)
     on_response_end()
     on_upstream_lost(cause, got_bytes)
     on_upstream_paused(paused)
+    flush()                 after each read: write what the read produced, at once
+and sets `exchange.up_seen` on every read (the sweeper's upstream timeout).
 When no exchange leases it, it sits idle in its target's pool.
 """
 
@@ -17,8 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from porch.http import h1
+
 if TYPE_CHECKING:
     from porch.upstream.pool import Target
+
+
+_KINDS = h1.RESPONSE_HEADERS
+_KINDS_SEEN = _KINDS.seen
+_SEP = h1.SEP
+_CRLF = h1.CRLF
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -31,7 +43,8 @@ class UpstreamConnection(asyncio.Protocol):
         "closed",
         "reused",
         "_reason",
-        "_headers",
+        "_lines",
+        "_special",
         "_got_bytes",
         "_skip_body",
     )
@@ -47,7 +60,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = False
         # per response
         self._reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._lines: list[bytes] = []
+        self._special: list[tuple[int, bytes, bytes]] | None = None
         self._got_bytes = False
         self._skip_body = False
 
@@ -63,9 +77,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self._got_bytes = True
-        exchange.upstream_activity()
+        exchange.up_seen = True
         try:
             self.parser.feed_data(data)
+            if exchange.out is not None:
+                exchange.flush()
         except httptools.HttpParserUpgrade:
             exchange = self.exchange
             if exchange is not None:
@@ -133,14 +149,23 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._headers = []
+        self._lines = []
+        self._special = None
         self._reason = b""
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        kind = _KINDS_SEEN.get(name)
+        if kind is None:
+            kind = _KINDS.kind(name)
+        if not kind:
+            self._lines += (name, _SEP, value, _CRLF)
+        elif self._special is None:
+            self._special = [(kind, name, value)]
+        else:
+            self._special.append((kind, name, value))
 
     def on_headers_complete(self) -> None:
         exchange = self.exchange
@@ -148,7 +173,8 @@ class UpstreamConnection(asyncio.Protocol):
             return
         parser = self.parser
         status = parser.get_status_code()
-        exchange.on_response_head(status, self._reason, self._headers, parser.should_keep_alive())
+        exchange.on_response_head(status, self._reason, self._lines, self._special,
+                                  parser.should_keep_alive())
         if self._skip_body and status >= 200:
             # A response to HEAD has no body whatever its Content-Length says
             # (RFC 9110 9.3.2); httptools cannot be told, so the message ends here

@@ -94,12 +94,12 @@ class Balancer:
         self.targets = targets
         self._next = 0
 
-    def order(self, now: float) -> list[Target]:
+    def order(self, now: float) -> tuple[Target, ...] | list[Target]:
         """Targets to try, in order: the next in turn first, failed ones last."""
         targets = self.targets
         n = len(targets)
         if n == 1:
-            return [targets[0]]
+            return targets
         start = self._next
         self._next = (start + 1) % n
         ring = [targets[(start + i) % n] for i in range(n)]
