@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install what the tests need on Debian (nginx, wrk, curl; .venv with the test extras),
+# then run the suite: bash scripts/test.sh [pytest args].  Exits with pytest's code.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
+. scripts/lib.sh
+PYTHON=${PYTHON:-python3}
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"  # nginx lives in /usr/sbin
+
+# The nginx package starts its default site on port 80 where a service manager lets it.
+# The tests and bench/ run nginx with their own configs; leave port 80 free.  Without
+# systemd, or with a policy-rc.d that refused the start, there is nothing to stop.
+stop_nginx_service() {
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        as_root systemctl disable --now nginx >/dev/null 2>&1 || true
+    elif command -v service >/dev/null 2>&1; then
+        as_root service nginx stop >/dev/null 2>&1 || true
+    fi
+    if [ -s /run/nginx.pid ]; then  # started some other way: the package's pid file
+        as_root nginx -s stop >/dev/null 2>&1 || true
+    fi
+}
+
+missing=()
+for tool in nginx wrk curl; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} (Debian packages)"
+    apt_install "${missing[@]}"
+    if [[ " ${missing[*]} " == *" nginx "* ]]; then
+        stop_nginx_service
+    fi
+fi
+
+ensure_venv '.[test]' test
+# -q comes from addopts in pyproject.toml: a second one would hide the "N passed" line.
+exec .venv/bin/pytest "$@"
