@@ -36,6 +36,7 @@ class RouteRuntime:
 class SiteRuntime:
     name: str
     paths: PathTable[RouteRuntime]
+    root_only: RouteRuntime | None = None  # the site's one route, when it is "/"
 
 
 @dataclass(eq=False)

@@ -35,7 +35,8 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
 
 def _compile_site(site: Site, targets: dict[tuple[str, str, int], Target]) -> SiteRuntime:
     routes = {r.path.encode(): _compile_route(site, r, targets) for r in site.routes}
-    return SiteRuntime(name=site.name, paths=PathTable.build(routes))
+    only = routes.get(b"/") if len(routes) == 1 else None
+    return SiteRuntime(name=site.name, paths=PathTable.build(routes), root_only=only)
 
 
 def _compile_route(site: Site, route: Route, targets: dict[tuple[str, str, int], Target]) -> RouteRuntime:

@@ -54,19 +54,21 @@ class AccessLog:
         self._file: TextIO | None = None
         if self.enabled:
             self._file = sys.stdout if path == "-" else open(path, "a", buffering=1 << 16)
-        self._lines: list[str] = []
-        self._format = self._json if fmt == "json" else self._combined
+        # The hot path appends `format(exchange, now)` to `lines` itself when
+        # `enabled` (one call per request, not two).
+        self.lines: list[str] = []
+        self.format = self._json if fmt == "json" else self._combined
         self._second = -1
         self._stamp = ""
 
     def log(self, ex: LoggedExchange, now: float) -> None:
         if self.enabled:
-            self._lines.append(self._format(ex, now))
+            self.lines.append(self.format(ex, now))
 
     def flush(self) -> None:
-        if not self._lines or self._file is None:
+        if not self.lines or self._file is None:
             return
-        lines, self._lines = self._lines, []
+        lines, self.lines = self.lines, []
         try:
             self._file.write("".join(lines))
             self._file.flush()
@@ -86,10 +88,14 @@ class AccessLog:
         return self._stamp
 
     def _combined(self, ex: LoggedExchange, now: float) -> str:
-        request = escape(b"%s %s HTTP/%s" % (ex.method, ex.target, ex.version))
+        request = b"%s %s HTTP/%s" % (ex.method, ex.target, ex.version)
+        request = request.decode("ascii") if not request.translate(None, _SAFE) else escape(request)
+        second = int(time.time())
+        if second != self._second:
+            self._time_local()
         return '%s - - [%s] "%s" %d %d "%s" "%s" %.3f\n' % (
             ex.client_ip,
-            self._time_local(),
+            self._stamp,
             request,
             ex.status,
             ex.bytes_out,

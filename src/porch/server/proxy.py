@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from porch.errors import ProxyError, client_error, upstream_error
 from porch.http import h1
 from porch.http.forwarding import real_client
-from porch.http.target import BadTarget, needs_normalising, normalise, split_target
+from porch.http.target import BadTarget, normalise, split_target
 from porch.upstream.connection import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -38,13 +38,15 @@ REPLAY_LIMIT = 64 * 1024
 PENDING_LIMIT = 64 * 1024
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CHUNKED_LINE = b"Transfer-Encoding: chunked\r\n"
+_CLOSE_LINE = b"Connection: close\r\n"
+_KEEPALIVE_LINE = b"Connection: keep-alive\r\n"
+
 _SEP = h1.SEP
 _CRLF = h1.CRLF
 _CLOSE_OR_KEEPALIVE = frozenset({b"close", b"keep-alive"})
 _PLAIN_CONNECTION = frozenset({b"close", b"keep-alive", b"Close", b"Keep-Alive"})
-_CHUNKED_LINE = b"Transfer-Encoding: chunked\r\n"
-_CLOSE_LINE = b"Connection: close\r\n"
-_KEEPALIVE_LINE = b"Connection: keep-alive\r\n"
+
 
 class Exchange:
     """One request and its response.  Built by ClientConnection, which feeds it."""
@@ -100,6 +102,7 @@ class Exchange:
     bytes_out = 0
     error: ProxyError | None = None
     done = False
+    t_end = 0.0
 
     def __init__(self, client: ClientConnection, runtime: Runtime, t_start: float) -> None:
         self.client = client
@@ -147,18 +150,21 @@ class Exchange:
         if site is None:
             return client_error(404, f"no site for host {self.host!r}")
         self.site = site.name
-        try:
-            path, query = split_target(target)
-            if needs_normalising(path):
-                path = normalise(path)
-        except BadTarget as exc:
-            return client_error(400, str(exc))
-        if site.paths.needs_slash(path):
-            self.answer_redirect(path + b"/" + query)
-            return None
-        route = site.paths.match(path)
+        path, sep, query = target.partition(b"?")
+        if b"%" in path or b"/." in path or b"//" in path or b"#" in path:
+            try:
+                path = normalise(split_target(path)[0])
+            except BadTarget as exc:
+                return client_error(400, str(exc))
+        query = sep + query
+        route = site.root_only
         if route is None:
-            return client_error(404, "no route for path")
+            if site.paths.needs_slash(path):
+                self.answer_redirect(path + b"/" + query)
+                return None
+            route = site.paths.match(path)
+            if route is None:
+                return client_error(404, "no route for path")
         self.route = route
         if route.strip:
             path = path[len(route.strip) :] or b"/"
@@ -247,7 +253,8 @@ class Exchange:
     def _find_upstream(self, fresh: bool) -> None:
         loop = self.client.loop
         now = loop.time()
-        targets = self.route.balancer.order(now)
+        balancer = self.route.balancer
+        targets = balancer.targets if balancer.single else balancer.order(now)
         if not fresh:
             conn = targets[0].take_idle(now)
             if conn is not None:
@@ -559,19 +566,25 @@ class Exchange:
         if self.done:
             return
         self.done = True
-        if self.out is not None:
-            self.flush()
         client = self.client
-        now = client.loop.time()
+        out = self.out
+        if out is not None:
+            self.out = None
+            if len(out) == 1:
+                client.transport.write(out[0])
+            else:
+                client.transport.writelines(out)
+        now = self.t_end = client.loop.time()
         upstream = self.upstream
         if upstream is not None:
             self.upstream = None
-            if self.up_keep_alive and self.request_done and upstream.is_usable():
-                upstream.release()
+            if self.up_keep_alive and self.request_done and not upstream.closed:
                 self.chosen.put_idle(upstream, now)
             else:
                 upstream.close()
-        self.runtime.access_log.log(self, now)
+        log = self.runtime.access_log
+        if log.enabled:
+            log.lines.append(log.format(self, now))
         client.exchange_finished(self)
 
     # -- for logs ------------------------------------------------------------

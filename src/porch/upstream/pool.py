@@ -30,6 +30,7 @@ class PooledConnection(Protocol):
     idle_since: float
 
     def is_usable(self) -> bool: ...
+    def release(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -63,6 +64,8 @@ class Target:
         return None
 
     def put_idle(self, conn: PooledConnection, now: float) -> None:
+        """Take back a connection whose exchange is over; it may serve the next one."""
+        conn.release()
         conn.idle_since = now
         self.idle.append(conn)
         if len(self.idle) > MAX_IDLE:
@@ -88,10 +91,11 @@ class Target:
 class Balancer:
     """Round robin over a route's targets, skipping recently refused ones."""
 
-    __slots__ = ("targets", "_next")
+    __slots__ = ("targets", "single", "_next")
 
     def __init__(self, targets: tuple[Target, ...]) -> None:
         self.targets = targets
+        self.single = len(targets) == 1  # nothing to choose
         self._next = 0
 
     def order(self, now: float) -> tuple[Target, ...] | list[Target]:
