@@ -32,6 +32,10 @@ class Upstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)
+        out = self.client.out
+        if out:  # what this read produced, in one writev (as Porch does)
+            self.client.out = []
+            self.client.transport.writelines(out)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() != b"connection":
@@ -44,9 +48,6 @@ class Upstream(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.client.out.append(body)
-
-    def on_message_complete(self) -> None:
-        self.client.transport.writelines(self.client.out)
 
     def connection_lost(self, exc) -> None:
         self.client.transport.close()

@@ -49,7 +49,8 @@ NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 if NOFILE == resource.RLIM_INFINITY or NOFILE > 1 << 20:
     NOFILE = 1 << 20
 
-TARGET_LABEL = {"direct": "direct (origin)", "porch": "Porch", "nginx": "nginx proxy"}
+TARGET_LABEL = {"direct": "direct (origin)", "porch": "Porch", "nginx": "nginx proxy",
+                "bare": "bare uvloop+httptools"}
 
 
 def log(msg: str) -> None:
@@ -409,6 +410,17 @@ class Setup:
         log(f"Porch pid {p.pid} ({len(tree(p.pid))} process(es)) on 127.0.0.1:{port} (CPU {PROXY_CPU})")
         return True
 
+    def start_bare(self) -> None:
+        """bench/bare_proxy.py: the floor for any Python proxy on this machine."""
+        port = free_port()
+        venv_python = REPO / ".venv" / "bin" / "python"  # it needs uvloop and httptools
+        python = str(venv_python) if venv_python.exists() else sys.executable
+        argv = [python, str(REPO / "bench" / "bare_proxy.py"), str(port), str(self.ports["direct"])]
+        p = self.procs.start("bare", argv, PROXY_CPU, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        wait_ready(p, port, "bare proxy", [], timeout=10)
+        self.ports["bare"], self.pids["bare"] = port, p
+        log(f"bare proxy pid {p.pid} on 127.0.0.1:{port} (CPU {PROXY_CPU})")
+
     def verify(self) -> None:
         """Every target answers both payloads correctly; record what the origin sees."""
         lines = []
@@ -556,6 +568,8 @@ def mode_throughput(args, procs: Procs, out: Path) -> None:
             setup.start_nginx()
         if "porch" in args.targets:
             setup.start_porch()
+        if "bare" in args.targets:
+            setup.start_bare()
         setup.verify()
         targets = [t for t in args.targets if t in setup.ports]
         payloads = args.payloads
@@ -814,8 +828,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per target and payload (3)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
     ap.add_argument("--wrk-timeout", default="5s", help="wrk --timeout (5s)")
-    ap.add_argument("--targets", default="direct,porch,nginx",
-                    help="comma list from direct,porch,nginx (all)")
+    ap.add_argument("--targets", default="direct,porch,nginx,bare",
+                    help="comma list from direct,porch,nginx,bare (all)")
     ap.add_argument("--payloads", default="small,1m", help="comma list from small,1m (both)")
     ap.add_argument("--porch", default=str(REPO / ".venv/bin/porch"), help="the porch executable")
     ap.add_argument("--py-spy", default=str(REPO / ".venv/bin/py-spy"), help="the py-spy executable")
