@@ -253,7 +253,9 @@ class ClientConnection(asyncio.Protocol):
             ex.answer(400, "", source_error=client_error(
                 400, "duplicate Host or unsupported Transfer-Encoding"))
         else:
-            ex.prepare()
+            err = ex.route_request()
+            if err is not None:
+                ex.answer(err.status, err.cause, source_error=err)
         if ex.local is None and ex.route is not None and (ex.chunked or ex.content_length):
             self._set_deadline(_D_BODY, ex.route.body_timeout)
         else:

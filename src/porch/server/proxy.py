@@ -1,7 +1,7 @@
 """The request lifecycle: one Exchange per request, from parsed head to log line.
 
 Phases, in order (see DESIGN.md):
-1. request          `prepare()`: route, limits; may answer at once (404, 301, 413, 400)
+1. request          `route_request()`: route, limits; may answer at once (404, 301, 413, 400)
 2. upstream_request `_upstream_head()`: the head the upstream sees (prefix strip,
                     forwarding headers, hop-by-hop removal)
 3. response         `on_response_head()`: the head the client sees (Location rewrite,
@@ -113,13 +113,9 @@ class Exchange:
 
     # -- phase 1: request ------------------------------------------------------
 
-    def prepare(self) -> None:
-        """Validate the head and pick the route; on failure set a local answer."""
-        err = self._route()
-        if err is not None:
-            self.answer(err.status, err.cause, body=None, source_error=err)
-
-    def _route(self) -> ProxyError | None:
+    def route_request(self) -> ProxyError | None:
+        """Validate the head and pick the route.  Returns the error to answer with,
+        or None (then either a route is chosen or a local answer, a redirect, is set)."""
         if self.version not in (b"1.1", b"1.0"):
             if self.version < b"1.0":  # HTTP/0.9 has no headers to route by (nginx: 400)
                 return client_error(400, "HTTP/0.9 requests are not supported")

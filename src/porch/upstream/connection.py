@@ -47,6 +47,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_special",
         "_got_bytes",
         "_skip_body",
+        "_final",
     )
 
     def __init__(self, target: Target) -> None:
@@ -64,6 +65,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._special: list[tuple[int, bytes, bytes]] | None = None
         self._got_bytes = False
         self._skip_body = False
+        self._final = False  # the head parsed last was a final (not 1xx) response
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -148,10 +150,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._lines = []
-        self._special = None
-        self._reason = b""
+    # No on_message_begin (one callback fewer per response): the per-response
+    # state is reset when a head has been handed over.
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
@@ -168,13 +168,17 @@ class UpstreamConnection(asyncio.Protocol):
             self._special.append((kind, name, value))
 
     def on_headers_complete(self) -> None:
+        lines, special, reason = self._lines, self._special, self._reason
+        self._lines = []
+        self._special = None
+        self._reason = b""
         exchange = self.exchange
         if exchange is None:
             return
         parser = self.parser
         status = parser.get_status_code()
-        exchange.on_response_head(status, self._reason, self._lines, self._special,
-                                  parser.should_keep_alive())
+        self._final = status >= 200
+        exchange.on_response_head(status, reason, lines, special, parser.should_keep_alive())
         if self._skip_body and status >= 200:
             # A response to HEAD has no body whatever its Content-Length says
             # (RFC 9110 9.3.2); httptools cannot be told, so the message ends here
@@ -189,5 +193,5 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         exchange = self.exchange
-        if exchange is not None and self.parser.get_status_code() >= 200:
+        if exchange is not None and self._final:
             exchange.on_response_end()
