@@ -537,3 +537,19 @@ def curl_fetch(url: str, *args: str, timeout: float = 60.0) -> CurlResult:
 def assert_short_error_body(body: bytes) -> None:
     """Porch's own error responses: a short, non-empty body (no stack trace, no big page)."""
     assert 0 < len(body) <= 1024, f"error body of {len(body)} bytes: {body[:200]!r}"
+
+
+def site(proxy: str, extra: str = "", host: str = "app.test") -> str:
+    """A porch.toml [[site]] for `host` proxying to `proxy`, with `extra` lines."""
+    return f'[[site]]\nhosts = ["{host}"]\nproxy = "{proxy}"\n{extra}'
+
+
+def wait_until(predicate, timeout: float = 3.0, interval: float = 0.02) -> bool:
+    """Poll `predicate` until it is true (True) or `timeout` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)

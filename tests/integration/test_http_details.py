@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import time
 
 import pytest
 
@@ -19,24 +18,11 @@ from .helpers import (
     curl_fetch,
     free_port,
     get,
+    site,
     wait_for_port,
+    wait_until,
 )
 from .upstreams import pattern_bytes, pattern_sha256
-
-
-def site(proxy: str, extra: str = "", host: str = "app.test") -> str:
-    return f'[[site]]\nhosts = ["{host}"]\nproxy = "{proxy}"\n{extra}'
-
-
-def wait_until(predicate, timeout: float = 3.0, interval: float = 0.02) -> bool:
-    """Poll `predicate` until it is true (True) or `timeout` passes (False)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
 
 
 def headers_named(doc: dict, name: str) -> list[str]:

@@ -25,22 +25,9 @@ from .helpers import (
     get,
     port_accepts,
     refused_port,
+    site,
+    wait_until,
 )
-
-
-def site(proxy: str, extra: str = "", host: str = "app.test") -> str:
-    return f'[[site]]\nhosts = ["{host}"]\nproxy = "{proxy}"\n{extra}'
-
-
-def wait_until(predicate, timeout: float = 3.0, interval: float = 0.02) -> bool:
-    """Poll `predicate` until it is true (True) or `timeout` passes (False)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
 
 
 def porch_cli(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
