@@ -80,7 +80,7 @@ class Exchange:
     upstream_head = b""
     pending: list[bytes] | None = None  # body chunks waiting for the upstream connection
     pending_size = 0
-    replay: list[bytes] | None = None  # body chunks kept for a retry (None: too big)
+    replay: list[bytes] | None = None  # body chunks kept for a retry on a fresh connection
     replay_size = 0  # -1: gave up keeping it
     retried = False
     connect_task: asyncio.Task | None = None
@@ -109,7 +109,8 @@ class Exchange:
         self.runtime = runtime
         self.t_start = t_start
         self.client_ip = client.peer_ip
-        self.headers: list[bytes] = []  # "Name: value\r\n" lines forwarded as received
+        # headers forwarded as received, flat: [name, b": ", value, b"\r\n", ...]
+        self.headers: list[bytes] = []
 
     # -- phase 1: request ------------------------------------------------------
 
