@@ -20,23 +20,17 @@ _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 _HEX = b"0123456789abcdefABCDEF"
 
 
-def split_target(target: bytes) -> tuple[bytes, bytes]:
-    """(path, query) where query keeps its leading "?" or is b"".
+def needs_a_look(path: bytes) -> bool:
+    """Cheap test for the common path: nothing to decode, no dot segment, no //,
+    no fragment.  Only a path that fails it goes through `clean_path`."""
+    return b"%" in path or b"/." in path or b"//" in path or b"#" in path
 
-    Absolute-form targets ("http://host/path") are reduced to their path by the
-    caller; here only origin-form is accepted.
-    """
-    if not target.startswith(b"/"):
-        raise BadTarget("request target is not an absolute path")
-    path, sep, query = target.partition(b"?")
+
+def clean_path(path: bytes) -> bytes:
+    """The path (query already split off) to route by, or BadTarget."""
     if b"#" in path:
         raise BadTarget("fragment in request target")
-    return path, sep + query
-
-
-def needs_normalising(path: bytes) -> bool:
-    """Cheap test for the common case: nothing to decode, no dot segment, no //."""
-    return b"%" in path or b"/." in path or b"//" in path
+    return normalise(path)
 
 
 def normalise(path: bytes) -> bytes:

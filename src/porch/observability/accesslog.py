@@ -54,8 +54,6 @@ class AccessLog:
         self._file: TextIO | None = None
         if self.enabled:
             self._file = sys.stdout if path == "-" else open(path, "a", buffering=1 << 16)
-        # The hot path appends `format(exchange, now)` to `lines` itself when
-        # `enabled` (one call per request, not two).
         self.lines: list[str] = []
         self.format = self._json if fmt == "json" else self._combined
         self._second = -1

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from porch.errors import ProxyError, client_error, upstream_error
 from porch.http import h1
 from porch.http.forwarding import real_client
-from porch.http.target import BadTarget, normalise, split_target
+from porch.http.target import BadTarget, clean_path, needs_a_look
 from porch.upstream.connection import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -148,9 +148,9 @@ class Exchange:
             return client_error(404, f"no site for host {self.host!r}")
         self.site = site.name
         path, sep, query = target.partition(b"?")
-        if b"%" in path or b"/." in path or b"//" in path or b"#" in path:
+        if needs_a_look(path):
             try:
-                path = normalise(split_target(path)[0])
+                path = clean_path(path)
             except BadTarget as exc:
                 return client_error(400, str(exc))
         query = sep + query
@@ -563,14 +563,9 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        if self.out is not None:
+            self.flush()
         client = self.client
-        out = self.out
-        if out is not None:
-            self.out = None
-            if len(out) == 1:
-                client.transport.write(out[0])
-            else:
-                client.transport.writelines(out)
         now = self.t_end = client.loop.time()
         upstream = self.upstream
         if upstream is not None:
@@ -579,9 +574,7 @@ class Exchange:
                 self.chosen.put_idle(upstream, now)
             else:
                 upstream.close()
-        log = self.runtime.access_log
-        if log.enabled:
-            log.lines.append(log.format(self, now))
+        self.runtime.access_log.log(self, now)
         client.exchange_finished(self)
 
     # -- for logs ------------------------------------------------------------
