@@ -13,6 +13,7 @@ from porch.http.forwarding import TrustedProxies
 from porch.observability.accesslog import AccessLog
 from porch.observability.errorlog import ErrorLog
 from porch.routing import HostTable, PathTable
+from porch.tls.challenge import Responder
 from porch.upstream.pool import Balancer, Target
 
 
@@ -37,6 +38,7 @@ class SiteRuntime:
     name: str
     paths: PathTable[RouteRuntime]
     root_only: RouteRuntime | None = None  # the site's one route, when it is "/"
+    challenge: Responder | None = None  # /.well-known/acme-challenge/ (porch.tls.challenge)
 
 
 @dataclass(eq=False)

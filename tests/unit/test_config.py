@@ -334,11 +334,12 @@ def test_at_most_one_catch_all():
     )
 
 
-def test_tls_is_off_only_for_now():
-    assert problem(SITE + 'tls = "auto"\n') == (
-        'site[0].tls: "auto" is not available yet: TLS arrives in a later release (write tls = "off")'
+def test_tls_is_off_or_auto_for_now():
+    assert problem(SITE + 'tls = "internal"\n') == (
+        'site[0].tls: "internal" is not available yet: write tls = "auto" (ACME certificates) or tls = "off"'
     )
     assert config(SITE + 'tls = "off"\n').sites[0].tls == "off"
+    assert config(SITE + 'tls = "auto"\n').sites[0].tls == "auto"
 
 
 @pytest.mark.parametrize(
@@ -349,7 +350,8 @@ def test_tls_is_off_only_for_now():
         ('[[sites]]\nproxy = "http://x:1"\n' + SITE, "sites: unknown key (did you mean site?)"),
         (SITE + "colour = 1\n", (
             "site[0].colour: unknown key (expected one of: hosts, tls, proxy, strip_prefix, upstream_host,"
-            " max_body, header_timeout, body_timeout, upstream_connect_timeout, upstream_timeout, route)"
+            " max_body, header_timeout, body_timeout, upstream_connect_timeout, upstream_timeout,"
+            " acme_challenge, on_certificate, bundles, route)"
         )),
         ("http_port = 8080\n" + SITE, "http_port: not a top-level key (write it in [porch])"),
         (SITE + "http_port = 8080\n", "site[0].http_port: not a site key (write it in [porch])"),

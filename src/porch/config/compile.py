@@ -8,6 +8,8 @@ from porch.observability.accesslog import AccessLog
 from porch.observability.errorlog import ErrorLog
 from porch.routing import HostTable, PathTable
 from porch.runtime import RouteRuntime, Runtime, SiteRuntime
+from porch.storage import FileStorage, Storage
+from porch.tls import challenge
 from porch.upstream.pool import Balancer, Target
 
 
@@ -16,7 +18,8 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
     """Build the runtime objects for `config` (already validated)."""
     g = config.porch
     targets: dict[tuple[str, str, int], Target] = {}
-    sites = [(site.hosts, _compile_site(site, targets)) for site in config.sites]
+    storage = FileStorage(g.state_dir)
+    sites = [(site.hosts, _compile_site(site, targets, storage)) for site in config.sites]
     routes = [r for s in config.sites for r in s.routes]
     return Runtime(
         hosts=HostTable.build(sites),
@@ -33,10 +36,11 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
     )
 
 
-def _compile_site(site: Site, targets: dict[tuple[str, str, int], Target]) -> SiteRuntime:
+def _compile_site(site: Site, targets: dict[tuple[str, str, int], Target], storage: Storage) -> SiteRuntime:
     routes = {r.path.encode(): _compile_route(site, r, targets) for r in site.routes}
     only = routes.get(b"/") if len(routes) == 1 else None
-    return SiteRuntime(name=site.name, paths=PathTable.build(routes), root_only=only)
+    return SiteRuntime(name=site.name, paths=PathTable.build(routes), root_only=only,
+                       challenge=challenge.for_site(site, storage))
 
 
 def _compile_route(site: Site, route: Route, targets: dict[tuple[str, str, int], Target]) -> RouteRuntime:

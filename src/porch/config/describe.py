@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from porch.config.model import Config, Global, Limits, Route, Site
+from porch.config.model import Config, Global, Limits, Route, Site, Webroot
 from porch.config.units import format_duration, format_size
 
 _DEFAULT_LIMITS = Limits()
@@ -49,6 +49,11 @@ def _settings(porch: Global, sites: tuple[Site, ...]) -> list[tuple[str, str]]:
     ]
     if porch.email:
         settings.append(("email", porch.email))
+    if any(site.tls == "auto" for site in sites):
+        root = f" (trusting {porch.acme_ca_root})" if porch.acme_ca_root else ""
+        settings.append(("acme ca", porch.acme_ca + root))
+    if porch.on_certificate:
+        settings.append(("on certificate", porch.on_certificate))
     return settings
 
 
@@ -56,7 +61,22 @@ def _site(site: Site) -> list[str]:
     hosts = ", ".join(site.hosts) if site.hosts else "* (catch-all)"
     tls = f" (tls {site.tls})" if site.tls != "off" else ""
     width = max((len(route.path) for route in site.routes), default=0)
-    return [f"{site.key_path} {hosts}{tls}", *(_route(route, width) for route in site.routes)]
+    return [f"{site.key_path} {hosts}{tls}", *_acme(site), *(_route(route, width) for route in site.routes)]
+
+
+def _acme(site: Site) -> list[str]:
+    """The site's ACME settings that differ from the defaults, one line each."""
+    out = []
+    if isinstance(site.acme_challenge, Webroot):
+        out.append(f"  acme challenge: Porch's, else files in {site.acme_challenge.root}")
+    elif site.acme_challenge == "upstream":
+        out.append("  acme challenge: Porch's, else passed to the upstream")
+    if site.on_certificate:
+        out.append(f"  on certificate: {site.on_certificate}")
+    for b in site.bundles:
+        group = f" group {b.group}" if b.group else ""
+        out.append(f"  bundle {b.path} = {' + '.join(b.contents)} (mode {b.mode:04o}{group})")
+    return out
 
 
 def _route(route: Route, width: int) -> str:

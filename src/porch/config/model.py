@@ -57,6 +57,30 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Webroot:
+    """`acme_challenge = { webroot = "/var/www/letsencrypt" }`: challenge files another
+    ACME client (certbot --webroot) writes under `root`/.well-known/acme-challenge/."""
+
+    root: str
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A file written after each issuance for a daemon that reads one PEM file
+    (Icecast's bundle.pem): the parts in order, with its mode and group."""
+
+    path: str
+    contents: tuple[str, ...] = ("fullchain", "key")  # of "fullchain", "cert", "chain", "key"
+    mode: int = 0o600
+    group: str | None = None
+
+
+# ACME directory URLs: `acme_ca` takes a URL or one of these names.
+LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+
+@dataclass(frozen=True)
 class Site:
     """A virtual host: its names and its routes (a site-level `proxy` is route "/")."""
 
@@ -64,6 +88,11 @@ class Site:
     routes: tuple[Route, ...]
     tls: str = "off"  # "off" in this release; "auto" / "internal" / files come later
     key_path: str = ""
+    # ACME (porch.tls): who answers /.well-known/acme-challenge/ besides Porch's own
+    # solver ("porch": nobody; "upstream": the site's upstream; a Webroot: files)
+    acme_challenge: str | Webroot = "porch"
+    on_certificate: str | None = None  # command run after each issuance; None = [porch]'s
+    bundles: tuple[Bundle, ...] = ()
 
     @property
     def name(self) -> str:
@@ -87,6 +116,9 @@ class Global:
     keepalive_timeout: float = 75.0  # idle client keep-alive; nginx 75s
     shutdown_timeout: float = 30.0  # drain time on SIGTERM
     email: str | None = None
+    acme_ca: str = LETSENCRYPT  # ACME directory URL
+    acme_ca_root: str | None = None  # PEM file trusted for acme_ca (a private CA: pebble)
+    on_certificate: str | None = None  # deploy hook for sites without their own
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from porch.config.errors import ConfigError
-from porch.config.model import Config, Global, Limits, Route, Site, UpstreamTarget
+from porch.config.model import (LETSENCRYPT, LETSENCRYPT_STAGING, Bundle, Config, Global, Limits, Route,
+                                Site, UpstreamTarget, Webroot)
 from porch.config.units import parse_duration, parse_size
 
 Parser = Callable[[Any], Any]
@@ -245,10 +246,10 @@ def _bool(value: Any) -> bool:
 
 
 def _tls(value: Any) -> str:
-    if value != "off":
+    if value not in ("off", "auto"):
         raise ValueError(
             f"{_show(value)} is not available yet:"
-            ' TLS arrives in a later release (write tls = "off")'
+            ' write tls = "auto" (ACME certificates) or tls = "off"'
         )
     return value
 
@@ -383,6 +384,94 @@ def _route_path(value: Any) -> str:
     return value
 
 
+# --- ACME keys (porch.tls) -------------------------------------------------------
+
+_CA_NAMES = {"letsencrypt": LETSENCRYPT, "letsencrypt-staging": LETSENCRYPT_STAGING}
+_CA = 'an ACME directory URL like "https://acme.example/directory", "letsencrypt" or "letsencrypt-staging"'
+
+
+def _acme_ca(value: Any) -> str:
+    text = _text(_CA)(value)
+    if text in _CA_NAMES:
+        return _CA_NAMES[text]
+    parts = urlsplit(text)
+    if parts.scheme != "https" or not parts.netloc:  # RFC 8555 6.1: ACME is HTTPS only
+        raise ValueError(f"{_show(text)} is not an https:// URL; expected {_CA}")
+    return text
+
+
+def _pem_file(value: Any) -> str:
+    path = _text("a path to a PEM file")(value)
+    if not os.path.isfile(path):
+        raise ValueError(f"{_show(path)} is not a file; expected the CA's root certificate (PEM)")
+    return path
+
+
+def _command(value: Any) -> str:
+    return _text('a shell command like "systemctl reload icecast2"')(value)
+
+
+_CHALLENGE = '"porch", "upstream", or { webroot = "/var/www/letsencrypt" }'
+
+
+def _acme_challenge(value: Any) -> str | Webroot:
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {"webroot"})
+        if unknown:
+            raise ValueError(f"{_show(unknown[0])} is not an acme_challenge key; expected {_CHALLENGE}")
+        if "webroot" not in value:
+            raise ValueError(f"{{}} has no webroot; expected {_CHALLENGE}")
+        root = _text("a directory path")(value["webroot"])
+        if not os.path.isabs(root):
+            raise ValueError(f"webroot {_show(root)} is relative; write an absolute path")
+        return Webroot(root)
+    return _choice("porch", "upstream")(value)
+
+
+_PARTS = ("fullchain", "cert", "chain", "key")
+_BUNDLE = 'a table like { path = "/etc/icecast2/bundle.pem", contents = ["fullchain", "key"] }'
+
+
+def _bundle(value: Any) -> Bundle:
+    _expect(isinstance(value, dict), value, _BUNDLE)
+    for key in value:
+        if key not in ("path", "contents", "mode", "group"):
+            raise ValueError(f"{_show(key)} is not a bundle key; expected path, contents, mode or group")
+    if "path" not in value:
+        raise ValueError(f"a bundle without path; expected {_BUNDLE}")
+    path = _text("a file path")(value["path"])
+    if not os.path.isabs(path):
+        raise ValueError(f"bundle path {_show(path)} is relative; write an absolute path")
+    contents = tuple(_strings(value.get("contents", ["fullchain", "key"]), " or ".join(_PARTS)))
+    for part in contents:
+        if part not in _PARTS:
+            raise ValueError(f"bundle contents {_show(part)} is not one of {', '.join(_PARTS)}")
+    mode = value.get("mode", "0600")
+    _expect(isinstance(mode, str), mode, 'an octal mode in quotes like "0640"')
+    if not re.fullmatch(r"0?[0-7]{3}", mode):
+        raise ValueError(f'bundle mode {_show(mode)} is not an octal mode; write one like "0640"')
+    group = value.get("group")
+    if group is not None:
+        group = _group(group)
+    return Bundle(path=path, contents=contents, mode=int(mode, 8), group=group)
+
+
+def _group(value: Any) -> str:
+    import grp
+
+    name = _text("a group name")(value)
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        raise ValueError(f"bundle group {_show(name)} does not exist on this machine") from None
+    return name
+
+
+def _bundles(value: Any) -> tuple[Bundle, ...]:
+    _expect(isinstance(value, list), value, f"an array of bundles, each {_BUNDLE}")
+    return _unique((_bundle(item) for item in value), show=lambda b: _show(b.path))
+
+
 # --- the key tables ------------------------------------------------------------
 
 _LIMIT_KEYS: dict[str, Parser] = {
@@ -407,6 +496,9 @@ _GLOBAL_ONLY_KEYS: dict[str, Parser] = {
     "keepalive_timeout": _duration(zero_ok=True),
     "shutdown_timeout": _duration(zero_ok=True),
     "email": _email,
+    "acme_ca": _acme_ca,
+    "acme_ca_root": _pem_file,
+    "on_certificate": _command,
 }
 # Keys a route takes, each (but path) also a site key whose value routes inherit.
 _ROUTE_KEYS: dict[str, Parser] = {
@@ -428,8 +520,12 @@ _SITE_KEYS: dict[str, Parser] = {
     "tls": _tls,
     **{key: _ROUTE_KEYS[key] for key in _INHERITED},
     **_LIMIT_KEYS,
+    "acme_challenge": _acme_challenge,
+    "on_certificate": _command,
+    "bundles": _bundles,
     "route": _nested,
 }
+_SITE_ACME_KEYS = ("acme_challenge", "on_certificate", "bundles")
 _GLOBAL_KEYS: dict[str, Parser] = {**_GLOBAL_ONLY_KEYS, **_LIMIT_KEYS}
 _TOP_KEYS: dict[str, Parser] = {"porch": _nested, "site": _nested}
 
@@ -437,6 +533,7 @@ _TOP_KEYS: dict[str, Parser] = {"porch": _nested, "site": _nested}
 _HOME = {
     **dict.fromkeys(_GLOBAL_ONLY_KEYS, "[porch]"),
     **dict.fromkeys(_SITE_KEYS, "[[site]]"),
+    "on_certificate": "[porch] or [[site]]",
     "path": "[[site.route]]",
     "route": "[[site.route]] tables, after their [[site]]",
 }
@@ -552,6 +649,7 @@ class _Reader:
             routes=tuple(route for route in built if route is not None),
             tls=_layered([site], _SITE_KEYS).get("tls", "off"),
             key_path=where,
+            **_layered([site], _SITE_ACME_KEYS),
         )
 
     def check_paths(self, where: str, routes: list[Values]) -> None:

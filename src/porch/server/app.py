@@ -30,6 +30,12 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # --- ACME certificates (porch.tls.manager): a supervisor-only service.  One process
+    # for now; moves to the supervisor's service hook when the process model lands.
+    from porch.tls import manager as acme_manager
+
+    acme_task = acme_manager.start(config, log)
+    # --- end ACME
     where = ", ".join(f"{'[' + a + ']' if ':' in a else a}:{g.http_port}" for a in g.bind)
     log.info(f"porch serving {len(config.sites)} site(s) on http://{where}", pid=os.getpid())
     # Requests free their objects by reference counting; the cyclic collector only
@@ -45,6 +51,8 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
     # A second signal stops at once.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: os._exit(1))
+    if acme_task is not None:  # ACME: stop the certificate manager (see above)
+        acme_task.cancel()
     await server.shutdown(g.shutdown_timeout)
     log.info("stopped")
     log.close()

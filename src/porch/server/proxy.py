@@ -24,6 +24,7 @@ from porch.errors import ProxyError, client_error, upstream_error
 from porch.http import h1
 from porch.http.forwarding import real_client
 from porch.http.target import BadTarget, clean_path, needs_a_look
+from porch.tls.challenge import PREFIX as ACME_CHALLENGE
 from porch.upstream.connection import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -154,6 +155,9 @@ class Exchange:
             except BadTarget as exc:
                 return client_error(400, str(exc))
         query = sep + query
+        # ACME HTTP-01 first: never redirected, authenticated or rate-limited
+        if site.challenge is not None and path[:28] == ACME_CHALLENGE and site.challenge.respond(self, path):
+            return None
         route = site.root_only
         if route is None:
             if site.paths.needs_slash(path):

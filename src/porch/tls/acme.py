@@ -1,0 +1,250 @@
+"""ACME issuance (RFC 8555) over HTTP-01, with certbot's `acme` library.
+
+Blocking, like the library: the CertManager runs these calls in a thread, the CLI
+calls them directly.  Library and network exceptions are mapped here, at one
+boundary, to `AcmeError`, whose message carries the CA's problem document
+(RFC 8555 6.7: type, detail, and the subproblem per name).
+
+State kept in storage, per ACME directory (so staging and production accounts never
+mix):
+    acme/accounts/<directory-slug>/key.pem        account key, EC P-256 (0600)
+    acme/accounts/<directory-slug>/account.json   registration (account URL)
+    acme/http-01/<token>                          key authorizations while validating
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import josepy as jose
+import requests
+from acme import challenges, client, crypto_util, errors, messages
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from porch import __version__
+from porch.storage import Storage, StorageError
+from porch.tls.challenge import storage_key
+
+_PEM = serialization.Encoding.PEM
+_PKCS8 = serialization.PrivateFormat.PKCS8
+_NO_PASSWORD = serialization.NoEncryption()
+
+
+class AcmeError(Exception):
+    """Issuance failed; the message says where and carries the CA's detail."""
+
+
+@dataclass(frozen=True)
+class CA:
+    """Which ACME server, how to trust it, and who the account is for."""
+
+    directory: str
+    root: str | None = None  # PEM file trusted instead of the system store (pebble)
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class Issued:
+    fullchain: bytes  # PEM: leaf first, then the intermediates
+    key: bytes  # PEM PKCS#8
+
+
+def new_key() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    """A fresh ECDSA P-256 key (what Caddy and certbot >= 2.0 use by default) and its PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key, key.private_bytes(_PEM, _PKCS8, _NO_PASSWORD)
+
+
+def directory_slug(url: str) -> str:
+    """A storage-safe name for an ACME directory URL."""
+    parts = urlsplit(url)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{parts.netloc}{parts.path}").strip("_") or "acme"
+
+
+class AcmeClient:
+    """One ACME directory and our account there; `issue()` gets certificates."""
+
+    def __init__(self, ca: CA, storage: Storage, *, timeout: float = 90.0) -> None:
+        self.ca = ca
+        self.storage = storage
+        self.timeout = timeout  # for validation and finalisation of one order
+        self._acme: client.ClientV2 | None = None
+        self._jwk: jose.JWKEC | None = None
+        self._base = f"acme/accounts/{directory_slug(ca.directory)}"
+
+    # -- account -------------------------------------------------------------------
+
+    def connect(self) -> client.ClientV2:
+        """The directory and a registered account (created on first use, then reused)."""
+        if self._acme is not None:
+            return self._acme
+        with _mapped(f"ACME server {self.ca.directory}"):
+            jwk = self._account_key()
+            net = client.ClientNetwork(jwk, alg=jose.ES256, verify_ssl=self.ca.root or True,
+                                       user_agent=f"porch/{__version__}", timeout=30)
+            directory = client.ClientV2.get_directory(self.ca.directory, net)
+            acme = client.ClientV2(directory, net)
+            saved = self.storage.get(f"{self._base}/account.json")
+            if saved is not None:
+                net.account = messages.RegistrationResource.json_loads(saved)
+            else:
+                net.account = self._register(acme)
+        self._acme, self._jwk = acme, jwk
+        return acme
+
+    def _account_key(self) -> jose.JWKEC:
+        with self.storage.lock(f"{self._base}/key"):  # two processes, one key
+            pem = self.storage.get(f"{self._base}/key.pem")
+            if pem is None:
+                pem = new_key()[1]
+                self.storage.put(f"{self._base}/key.pem", pem, 0o600)
+        return jose.JWKEC(key=serialization.load_pem_private_key(pem, None))
+
+    def _register(self, acme: client.ClientV2) -> messages.RegistrationResource:
+        # Agreeing to the CA's terms is what running Porch with ACME means (Caddy too).
+        new = messages.NewRegistration.from_data(email=self.ca.email, terms_of_service_agreed=True)
+        try:
+            regr = acme.new_account(new)
+        except errors.ConflictError as e:  # the key is registered already: reuse it
+            regr = messages.RegistrationResource(uri=e.location, body=messages.Registration())
+        self.storage.put(f"{self._base}/account.json", regr.json_dumps().encode(), 0o600)
+        return regr
+
+    # -- issuance ------------------------------------------------------------------
+
+    def issue(self, names: tuple[str, ...]) -> Issued:
+        """A certificate for `names` (SANs, first one first) with a new P-256 key,
+        validated over HTTP-01.  Raises AcmeError."""
+        acme = self.connect()
+        try:
+            return self._issue(acme, names)
+        except AcmeError as e:
+            if "accountDoesNotExist" not in str(e):
+                raise
+        # The CA forgot the account (pebble restarted, or it was deactivated): once more.
+        self.storage.delete(f"{self._base}/account.json")
+        self._acme = None
+        return self._issue(self.connect(), names)
+
+    def _issue(self, acme: client.ClientV2, names: tuple[str, ...]) -> Issued:
+        _, key_pem = new_key()
+        csr = crypto_util.make_csr(key_pem, list(names))
+        tokens: list[str] = []
+        with _mapped(f"ACME order for {', '.join(names)}"):
+            try:
+                order = acme.new_order(csr)
+                for authz in order.authorizations:
+                    if authz.body.status == messages.STATUS_VALID:  # still valid from before
+                        continue
+                    tokens.append(self._answer(acme, authz))
+                deadline = dt.datetime.now() + dt.timedelta(seconds=self.timeout)
+                order = acme.poll_and_finalize(order, deadline)
+            finally:
+                for token in tokens:
+                    with contextlib.suppress(StorageError):
+                        self.storage.delete(storage_key(token))
+        return Issued(fullchain=order.fullchain_pem.encode(), key=key_pem)
+
+    def _answer(self, acme: client.ClientV2, authz: messages.AuthorizationResource) -> str:
+        """Publish the HTTP-01 key authorization for one name, then tell the CA."""
+        name = authz.body.identifier.value
+        for challb in authz.body.challenges:
+            if isinstance(challb.chall, challenges.HTTP01):
+                break
+        else:
+            offered = ", ".join(c.chall.typ for c in authz.body.challenges)
+            raise AcmeError(f"the CA offers no http-01 challenge for {name} (only {offered})")
+        response, validation = challb.response_and_validation(self._jwk)
+        token = challb.chall.encode("token")
+        self.storage.put(storage_key(token), validation.encode("ascii"), 0o600)
+        acme.answer_challenge(challb, response)
+        return token
+
+    # -- renewal information (RFC 9773) ----------------------------------------------
+
+    def renewal_window(self, fullchain: bytes) -> tuple[dt.datetime, dt.datetime, float] | None:
+        """The CA's suggested renewal window (start, end) and how many seconds to wait
+        before asking again, or None when the CA offers no ARI.  Raises AcmeError."""
+        acme = self.connect()
+        base = acme.directory.to_partial_json().get("renewalInfo")
+        if not base:
+            return None
+        cert = x509.load_pem_x509_certificate(fullchain)
+        with _mapped("ACME renewal information"):
+            response = acme.net.get(f"{base.rstrip('/')}/{ari_cert_id(cert)}")
+            info = messages.RenewalInfo.from_json(response.json())
+        window = info.suggested_window
+        retry = response.headers.get("Retry-After", "")
+        # RFC 9773 4.3.3: poll again after Retry-After, clamped to [1 min, 1 day]; 6 h default
+        wait = min(max(float(retry), 60.0), 86400.0) if retry.isdigit() else 6 * 3600.0
+        return window.start, window.end, wait
+
+
+def ari_cert_id(cert: x509.Certificate) -> str:
+    """RFC 9773 4.1: base64url(authority key identifier) "." base64url(serial DER bytes)."""
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    serial = cert.serial_number
+    raw = serial.to_bytes((serial.bit_length() + 8) // 8, "big", signed=True)  # room for the sign bit
+    return f"{_b64(aki.key_identifier or b'')}.{_b64(raw)}"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+@contextlib.contextmanager
+def _mapped(what: str) -> Iterator[None]:
+    """Library and network exceptions -> AcmeError naming `what` and the CA's detail."""
+    try:
+        yield
+    except AcmeError:
+        raise
+    except errors.ValidationError as e:
+        raise AcmeError(f"{what}: validation failed: {_failed(e)}") from None
+    except errors.TimeoutError:
+        raise AcmeError(f"{what}: the CA did not finish within the time allowed") from None
+    except errors.IssuanceError as e:
+        raise AcmeError(f"{what}: {_problem(e.error)}") from None
+    except messages.Error as e:
+        raise AcmeError(f"{what}: {_problem(e)}") from None
+    except requests.exceptions.SSLError as e:
+        raise AcmeError(f"{what}: TLS error (is acme_ca_root the CA's root?): {_reason(e)}") from None
+    except requests.exceptions.RequestException as e:
+        raise AcmeError(f"{what}: cannot reach the CA: {_reason(e)}") from None
+    except (errors.Error, jose.errors.Error, ValueError) as e:
+        raise AcmeError(f"{what}: {e}") from None
+    except StorageError as e:
+        raise AcmeError(f"{what}: {e}") from None
+
+
+def _problem(error: messages.Error) -> str:
+    """A problem document on one line: "urn:...:unauthorized: detail [name: ...]"."""
+    text = f"{error.typ}: {error.detail or error.title or error.description or ''}".strip()
+    for sub in error.subproblems or ():
+        who = sub.identifier.value if sub.identifier else "?"
+        text += f" [{who}: {sub.typ}: {sub.detail}]"
+    return text
+
+
+def _failed(e: errors.ValidationError) -> str:
+    parts = []
+    for authz in e.failed_authzrs:
+        for challb in authz.body.challenges:
+            if challb.error is not None:
+                parts.append(f"{authz.body.identifier.value}: {_problem(challb.error)}")
+    return "; ".join(parts) or "no detail from the CA"
+
+
+def _reason(e: Exception) -> str:
+    # requests nests the cause a few levels deep; the innermost says the most
+    while e.__context__ is not None and isinstance(e.__context__, Exception):
+        e = e.__context__
+    return str(e) or type(e).__name__

@@ -1,0 +1,241 @@
+"""CertManager: keeps a valid ACME certificate for every site that wants one.
+
+A background service on the supervisor's asyncio loop (one per Porch, whatever the
+number of workers).  One task per site; each wakes up, reads what storage holds,
+and if a certificate is missing, covers other names, or is due for renewal
+(porch.tls.renewal), issues one under the site's storage lock, so that another
+process (`porch certs renew`, a second Porch on the same state_dir) never issues
+the same name at the same time.  The acme library blocks: its calls run in a
+daemon thread, so a stop never waits for a CA.
+
+Until a new certificate is stored, the old one stays in place and keeps serving;
+meta.json says "renewing", then "valid", or "failing" with the CA's detail, and
+failures are retried with backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from porch.config.model import Config, Site
+from porch.observability.errorlog import ErrorLog
+from porch.storage import FileStorage, StorageError
+from porch.tls import certstore, renewal
+from porch.tls.auto import acme_names, skipped_names, wants_acme
+from porch.tls.certstore import Meta, Stored
+
+ISSUE_LOCK_TIMEOUT = 600.0  # another process issuing the same name: wait this long
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass
+class _Ari:
+    """The CA's renewal window for one certificate, as last fetched."""
+
+    serial: int
+    due: dt.datetime | None  # the moment picked in the window
+    poll_after: dt.datetime
+
+
+class CertManager:
+    """See the module docstring.  `step()` is the blocking unit of work (the CLI
+    calls it directly); `run()` schedules it for every ACME site until cancelled."""
+
+    def __init__(self, config: Config, storage: FileStorage, log: ErrorLog, *,
+                 fraction: float = renewal.RENEW_FRACTION, retry_base: float = renewal.RETRY_BASE,
+                 retry_cap: float = renewal.RETRY_CAP, timeout: float = 90.0,
+                 directory: str | None = None, dry_run: bool = False) -> None:
+        from porch.tls.acme import CA, AcmeClient  # the acme library: only where it is used
+
+        g = config.porch
+        self.config = config
+        self.storage = storage
+        self.log = log
+        self.fraction = fraction
+        self.retry_base = retry_base
+        self.retry_cap = retry_cap
+        self.dry_run = dry_run  # issue for real, store nothing, run no hook
+        self.client = AcmeClient(CA(directory or g.acme_ca, g.acme_ca_root, g.email), storage,
+                                 timeout=timeout)
+        self._ari: dict[str, _Ari] = {}
+
+    @property
+    def sites(self) -> list[Site]:
+        return [site for site in self.config.sites if wants_acme(site)]
+
+    # -- the service ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep every ACME site's certificate until cancelled."""
+        for site in self.config.sites:
+            if skipped_names(site):
+                self.log.warn("ACME: no certificate for wildcard or IP names (HTTP-01 cannot"
+                              " validate them; give the site tls = { cert, key } files)",
+                              site=site.name, names=" ".join(skipped_names(site)))
+        await asyncio.gather(*(self._keep(site) for site in self.sites))
+
+    async def _keep(self, site: Site) -> None:
+        while True:
+            try:
+                delay = await _in_thread(self.step, site)
+            except Exception as e:  # a bug or a broken disk: log, never stop the others
+                self.log.error(f"ACME: certificate manager failed: {e!r}", site=site.name)
+                delay = self.retry_cap
+            await asyncio.sleep(max(1.0, delay))
+
+    # -- one look at one site ------------------------------------------------------
+
+    def step(self, site: Site, force: bool = False) -> float:
+        """Issue or renew `site`'s certificate if it is due (or `force`); return the
+        seconds until it should be looked at again."""
+        name = site.name
+        due = self.due(certstore.read(self.storage, name), site)
+        if not force and due > _now():
+            return self._wait(due)
+        try:
+            with self.storage.lock(certstore.lock_key(name), timeout=ISSUE_LOCK_TIMEOUT):
+                stored = certstore.read(self.storage, name)  # another process may have renewed
+                if not force and self.due(stored, site) > _now():
+                    return self._wait(self.due(stored, site))
+                return self._issue(site, stored)
+        except StorageError as e:
+            self.log.error(f"ACME: {e}", site=name)
+            return self._retry_delay(1)
+
+    def due(self, stored: Stored, site: Site) -> dt.datetime:
+        """When the site's certificate must be (re)issued: now if missing or for other
+        names; the renewal moment otherwise; not before the next retry when failing."""
+        now = _now()
+        meta, cert = stored.meta, stored.cert
+        if cert is None or set(certstore.names_of(cert)) != set(acme_names(site)):
+            when = now
+        else:
+            when = renewal.lifetime_due(cert.not_valid_before_utc, cert.not_valid_after_utc, self.fraction)
+            ari = self._ari_due(stored.name, stored.fullchain or b"", cert)
+            if ari is not None:
+                when = min(when, ari)
+        retry = certstore.parse_iso(meta.next_attempt) if meta and meta.state == "failing" else None
+        return max(when, retry) if retry else when
+
+    def _ari_due(self, name: str, fullchain: bytes, cert) -> dt.datetime | None:
+        """The ARI moment for this certificate, fetched again when the CA said so."""
+        from porch.tls.acme import AcmeError
+
+        now = _now()
+        known = self._ari.get(name)
+        if known is not None and known.serial == cert.serial_number and now < known.poll_after:
+            return known.due
+        if cert.not_valid_after_utc <= now:  # RFC 9773 4.3: never for expired certificates
+            return None
+        try:
+            window = self.client.renewal_window(fullchain)
+        except AcmeError as e:
+            self.log.warn(f"ACME renewal information unavailable: {e}", site=name)
+            window = None
+        due, poll = None, now + dt.timedelta(hours=6)
+        if window is not None:
+            start, end, wait = window
+            due = now if start <= now else renewal.ari_pick(start, end)
+            poll = now + dt.timedelta(seconds=wait)
+        self._ari[name] = _Ari(cert.serial_number, due, poll)
+        return due
+
+    def _wait(self, due: dt.datetime) -> float:
+        return min((due - _now()).total_seconds(), renewal.LOOK_AGAIN)
+
+    def _retry_delay(self, attempts: int) -> float:
+        return renewal.backoff(attempts, self.retry_base, self.retry_cap)
+
+    def _issue(self, site: Site, stored: Stored) -> float:
+        """Under the lock: get a certificate, store it, deploy it; the next look's delay."""
+        from porch.tls.acme import AcmeError
+
+        name, names = site.name, acme_names(site)
+        meta = stored.meta or Meta(names=names, ca=self.client.ca.directory)
+        renewing = stored.cert is not None
+        if renewing and not self.dry_run:
+            certstore.write_meta(self.storage, name, meta.with_(state="renewing"))
+        what = "renewing" if renewing else "requesting"
+        self.log.info(f"ACME: {what} certificate{' (dry run)' if self.dry_run else ''}",
+                      site=name, names=" ".join(names), ca=self.client.ca.directory)
+        try:
+            issued = self.client.issue(names)
+        except AcmeError as e:
+            return self._failed(site, meta, str(e))
+        if self.dry_run:
+            self.log.info("ACME: dry run succeeded; nothing stored", site=name)
+            return 0.0
+        meta = certstore.write_certificate(self.storage, name, issued.fullchain, issued.key,
+                                           meta.with_(names=names, ca=self.client.ca.directory))
+        self._ari.pop(name, None)
+        self.log.info("ACME: certificate stored", site=name, names=" ".join(names),
+                      issuer=meta.issuer, not_after=meta.not_after)
+        self._deploy(site, meta)
+        return self._wait(self.due(certstore.read(self.storage, name), site))
+
+    def _failed(self, site: Site, meta: Meta, error: str) -> float:
+        attempts = meta.attempts + 1
+        delay = self._retry_delay(attempts)
+        retry_at = _now() + dt.timedelta(seconds=delay)
+        self.log.error(f"ACME: certificate not obtained: {error}", site=site.name,
+                       attempt=attempts, retry_in=f"{delay:.0f}s")
+        if not self.dry_run:
+            certstore.write_meta(self.storage, site.name, meta.with_(
+                state="failing", last_error=error, attempts=attempts,
+                next_attempt=certstore.iso(retry_at)))
+        return delay
+
+    def _deploy(self, site: Site, meta: Meta) -> None:
+        from porch.tls.deploy import deploy
+
+        command = site.on_certificate or self.config.porch.on_certificate
+        if not site.bundles and not command:
+            return
+        problem = deploy(self.storage, site.name, meta, site.bundles, command)
+        if problem:
+            self.log.error(f"ACME: deploy failed (retried at the next renewal): {problem}", site=site.name)
+        else:
+            self.log.info("ACME: deployed", site=site.name, bundles=len(site.bundles),
+                          hook="yes" if command else "no")
+        if problem != meta.deploy_error:
+            certstore.write_meta(self.storage, site.name, meta.with_(deploy_error=problem))
+
+
+def start(config: Config, log: ErrorLog) -> asyncio.Task | None:
+    """Run a CertManager on the current loop when some site wants ACME; the caller
+    cancels the task to stop it."""
+    if not any(wants_acme(site) for site in config.sites):
+        return None
+    manager = CertManager(config, FileStorage(config.porch.state_dir), log)
+    return asyncio.get_running_loop().create_task(manager.run(), name="porch-acme")
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` in a daemon thread: unlike the default executor, a stop of Porch
+    never waits for a CA that is slow to answer."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            future.set_result(value) if ok else future.set_exception(value)
+
+    def work() -> None:
+        try:
+            result: tuple[bool, Any] = (True, fn(*args))
+        except Exception as e:
+            result = (False, e)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(settle, *result)
+
+    threading.Thread(target=work, daemon=True, name="porch-acme").start()
+    return await future
