@@ -22,7 +22,7 @@ stop_nginx_service() {
 }
 
 missing=()
-for tool in nginx wrk curl pebble; do
+for tool in nginx wrk curl pebble openssl; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -17,10 +17,11 @@ def procs():
 
 @pytest.fixture
 def upstream(procs, tmp_path):
-    """Factory: `upstream(mode="echo")` starts tests/integration/upstreams.py on a free port."""
+    """Factory: `upstream(mode="echo")` starts tests/integration/upstreams.py on a free port
+    (TLS keywords: see helpers.Upstream)."""
 
-    def start(mode: str = "echo") -> Upstream:
-        return Upstream(procs, tmp_path, mode)
+    def start(mode: str = "echo", **tls) -> Upstream:
+        return Upstream(procs, tmp_path, mode, **tls)
 
     return start
 

@@ -166,23 +166,39 @@ def wait_for_port(port: int, managed: Managed, timeout: float = 15.0, what: str 
 
 
 class Upstream:
-    """A running `upstreams.py`."""
+    """A running `upstreams.py`; over TLS with `tls=(cert, key)` (and `client_ca`: client
+    certificates required, `client_cert=(cert, key)` is what `stats()` presents)."""
 
-    def __init__(self, registry: Registry, workdir: Path, mode: str = "echo"):
+    def __init__(self, registry: Registry, workdir: Path, mode: str = "echo", *,
+                 tls: tuple[Path, Path] | None = None, client_ca: Path | None = None,
+                 client_cert: tuple[Path, Path] | None = None):
         self.mode = mode
         self.port = free_port()
-        self.managed = registry.start([PYTHON, str(UPSTREAMS), "--port", str(self.port),
-                                       "--mode", mode], cwd=workdir,
-                                      name=f"upstream-{self.port}-{mode}")
+        self.tls = tls
+        self.client_cert = client_cert
+        argv = [PYTHON, str(UPSTREAMS), "--port", str(self.port), "--mode", mode]
+        if tls:
+            argv += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        if client_ca:
+            argv += ["--tls-client-ca", str(client_ca)]
+        self.managed = registry.start(argv, cwd=workdir, name=f"upstream-{self.port}-{mode}")
         self.pid = self.managed.pid
         wait_for_port(self.port, self.managed, what=f"upstream ({mode})")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def stats(self) -> dict:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        if self.tls:
+            import ssl
+
+            ctx = ssl._create_unverified_context()  # our own test upstream: stats only
+            if self.client_cert:
+                ctx.load_cert_chain(*self.client_cert)
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=5, context=ctx)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
         try:
             conn.request("GET", "/__stats", headers={"Connection": "close"})
             return json.loads(conn.getresponse().read())

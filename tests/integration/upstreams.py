@@ -3,6 +3,7 @@
 Run it as its own process (the tests do, by pid)::
 
     python upstreams.py --port N [--mode MODE] [--host 127.0.0.1]
+                        [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
 
 It prints ``listening on HOST:PORT`` on stdout once the socket accepts.  Pure asyncio
 streams and the standard library: the framing is written here, by hand, so that the
@@ -26,6 +27,12 @@ Modes (``--mode``), i.e. what the server does with every connection:
     timeout crosses a reused connection's request (what Porch's stale-pool retry is for).
 
 ``/__stats`` is answered in every mode and never counted; every other request is.
+
+TLS (``--tls-cert`` and ``--tls-key``): every mode is served over TLS instead, ALPN
+``http/1.1``; ``--tls-client-ca`` also requires a client certificate issued by that CA.
+The echo then has a ``tls`` object: ``sni`` (the server name the client sent, or null),
+``alpn``, ``version`` and ``client_cert`` (the client certificate's common name, or
+null); without TLS, ``tls`` is null.
 
 Paths (``echo``, ``close-after-response``, ``drop-reused``):
 
@@ -78,6 +85,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import ssl
 import sys
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -142,6 +150,7 @@ class Request:
         self.path = split.path
         self.query = split.query
         self.params = parse_qs(split.query, keep_blank_values=True)
+        self.tls: dict | None = None  # what the TLS connection it came on says
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -188,6 +197,7 @@ class Server:
         counted = False
         self.stats.open_connections += 1
         conn_request = 0
+        tls = tls_info(writer)
         try:
             while True:
                 try:
@@ -201,6 +211,7 @@ class Server:
                     self.stats.targets.append(f"<unparseable: {exc}>")
                     await send_simple(writer, 400, b"bad request\n", close=True)
                     return
+                req.tls = tls
                 if req.path == "/__stats":
                     await self.answer_stats(writer, req)
                     if not req.wants_keepalive():
@@ -294,6 +305,7 @@ class Server:
             "body_length": length, "body_sha256": sha, "body_framing": framing,
             "expect_continue_sent": continued, "server_port": self.port,
             "conn_id": conn_id, "conn_request": conn_request, "request_id": self.stats.requests,
+            "tls": req.tls,
         }
         extra = []
         for item in req.params.get("h", []):
@@ -466,12 +478,43 @@ async def discard_forever(reader: asyncio.StreamReader) -> None:
         pass
 
 
+# -- TLS -----------------------------------------------------------------------------
+
+
+def tls_context(cert: str, key: str, client_ca: str | None) -> ssl.SSLContext:
+    """A server context; the SNI each handshake brings is noted on its SSL object."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    if client_ca:
+        ctx.load_verify_locations(client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+
+    def note_sni(ssl_object, server_name, _ctx):
+        ssl_object.sni_received = server_name
+
+    ctx.sni_callback = note_sni
+    return ctx
+
+
+def tls_info(writer: asyncio.StreamWriter) -> dict | None:
+    ssl_object = writer.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    peer = ssl_object.getpeercert() or {}
+    names = [value for rdn in peer.get("subject", ()) for key, value in rdn if key == "commonName"]
+    return {"sni": getattr(ssl_object, "sni_received", None),
+            "alpn": ssl_object.selected_alpn_protocol(), "version": ssl_object.version(),
+            "client_cert": names[0] if names else None}
+
+
 # -- main ----------------------------------------------------------------------------
 
 
-async def serve(host: str, port: int, mode: str) -> None:
+async def serve(host: str, port: int, mode: str, tls: ssl.SSLContext | None = None) -> None:
     server = Server(mode, port)
-    srv = await asyncio.start_server(server.handle, host, port, limit=MAX_HEAD, backlog=512)
+    srv = await asyncio.start_server(server.handle, host, port, limit=MAX_HEAD, backlog=512,
+                                     ssl=tls)
     print(f"listening on {host}:{port}", flush=True)
     async with srv:
         await srv.serve_forever()
@@ -483,9 +526,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", default="echo",
                         choices=["echo", "hang", "close-after-response", "drop-reused"])
+    parser.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="and this key (PEM)")
+    parser.add_argument("--tls-client-ca", help="require client certificates from this CA")
     args = parser.parse_args(argv)
+    tls = tls_context(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     try:
-        asyncio.run(serve(args.host, args.port, args.mode))
+        asyncio.run(serve(args.host, args.port, args.mode, tls))
     except KeyboardInterrupt:
         pass
     return 0

@@ -350,7 +350,7 @@ def test_tls_is_off_or_auto_for_now():
         ('[[sites]]\nproxy = "http://x:1"\n' + SITE, "sites: unknown key (did you mean site?)"),
         (SITE + "colour = 1\n", (
             "site[0].colour: unknown key (expected one of: hosts, tls, proxy, strip_prefix, upstream_host,"
-            " max_body, header_timeout, body_timeout, upstream_connect_timeout, upstream_timeout,"
+            " upstream_tls, max_body, header_timeout, body_timeout, upstream_connect_timeout, upstream_timeout,"
             " acme_challenge, on_certificate, bundles, route)"
         )),
         ("http_port = 8080\n" + SITE, "http_port: not a top-level key (write it in [porch])"),
@@ -474,7 +474,8 @@ site[0] cloud.example.org, *.cloud.example.org
   /     -> http://127.0.0.1:8080/nextcloud  (max_body 10M, upstream_timeout 5m)
 
 site[1] * (catch-all)
-  / -> https://fallback.internal:443  (max_body 10M)"""
+  / -> https://fallback.internal:443  (max_body 10M)
+       upstream tls: verify with the system CAs; sni fallback.internal; alpn http/1.1"""
 
 
 def test_describe_golden():

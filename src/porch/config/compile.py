@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from porch.config.model import Config, Route, Site
+import ssl
+from dataclasses import replace
+
+from porch.config.model import Config, Route, Site, UpstreamTLS
 from porch.http.forwarding import TrustedProxies
 from porch.observability.accesslog import AccessLog
 from porch.observability.errorlog import ErrorLog
@@ -11,13 +14,17 @@ from porch.runtime import RouteRuntime, Runtime, SiteRuntime
 from porch.storage import FileStorage, Storage
 from porch.tls import challenge
 from porch.upstream.pool import Balancer, Target
+from porch.upstream.tls import client_context
+
+# One pool per address and TLS setting, shared by every route using it.
+_Targets = dict[tuple[str, str, int, UpstreamTLS | None], Target]
 
 
 def compile_config(config: Config, *, access_log: AccessLog | None = None,
                    error_log: ErrorLog | None = None) -> Runtime:
     """Build the runtime objects for `config` (already validated)."""
     g = config.porch
-    targets: dict[tuple[str, str, int], Target] = {}
+    targets: _Targets = {}
     storage = FileStorage(g.state_dir)
     sites = [(site.hosts, _compile_site(site, targets, storage)) for site in config.sites]
     routes = [r for s in config.sites for r in s.routes]
@@ -36,19 +43,20 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
     )
 
 
-def _compile_site(site: Site, targets: dict[tuple[str, str, int], Target], storage: Storage) -> SiteRuntime:
+def _compile_site(site: Site, targets: _Targets, storage: Storage) -> SiteRuntime:
     routes = {r.path.encode(): _compile_route(site, r, targets) for r in site.routes}
     only = routes.get(b"/") if len(routes) == 1 else None
     return SiteRuntime(name=site.name, paths=PathTable.build(routes), root_only=only,
                        challenge=challenge.for_site(site, storage))
 
 
-def _compile_route(site: Site, route: Route, targets: dict[tuple[str, str, int], Target]) -> RouteRuntime:
+def _compile_route(site: Site, route: Route, targets: _Targets) -> RouteRuntime:
     pool = []
     for spec in route.upstreams:
-        key = (spec.scheme, spec.host, spec.port)
-        if key not in targets:  # one pool per address, shared by every route using it
-            targets[key] = Target(spec)
+        tls = route.upstream_tls if spec.scheme == "https" else None
+        key = (spec.scheme, spec.host, spec.port, tls)
+        if key not in targets:
+            targets[key] = Target(spec, *_tls_for(tls, targets))
         pool.append(targets[key])
     strip = route.path.rstrip("/").encode() if route.strip_prefix and route.path != "/" else None
     extra = b""
@@ -69,6 +77,18 @@ def _compile_route(site: Site, route: Route, targets: dict[tuple[str, str, int],
         upstream_connect_timeout=route.limits.upstream_connect_timeout,
         upstream_timeout=route.limits.upstream_timeout,
     )
+
+
+def _tls_for(tls: UpstreamTLS | None, targets: _Targets) -> tuple[ssl.SSLContext | None, str | None]:
+    """The SSLContext (one per setting: shared with targets already built) and server name."""
+    if tls is None:
+        return None, None
+    same_files = replace(tls, server_name=None)
+    for (_, _, _, other), target in targets.items():
+        if other is not None and replace(other, server_name=None) == same_files:
+            return target.ssl, tls.server_name
+    ctx = client_context(verify=tls.verify, ca=tls.ca, cert=tls.cert, key=tls.key)
+    return ctx, tls.server_name
 
 
 def _location_prefixes(route: Route) -> tuple[bytes, ...]:

@@ -9,8 +9,9 @@ defaults, and sizes and durations are spelled as the config file would spell the
 from __future__ import annotations
 
 from dataclasses import fields
+from ipaddress import ip_address
 
-from porch.config.model import Config, Global, Limits, Route, Site, Webroot
+from porch.config.model import Config, Global, Limits, Route, Site, UpstreamTLS, Webroot
 from porch.config.units import format_duration, format_size
 
 _DEFAULT_LIMITS = Limits()
@@ -61,7 +62,10 @@ def _site(site: Site) -> list[str]:
     hosts = ", ".join(site.hosts) if site.hosts else "* (catch-all)"
     tls = f" (tls {site.tls})" if site.tls != "off" else ""
     width = max((len(route.path) for route in site.routes), default=0)
-    return [f"{site.key_path} {hosts}{tls}", *_acme(site), *(_route(route, width) for route in site.routes)]
+    lines = [f"{site.key_path} {hosts}{tls}", *_acme(site)]
+    for route in site.routes:
+        lines += _route(route, width)
+    return lines
 
 
 def _acme(site: Site) -> list[str]:
@@ -79,14 +83,46 @@ def _acme(site: Site) -> list[str]:
     return out
 
 
-def _route(route: Route, width: int) -> str:
+def _route(route: Route, width: int) -> list[str]:
+    """The route's line, and a second one with its upstream TLS if it has https:// upstreams."""
     upstreams = ", ".join(target.url for target in route.upstreams)
     notes = ["strip_prefix"] if route.strip_prefix else []
     if route.upstream_host:
         notes.append(f"upstream_host {route.upstream_host}")
     notes += _limits(route.limits)
     tail = f"  ({', '.join(notes)})" if notes else ""
-    return f"  {route.path.ljust(width)} -> {upstreams}{tail}"
+    lines = [f"  {route.path.ljust(width)} -> {upstreams}{tail}"]
+    https = [target.host for target in route.upstreams if target.scheme == "https"]
+    if https:
+        lines.append(f"  {' ' * width}    upstream tls: {_upstream_tls(route.upstream_tls, https)}")
+    return lines
+
+
+def _upstream_tls(tls: UpstreamTLS, hosts: list[str]) -> str:
+    """What the https:// connections of a route do: verification, client cert, SNI."""
+    if not tls.verify:
+        parts = ["verify off (any certificate accepted)"]
+    elif tls.ca:
+        parts = [f"verify with ca {tls.ca}"]
+    else:
+        parts = ["verify with the system CAs"]
+    if tls.cert:
+        parts.append(f"client cert {tls.cert}" + (f" key {tls.key}" if tls.key else ""))
+    names = sorted({tls.server_name} if tls.server_name else set(hosts))
+    sni = [name for name in names if not _is_ip(name)]
+    parts.append(f"sni {', '.join(sni)}" if sni else "no sni (IP address)")
+    if tls.server_name and tls.verify:
+        parts[-1] += " (the name checked)"
+    parts.append("alpn http/1.1")
+    return "; ".join(parts)
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _limits(limits: Limits) -> list[str]:

@@ -45,6 +45,22 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class UpstreamTLS:
+    """How Porch talks TLS to `https://` upstreams (a site key a route may override).
+
+    nginx's proxy_ssl_* family, with safe defaults: the certificate is verified (nginx's
+    proxy_ssl_verify is off by default; Caddy verifies) and SNI is sent (nginx's
+    proxy_ssl_server_name is off by default).  Paths are absolute, resolved at load.
+    """
+
+    verify: bool = True  # proxy_ssl_verify; False accepts any certificate (Snikket's self-signed 5443)
+    ca: str | None = None  # proxy_ssl_trusted_certificate: trust these, not the system store
+    cert: str | None = None  # proxy_ssl_certificate: client certificate for mutual TLS
+    key: str | None = None  # proxy_ssl_certificate_key
+    server_name: str | None = None  # proxy_ssl_name: SNI and the name checked; None = the URL's host
+
+
+@dataclass(frozen=True)
 class Route:
     """A path prefix on a site and where it goes."""
 
@@ -53,6 +69,7 @@ class Route:
     strip_prefix: bool = False
     upstream_host: str | None = None  # Host sent upstream; None = the client's Host
     limits: Limits = field(default_factory=Limits)
+    upstream_tls: UpstreamTLS = field(default_factory=UpstreamTLS)  # for https:// upstreams
     key_path: str = ""  # where it came from, for messages: "site[1].route[0]"
 
 

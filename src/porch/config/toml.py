@@ -20,6 +20,7 @@ import ipaddress
 import json
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -28,8 +29,9 @@ from urllib.parse import urlsplit
 
 from porch.config.errors import ConfigError
 from porch.config.model import (LETSENCRYPT, LETSENCRYPT_STAGING, Bundle, Config, Global, Limits, Route,
-                                Site, UpstreamTarget, Webroot)
+                                Site, UpstreamTarget, UpstreamTLS, Webroot)
 from porch.config.units import parse_duration, parse_size
+from porch.upstream import tls as tls_setup
 
 Parser = Callable[[Any], Any]
 Values = dict[str, Any]
@@ -38,7 +40,9 @@ _BAD: Any = object()  # present but invalid, and already reported
 
 
 def load(path: str | os.PathLike[str]) -> Config:
-    """Read and check a porch.toml file; raise ConfigError listing every problem."""
+    """Read and check a porch.toml file; raise ConfigError listing every problem.
+
+    Relative file paths in it (upstream_tls files) start at the file's directory."""
     source = str(path)
     try:
         text = Path(path).read_bytes().decode("utf-8")
@@ -46,16 +50,17 @@ def load(path: str | os.PathLike[str]) -> Config:
         raise ConfigError([f"{source}: cannot read the file: {e.strerror}"]) from None
     except UnicodeDecodeError as e:
         raise ConfigError([f"{source}: byte {e.start} is not UTF-8; TOML files are UTF-8"]) from None
-    return loads(text, source)
+    return loads(text, source, base=os.path.dirname(os.path.abspath(path)))
 
 
-def loads(text: str, source: str = "<string>") -> Config:
-    """Check porch.toml text; `source` names it in messages and in `Config.source`."""
+def loads(text: str, source: str = "<string>", base: str | None = None) -> Config:
+    """Check porch.toml text; `source` names it in messages and in `Config.source`;
+    relative file paths start at `base` (default: the current directory)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{source}: {e}"]) from None
-    return _Reader(source).config(data)
+    return _Reader(source, base or os.getcwd()).config(data)
 
 
 # --- reading one value ---------------------------------------------------------
@@ -472,6 +477,84 @@ def _bundles(value: Any) -> tuple[Bundle, ...]:
     return _unique((_bundle(item) for item in value), show=lambda b: _show(b.path))
 
 
+# --- upstream_tls ----------------------------------------------------------------
+
+
+class _SubProblems(ValueError):
+    """Problems inside a table value, each at its own key: `site[0].upstream_tls.ca`."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(message for _, message in problems))
+        self.problems = problems
+
+
+def _server_name(value: Any) -> str:
+    text = _text('a host name like "dav.internal"')(value)
+    return _ip_literal(text) or _dns_name(text)
+
+
+_FILE = "a file path"
+_UPSTREAM_TLS_KEYS: dict[str, Parser] = {
+    "verify": _bool,
+    "ca": _text(f"{_FILE}: the CA certificate (or the upstream's own certificate) to trust"),
+    "cert": _text(f"{_FILE}: the client certificate (PEM)"),
+    "key": _text(f"{_FILE}: the client certificate's private key (PEM)"),
+    "server_name": _server_name,
+}
+_UPSTREAM_TLS = 'a table like { verify = false } or { ca = "server_cert.pem" }'
+
+
+def _upstream_tls(value: Any) -> Values:
+    """The `upstream_tls` table: each key parsed; file paths are read later (`_Reader.tls_files`)."""
+    _expect(isinstance(value, dict), value, _UPSTREAM_TLS)
+    found: Values = {}
+    problems: list[tuple[str, str]] = []
+    for key, item in value.items():
+        if key not in _UPSTREAM_TLS_KEYS:
+            close = difflib.get_close_matches(key, list(_UPSTREAM_TLS_KEYS), n=1)
+            known = ", ".join(_UPSTREAM_TLS_KEYS)
+            hint = f"did you mean {close[0]}?" if close else f"expected one of: {known}"
+            problems.append((key, f"unknown key ({hint})"))
+            continue
+        try:
+            found[key] = _UPSTREAM_TLS_KEYS[key](item)
+        except ValueError as e:
+            problems.append((key, str(e)))
+    if found.get("verify") is False and "ca" in found:
+        problems.append(("ca", "is not used with verify = false; keep one of them"))
+    if problems:
+        raise _SubProblems(problems)
+    return found
+
+
+_RELATIVE = "relative paths start at the config file's directory"
+
+
+def _path(text: str) -> str:
+    """A file path quoted whole (`_show` shortens long values; a path needs every part)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+_CERT_PEM = re.compile(rb"-----BEGIN (?:X509 |TRUSTED )?CERTIFICATE-----")
+_KEY_PEM = re.compile(rb"-----BEGIN ((?:[A-Z]+ )*)PRIVATE KEY-----")
+
+
+def _pem_problem(data: bytes, kind: str, text: str) -> str | None:
+    """What is wrong with a PEM file's content for `kind` (ca, cert, key), or None."""
+    if kind == "key":
+        match = _KEY_PEM.search(data)
+        if match is None:
+            return f"{_path(text)} holds no private key; expected a PEM file with -----BEGIN PRIVATE KEY-----"
+        if b"ENCRYPTED" in match.group(1) or b"Proc-Type: 4,ENCRYPTED" in data:
+            return (f"{_path(text)} is an encrypted key; Porch reads keys without a passphrase"
+                    " (decrypt it once: openssl pkey -in KEY -out KEY.plain)")
+        return None
+    if _CERT_PEM.search(data) is None:
+        what = "the CA's or the upstream's certificate" if kind == "ca" else "the client certificate"
+        return f"{_path(text)} holds no certificate; expected {what} as PEM (-----BEGIN CERTIFICATE-----)"
+    return None
+
+
 # --- the key tables ------------------------------------------------------------
 
 _LIMIT_KEYS: dict[str, Parser] = {
@@ -506,6 +589,8 @@ _ROUTE_KEYS: dict[str, Parser] = {
     "proxy": _proxy,
     "strip_prefix": _bool,
     "upstream_host": _upstream_host,
+    # merged key by key: route over site over [porch]
+    "upstream_tls": _upstream_tls,
     **_LIMIT_KEYS,
 }
 _INHERITED = ("proxy", "strip_prefix", "upstream_host")
@@ -519,6 +604,7 @@ _SITE_KEYS: dict[str, Parser] = {
     "hosts": _hosts,
     "tls": _tls,
     **{key: _ROUTE_KEYS[key] for key in _INHERITED},
+    "upstream_tls": _upstream_tls,
     **_LIMIT_KEYS,
     "acme_challenge": _acme_challenge,
     "on_certificate": _command,
@@ -526,7 +612,7 @@ _SITE_KEYS: dict[str, Parser] = {
     "route": _nested,
 }
 _SITE_ACME_KEYS = ("acme_challenge", "on_certificate", "bundles")
-_GLOBAL_KEYS: dict[str, Parser] = {**_GLOBAL_ONLY_KEYS, **_LIMIT_KEYS}
+_GLOBAL_KEYS: dict[str, Parser] = {**_GLOBAL_ONLY_KEYS, "upstream_tls": _upstream_tls, **_LIMIT_KEYS}
 _TOP_KEYS: dict[str, Parser] = {"porch": _nested, "site": _nested}
 
 # Where each key belongs, for a key written in the wrong table.
@@ -545,9 +631,12 @@ _HOME = {
 class _Reader:
     """Collects problems while reading one file; see the module docstring for the steps."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, base: str) -> None:
         self.source = source
+        self.base = base  # where relative file paths start
         self.problems: list[str] = []
+        self.pem_with_key: set[str] = set()  # cert files that hold their key too
+        self.contexts_tried: dict[UpstreamTLS, str | None] = {}  # setting -> problem
 
     def problem(self, where: str, message: str) -> None:
         self.problems.append(f"{where}: {message}")
@@ -575,10 +664,43 @@ class _Reader:
                 continue
             try:
                 values[key] = keys[key](value)
+            except _SubProblems as e:
+                for sub, message in e.problems:
+                    self.problem(f"{path}.{sub}", message)
+                values[key] = _BAD
             except ValueError as e:
                 self.problem(path, str(e))
                 values[key] = _BAD
+        if isinstance(values.get("upstream_tls"), dict):
+            values["upstream_tls"] = self.tls_files(f"{where}.upstream_tls", values["upstream_tls"])
         return values
+
+    def tls_files(self, where: str, table: Values) -> Any:
+        """`table` with its file paths made absolute, once each file is read and looks
+        right; _BAD (reported) if one does not.  A wrong path is a `porch check` error."""
+        out = dict(table)
+        for kind in ("ca", "cert", "key"):
+            if kind not in table:
+                continue
+            text = table[kind]
+            path = os.path.normpath(os.path.join(self.base, os.path.expanduser(text)))
+            try:
+                with open(path, "rb") as f:
+                    data = f.read(1024 * 1024)  # PEM bundles are kilobytes; a system bundle ~200k
+            except OSError as e:
+                whence = "" if os.path.isabs(text) else f" (as {path}: {_RELATIVE})"
+                self.problem(f"{where}.{kind}", f"{_path(text)} cannot be read: {e.strerror}{whence}")
+                out = _BAD
+                continue
+            problem = _pem_problem(data, kind, text)
+            if problem:
+                self.problem(f"{where}.{kind}", problem)
+                out = _BAD
+            elif out is not _BAD:
+                out[kind] = path
+                if kind == "cert" and _KEY_PEM.search(data):
+                    self.pem_with_key.add(path)
+        return out
 
     def tables(self, parent: Values, key: str, where: str = "") -> list[Values]:
         """An array of tables such as [[site]]; a lone [site] is read but reported."""
@@ -603,7 +725,7 @@ class _Reader:
         if https is not None and https == values.get("http_port", Global.http_port):
             self.problem("porch.https_port", f"{https} is also http_port; use two different ports")
         fields = _layered([values], _GLOBAL_ONLY_KEYS)
-        return Global(**fields), _layered([values], _LIMIT_KEYS)
+        return Global(**fields), _layered([values], {**_LIMIT_KEYS, "upstream_tls": None})
 
     def site_draft(self, i: int, table: Values) -> tuple[Values, list[Values]]:
         """A site's own values and its routes' values, read but not yet combined."""
@@ -644,6 +766,8 @@ class _Reader:
             built.append(self.route(where, site, {"path": "/"}, defaults))  # the site's own proxy
         elif not routes:
             self.problem(where, 'no proxy (add proxy = "http://host:port" to the site, or [[site.route]] tables)')
+        if isinstance(site.get("upstream_tls"), dict) and not any(r and _has_https(r.upstreams) for r in built):
+            self.problem(f"{where}.upstream_tls", _NO_HTTPS)
         return Site(
             hosts=_layered([site], _SITE_KEYS).get("hosts", ()),
             routes=tuple(route for route in built if route is not None),
@@ -670,14 +794,61 @@ class _Reader:
         values = _layered([site, route], _ROUTE_KEYS)
         if "path" not in values or "proxy" not in values:  # bad values, already reported
             return None
-        return Route(
+        built = Route(
             path=values["path"],
             upstreams=values["proxy"],
             strip_prefix=values.get("strip_prefix", False),
             upstream_host=values.get("upstream_host"),
             limits=Limits(**_layered([defaults, site, route], _LIMIT_KEYS)),
+            upstream_tls=self.upstream_tls(where, [defaults, site, route], _has_https(values["proxy"])),
             key_path=where,
         )
+        if isinstance(route.get("upstream_tls"), dict) and not _has_https(built.upstreams):
+            self.problem(f"{where}.upstream_tls", _NO_HTTPS)
+        return built
+
+    def upstream_tls(self, where: str, layers: list[Values], https: bool) -> UpstreamTLS:
+        """The route's `upstream_tls`, key by key (route over site over [porch]).  For a
+        route with https:// upstreams, its files are tried together as the connection
+        will use them (once per distinct setting, so a problem is reported once)."""
+        merged: Values = {}
+        for layer in layers:
+            table = layer.get("upstream_tls")
+            if table is _BAD:
+                https = False  # reported already; the rest may not add up without it
+            elif isinstance(table, dict):
+                merged.update(table)
+        found = UpstreamTLS(**merged)
+        if https and found not in self.contexts_tried:
+            self.contexts_tried[found] = problem = self.tls_problem(found)
+            if problem:
+                self.problem(f"{where}.upstream_tls", problem)
+        return found
+
+    def tls_problem(self, tls: UpstreamTLS) -> str | None:
+        if tls.key is not None and tls.cert is None:
+            return 'key is set without cert; add cert = "client_cert.pem" (the client certificate)'
+        if tls.cert is not None and tls.key is None and tls.cert not in self.pem_with_key:
+            return 'cert is set without key; add key = "client_key.pem" (its private key)'
+        if tls.ca or tls.cert:
+            return _try_context(tls)
+        return None
+
+
+_NO_HTTPS = "is set but no upstream here is https://; write proxy = \"https://...\" (or remove upstream_tls)"
+
+
+def _has_https(upstreams: tuple[UpstreamTarget, ...]) -> bool:
+    return any(target.scheme == "https" for target in upstreams)
+
+
+def _try_context(tls: UpstreamTLS) -> str | None:
+    """Build the SSLContext the connection will use; why it cannot be, or None."""
+    try:
+        tls_setup.client_context(verify=tls.verify, ca=tls.ca, cert=tls.cert, key=tls.key)
+    except (ssl.SSLError, OSError, ValueError) as e:
+        return tls_setup.bad_files(e, ca=tls.ca, cert=tls.cert, key=tls.key)
+    return None
 
 
 def _layered(layers: list[Values], keys: Mapping[str, Any]) -> Values:

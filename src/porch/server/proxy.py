@@ -26,6 +26,7 @@ from porch.http.forwarding import real_client
 from porch.http.target import BadTarget, clean_path, needs_a_look
 from porch.tls.challenge import PREFIX as ACME_CHALLENGE
 from porch.upstream.connection import UpstreamConnection
+from porch.upstream.tls import tls_failure
 
 if TYPE_CHECKING:
     from porch.runtime import RouteRuntime, Runtime
@@ -279,9 +280,11 @@ class Exchange:
                     timeout,
                 )
             except asyncio.TimeoutError:
-                err = upstream_error(504, f"connecting to {target.label} timed out after {timeout:g}s")
+                what = " (TCP connect and TLS handshake)" if target.ssl is not None else ""
+                err = upstream_error(504, f"connecting to {target.label} timed out after {timeout:g}s{what}")
             except OSError as exc:
-                err = upstream_error(502, f"connecting to {target.label} failed: {exc.strerror or exc}")
+                reason = exc.strerror or exc if target.ssl is None else tls_failure(exc)
+                err = upstream_error(502, f"connecting to {target.label} failed: {reason}")
             else:
                 self.connect_task = None
                 if self.done:

@@ -17,11 +17,13 @@ When no exchange leases it, it sits idle in its target's pool.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import TYPE_CHECKING, Any
 
 import httptools
 
 from porch.http import h1
+from porch.upstream.tls import tls_failure
 
 if TYPE_CHECKING:
     from porch.upstream.pool import Target
@@ -109,7 +111,12 @@ class UpstreamConnection(asyncio.Protocol):
         exchange = self.exchange
         self.exchange = None
         if exchange is not None:
-            cause = f"upstream closed the connection{': ' + str(exc) if exc else ''}"
+            if exc is None:
+                cause = "upstream closed the connection"
+            elif isinstance(exc, ssl.SSLError):  # a TLS 1.3 alert comes after the handshake
+                cause = f"upstream TLS error: {tls_failure(exc)}"
+            else:
+                cause = f"upstream closed the connection: {exc}"
             exchange.on_upstream_lost(cause, self._got_bytes)
         else:
             self.target.forget(self)

@@ -39,17 +39,17 @@ class Target:
 
     __slots__ = ("spec", "host", "port", "label", "ssl", "server_hostname", "idle", "down_until")
 
-    def __init__(self, spec: UpstreamTarget) -> None:
+    def __init__(self, spec: UpstreamTarget, tls: ssl.SSLContext | None = None,
+                 server_hostname: str | None = None) -> None:
+        """`tls` (built at load, see upstream/tls.py) for an https:// target, with the
+        name sent as SNI and checked in the certificate (the URL's host by default)."""
         self.spec = spec
         self.host = spec.host
         self.port = spec.port
         self.label = spec.url
-        self.ssl: ssl.SSLContext | None = None
-        self.server_hostname: str | None = None
-        if spec.scheme == "https":
-            self.ssl = ssl.create_default_context()
-            self.ssl.set_alpn_protocols(["http/1.1"])
-            self.server_hostname = spec.host
+        # Passed as they are to create_connection: None and None for plain http.
+        self.ssl = tls
+        self.server_hostname = (server_hostname or spec.host) if tls is not None else None
         self.idle: deque[PooledConnection] = deque()
         self.down_until = 0.0
 
