@@ -1,4 +1,4 @@
-"""porch version | check | run: main(argv) -> exit code."""
+"""porch version | check | run | certs: main(argv) -> exit code."""
 
 from __future__ import annotations
 
@@ -17,11 +17,31 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in (("check", "validate a config and show what it means"), ("run", "serve a config")):
         p = sub.add_parser(name, help=text)
         p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    certs = sub.add_parser("certs", help="list certificates; `porch certs renew` renews them")
+    certs.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    certs.add_argument("action", nargs="?", choices=["renew"], help="renew the certificates that are due")
+    certs.add_argument("--force", action="store_true", help="renew even those not due")
+    certs.add_argument("--dry-run", action="store_true", help="against the staging CA, storing nothing")
     args = parser.parse_args(argv)
     if args.command == "version":
         print(f"porch {__version__}")
         return 0
+    if args.command == "certs":
+        return _certs(args)
     return _check(args.config) if args.command == "check" else _run(args.config)
+
+
+def _certs(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    from porch.storage import FileStorage
+    from porch.tls import certs_cli
+
+    if args.action == "renew":
+        return certs_cli.renew(config, force=args.force, dry_run=args.dry_run)
+    print(certs_cli.table(config, FileStorage(config.porch.state_dir)))
+    return 0
 
 
 def _load(path: str):

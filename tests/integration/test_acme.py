@@ -3,16 +3,18 @@ its http_port, the challenge path, failures with the CA's detail, renewal, hooks
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import stat
+import subprocess
 import time
 
 import pytest
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from .helpers import RawConn, free_port, wait_until
+from .helpers import PORCH_BIN, RawConn, free_port, wait_until
 from .pebble import Pebble
 
 
@@ -169,3 +171,94 @@ def test_failing_challenge_is_logged_with_the_cas_detail_and_retried_with_backof
     meta = json.loads(meta_path.read_text())
     assert meta["state"] == "valid" and meta["last_error"] is None and meta["attempts"] == 0, meta
     verify(pebble, meta_path.parent / "fullchain.pem", "bad.example.com")
+
+
+def porch_cli(p, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    return subprocess.run([str(PORCH_BIN), "certs", "-c", str(p.config_path), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_forced_renewal_replaces_files_runs_hook_and_bundle(acme, porch, upstream, tmp_path):
+    pebble, http_port = acme()
+    up = upstream()
+    hook_log, bundle = tmp_path / "hook.log", tmp_path / "bundle.pem"
+    group = grp.getgrgid(os.getgid()).gr_name
+    config = SITES.format(up=up.url).replace(
+        '[[site]]\nhosts = ["b.example.com"]',
+        f'on_certificate = "env | grep ^PORCH_ | sort >> {hook_log}; echo --- >> {hook_log}"\n'
+        f'bundles = [{{ path = "{bundle}", contents = ["fullchain", "key"], mode = "0640", group = "{group}" }}]\n'
+        '\n[[site]]\nhosts = ["b.example.com"]\non_certificate = "echo reload failed >&2; exit 3"\n', 1)
+    p = porch(config, **acme_keys(pebble, http_port))
+    first = wait_valid(p, "a.example.com")
+    certs = p.workdir / "state" / "certs"
+    assert wait_until(lambda: "---" in hook_log.read_text() if hook_log.exists() else False, timeout=10)
+    env = dict(line.split("=", 1) for line in hook_log.read_text().split("---")[0].splitlines() if line)
+    assert env == {"PORCH_SITE": "a.example.com", "PORCH_CERT_NAMES": "a.example.com www.a.example.com",
+                   "PORCH_CERT_FULLCHAIN": str(certs / "a.example.com" / "fullchain.pem"),
+                   "PORCH_CERT_KEY": str(certs / "a.example.com" / "privkey.pem"),
+                   "PORCH_CERT_DIR": str(certs / "a.example.com"),
+                   "PORCH_CERT_NOT_AFTER": first["not_after"]}
+    old_chain = (certs / "a.example.com" / "fullchain.pem").read_bytes()
+    old_key = (certs / "a.example.com" / "privkey.pem").read_bytes()
+    assert bundle.read_bytes() == old_chain + old_key
+    assert stat.S_IMODE(bundle.stat().st_mode) == 0o640 and bundle.stat().st_gid == os.getgid()
+    # b's hook fails: logged, kept in meta.json, never fatal
+    wait_valid(p, "b.example.com")
+    assert wait_until(lambda: (stored(p, "b.example.com") or {}).get("deploy_error"), timeout=10)
+    assert stored(p, "b.example.com")["deploy_error"] == (
+        "on_certificate 'echo reload failed >&2; exit 3' exited with status 3: reload failed")
+    assert "ACME: deploy failed (retried at the next renewal)" in p.error_log_text()
+
+    # `porch certs` lists both
+    listing = porch_cli(p)
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert lines[0].split() == ["NAMES", "SOURCE", "ISSUER", "NOT", "AFTER", "DAYS", "STATE"]
+    a_row = next(ln for ln in lines if ln.startswith("a.example.com, www.a.example.com"))
+    assert " acme " in a_row and "Pebble Intermediate" in a_row and a_row.endswith("valid")
+    assert first["not_after"] in a_row
+    assert "deploy: on_certificate 'echo reload failed >&2; exit 3' exited with status 3" in listing.stdout
+
+    # not due: nothing happens
+    quiet = porch_cli(p, "renew")
+    assert quiet.returncode == 0 and "a.example.com: not due: renewal from" in quiet.stdout, quiet
+    assert (certs / "a.example.com" / "fullchain.pem").read_bytes() == old_chain
+
+    # dry run against the private CA: a real order, nothing stored, no hook
+    dry = porch_cli(p, "renew", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "a.example.com: dry run ok" in dry.stdout and "b.example.com: dry run ok" in dry.stdout
+    assert (certs / "a.example.com" / "fullchain.pem").read_bytes() == old_chain
+    assert hook_log.read_text().count("---") == 1
+
+    # forced: new files (new key too), hook and bundle again, the running Porch untouched
+    forced = porch_cli(p, "renew", "--force")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert "a.example.com: renewed: valid until" in forced.stdout
+    assert "b.example.com: renewed: valid until" in forced.stdout and "deploy failed" in forced.stdout
+    new_chain = (certs / "a.example.com" / "fullchain.pem").read_bytes()
+    new_key = (certs / "a.example.com" / "privkey.pem").read_bytes()
+    assert new_chain != old_chain and new_key != old_key
+    assert leaf_and_chain(certs / "a.example.com" / "fullchain.pem")[0].serial_number != \
+        x509.load_pem_x509_certificate(old_chain).serial_number
+    verify(pebble, certs / "a.example.com" / "fullchain.pem", "www.a.example.com")
+    assert stored(p, "a.example.com")["state"] == "valid"
+    assert hook_log.read_text().count("---") == 2
+    assert bundle.read_bytes() == new_chain + new_key
+    assert p.managed.running()
+
+
+def test_background_renewal_when_a_third_of_the_lifetime_is_left(acme, porch, upstream):
+    """pebble issues 9-second certificates: the running Porch renews each after ~6 s,
+    by itself, and the new files replace the old."""
+    pebble, http_port = acme(validity=9)
+    up = upstream()
+    p = porch(SITES.format(up=up.url).split("\n\n[[site]]")[0], **acme_keys(pebble, http_port))
+    first = wait_valid(p, "a.example.com")
+    lifetime = (leaf_and_chain(p.workdir / "state" / "certs" / "a.example.com" / "fullchain.pem")[0])
+    assert (lifetime.not_valid_after_utc - lifetime.not_valid_before_utc).total_seconds() < 12
+    second = wait_valid(p, "a.example.com", timeout=20, newer_than=first["not_before"])
+    assert second["not_after"] > first["not_after"]
+    log = p.error_log_text()
+    assert "ACME: renewing certificate site=a.example.com" in log, log
+    verify(pebble, p.workdir / "state" / "certs" / "a.example.com" / "fullchain.pem", "a.example.com")

@@ -67,6 +67,9 @@ class CertManager:
         self.client = AcmeClient(CA(directory or g.acme_ca, g.acme_ca_root, g.email), storage,
                                  timeout=timeout)
         self._ari: dict[str, _Ari] = {}
+        # what the last step did per site name, for `porch certs renew`:
+        # "issued" / "renewed" / "dry run ok" / "not due" / "failed", and a detail
+        self.outcomes: dict[str, tuple[str, str]] = {}
 
     @property
     def sites(self) -> list[Site]:
@@ -100,15 +103,19 @@ class CertManager:
         name = site.name
         due = self.due(certstore.read(self.storage, name), site)
         if not force and due > _now():
+            self.outcomes[name] = ("not due", f"renewal from {certstore.iso(due)}")
             return self._wait(due)
         try:
             with self.storage.lock(certstore.lock_key(name), timeout=ISSUE_LOCK_TIMEOUT):
                 stored = certstore.read(self.storage, name)  # another process may have renewed
-                if not force and self.due(stored, site) > _now():
-                    return self._wait(self.due(stored, site))
+                due = self.due(stored, site)
+                if not force and due > _now():
+                    self.outcomes[name] = ("not due", f"renewal from {certstore.iso(due)}")
+                    return self._wait(due)
                 return self._issue(site, stored)
         except StorageError as e:
             self.log.error(f"ACME: {e}", site=name)
+            self.outcomes[name] = ("failed", str(e))
             return self._retry_delay(1)
 
     def due(self, stored: Stored, site: Site) -> dt.datetime:
@@ -173,10 +180,12 @@ class CertManager:
             return self._failed(site, meta, str(e))
         if self.dry_run:
             self.log.info("ACME: dry run succeeded; nothing stored", site=name)
+            self.outcomes[name] = ("dry run ok", f"the CA would issue for {' '.join(names)}")
             return 0.0
         meta = certstore.write_certificate(self.storage, name, issued.fullchain, issued.key,
                                            meta.with_(names=names, ca=self.client.ca.directory))
         self._ari.pop(name, None)
+        self.outcomes[name] = ("renewed" if renewing else "issued", f"valid until {meta.not_after}")
         self.log.info("ACME: certificate stored", site=name, names=" ".join(names),
                       issuer=meta.issuer, not_after=meta.not_after)
         self._deploy(site, meta)
@@ -188,6 +197,7 @@ class CertManager:
         retry_at = _now() + dt.timedelta(seconds=delay)
         self.log.error(f"ACME: certificate not obtained: {error}", site=site.name,
                        attempt=attempts, retry_in=f"{delay:.0f}s")
+        self.outcomes[site.name] = ("failed", error)
         if not self.dry_run:
             certstore.write_meta(self.storage, site.name, meta.with_(
                 state="failing", last_error=error, attempts=attempts,
@@ -203,6 +213,8 @@ class CertManager:
         problem = deploy(self.storage, site.name, meta, site.bundles, command)
         if problem:
             self.log.error(f"ACME: deploy failed (retried at the next renewal): {problem}", site=site.name)
+            done, detail = self.outcomes.get(site.name, ("issued", ""))
+            self.outcomes[site.name] = (done, f"{detail}; deploy failed: {problem}")
         else:
             self.log.info("ACME: deployed", site=site.name, bundles=len(site.bundles),
                           hook="yes" if command else "no")
