@@ -17,7 +17,7 @@ import pytest
 
 from .certs import TestCA, self_signed
 from .helpers import (
-    MiB, RawConn, RSSSampler, free_port, get, pattern_block, site, toml_value, wait_for_port,
+    PORCH_BIN, MiB, RawConn, RSSSampler, free_port, get, pattern_block, site, toml_value, wait_for_port,
 )
 
 RSS_LIMIT_KIB = 60 * 1024
@@ -237,3 +237,12 @@ def test_64mib_both_ways_over_tls_with_bounded_memory(pki, upstream, porch):
     assert down.returncode == 0, down.stderr
     assert down.stdout.split()[0] == expected
     assert rss.peak_kib < RSS_LIMIT_KIB, f"Porch RSS peaked at {rss.peak_kib // 1024} MiB"
+
+
+def test_check_names_a_missing_file_key_and_value(tmp_path):
+    path = tmp_path / "porch.toml"
+    path.write_text(site("https://localhost:5232", 'upstream_tls = { ca = "/nope/server_cert.pem" }\n'))
+    r = subprocess.run([str(PORCH_BIN), "check", "-c", str(path)], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1
+    assert ('site[0].upstream_tls.ca: "/nope/server_cert.pem" cannot be read: No such file or directory'
+            in r.stderr), r.stderr
