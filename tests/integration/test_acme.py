@@ -246,6 +246,11 @@ def test_forced_renewal_replaces_files_runs_hook_and_bundle(acme, porch, upstrea
     assert hook_log.read_text().count("---") == 2
     assert bundle.read_bytes() == new_chain + new_key
     assert p.managed.running()
+    # a "renewing" left behind by a process killed mid-renewal is settled at the next look
+    meta_path = certs / "a.example.com" / "meta.json"
+    meta_path.write_text(meta_path.read_text().replace('"state": "valid"', '"state": "renewing"'))
+    assert porch_cli(p, "renew").returncode == 0
+    assert stored(p, "a.example.com")["state"] == "valid"
 
 
 def test_background_renewal_when_a_third_of_the_lifetime_is_left(acme, porch, upstream):
@@ -262,3 +267,22 @@ def test_background_renewal_when_a_third_of_the_lifetime_is_left(acme, porch, up
     log = p.error_log_text()
     assert "ACME: renewing certificate site=a.example.com" in log, log
     verify(pebble, p.workdir / "state" / "certs" / "a.example.com" / "fullchain.pem", "a.example.com")
+
+
+def test_concurrent_renewers_issue_once(acme, porch, upstream, tmp_path):
+    """Two `porch certs renew` at once on the same state_dir: the storage lock makes
+    one issue, the other then finds the certificate in place."""
+    pebble, http_port = acme()
+    up = upstream()
+    # this Porch only answers the challenges (no manager of its own: tls is off)
+    p = porch(f'[[site]]\nhosts = ["a.example.com"]\nproxy = "{up.url}"\nacme_challenge = "upstream"\n',
+              **acme_keys(pebble, http_port))
+    renewer = p.config_path.read_text().replace('acme_challenge = "upstream"', 'tls = "auto"')
+    (tmp_path / "renew.toml").write_text(renewer)
+    argv = [str(PORCH_BIN), "certs", "renew", "-c", str(tmp_path / "renew.toml")]
+    runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [r.communicate(timeout=60) for r in runs]
+    assert all(r.returncode == 0 for r in runs), outs
+    said = sorted(out.strip().split(": ")[1] for out, _ in outs)
+    assert said == ["issued", "not due"], outs
+    assert stored(p, "a.example.com")["state"] == "valid"

@@ -86,7 +86,7 @@ def renew(config: Config, *, force: bool, dry_run: bool) -> int:
         print(f"dry run against {directory}: certificates are requested, nothing is stored")
     failed = 0
     for site in sites:
-        manager.step(site, force=force or dry_run)
+        manager.step(site, force=force or dry_run, retry_now=True)
         outcome, detail = manager.outcomes.get(site.name, ("failed", "no outcome"))
         failed += outcome == "failed"
         print(f"{site.name}: {outcome}: {detail}")

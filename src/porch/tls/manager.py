@@ -97,18 +97,22 @@ class CertManager:
 
     # -- one look at one site ------------------------------------------------------
 
-    def step(self, site: Site, force: bool = False) -> float:
+    def step(self, site: Site, force: bool = False, retry_now: bool = False) -> float:
         """Issue or renew `site`'s certificate if it is due (or `force`); return the
-        seconds until it should be looked at again."""
+        seconds until it should be looked at again.  `retry_now` skips the wait
+        after a failure (a person running `porch certs renew` wants to see it now)."""
         name = site.name
-        due = self.due(certstore.read(self.storage, name), site)
+        stored = certstore.read(self.storage, name)
+        due = self.due(stored, site, retry_now)
         if not force and due > _now():
             self.outcomes[name] = ("not due", f"renewal from {certstore.iso(due)}")
+            if stored.meta is not None and stored.meta.state == "renewing" and not self.dry_run:
+                self._settle(name)
             return self._wait(due)
         try:
             with self.storage.lock(certstore.lock_key(name), timeout=ISSUE_LOCK_TIMEOUT):
                 stored = certstore.read(self.storage, name)  # another process may have renewed
-                due = self.due(stored, site)
+                due = self.due(stored, site, retry_now)
                 if not force and due > _now():
                     self.outcomes[name] = ("not due", f"renewal from {certstore.iso(due)}")
                     return self._wait(due)
@@ -118,9 +122,21 @@ class CertManager:
             self.outcomes[name] = ("failed", str(e))
             return self._retry_delay(1)
 
-    def due(self, stored: Stored, site: Site) -> dt.datetime:
+    def _settle(self, name: str) -> None:
+        """A "renewing" left by a process that died mid-renewal: back to "valid" once
+        nobody holds the lock (the files are the last good ones)."""
+        try:
+            with self.storage.lock(certstore.lock_key(name), timeout=0):
+                stored = certstore.read(self.storage, name)
+                if stored.meta is not None and stored.meta.state == "renewing":
+                    certstore.write_meta(self.storage, name, stored.meta.with_(state="valid"))
+        except StorageError:
+            pass  # someone is renewing right now: their state is the right one
+
+    def due(self, stored: Stored, site: Site, retry_now: bool = False) -> dt.datetime:
         """When the site's certificate must be (re)issued: now if missing or for other
-        names; the renewal moment otherwise; not before the next retry when failing."""
+        names; the renewal moment otherwise; not before the next retry when failing
+        (unless `retry_now`)."""
         now = _now()
         meta, cert = stored.meta, stored.cert
         if cert is None or set(certstore.names_of(cert)) != set(acme_names(site)):
@@ -130,7 +146,8 @@ class CertManager:
             ari = self._ari_due(stored.name, stored.fullchain or b"", cert)
             if ari is not None:
                 when = min(when, ari)
-        retry = certstore.parse_iso(meta.next_attempt) if meta and meta.state == "failing" else None
+        failing = meta is not None and meta.state == "failing" and not retry_now
+        retry = certstore.parse_iso(meta.next_attempt) if failing else None
         return max(when, retry) if retry else when
 
     def _ari_due(self, name: str, fullchain: bytes, cert) -> dt.datetime | None:
@@ -223,12 +240,46 @@ class CertManager:
 
 
 def start(config: Config, log: ErrorLog) -> asyncio.Task | None:
-    """Run a CertManager on the current loop when some site wants ACME; the caller
-    cancels the task to stop it."""
+    """Run a CertManager on the current loop when some site wants ACME (one process,
+    before the supervisor); the caller cancels the task to stop it."""
     if not any(wants_acme(site) for site in config.sites):
         return None
     manager = CertManager(config, FileStorage(config.porch.state_dir), log)
     return asyncio.get_running_loop().create_task(manager.run(), name="porch-acme")
+
+
+class AcmeService:
+    """The CertManager as a supervisor service (server/services.py: start, reload,
+    stop).  A reload starts a manager for the new config; an issuance already under
+    way finishes in its thread, and the new manager waits for its storage lock."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task | None = None
+        self.storage: FileStorage | None = None
+        self.log: ErrorLog | None = None
+
+    async def start(self, config: Config, storage: Any, log: ErrorLog) -> None:
+        self.storage = storage if isinstance(storage, FileStorage) else FileStorage(config.porch.state_dir)
+        self.log = log
+        self._begin(config)
+
+    async def reload(self, config: Config) -> None:
+        self._cancel()
+        self._begin(config)
+
+    async def stop(self) -> None:
+        self._cancel()
+
+    def _begin(self, config: Config) -> None:
+        if self.storage is None or self.log is None or not any(wants_acme(s) for s in config.sites):
+            return
+        manager = CertManager(config, self.storage, self.log)
+        self.task = asyncio.get_running_loop().create_task(manager.run(), name="porch-acme")
+
+    def _cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
 
 
 async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
