@@ -31,6 +31,7 @@ class RouteRuntime:
     body_timeout: float
     upstream_connect_timeout: float
     upstream_timeout: float
+    tunnel_idle_timeout: float
 
 
 @dataclass(eq=False)

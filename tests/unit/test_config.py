@@ -351,7 +351,7 @@ def test_tls_is_off_or_auto_for_now():
         (SITE + "colour = 1\n", (
             "site[0].colour: unknown key (expected one of: hosts, tls, proxy, strip_prefix, upstream_host,"
             " upstream_tls, max_body, header_timeout, body_timeout, upstream_connect_timeout, upstream_timeout,"
-            " acme_challenge, on_certificate, bundles, route)"
+            " tunnel_idle_timeout, acme_challenge, on_certificate, bundles, route)"
         )),
         ("http_port = 8080\n" + SITE, "http_port: not a top-level key (write it in [porch])"),
         (SITE + "http_port = 8080\n", "site[0].http_port: not a site key (write it in [porch])"),

@@ -76,6 +76,7 @@ def _compile_route(site: Site, route: Route, targets: _Targets) -> RouteRuntime:
         body_timeout=route.limits.body_timeout,
         upstream_connect_timeout=route.limits.upstream_connect_timeout,
         upstream_timeout=route.limits.upstream_timeout,
+        tunnel_idle_timeout=route.limits.tunnel_idle_timeout,
     )
 
 

@@ -42,6 +42,10 @@ class Limits:
     body_timeout: float = 60.0  # nginx client_body_timeout 60s: between two reads
     upstream_connect_timeout: float = 60.0  # nginx proxy_connect_timeout 60s
     upstream_timeout: float = 60.0  # nginx proxy_read_timeout 60s: between two reads
+    # A WebSocket tunnel with no byte either way for this long is closed.  Apart from
+    # upstream_timeout: behind nginx, proxy_read_timeout 60s cuts idle sockets, which
+    # guides work around per location (LiveKit: 300s); Caddy has no default cut at all.
+    tunnel_idle_timeout: float = 3600.0
 
 
 @dataclass(frozen=True)

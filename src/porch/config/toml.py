@@ -563,6 +563,7 @@ _LIMIT_KEYS: dict[str, Parser] = {
     "body_timeout": _duration(zero_ok=False),
     "upstream_connect_timeout": _duration(zero_ok=False),
     "upstream_timeout": _duration(zero_ok=False),
+    "tunnel_idle_timeout": _duration(zero_ok=False),
 }
 _GLOBAL_ONLY_KEYS: dict[str, Parser] = {
     "http_port": _port,

@@ -17,6 +17,7 @@ import httptools
 from porch.errors import client_error
 from porch.http import h1
 from porch.http.forwarding import FORWARDING, IDENTITY
+from porch.http.upgrade import DROPPED, is_websocket
 from porch.server.proxy import Exchange
 
 if TYPE_CHECKING:
@@ -25,9 +26,10 @@ if TYPE_CHECKING:
 # Header names the parser looks at (lowercase) -> what to do with them.
 _H_FORWARD = 0
 (_H_HOST, _H_CL, _H_TE, _H_CONNECTION, _H_EXPECT, _H_DROP, _H_XFF, _H_XFPROTO,
- _H_XFHOST, _H_XFPORT, _H_REFERER, _H_UA) = range(1, 13)
+ _H_XFHOST, _H_XFPORT, _H_REFERER, _H_UA, _H_UPGRADE) = range(1, 14)
 _SPECIAL = h1.HeaderKinds({
-    **{name: _H_DROP for name in h1.HOP_BY_HOP | FORWARDING | IDENTITY},
+    **{name: _H_DROP for name in h1.HOP_BY_HOP | FORWARDING | IDENTITY | DROPPED},
+    b"upgrade": _H_UPGRADE,
     b"host": _H_HOST,
     b"content-length": _H_CL,
     b"transfer-encoding": _H_TE,
@@ -59,6 +61,7 @@ class ClientConnection(asyncio.Protocol):
     B_PIPELINE = 1  # an earlier request is still being answered
     B_PENDING = 2  # the upstream connection is not there yet
     B_UPSTREAM = 4  # the upstream is not taking the body as fast as it comes
+    B_UPGRADE = 8  # after a WebSocket upgrade request, until the upstream answers it
 
     # Slots: an idle keep-alive connection is mostly this object (bench/ --idle).
     __slots__ = (
@@ -130,8 +133,8 @@ class ClientConnection(asyncio.Protocol):
             self._head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._upgrade_requested()
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade_requested(data[exc.args[0]:])
         except httptools.HttpParserError as exc:
             if not self.closing:
                 self._reject(400, f"malformed request: {exc}")
@@ -235,6 +238,8 @@ class ClientConnection(asyncio.Protocol):
             ex.xf_host = value
         elif kind == _H_XFPORT:
             ex.xf_port = value
+        elif kind == _H_UPGRADE:
+            ex.websocket = is_websocket(value)
 
     def on_headers_complete(self) -> None:
         ex = self.reading
@@ -412,13 +417,40 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._enqueue(ex)
 
-    def _upgrade_requested(self) -> None:
-        """llhttp stops after CONNECT and Upgrade requests.  CONNECT was refused;
-        an Upgrade request went upstream without its Upgrade header (hop-by-hop, and
-        tunnels are not supported yet), so what follows it is not ours to parse."""
-        self.closing = True
-        for ex in (self.active, *self.queue):
-            if ex is not None:
-                ex.keep_alive = False
-        if self.active is None:
-            self.close()
+    def _upgrade_requested(self, rest: bytes) -> None:
+        """llhttp stops after CONNECT and after a request with Upgrade and Connection:
+        upgrade; `rest` is what came after it.
+
+        - CONNECT was refused: what follows is not HTTP we can frame; close.
+        - WebSocket, on its way upstream: read nothing more until the upstream answers.
+          A 101 makes this connection a tunnel (`hand_over`) and `rest` its first bytes;
+          any other answer is a plain response, after which the connection closes.
+        - Any other upgrade (h2c) went upstream as a plain request without its Upgrade
+          (http/upgrade.py): parsing goes on with a fresh parser, keep-alive kept.
+        """
+        # The upgrade request is the last one parsed (still queued, active, or done).
+        ex = self.queue[-1] if self.queue else self.active  # type: ignore[index]
+        if self.parser.get_method() == b"CONNECT":
+            self.closing = True
+            for pending in (self.active, *self.queue):
+                if pending is not None:
+                    pending.keep_alive = False
+            if self.active is None:
+                self.close()
+        elif ex is not None and ex.websocket and ex.local is None and not ex.done:
+            ex.keep_alive = False
+            ex.tunnel_early = rest
+            self.block(self.B_UPGRADE)
+        else:
+            self.parser = httptools.HttpRequestParser(self)
+            if rest and not self.closing:
+                self.data_received(rest)
+
+    def hand_over(self) -> asyncio.Transport:
+        """This connection leaves HTTP (a 101 answered its WebSocket upgrade): stop
+        tracking it and return its transport, which a tunnel (server/tunnel.py) takes."""
+        self.server.connections.discard(self)
+        self.active = None
+        self.gone = self.closing = True  # any late call here is a no-op
+        self.deadline_kind = _D_NONE
+        return self.transport

@@ -1,8 +1,9 @@
 """The serving side of one process: listening sockets, connections, the sweeper.
 
 `Server` holds the current Runtime (one reference, swapped on reload), the set of
-live client connections, and a sweeper task that checks their deadlines twice a
-second, expires idle upstream connections and flushes the access log.
+live client connections and of tunnels (server/tunnel.py), and a sweeper task that
+checks their deadlines twice a second, expires idle upstream connections and
+flushes the access log.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import socket
 
 from porch.runtime import Runtime
 from porch.server.client import ClientConnection
+from porch.server.tunnel import Tunnel
 
 SWEEP_INTERVAL = 0.5
 # Listen backlog: nginx uses 511 on Linux.
@@ -24,6 +26,7 @@ class Server:
         self.runtime = runtime
         self.scheme = scheme
         self.connections: set[ClientConnection] = set()
+        self.tunnels: set[Tunnel] = set()  # connections past a 101, no longer HTTP
         self.servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task | None = None
 
@@ -44,6 +47,9 @@ class Server:
         now = self.loop.time()
         for conn in list(self.connections):
             conn.check_deadlines(now)
+        if self.tunnels:
+            for tunnel in list(self.tunnels):
+                tunnel.check(now)
         for target in self.runtime.targets:
             target.expire(now)
         self.runtime.access_log.flush()
@@ -62,6 +68,10 @@ class Server:
                     conn.close()
         for conn in list(self.connections):
             conn.transport.abort()
+        # Tunnels have no request to finish: they close once the requests are done,
+        # as Caddy closes WebSockets on reload (stream_close_delay 0); clients reconnect.
+        for tunnel in list(self.tunnels):
+            tunnel.close()
         # connection_lost runs on the next turns of the loop: it ends (and logs)
         # the requests that were cut; only then is the access log closed.
         for _ in range(3):

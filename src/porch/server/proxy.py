@@ -24,6 +24,8 @@ from porch.errors import ProxyError, client_error, upstream_error
 from porch.http import h1
 from porch.http.forwarding import real_client
 from porch.http.target import BadTarget, clean_path, needs_a_look
+from porch.http.upgrade import WEBSOCKET_LINES
+from porch.server.tunnel import Tunnel
 from porch.tls.challenge import PREFIX as ACME_CHALLENGE
 from porch.upstream.connection import UpstreamConnection
 from porch.upstream.tls import tls_failure
@@ -68,6 +70,7 @@ class Exchange:
     xf_host: bytes | None = None
     xf_port: bytes | None = None
     connection_tokens: set[bytes] | None = None
+    websocket = False  # Upgrade: websocket (forwarded when Connection lists upgrade)
     referer = b""
     user_agent = b""
     keep_alive = True
@@ -91,6 +94,8 @@ class Exchange:
     request_done = False
     up_keep_alive = False
     up_until_close = False  # the upstream's body ends when it closes
+    tunnel_early = b""  # bytes the client sent after its upgrade request, before the 101
+    switch_head: bytes | None = None  # the 101 for the client, once the upstream sent it
     t_upstream_connect = 0.0
     t_upstream_header = 0.0
     chosen: Target | None = None
@@ -227,6 +232,8 @@ class Exchange:
         ]
         if self.connection_tokens:
             parts += _without_listed(self.headers, self.connection_tokens)
+            if self.websocket and b"upgrade" in self.connection_tokens:
+                parts.append(WEBSOCKET_LINES)
         else:
             parts += self.headers
         if client.peer_trusted:
@@ -378,8 +385,13 @@ class Exchange:
             return
         client = self.client
         if status < 200:
+            if status == 101:
+                if self.websocket:  # on_upstream_upgrade writes it: the switch is next
+                    self.switch_head = b"".join((h1.relayed_status_line(101, reason), *lines,
+                                                 WEBSOCKET_LINES, _CRLF))
+                return
             # 100 Continue was ours to give; other 1xx (103 Early Hints) pass to 1.1 clients.
-            if status != 100 and status != 101 and self.version == b"1.1":
+            if status != 100 and self.version == b"1.1":
                 client.transport.write(b"".join((h1.relayed_status_line(status, reason), *lines, _CRLF)))
             return
         self.t_upstream_header = client.loop.time()
@@ -504,6 +516,29 @@ class Exchange:
             self.on_response_end()  # the body was delimited by the close: it is complete
         else:
             self.fail(upstream_error(0, f"{cause} in the middle of the response"))
+
+    def on_upstream_upgrade(self, transport: asyncio.Transport, rest: bytes) -> bool:
+        """The upstream's HTTP ended with a 101 (its connection calls this).  When it
+        answers our WebSocket upgrade, both connections become a tunnel (server/tunnel.py),
+        `rest` being its first bytes for the client, and True is returned; otherwise the
+        upstream switched without being asked: False, and it is treated as broken."""
+        if self.switch_head is None or self.done:
+            return False
+        client = self.client
+        now = client.loop.time()
+        self.upstream = None  # never back to the pool
+        self.done = True  # no finish(): the tunnel logs the exchange when it ends
+        self.response_started = True
+        self.status = self.upstream_status = 101
+        self.t_upstream_header = now
+        client_paused = client.write_paused
+        upstream_paused = bool(client.blocks & client.B_UPSTREAM)
+        client_transport = client.hand_over()
+        client_transport.write(self.switch_head)
+        tunnel = Tunnel(client.server.tunnels, self, client_transport, transport,
+                        self.route.tunnel_idle_timeout, now)
+        tunnel.start(self.tunnel_early, rest, client_paused, upstream_paused)
+        return True
 
     def on_upstream_timeout(self) -> None:
         timeout = self.route.upstream_timeout if self.route else 0

@@ -9,6 +9,7 @@ leases it (`self.exchange`), through a small interface:
     on_response_end()
     on_upstream_lost(cause, got_bytes)
     on_upstream_paused(paused)
+    on_upstream_upgrade(transport, rest) -> bool   after a 101: True if it took the transport
     flush()                 after each read: write what the read produced, at once
 and sets `exchange.up_seen` on every read (the sweeper's upstream timeout).
 When no exchange leases it, it sits idle in its target's pool.
@@ -86,11 +87,16 @@ class UpstreamConnection(asyncio.Protocol):
             self.parser.feed_data(data)
             if exchange.out is not None:
                 exchange.flush()
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as exc:
+            # A 101: past it the bytes are not HTTP, and this connection is done with
+            # the pool.  An exchange that asked for it takes the transport over.
             exchange = self.exchange
-            if exchange is not None:
-                exchange.on_upstream_lost("upstream switched protocols", True)
-            self.close()
+            self.exchange = None
+            self.closed = True
+            if exchange is None or not exchange.on_upstream_upgrade(self.transport, data[exc.args[0]:]):
+                if exchange is not None:
+                    exchange.on_upstream_lost("upstream switched protocols", True)
+                self.transport.close()
         except httptools.HttpParserError as exc:
             exchange = self.exchange
             self.close()

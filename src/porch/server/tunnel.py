@@ -1,0 +1,140 @@
+"""A tunnel: a client and an upstream connection joined after a 101 (WebSocket).
+
+Once the upstream has switched protocols, Porch speaks no more HTTP on either
+connection: each transport gets an `_End` protocol that writes what it reads to
+the other side, as it arrives.
+
+- Flow control both ways: when one side's write buffer passes its high-water mark
+  (pause_writing), reading from the other side pauses until it drains, so a fast
+  sender cannot grow Porch's memory past about one buffer per direction.
+- Half-close: EOF from one side becomes write_eof on the other when its transport
+  can (TCP; TLS cannot, and then the tunnel closes); once both sides have ended, or
+  as soon as either connection is lost, both are closed.
+- Idle timeout: no byte either way for the route's `tunnel_idle_timeout` closes the
+  tunnel; the server's sweeper checks it, as it does request deadlines.
+- The upstream connection never goes back to the pool: it is not HTTP any more.
+- One access-log line when the tunnel ends: status 101, bytes each way, duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from porch.errors import ProxyError, client_error, upstream_error
+
+if TYPE_CHECKING:
+    from porch.server.proxy import Exchange
+
+
+class Tunnel:
+    """Owns both transports from the switch until it closes them."""
+
+    __slots__ = ("tunnels", "exchange", "client", "upstream", "idle_timeout", "deadline",
+                 "seen", "closed")
+
+    def __init__(self, tunnels: set[Tunnel], exchange: Exchange, client: asyncio.Transport,
+                 upstream: asyncio.Transport, idle_timeout: float, now: float) -> None:
+        self.tunnels = tunnels  # the server's live tunnels (its sweeper checks them)
+        self.exchange = exchange  # the request that opened it, logged when it ends
+        self.client = _End(self, client)
+        self.upstream = _End(self, upstream)
+        self.client.peer, self.upstream.peer = self.upstream, self.client
+        self.idle_timeout = idle_timeout
+        self.deadline = now + idle_timeout
+        self.seen = False  # bytes moved since the sweeper last looked
+        self.closed = False
+
+    def start(self, to_upstream: bytes, to_client: bytes, client_paused: bool,
+              upstream_paused: bool) -> None:
+        """Take both transports over.  `to_upstream` / `to_client`: bytes that came
+        with the upgrade request / the 101 head; `*_paused`: whose write buffer is
+        over its high-water mark right now."""
+        self.tunnels.add(self)
+        client, upstream = self.client, self.upstream
+        client.transport.set_protocol(client)
+        upstream.transport.set_protocol(upstream)
+        if to_upstream:
+            client.data_received(to_upstream)
+        if to_client:
+            upstream.data_received(to_client)
+        # The client connection stopped reading at the upgrade request; reading
+        # from each side resumes unless the other cannot take more yet.
+        for end, paused in ((client, upstream_paused), (upstream, client_paused)):
+            if paused:
+                end.peer.write_paused = True
+                end.transport.pause_reading()
+            else:
+                end.transport.resume_reading()
+
+    def check(self, now: float) -> None:
+        """Called by the sweeper: close a tunnel idle for `idle_timeout`."""
+        if self.seen:
+            self.seen = False
+            self.deadline = now + self.idle_timeout
+        elif now >= self.deadline:
+            self.close(client_error(0, f"tunnel idle for {self.idle_timeout:g}s"))
+
+    def close(self, error: ProxyError | None = None) -> None:
+        """Close both connections (each after writing what it still holds) and log."""
+        if self.closed:
+            return
+        self.closed = True
+        self.tunnels.discard(self)
+        self.client.transport.close()
+        self.upstream.transport.close()
+        ex = self.exchange
+        ex.bytes_in = self.client.received
+        ex.bytes_out = self.upstream.received
+        if error is not None:
+            ex.error = error
+        runtime = ex.runtime
+        runtime.access_log.log(ex, ex.client.loop.time())
+
+
+class _End(asyncio.Protocol):
+    """One side of a tunnel: what it reads goes to `peer`'s transport."""
+
+    __slots__ = ("tunnel", "transport", "peer", "received", "eof", "write_paused")
+
+    def __init__(self, tunnel: Tunnel, transport: asyncio.Transport) -> None:
+        self.tunnel = tunnel
+        self.transport = transport
+        self.peer: _End = self
+        self.received = 0
+        self.eof = False
+        self.write_paused = False
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        self.tunnel.seen = True
+        self.peer.transport.write(data)
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        peer = self.peer
+        if not peer.eof and peer.transport.can_write_eof():
+            peer.transport.write_eof()  # half-close: the other way stays open
+            return True
+        self.tunnel.close()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        tunnel = self.tunnel
+        if not tunnel.closed:
+            side = "client" if self is tunnel.client else "upstream"
+            cause = f"{side} closed the connection{': ' + str(exc) if exc else ''}"
+            tunnel.close(None if exc is None else
+                         client_error(0, cause) if side == "client" else upstream_error(0, cause))
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        peer = self.peer.transport
+        if not peer.is_closing():
+            peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        peer = self.peer.transport
+        if not peer.is_closing() and not self.peer.eof:
+            peer.resume_reading()
