@@ -208,7 +208,7 @@ def _mapped(what: str) -> Iterator[None]:
     except AcmeError:
         raise
     except errors.ValidationError as e:
-        raise AcmeError(f"{what}: validation failed: {_failed(e)}") from None
+        raise AcmeError(f"{what}: validation failed: {_failed(e)}{_HINT}") from None
     except errors.TimeoutError:
         raise AcmeError(f"{what}: the CA did not finish within the time allowed") from None
     except errors.IssuanceError as e:
@@ -223,6 +223,11 @@ def _mapped(what: str) -> Iterator[None]:
         raise AcmeError(f"{what}: {e}") from None
     except StorageError as e:
         raise AcmeError(f"{what}: {e}") from None
+
+
+# HTTP-01's usual causes, said once after the CA's own words (certbot says as much)
+_HINT = (" (the CA must reach http://NAME/.well-known/acme-challenge/ on port 80 of this"
+         " Porch: check the names' DNS records and the firewall)")
 
 
 def _problem(error: messages.Error) -> str:

@@ -64,12 +64,20 @@ class CertManager:
         self.retry_base = retry_base
         self.retry_cap = retry_cap
         self.dry_run = dry_run  # issue for real, store nothing, run no hook
-        self.client = AcmeClient(CA(directory or g.acme_ca, g.acme_ca_root, g.email), storage,
-                                 timeout=timeout)
+        self.ca = CA(directory or g.acme_ca, g.acme_ca_root, g.email)
+        # One client per site: sites are issued in parallel threads, and a client's
+        # HTTP session and nonces are not for sharing between threads.
+        self._client = lambda: AcmeClient(self.ca, storage, timeout=timeout)
+        self._clients: dict[str, AcmeClient] = {}
         self._ari: dict[str, _Ari] = {}
         # what the last step did per site name, for `porch certs renew`:
         # "issued" / "renewed" / "dry run ok" / "not due" / "failed", and a detail
         self.outcomes: dict[str, tuple[str, str]] = {}
+
+    def client(self, name: str):  # -> porch.tls.acme.AcmeClient
+        if name not in self._clients:
+            self._clients[name] = self._client()
+        return self._clients[name]
 
     @property
     def sites(self) -> list[Site]:
@@ -161,7 +169,7 @@ class CertManager:
         if cert.not_valid_after_utc <= now:  # RFC 9773 4.3: never for expired certificates
             return None
         try:
-            window = self.client.renewal_window(fullchain)
+            window = self.client(name).renewal_window(fullchain)
         except AcmeError as e:
             self.log.warn(f"ACME renewal information unavailable: {e}", site=name)
             window = None
@@ -184,15 +192,15 @@ class CertManager:
         from porch.tls.acme import AcmeError
 
         name, names = site.name, acme_names(site)
-        meta = stored.meta or Meta(names=names, ca=self.client.ca.directory)
+        meta = stored.meta or Meta(names=names, ca=self.ca.directory)
         renewing = stored.cert is not None
         if renewing and not self.dry_run:
             certstore.write_meta(self.storage, name, meta.with_(state="renewing"))
         what = "renewing" if renewing else "requesting"
         self.log.info(f"ACME: {what} certificate{' (dry run)' if self.dry_run else ''}",
-                      site=name, names=" ".join(names), ca=self.client.ca.directory)
+                      site=name, names=" ".join(names), ca=self.ca.directory)
         try:
-            issued = self.client.issue(names)
+            issued = self.client(name).issue(names)
         except AcmeError as e:
             return self._failed(site, meta, str(e))
         if self.dry_run:
@@ -200,7 +208,7 @@ class CertManager:
             self.outcomes[name] = ("dry run ok", f"the CA would issue for {' '.join(names)}")
             return 0.0
         meta = certstore.write_certificate(self.storage, name, issued.fullchain, issued.key,
-                                           meta.with_(names=names, ca=self.client.ca.directory))
+                                           meta.with_(names=names, ca=self.ca.directory))
         self._ari.pop(name, None)
         self.outcomes[name] = ("renewed" if renewing else "issued", f"valid until {meta.not_after}")
         self.log.info("ACME: certificate stored", site=name, names=" ".join(names),
