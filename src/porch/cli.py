@@ -22,12 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     certs.add_argument("action", nargs="?", choices=["renew"], help="renew the certificates that are due")
     certs.add_argument("--force", action="store_true", help="renew even those not due")
     certs.add_argument("--dry-run", action="store_true", help="against the staging CA, storing nothing")
+    p = sub.add_parser("trust", help="print the local CA's root certificate and how to install it")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
     args = parser.parse_args(argv)
     if args.command == "version":
         print(f"porch {__version__}")
         return 0
     if args.command == "certs":
         return _certs(args)
+    if args.command == "trust":
+        return _trust(args.config)
     return _check(args.config) if args.command == "check" else _run(args.config)
 
 
@@ -66,14 +70,39 @@ def _check(path: str) -> int:
     return 0
 
 
+def _trust(path: str) -> int:
+    """The root PEM on stdout (`porch trust > porch.crt` gives a clean file), the
+    instructions on stderr."""
+    config = _load(path)
+    if config is None:
+        return 1
+    from porch.storage import FileStorage, StorageError
+    from porch.tls.trust import instructions, root_pem
+
+    storage = FileStorage(config.porch.state_dir)
+    try:
+        pem = root_pem(storage)
+    except StorageError as err:
+        print(f"porch: {err}", file=sys.stderr)
+        return 1
+    sys.stdout.write(pem.decode())
+    sys.stdout.flush()
+    print(instructions(pem, storage, path), file=sys.stderr)
+    return 0
+
+
 def _run(path: str) -> int:
     config = _load(path)
     if config is None:
         return 1
+    from porch.config.errors import ConfigError
     from porch.server.app import run
 
     try:
         return run(config)
     except OSError as err:
         print(f"porch: cannot start: {err}", file=sys.stderr)
+        return 1
+    except ConfigError as err:  # e.g. certificate files that do not load
+        print(f"porch: cannot start:\n{err}", file=sys.stderr)
         return 1

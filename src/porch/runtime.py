@@ -8,6 +8,7 @@ one reference; in-flight requests finish on the one they started with.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from porch.http.forwarding import TrustedProxies
 from porch.observability.accesslog import AccessLog
@@ -15,6 +16,10 @@ from porch.observability.errorlog import ErrorLog
 from porch.routing import HostTable, PathTable
 from porch.tls.challenge import Responder
 from porch.upstream.pool import Balancer, Target
+
+if TYPE_CHECKING:
+    from porch.policies.https import HttpsPhase
+    from porch.tls.service import TlsService
 
 
 @dataclass(eq=False)
@@ -40,6 +45,7 @@ class SiteRuntime:
     paths: PathTable[RouteRuntime]
     root_only: RouteRuntime | None = None  # the site's one route, when it is "/"
     challenge: Responder | None = None  # /.well-known/acme-challenge/ (porch.tls.challenge)
+    https: HttpsPhase | None = None  # TLS sites: redirect plain HTTP, HSTS (policies/https.py)
 
 
 @dataclass(eq=False)
@@ -54,3 +60,4 @@ class Runtime:
     error_log: ErrorLog
     targets: tuple[Target, ...] = field(default=())
     scheme: bytes = b"http"
+    tls: TlsService | None = None  # None: no site has TLS, nothing listens on https_port

@@ -235,8 +235,13 @@ class Porch:
             "state_dir": str(workdir / "state"),
             "access_log": str(self.access_log_path),
             "error_log": str(self.error_log_path),
+            # Plain HTTP unless a test asks for TLS: sites on local names (app.test)
+            # would otherwise get the local CA and redirect to https.  A site's own
+            # `tls` wins; tls=None here leaves the [porch] default out.
+            "tls": "off",
         }
         keys.update(porch_keys)
+        keys = {k: v for k, v in keys.items() if v is not None}
         head = "[porch]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in keys.items())
         self.config_path = workdir / "porch.toml"
         self.config_path.write_text(head + "\n" + config_text)

@@ -6,12 +6,16 @@ from __future__ import annotations
 import grp
 import json
 import os
+import re
+import socket
+import ssl
 import stat
 import subprocess
 import time
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from .helpers import PORCH_BIN, RawConn, free_port, wait_until
@@ -31,7 +35,7 @@ def acme(procs, tmp_path):
 
 
 def acme_keys(pebble: Pebble, http_port: int) -> dict:
-    return {"http_port": http_port, "acme_ca": pebble.directory,
+    return {"http_port": http_port, "https_port": free_port(), "acme_ca": pebble.directory,
             "acme_ca_root": str(pebble.root_pem), "email": "admin@example.org"}
 
 
@@ -108,10 +112,26 @@ def test_two_sites_get_certificates_over_http01(acme, porch, upstream):
     assert not list((p.workdir / "state" / "acme" / "http-01").iterdir())
     log = p.error_log_text()
     assert "ACME: certificate stored site=a.example.com" in log, log
-    # the site still proxies over plain HTTP (tls helper adds the redirect)
+    # Porch serves the new certificates without restart: HTTPS with SNI gets each
+    # site's leaf, and plain HTTP now redirects there
+    https_port = int(re.search(r"https_port = (\d+)", p.config_path.read_text()).group(1))
+    ctx = ssl.create_default_context(cadata=pebble.issuing_root())
+    for name in ("a.example.com", "b.example.com"):
+        leaf, _ = leaf_and_chain(state / name / "fullchain.pem")
+
+        def served(name=name, leaf=leaf) -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", https_port), timeout=5) as raw, \
+                        ctx.wrap_socket(raw, server_hostname=name) as tls:
+                    return tls.getpeercert(binary_form=True) == leaf.public_bytes(Encoding.DER)
+            except (ssl.SSLError, OSError):
+                return False
+
+        assert wait_until(served, timeout=5), p.error_log_text()
     with RawConn(http_port) as c:
-        c.send(b"GET /x HTTP/1.1\r\nHost: b.example.com\r\n\r\n")
-        assert c.read_response().status == 200
+        c.send(b"GET /x?y=1 HTTP/1.1\r\nHost: b.example.com\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 308 and r.header("location") == f"https://b.example.com:{https_port}/x?y=1"
 
 
 def test_failing_challenge_is_logged_with_the_cas_detail_and_retried_with_backoff(acme, porch, upstream,

@@ -83,7 +83,7 @@ def test_bundles_and_hooks():
 
 
 def test_which_names_acme_covers():
-    plain, auto = config(SITE).sites[0], config(SITE + 'tls = "auto"\n').sites[0]
+    plain, auto = config(SITE + 'tls = "off"\n').sites[0], config(SITE + 'tls = "auto"\n').sites[0]
     assert not wants_acme(plain) and wants_acme(auto)
     assert acme_names(auto) == ("a.example.org",)
     assert skipped_names(auto) == ("*.example.org", "192.0.2.1")

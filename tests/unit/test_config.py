@@ -7,7 +7,7 @@ import pytest
 
 from porch.config.describe import describe
 from porch.config.errors import ConfigError
-from porch.config.model import Global, Limits, Route, UpstreamTarget
+from porch.config.model import Global, Hsts, Limits, Route, TlsFiles, UpstreamTarget
 from porch.config.toml import load, loads
 
 SITE = '[[site]]\nhosts = "example.org"\nproxy = "http://127.0.0.1:8080"\n'
@@ -39,7 +39,8 @@ def test_minimal_site_gets_defaults_and_one_root_route():
     assert cfg.source == "porch.toml"
     (site,) = cfg.sites
     assert site.hosts == ("example.org",)
-    assert site.tls == "off"
+    assert site.tls == "auto"  # a public name: ACME
+    assert site.redirect_http and site.hsts is None
     assert site.key_path == "site[0]"
     assert site.routes == (
         Route(path="/", upstreams=(UpstreamTarget("http", "127.0.0.1", 8080),), key_path="site[0]"),
@@ -94,6 +95,7 @@ def test_hosts_are_lowercased_and_normalised():
         [[site]]
         hosts = ["Dav.Example.ORG", "*.example.org", "localhost", "192.168.1.10", "[::1]", "bücher.example", "my_app"]
         proxy = "http://127.0.0.1:8080"
+        tls = "off"
         """
     )
     assert cfg.sites[0].hosts == (
@@ -232,7 +234,7 @@ def test_wrong_type_names_the_expected_type():
         ('email = "admin"', 'porch.email: "admin" is not an email address; expected one like "admin@example.org"'),
         ('max_header_size = "1.5k"', 'porch.max_header_size: "1.5k" is not a size (write bytes as 1048576 or with a unit: 64k, 20M, 1G (1024-based))'),
         ("max_header_size = 0", 'porch.max_header_size: 0 is too small; expected a size like "64k", "20M" or "1G", or a number of bytes'),
-        ('keepalive_timeout = "5 min"', 'porch.keepalive_timeout: "5 min" is not a duration (write seconds as 30 or with a unit: 250ms, 1.5s, 5m, 1h)'),
+        ('keepalive_timeout = "5 min"', 'porch.keepalive_timeout: "5 min" is not a duration (write seconds as 30 or with a unit: 250ms, 1.5s, 5m, 1h, 2d, 1y)'),
         ("keepalive_timeout = -1", "porch.keepalive_timeout: -1 is not a duration of 0 or more seconds"),
         ('header_timeout = "0s"', 'porch.header_timeout: "0s" would fail every request; expected a duration above 0'),
         ("max_body = 0", 'porch.max_body: 0 is ambiguous; write max_body = "off" for no limit, or a size like "20M"'),
@@ -334,12 +336,76 @@ def test_at_most_one_catch_all():
     )
 
 
-def test_tls_is_off_or_auto_for_now():
-    assert problem(SITE + 'tls = "internal"\n') == (
-        'site[0].tls: "internal" is not available yet: write tls = "auto" (ACME certificates) or tls = "off"'
-    )
-    assert config(SITE + 'tls = "off"\n').sites[0].tls == "off"
-    assert config(SITE + 'tls = "auto"\n').sites[0].tls == "auto"
+@pytest.mark.parametrize(
+    ("hosts", "tls"),
+    [
+        ('["example.org", "www.example.org"]', "auto"),
+        ('["example.org", "*.example.org", "192.0.2.1"]', "auto"),  # ACME skips what it cannot cover
+        ('["localhost", "127.0.0.1", "[::1]", "app.localhost"]', "internal"),
+        ('["nas.local", "git.internal", "app.test", "router.home.arpa", "*.dev.test", "app"]', "internal"),
+    ],
+)
+def test_tls_default_follows_the_hosts(hosts, tls):
+    assert config(f'[[site]]\nhosts = {hosts}\nproxy = "http://x:1"\n').sites[0].tls == tls
+
+
+def test_tls_defaults_catch_all_off_and_porch_level_default():
+    assert config('[[site]]\nproxy = "http://x:1"\n').sites[0].tls == "off"
+    cfg = config('[porch]\ntls = "off"\n' + SITE + '[[site]]\nhosts = "b.org"\nproxy = "http://x:1"\ntls = "auto"\n')
+    assert [s.tls for s in cfg.sites] == ["off", "auto"]
+
+
+def test_tls_files_and_hsts(tmp_path):
+    cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+    cert.write_text("x")
+    key.write_text("x")
+    cfg = config(SITE + f'tls = {{ cert = "{cert}", key = "{key}" }}\nhsts = {{ max_age = "1y", include_subdomains = true }}\n'
+                 "redirect_http = false\n")
+    site = cfg.sites[0]
+    assert site.tls == TlsFiles(str(cert), str(key))
+    assert site.hsts == Hsts(31536000, True, False)
+    assert site.hsts.value == "max-age=31536000; includeSubDomains"
+    assert site.redirect_http is False
+    assert config(SITE + 'hsts = "180d"\n').sites[0].hsts.value == "max-age=15552000"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (SITE + 'tls = "on"\n', 'site[0].tls: "on" is not supported; expected "auto", "internal", "off", or { cert = "/path/fullchain.pem", key = "/path/privkey.pem" }'),
+        (SITE + 'tls = { cert = "/nonexistent/fullchain.pem", key = "/nonexistent/k" }\n',
+         'site[0].tls: cert = "/nonexistent/fullchain.pem": no such file (give the path of an existing PEM file)'),
+        (SITE + 'tls = { cert = "/etc/hostname" }\n', 'site[0].tls: {...} has no key; write { cert = "fullchain.pem", key = "privkey.pem" }'),
+        (SITE + 'tls = { crt = "a", key = "b" }\n', "site[0].tls: {...} has unknown key crt (did you mean cert?)"),
+        ('[[site]]\nhosts = ["localhost"]\nproxy = "http://x:1"\ntls = "auto"\n',
+         'site[0].tls: "localhost" cannot get an ACME certificate (tls = "auto"): public CAs only certify public DNS names;'
+         ' use tls = "internal" (Porch\'s local CA), { cert = ..., key = ... } or "off"'),
+        ('[[site]]\nhosts = ["example.org", "localhost"]\nproxy = "http://x:1"\n',
+         'site[0].hosts: mixes public names ("example.org") and local ones ("localhost"), which no public CA certifies;'
+         ' split them into two sites, or set tls = "internal", { cert = ..., key = ... } or "off"'),
+        ('[[site]]\nproxy = "http://x:1"\ntls = "auto"\n',
+         'site[0].tls: "auto" needs host names, and this is the catch-all site; write tls = { cert = ..., key = ... }'
+         ' (served for unknown names) or "off", or add hosts = [...]'),
+        (SITE + 'tls = "off"\nhsts = "1y"\n', 'site[0].hsts: needs HTTPS, and this site has tls = "off" (remove hsts, or give the site a certificate)'),
+        (SITE + 'hsts = { max_age = "1d", preload = true }\n',
+         'site[0].hsts: preload needs include_subdomains = true and a max_age of at least "1y" (hstspreload.org)'),
+        (SITE + 'hsts = { maxage = "1y" }\n', "site[0].hsts: {...} has unknown key maxage (did you mean max_age?)"),
+        ('[porch]\ntls_protocols = ["1.1", "1.2"]\n' + SITE,
+         'porch.tls_protocols: "1.1" is not allowed: TLS 1.0 and 1.1 are deprecated (RFC 8996); expected "1.2" and/or "1.3"'),
+        ('[porch]\ntls_ciphers = "NOPE"\n' + SITE,
+         'porch.tls_ciphers: "NOPE" selects no cipher OpenSSL knows; expected an OpenSSL cipher list like "ECDHE+AESGCM"'),
+        ('[porch]\ntls = "files"\n' + SITE,
+         'porch.tls: "files" is not supported; expected "auto", "internal" or "off" (the default for sites without tls)'),
+    ],
+)  # fmt: skip
+def test_tls_problems(text, message):
+    assert problem(text) == message
+
+
+def test_tls_protocols_and_ciphers():
+    cfg = config('[porch]\ntls_protocols = ["1.3"]\ntls_ciphers = "ECDHE+AESGCM"\n' + SITE)
+    assert cfg.porch.tls_protocols == ("1.3",)
+    assert cfg.porch.tls_ciphers == "ECDHE+AESGCM"
 
 
 @pytest.mark.parametrize(
@@ -349,8 +415,8 @@ def test_tls_is_off_or_auto_for_now():
         ("[porch]\nworker = 2\n" + SITE, "porch.worker: unknown key (did you mean workers?)"),
         ('[[sites]]\nproxy = "http://x:1"\n' + SITE, "sites: unknown key (did you mean site?)"),
         (SITE + "colour = 1\n", (
-            "site[0].colour: unknown key (expected one of: hosts, tls, proxy, strip_prefix, upstream_host,"
-            " upstream_tls, max_body, header_timeout, body_timeout, upstream_connect_timeout, upstream_timeout,"
+            "site[0].colour: unknown key (expected one of: hosts, tls, redirect_http, hsts, proxy, strip_prefix,"
+            " upstream_host, upstream_tls, max_body, header_timeout, body_timeout, upstream_connect_timeout, upstream_timeout,"
             " tunnel_idle_timeout, acme_challenge, on_certificate, bundles, route)"
         )),
         ("http_port = 8080\n" + SITE, "http_port: not a top-level key (write it in [porch])"),
@@ -442,9 +508,10 @@ max_body = "10M"
 email = "admin@example.org"
 
 [[site]]
-hosts = ["cloud.example.org", "*.cloud.example.org"]
+hosts = ["cloud.example.org", "www.cloud.example.org"]
 proxy = "http://127.0.0.1:8080/nextcloud/"
 upstream_timeout = "5m"
+hsts = "1y"
 
 [[site.route]]
 path = "/api/"
@@ -458,7 +525,7 @@ proxy = "https://fallback.internal"
 """
 
 GOLDEN_CHECK = """\
-  listen           http on 0.0.0.0:8080, [::]:8080
+  listen           http on 0.0.0.0:8080, [::]:8080; https on 0.0.0.0:443, [::]:443
   workers          1
   access log       /var/log/porch/access.log (json)
   error log        stderr
@@ -468,8 +535,11 @@ GOLDEN_CHECK = """\
   shutdown         drain for 30s
   state dir        /var/lib/porch
   email            admin@example.org
+  acme ca          https://acme-v02.api.letsencrypt.org/directory
+  tls              TLS 1.2, 1.3; ciphers Mozilla intermediate
 
-site[0] cloud.example.org, *.cloud.example.org
+site[0] cloud.example.org, www.cloud.example.org
+  tls auto: ACME certificate in /var/lib/porch/certs/cloud.example.org/; http redirects to https; hsts max-age=31536000
   /api/ -> http://10.0.0.5:9000, http://[fd00::5]:9000  (strip_prefix, upstream_host api.internal, upstream_timeout 5m)
   /     -> http://127.0.0.1:8080/nextcloud  (max_body 10M, upstream_timeout 5m)
 
@@ -483,7 +553,7 @@ def test_describe_golden():
 
 
 def test_describe_defaults():
-    text = describe(config(SITE))
+    text = describe(config(SITE + 'tls = "off"\n'))
     assert text.splitlines()[0] == "  listen           http on 0.0.0.0:80, [::]:80"
     assert "  access log       stdout (combined)" in text
     assert "  trusted proxies  none" in text
@@ -493,5 +563,6 @@ def test_describe_defaults():
 
 def test_describe_access_log_off_and_keepalive_off():
     text = describe(config('[porch]\naccess_log = "off"\nkeepalive_timeout = 0\n' + SITE))
+    assert "tls auto: ACME certificate in /var/lib/porch/certs/example.org/" in text
     assert "  access log       off\n" in text
     assert "  keep-alive       off\n" in text

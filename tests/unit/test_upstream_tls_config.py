@@ -199,6 +199,8 @@ def test_the_context_is_built_as_checked(pki):
 def test_check_shows_upstream_tls_per_route(pki):
     ca, client, _, _ = pki
     text = describe(config(f"""
+        [porch]
+        tls = "off"
         [[site]]
         hosts = "chat.example.com"
         proxy = "https://localhost:5443"

@@ -12,7 +12,9 @@ from porch.observability.errorlog import ErrorLog
 from porch.routing import HostTable, PathTable
 from porch.runtime import RouteRuntime, Runtime, SiteRuntime
 from porch.storage import FileStorage, Storage
+from porch.policies.https import HttpsPhase
 from porch.tls import challenge
+from porch.tls.service import TlsService, build_tls
 from porch.upstream.pool import Balancer, Target
 from porch.upstream.tls import client_context
 
@@ -22,11 +24,14 @@ _Targets = dict[tuple[str, str, int, UpstreamTLS | None], Target]
 
 def compile_config(config: Config, *, access_log: AccessLog | None = None,
                    error_log: ErrorLog | None = None) -> Runtime:
-    """Build the runtime objects for `config` (already validated)."""
+    """Build the runtime objects for `config` (already validated).  Loads the TLS
+    certificates (and makes local-CA ones): ConfigError if a site's files do not load."""
     g = config.porch
+    error_log = error_log or ErrorLog(g.error_log)
+    tls = build_tls(config, error_log)
     targets: _Targets = {}
     storage = FileStorage(g.state_dir)
-    sites = [(site.hosts, _compile_site(site, targets, storage)) for site in config.sites]
+    sites = [(site.hosts, _compile_site(site, targets, storage, tls, g.https_port)) for site in config.sites]
     routes = [r for s in config.sites for r in s.routes]
     return Runtime(
         hosts=HostTable.build(sites),
@@ -38,16 +43,22 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
         max_header_size=g.max_header_size,
         shutdown_timeout=g.shutdown_timeout,
         access_log=access_log or AccessLog(g.access_log, g.access_log_format),
-        error_log=error_log or ErrorLog(g.error_log),
+        error_log=error_log,
         targets=tuple(targets.values()),
+        tls=tls,
     )
 
 
-def _compile_site(site: Site, targets: _Targets, storage: Storage) -> SiteRuntime:
+def _compile_site(site: Site, targets: _Targets, storage: Storage, tls: TlsService | None,
+                  https_port: int) -> SiteRuntime:
     routes = {r.path.encode(): _compile_route(site, r, targets) for r in site.routes}
     only = routes.get(b"/") if len(routes) == 1 else None
+    https = None
+    if tls is not None and site.key_path in tls.slots:
+        hsts = site.hsts.value if site.hsts else None
+        https = HttpsPhase(tls.slots[site.key_path], https_port, site.redirect_http, hsts)
     return SiteRuntime(name=site.name, paths=PathTable.build(routes), root_only=only,
-                       challenge=challenge.for_site(site, storage))
+                       challenge=challenge.for_site(site, storage), https=https)
 
 
 def _compile_route(site: Site, route: Route, targets: _Targets) -> RouteRuntime:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import fields
 from ipaddress import ip_address
 
-from porch.config.model import Config, Global, Limits, Route, Site, UpstreamTLS, Webroot
+from porch.config.model import Config, Global, Limits, Route, Site, TlsFiles, UpstreamTLS, Webroot
 from porch.config.units import format_duration, format_size
 
 _DEFAULT_LIMITS = Limits()
@@ -25,7 +25,7 @@ def describe(config: Config) -> str:
     """
     lines = _aligned(_settings(config.porch, config.sites))
     for site in config.sites:
-        lines += ["", *_site(site)]
+        lines += ["", *_site(site, config.porch.state_dir)]
     return "\n".join(lines)
 
 
@@ -55,14 +55,19 @@ def _settings(porch: Global, sites: tuple[Site, ...]) -> list[tuple[str, str]]:
         settings.append(("acme ca", porch.acme_ca + root))
     if porch.on_certificate:
         settings.append(("on certificate", porch.on_certificate))
+    if any(site.tls != "off" for site in sites):
+        ciphers = porch.tls_ciphers or "Mozilla intermediate"
+        settings.append(("tls", f"TLS {', '.join(porch.tls_protocols)}; ciphers {ciphers}"))
     return settings
 
 
-def _site(site: Site) -> list[str]:
+def _site(site: Site, state_dir: str) -> list[str]:
     hosts = ", ".join(site.hosts) if site.hosts else "* (catch-all)"
-    tls = f" (tls {site.tls})" if site.tls != "off" else ""
     width = max((len(route.path) for route in site.routes), default=0)
-    lines = [f"{site.key_path} {hosts}{tls}", *_acme(site)]
+    lines = [f"{site.key_path} {hosts}"]
+    if site.tls != "off":
+        lines.append(f"  tls {_tls(site, state_dir)}")
+    lines += _acme(site)
     for route in site.routes:
         lines += _route(route, width)
     return lines
@@ -81,6 +86,23 @@ def _acme(site: Site) -> list[str]:
         group = f" group {b.group}" if b.group else ""
         out.append(f"  bundle {b.path} = {' + '.join(b.contents)} (mode {b.mode:04o}{group})")
     return out
+
+
+def _tls(site: Site, state_dir: str) -> str:
+    """Where the site's certificate comes from, and what plain HTTP and hsts do."""
+    certs = f"{state_dir.rstrip('/')}/certs/{site.name}/"
+    if isinstance(site.tls, TlsFiles):
+        source = f"files: {site.tls.cert}, {site.tls.key} (re-read when they change)"
+        if not site.hosts:
+            source += "; served for names no site has"
+    elif site.tls == "auto":
+        source = f"auto: ACME certificate in {certs}"
+    else:
+        source = f"internal: local CA certificate in {certs}"
+    notes = ["http redirects to https" if site.redirect_http else "http served too"]
+    if site.hsts is not None:
+        notes.append(f"hsts {site.hsts.value}")
+    return f"{source}; {'; '.join(notes)}"
 
 
 def _route(route: Route, width: int) -> list[str]:

@@ -102,12 +102,46 @@ LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """`tls = { cert = "...", key = "..." }`: a certificate chain and key on disk
+    (certbot's fullchain.pem and privkey.pem), re-read when they change."""
+
+    cert: str
+    key: str
+
+
+# "auto": ACME (files written by the certificate manager under state_dir);
+# "internal": Porch's local CA; "off": plain HTTP only.
+TlsMode = Literal["auto", "internal", "off"]
+
+
+@dataclass(frozen=True)
+class Hsts:
+    """Strict-Transport-Security (RFC 6797) sent on HTTPS responses."""
+
+    max_age: int  # seconds
+    include_subdomains: bool = False
+    preload: bool = False
+
+    @property
+    def value(self) -> str:
+        text = f"max-age={self.max_age}"
+        if self.include_subdomains:
+            text += "; includeSubDomains"
+        if self.preload:
+            text += "; preload"
+        return text
+
+
+@dataclass(frozen=True)
 class Site:
     """A virtual host: its names and its routes (a site-level `proxy` is route "/")."""
 
     hosts: tuple[str, ...]  # lowercased; "*.example.org" wildcards; () = catch-all
     routes: tuple[Route, ...]
-    tls: str = "off"  # "off" in this release; "auto" / "internal" / files come later
+    tls: TlsMode | TlsFiles = "off"  # the front-end resolves the default from the hosts
+    redirect_http: bool = True  # plain HTTP answers a redirect to https:// (when tls is on)
+    hsts: Hsts | None = None
     key_path: str = ""
     # ACME (porch.tls): who answers /.well-known/acme-challenge/ besides Porch's own
     # solver ("porch": nobody; "upstream": the site's upstream; a Webroot: files)
@@ -140,6 +174,8 @@ class Global:
     acme_ca: str = LETSENCRYPT  # ACME directory URL
     acme_ca_root: str | None = None  # PEM file trusted for acme_ca (a private CA: pebble)
     on_certificate: str | None = None  # deploy hook for sites without their own
+    tls_protocols: tuple[str, ...] = ("1.2", "1.3")
+    tls_ciphers: str | None = None  # OpenSSL cipher list for TLS 1.2; None = Mozilla intermediate
 
 
 @dataclass(frozen=True)

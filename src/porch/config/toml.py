@@ -28,9 +28,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from porch.config.errors import ConfigError
-from porch.config.model import (LETSENCRYPT, LETSENCRYPT_STAGING, Bundle, Config, Global, Limits, Route,
-                                Site, UpstreamTarget, UpstreamTLS, Webroot)
+from porch.config.model import (LETSENCRYPT, LETSENCRYPT_STAGING, Bundle, Config, Global, Hsts, Limits,
+                                Route, Site, TlsFiles, TlsMode, UpstreamTarget, UpstreamTLS, Webroot)
 from porch.config.units import parse_duration, parse_size
+from porch.tls.names import is_ip, is_local
 from porch.upstream import tls as tls_setup
 
 Parser = Callable[[Any], Any]
@@ -250,13 +251,92 @@ def _bool(value: Any) -> bool:
     return value
 
 
-def _tls(value: Any) -> str:
-    if value not in ("off", "auto"):
-        raise ValueError(
-            f"{_show(value)} is not available yet:"
-            ' write tls = "auto" (ACME certificates) or tls = "off"'
-        )
+_TLS = '"auto", "internal", "off", or { cert = "/path/fullchain.pem", key = "/path/privkey.pem" }'
+_TLS_FILE_KEYS = ("cert", "key")
+
+
+def _tls(value: Any) -> TlsMode | TlsFiles:
+    if isinstance(value, dict):
+        return _tls_files(value)
+    _expect(isinstance(value, str), value, _TLS)
+    if value not in ("auto", "internal", "off"):
+        raise ValueError(f"{_show(value)} is not supported; expected {_TLS}")
     return value
+
+
+def _tls_files(table: Values) -> TlsFiles:
+    for key in table:
+        if key not in _TLS_FILE_KEYS:
+            close = difflib.get_close_matches(key, _TLS_FILE_KEYS, n=1)
+            hint = f"did you mean {close[0]}?" if close else "expected cert and key"
+            raise ValueError(f"{{...}} has unknown key {key} ({hint})")
+    paths = []
+    for key in _TLS_FILE_KEYS:
+        if key not in table:
+            raise ValueError(f'{{...}} has no {key}; write {{ cert = "fullchain.pem", key = "privkey.pem" }}')
+        path = _text("a file path")(table[key])
+        if not os.path.exists(path):
+            raise ValueError(f"{key} = {_show(path)}: no such file (give the path of an existing PEM file)")
+        paths.append(path)
+    return TlsFiles(*paths)
+
+
+def _tls_default(value: Any) -> TlsMode:
+    expected = '"auto", "internal" or "off" (the default for sites without tls)'
+    _expect(isinstance(value, str), value, expected)
+    if value not in ("auto", "internal", "off"):
+        raise ValueError(f"{_show(value)} is not supported; expected {expected}")
+    return value
+
+
+_PROTOCOLS = ("1.2", "1.3")
+
+
+def _tls_protocols(value: Any) -> tuple[str, ...]:
+    versions = _unique(_strings(value, '"1.2" or "1.3"'))
+    for v in versions:
+        if v in ("1.0", "1.1"):
+            raise ValueError(f'{_show(v)} is not allowed: TLS 1.0 and 1.1 are deprecated (RFC 8996);'
+                             ' expected "1.2" and/or "1.3"')
+        if v not in _PROTOCOLS:
+            raise ValueError(f'{_show(v)} is not a TLS version; expected "1.2" and/or "1.3"')
+    return tuple(sorted(versions))
+
+
+def _tls_ciphers(value: Any) -> str:
+    text = _text('an OpenSSL cipher list like "ECDHE+AESGCM"')(value)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(text)
+    except ssl.SSLError:
+        raise ValueError(f"{_show(text)} selects no cipher OpenSSL knows;"
+                         ' expected an OpenSSL cipher list like "ECDHE+AESGCM"') from None
+    return text
+
+
+# hstspreload.org: preload needs includeSubDomains and max-age of at least a year.
+_PRELOAD_MIN_AGE = 365 * 86400
+_HSTS_KEYS = ("max_age", "include_subdomains", "preload")
+
+
+def _hsts(value: Any) -> Hsts:
+    if not isinstance(value, dict):
+        value = {"max_age": value}
+    for key in value:
+        if key not in _HSTS_KEYS:
+            close = difflib.get_close_matches(key, _HSTS_KEYS, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"expected {', '.join(_HSTS_KEYS)}"
+            raise ValueError(f"{{...}} has unknown key {key} ({hint})")
+    if "max_age" not in value:
+        raise ValueError('{...} has no max_age; write { max_age = "1y" }')
+    raw = value["max_age"]
+    _expect(_is_int(raw) or isinstance(raw, str), raw, 'a duration like "1y" or "180d"')
+    age = int(parse_duration(raw))
+    sub = _bool(value.get("include_subdomains", False))
+    preload = _bool(value.get("preload", False))
+    if preload and (not sub or age < _PRELOAD_MIN_AGE):
+        raise ValueError("preload needs include_subdomains = true and a max_age of at least"
+                         ' "1y" (hstspreload.org)')
+    return Hsts(age, sub, preload)
 
 
 # --- host names ----------------------------------------------------------------
@@ -583,6 +663,8 @@ _GLOBAL_ONLY_KEYS: dict[str, Parser] = {
     "acme_ca": _acme_ca,
     "acme_ca_root": _pem_file,
     "on_certificate": _command,
+    "tls_protocols": _tls_protocols,
+    "tls_ciphers": _tls_ciphers,
 }
 # Keys a route takes, each (but path) also a site key whose value routes inherit.
 _ROUTE_KEYS: dict[str, Parser] = {
@@ -604,6 +686,8 @@ def _nested(value: Any) -> Any:
 _SITE_KEYS: dict[str, Parser] = {
     "hosts": _hosts,
     "tls": _tls,
+    "redirect_http": _bool,
+    "hsts": _hsts,
     **{key: _ROUTE_KEYS[key] for key in _INHERITED},
     "upstream_tls": _upstream_tls,
     **_LIMIT_KEYS,
@@ -613,7 +697,10 @@ _SITE_KEYS: dict[str, Parser] = {
     "route": _nested,
 }
 _SITE_ACME_KEYS = ("acme_challenge", "on_certificate", "bundles")
-_GLOBAL_KEYS: dict[str, Parser] = {**_GLOBAL_ONLY_KEYS, "upstream_tls": _upstream_tls, **_LIMIT_KEYS}
+# [porch] keys that are defaults for every site, and their parser there.
+_SITE_DEFAULT_KEYS: dict[str, Parser] = {"tls": _tls_default}
+_GLOBAL_KEYS: dict[str, Parser] = {**_GLOBAL_ONLY_KEYS, "upstream_tls": _upstream_tls, **_LIMIT_KEYS,
+                                   **_SITE_DEFAULT_KEYS}
 _TOP_KEYS: dict[str, Parser] = {"porch": _nested, "site": _nested}
 
 # Where each key belongs, for a key written in the wrong table.
@@ -638,6 +725,7 @@ class _Reader:
         self.problems: list[str] = []
         self.pem_with_key: set[str] = set()  # cert files that hold their key too
         self.contexts_tried: dict[UpstreamTLS, str | None] = {}  # setting -> problem
+        self.default_tls: TlsMode | None = None  # [porch] tls
 
     def problem(self, where: str, message: str) -> None:
         self.problems.append(f"{where}: {message}")
@@ -726,6 +814,7 @@ class _Reader:
         if https is not None and https == values.get("http_port", Global.http_port):
             self.problem("porch.https_port", f"{https} is also http_port; use two different ports")
         fields = _layered([values], _GLOBAL_ONLY_KEYS)
+        self.default_tls = values.get("tls") if values.get("tls") is not _BAD else None
         return Global(**fields), _layered([values], {**_LIMIT_KEYS, "upstream_tls": None})
 
     def site_draft(self, i: int, table: Values) -> tuple[Values, list[Values]]:
@@ -769,13 +858,53 @@ class _Reader:
             self.problem(where, 'no proxy (add proxy = "http://host:port" to the site, or [[site.route]] tables)')
         if isinstance(site.get("upstream_tls"), dict) and not any(r and _has_https(r.upstreams) for r in built):
             self.problem(f"{where}.upstream_tls", _NO_HTTPS)
+        values = _layered([site], _SITE_KEYS)
+        hosts = values.get("hosts", ())
+        tls = self.tls(where, hosts, values.get("tls"), site.get("tls") is _BAD)
+        if "hsts" in values and tls == "off":
+            self.problem(f"{where}.hsts", 'needs HTTPS, and this site has tls = "off"'
+                         " (remove hsts, or give the site a certificate)")
         return Site(
-            hosts=_layered([site], _SITE_KEYS).get("hosts", ()),
+            hosts=hosts,
             routes=tuple(route for route in built if route is not None),
-            tls=_layered([site], _SITE_KEYS).get("tls", "off"),
+            tls=tls,
+            redirect_http=values.get("redirect_http", True),
+            hsts=values.get("hsts"),
             key_path=where,
             **_layered([site], _SITE_ACME_KEYS),
         )
+
+    def tls(self, where: str, hosts: tuple[str, ...], tls: Any, bad: bool) -> TlsMode | TlsFiles:
+        """The site's TLS mode: as written, else [porch] tls, else from its hosts
+        (public names "auto", local ones "internal", the catch-all "off")."""
+        if bad:
+            return "off"
+        explicit = tls is not None
+        tls = tls or self.default_tls
+        if not hosts:  # the catch-all: no name to get a certificate for
+            if explicit and tls in ("auto", "internal"):
+                self.problem(f"{where}.tls", f"{_show(tls)} needs host names, and this is the catch-all"
+                             ' site; write tls = { cert = ..., key = ... } (served for unknown names)'
+                             ' or "off", or add hosts = [...]')
+            return tls if explicit else "off"
+        # IP addresses and wildcards may sit in an "auto" site: its ACME certificate
+        # covers the other names and the manager logs those it skips (tls/auto.py).
+        # Local DNS names may not: the CA would refuse the whole order.
+        local = [h for h in hosts if is_local(h) and not is_ip(h)]
+        public = [h for h in hosts if not is_local(h)]
+        if tls is None:
+            if local and public:
+                self.problem(f"{where}.hosts", f"mixes public names ({_show(public[0])}) and local ones"
+                             f" ({_show(local[0])}), which no public CA certifies; split them into two"
+                             ' sites, or set tls = "internal", { cert = ..., key = ... } or "off"')
+                return "off"
+            tls = "auto" if public else "internal"
+        if tls == "auto" and local:
+            key = f"{where}.tls" if explicit else f"{where}.hosts"
+            self.problem(key, f'{_show(local[0])} cannot get an ACME certificate (tls = "auto"):'
+                         ' public CAs only certify public DNS names; use tls = "internal"'
+                         ' (Porch\'s local CA), { cert = ..., key = ... } or "off"')
+        return tls
 
     def check_paths(self, where: str, routes: list[Values]) -> None:
         first: dict[str, int] = {}

@@ -23,9 +23,10 @@ _SIZE_RE = re.compile(r"(\d+)\s*(?:([kmg])(?:i?b)?|b)?", re.IGNORECASE)
 _SIZE_HELP = "write bytes as 1048576 or with a unit: 64k, 20M, 1G (1024-based)"
 
 # (multiplier, divisor): "7ms" is 7 / 1000, closer to 0.007 than 7 * 0.001 is
-_DURATION_UNITS = {"ms": (1, 1000), "": (1, 1), "s": (1, 1), "m": (60, 1), "h": (3600, 1), "d": (86400, 1)}
-_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?", re.IGNORECASE)
-_DURATION_HELP = "write seconds as 30 or with a unit: 250ms, 1.5s, 5m, 1h"
+_DURATION_UNITS = {"ms": (1, 1000), "": (1, 1), "s": (1, 1), "m": (60, 1), "h": (3600, 1), "d": (86400, 1),
+                   "y": (365 * 86400, 1)}  # "y" for HSTS max-age: "1y" as in the guides
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|y)?", re.IGNORECASE)
+_DURATION_HELP = "write seconds as 30 or with a unit: 250ms, 1.5s, 5m, 1h, 2d, 1y"
 
 
 def parse_size(value: str | int) -> int:
@@ -44,7 +45,7 @@ def parse_size(value: str | int) -> int:
 
 
 def parse_duration(value: str | float) -> float:
-    """Seconds from "250ms", "1.5s", "5m", "1h", "2d", "30" or a number."""
+    """Seconds from "250ms", "1.5s", "5m", "1h", "2d", "1y" (365 days), "30" or a number."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise TypeError(f"{value!r} is not a duration ({_DURATION_HELP})")
     if isinstance(value, int | float):
@@ -69,6 +70,8 @@ def format_size(size: int) -> str:
 
 def format_duration(seconds: float) -> str:
     """The shortest exact spelling parse_duration reads back: 300.0 -> "5m", 0.25 -> "250ms"."""
+    if seconds and seconds % (365 * 86400) == 0:
+        return f"{int(seconds // (365 * 86400))}y"
     if seconds and seconds % 3600 == 0:
         return f"{int(seconds // 3600)}h"
     if seconds and seconds % 60 == 0:

@@ -25,8 +25,9 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
     log = runtime.error_log
     g = config.porch
     sockets = bind_sockets(g.bind, g.http_port)
+    tls_sockets = bind_sockets(g.bind, g.https_port) if runtime.tls is not None else []
     server = Server(loop, runtime)
-    await server.listen(sockets)
+    await server.listen(sockets, tls_sockets)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -36,8 +37,10 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
 
     acme_task = acme_manager.start(config, log)
     # --- end ACME
-    where = ", ".join(f"{'[' + a + ']' if ':' in a else a}:{g.http_port}" for a in g.bind)
-    log.info(f"porch serving {len(config.sites)} site(s) on http://{where}", pid=os.getpid())
+    where = ", ".join(_urls("http", g.bind, g.http_port))
+    if tls_sockets:
+        where += ", " + ", ".join(_urls("https", g.bind, g.https_port))
+    log.info(f"porch serving {len(config.sites)} site(s) on {where}", pid=os.getpid())
     # Requests free their objects by reference counting; the cyclic collector only
     # has to find the rare cycle.  Collecting young objects every 700 allocations
     # cost 5% of the time per request (bench/); every 20,000 is plenty, and the
@@ -57,6 +60,10 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> int:
     log.info("stopped")
     log.close()
     return 0
+
+
+def _urls(scheme: str, bind: tuple[str, ...], port: int) -> list[str]:
+    return [f"{scheme}://{'[' + a + ']' if ':' in a else a}:{port}" for a in bind]
 
 
 def run(config: Config) -> int:

@@ -71,11 +71,11 @@ class ClientConnection(asyncio.Protocol):
         "_head_size", "_head_bytes",
     )
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, scheme: bytes | None = None) -> None:
         # per connection
         self.server = server
         self.loop = server.loop
-        self.scheme = server.scheme
+        self.scheme = scheme or server.scheme  # b"https" on the TLS listener
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = httptools.HttpRequestParser(self)
         self.peer_ip = ""

@@ -30,10 +30,21 @@ class Server:
         self.servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task | None = None
 
-    async def listen(self, sockets: list[socket.socket]) -> None:
+    async def listen(self, sockets: list[socket.socket], tls_sockets: list[socket.socket] = ()) -> None:
+        """Serve plain HTTP on `sockets` and HTTPS on `tls_sockets` (runtime.tls must
+        be set then: its context picks each handshake's certificate by SNI)."""
         for sock in sockets:
             server = await self.loop.create_server(
                 lambda: ClientConnection(self), sock=sock, backlog=BACKLOG
+            )
+            self.servers.append(server)
+        for sock in tls_sockets:
+            server = await self.loop.create_server(
+                lambda: ClientConnection(self, b"https"), sock=sock, backlog=BACKLOG,
+                ssl=self.runtime.tls.context,
+                # the handshake is part of the request head's time (nginx bounds it
+                # with client_header_timeout too)
+                ssl_handshake_timeout=self.runtime.header_timeout,
             )
             self.servers.append(server)
         self._sweeper = self.loop.create_task(self._sweep())
@@ -53,6 +64,8 @@ class Server:
         for target in self.runtime.targets:
             target.expire(now)
         self.runtime.access_log.flush()
+        if self.runtime.tls is not None:
+            self.runtime.tls.refresh()  # certificate files changed, leaves due
 
     async def shutdown(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish up to `timeout`, close the rest."""

@@ -80,6 +80,7 @@ class Exchange:
     route: RouteRuntime | None = None
     upstream_target = b""
     local: bytes | None = None  # a response Porch answers itself
+    hsts = b""  # Strict-Transport-Security line for every response (HTTPS, site with hsts)
     # upstream side
     upstream: UpstreamConnection | None = None
     upstream_head = b""
@@ -164,6 +165,8 @@ class Exchange:
         # ACME HTTP-01 first: never redirected, authenticated or rate-limited
         if site.challenge is not None and path[:28] == ACME_CHALLENGE and site.challenge.respond(self, path):
             return None
+        if site.https is not None and site.https(self, path, query):
+            return None  # answered: redirect to https (policies/https.py)
         route = site.root_only
         if route is None:
             if site.paths.needs_slash(path):
@@ -194,6 +197,8 @@ class Exchange:
             self.keep_alive = False
         if body is None:
             body = h1.error_body(status)
+        if self.hsts:
+            extra += self.hsts
         head_only = self.method == b"HEAD"
         self.local = h1.simple_response(status, body, close=not self.keep_alive, extra=extra,
                                         head_only=head_only)
@@ -436,6 +441,8 @@ class Exchange:
             lines.append(_CLOSE_LINE)
         elif self.version == b"1.0":
             lines.append(_KEEPALIVE_LINE)
+        if self.hsts:
+            lines.append(self.hsts)
         lines.append(_CRLF)
         self.response_started = True
         self.out = [b"".join((h1.relayed_status_line(status, reason), *lines))]
@@ -571,7 +578,7 @@ class Exchange:
                 self.keep_alive = False
             body = h1.error_body(err.status)
             self.bytes_out = len(body)
-            body = h1.simple_response(err.status, body, close=not self.keep_alive)
+            body = h1.simple_response(err.status, body, close=not self.keep_alive, extra=self.hsts)
             self.status = err.status
             self.response_started = True
             client.transport.write(body)
