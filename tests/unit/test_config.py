@@ -373,8 +373,8 @@ def test_tls_files_and_hsts(tmp_path):
     ("text", "message"),
     [
         (SITE + 'tls = "on"\n', 'site[0].tls: "on" is not supported; expected "auto", "internal", "off", or { cert = "/path/fullchain.pem", key = "/path/privkey.pem" }'),
-        (SITE + 'tls = { cert = "/nonexistent/fullchain.pem", key = "/nonexistent/k" }\n',
-         'site[0].tls: cert = "/nonexistent/fullchain.pem": no such file (give the path of an existing PEM file)'),
+        (SITE + 'tls = { cert = "/nonexistent/fullchain.pem", key = "/etc/hostname" }\n',
+         'site[0].tls.cert: "/nonexistent/fullchain.pem" does not exist; give the path of a PEM file'),
         (SITE + 'tls = { cert = "/etc/hostname" }\n', 'site[0].tls: {...} has no key; write { cert = "fullchain.pem", key = "privkey.pem" }'),
         (SITE + 'tls = { crt = "a", key = "b" }\n', "site[0].tls: {...} has unknown key crt (did you mean cert?)"),
         ('[[site]]\nhosts = ["localhost"]\nproxy = "http://x:1"\ntls = "auto"\n',
@@ -566,3 +566,13 @@ def test_describe_access_log_off_and_keepalive_off():
     assert "tls auto: ACME certificate in /var/lib/porch/certs/example.org/" in text
     assert "  access log       off\n" in text
     assert "  keep-alive       off\n" in text
+
+
+def test_tls_files_relative_to_the_config_file(tmp_path):
+    (tmp_path / "certs").mkdir()
+    for name in ("fullchain.pem", "privkey.pem"):
+        (tmp_path / "certs" / name).write_text("x")
+    path = tmp_path / "porch.toml"
+    path.write_text(SITE + 'tls = { cert = "certs/fullchain.pem", key = "certs/privkey.pem" }\n')
+    files = load(path).sites[0].tls
+    assert files == TlsFiles(str(tmp_path / "certs/fullchain.pem"), str(tmp_path / "certs/privkey.pem"))

@@ -274,11 +274,8 @@ def _tls_files(table: Values) -> TlsFiles:
     for key in _TLS_FILE_KEYS:
         if key not in table:
             raise ValueError(f'{{...}} has no {key}; write {{ cert = "fullchain.pem", key = "privkey.pem" }}')
-        path = _text("a file path")(table[key])
-        if not os.path.exists(path):
-            raise ValueError(f"{key} = {_show(path)}: no such file (give the path of an existing PEM file)")
-        paths.append(path)
-    return TlsFiles(*paths)
+        paths.append(_text("a file path")(table[key]))
+    return TlsFiles(*paths)  # made absolute and checked by _Reader.site_tls_files
 
 
 def _tls_default(value: Any) -> TlsMode:
@@ -760,9 +757,25 @@ class _Reader:
             except ValueError as e:
                 self.problem(path, str(e))
                 values[key] = _BAD
+        if isinstance(values.get("tls"), TlsFiles):
+            values["tls"] = self.site_tls_files(f"{where}.tls", values["tls"])
         if isinstance(values.get("upstream_tls"), dict):
             values["upstream_tls"] = self.tls_files(f"{where}.upstream_tls", values["upstream_tls"])
         return values
+
+    def site_tls_files(self, where: str, files: TlsFiles) -> TlsFiles | Any:
+        """`tls = { cert, key }` with absolute paths (relative ones start at the config
+        file's directory, as for upstream_tls); _BAD (reported) when one is missing.
+        Whether they load is checked at start (porch run), where Porch reads them."""
+        out = []
+        for kind, text in (("cert", files.cert), ("key", files.key)):
+            path = os.path.normpath(os.path.join(self.base, os.path.expanduser(text)))
+            if not os.path.exists(path):
+                whence = "" if os.path.isabs(text) else f" (as {path}: {_RELATIVE})"
+                self.problem(f"{where}.{kind}", f"{_path(text)} does not exist{whence};"
+                             " give the path of a PEM file")
+            out.append(path)
+        return TlsFiles(*out) if len(out) == 2 and all(os.path.exists(p) for p in out) else _BAD
 
     def tls_files(self, where: str, table: Values) -> Any:
         """`table` with its file paths made absolute, once each file is read and looks
