@@ -24,7 +24,8 @@ apt_install() {
 }
 
 # ensure_venv SPEC NAME: .venv, with `pip install -e SPEC` done once (again when
-# pyproject.toml changes; the code itself is an editable install).
+# pyproject.toml changes, or when the compiled hot path is older than its sources:
+# see setup.py and src/porch/_compiled.py; the rest is an editable install).
 ensure_venv() {
     local spec=$1 stamp=.venv/.installed-$2
     if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
@@ -37,9 +38,22 @@ ensure_venv() {
             "$PYTHON" -m venv .venv
         fi
     fi
-    if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || compiled_stale; then
         echo "installing porch into .venv: pip install -e '$spec'"
         .venv/bin/python -m pip install -q -e "$spec"
         touch "$stamp"
     fi
+}
+
+# compiled_stale: true when a module setup.py compiles is missing its build or is
+# older than its .py/.pxd (reads src/porch/_compiled.py without importing porch).
+compiled_stale() {
+    [ "${PORCH_PURE_PYTHON:-}" = 1 ] && return 1
+    .venv/bin/python - <<'PY'
+import sys
+sys.path.insert(0, "src/porch")
+import _compiled
+compiled, stale = _compiled.status()
+sys.exit(0 if stale or len(compiled) < len(_compiled.MODULES) else 1)
+PY
 }

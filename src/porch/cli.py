@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
     args = parser.parse_args(argv)
     if args.command == "version":
-        print(f"porch {__version__}")
+        from porch import _compiled
+
+        print(f"porch {__version__} ({_compiled.describe()})")
         return 0
     if args.command == "certs":
         return _certs(args)

@@ -8,6 +8,7 @@ Real processes on 127.0.0.1, each stopped by pid by the fixtures.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -231,8 +232,11 @@ def test_porch_version():
     assert r.returncode == 0, r.stderr
     expected = subprocess.run([PYTHON, "-c", "import porch; print(porch.__version__)"],
                               capture_output=True, text=True, check=True).stdout.strip()
-    assert re.fullmatch(r"porch \d+\.\d+\.\d+\S*", r.stdout.strip()), r.stdout
+    assert re.fullmatch(r"porch \d+\.\d+\.\d+\S* \((compiled core|pure Python)\)", r.stdout.strip()), r.stdout
     assert expected in r.stdout
+    # The suite tests what ships: the hot path compiled (tests/conftest.py builds it).
+    pure = os.environ.get("PORCH_PURE_PYTHON") == "1"
+    assert ("(pure Python)" if pure else "(compiled core)") in r.stdout
 
 
 GOOD = """\

@@ -22,8 +22,13 @@ _HEX = b"0123456789abcdefABCDEF"
 
 def needs_a_look(path: bytes) -> bool:
     """Cheap test for the common path: nothing to decode, no dot segment, no //,
-    no fragment.  Only a path that fails it goes through `clean_path`."""
-    return b"%" in path or b"/." in path or b"//" in path or b"#" in path
+    no fragment.  Only a path that fails it goes through `clean_path`.
+
+    `find`, not `in`: CPython's bytes `__contains__` first tries the needle as an
+    integer and raises and clears a TypeError before searching: ~1,800 machine
+    instructions each, a tenth of a request's Python work (bench/hotpath.py)."""
+    return (path.find(b"%") >= 0 or path.find(b"/.") >= 0 or path.find(b"//") >= 0
+            or path.find(b"#") >= 0)
 
 
 def clean_path(path: bytes) -> bytes:

@@ -56,7 +56,10 @@ LINGER_TIMEOUT = 2.0
 SEND_TIMEOUT = 60.0
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection:
+    # An asyncio.Protocol by its methods (asyncio and uvloop take any object that has
+    # them): compiled, this is an extension type (client.pxd declares its typed fields),
+    # and an extension type cannot derive from a Python class.
     # reasons reading from the client is paused (bit flags)
     B_PIPELINE = 1  # an earlier request is still being answered
     B_PENDING = 2  # the upstream connection is not there yet

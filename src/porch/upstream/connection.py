@@ -36,7 +36,10 @@ _SEP = h1.SEP
 _CRLF = h1.CRLF
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
+    # An asyncio.Protocol by its methods (asyncio and uvloop take any object that has
+    # them): compiled, this is an extension type (connection.pxd declares its typed fields),
+    # and an extension type cannot derive from a Python class.
     __slots__ = (
         "target",
         "transport",

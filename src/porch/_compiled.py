@@ -1,0 +1,73 @@
+"""Which modules setup.py compiles with Cython, and whether a source checkout's
+compiled copies are older than their sources.
+
+Python imports an extension module in preference to the `.py` beside it, so in an
+editable install a stale `.so` would silently run yesterday's code.  `check()`
+refuses that; the test suite rebuilds first (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import os
+
+# Relative to src/, in import order of dependence (setup.py reads this list).
+MODULES = (
+    "porch/http/h1.py",
+    "porch/http/target.py",
+    "porch/routing.py",
+    "porch/observability/accesslog.py",
+    "porch/upstream/pool.py",
+    "porch/upstream/connection.py",
+    "porch/server/proxy.py",
+    "porch/server/client.py",
+)
+
+_SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def status() -> tuple[list[str], list[str]]:
+    """(modules running compiled, modules whose compiled copy is older than its source)."""
+    compiled, stale = [], []
+    for rel in MODULES:
+        py = os.path.join(_SRC, rel)
+        ext = _mtime(py[:-3] + _SUFFIX)
+        if not ext:
+            continue
+        compiled.append(rel)
+        if max(_mtime(py), _mtime(py[:-3] + ".pxd")) > ext:
+            stale.append(rel)
+    return compiled, stale
+
+
+def describe() -> str:
+    compiled, _ = status()
+    if not compiled:
+        return "pure Python"
+    return "compiled core" if len(compiled) == len(MODULES) else f"{len(compiled)} modules compiled"
+
+
+def source_checkout() -> bool:
+    """Running from a repository (editable install), where sources get edited."""
+    return os.path.exists(os.path.join(os.path.dirname(_SRC), "setup.py"))
+
+
+def check() -> None:
+    if not source_checkout():
+        return
+    _, stale = status()
+    if stale:
+        names = ", ".join(stale)
+        raise ImportError(
+            f"compiled modules older than their sources: {names}; rebuild them with "
+            f"`.venv/bin/python setup.py build_ext --inplace` in {os.path.dirname(_SRC)} "
+            f"(or delete the .so files to run pure Python)"
+        )

@@ -1,0 +1,34 @@
+# Typed fields and C-level methods for the compiled build (setup.py); the .py is the code.
+# Every attribute the class sets must be declared here: compiled, setting an undeclared one
+# raises AttributeError (the suite runs compiled: tests/conftest.py).
+from porch.server.client cimport ClientConnection
+from porch.upstream.connection cimport UpstreamConnection
+
+cdef class Exchange:
+    cdef public bytes method, target, version, referer, user_agent, upstream_target, upstream_head
+    cdef public bytes tunnel_early, hsts
+    cdef public object switch_head
+    cdef public object host_header, content_length, xff, xf_proto, xf_host, xf_port, connection_tokens
+    cdef public bint chunked, expect_continue, keep_alive, retried, up_seen, request_done, websocket
+    cdef public bint up_keep_alive, up_until_close, response_started, done
+    cdef public str host, site, client_ip
+    cdef public object route, local, pending, replay, connect_task, chosen, out, error, runtime
+    cdef public UpstreamConnection upstream
+    cdef public ClientConnection client
+    cdef public Py_ssize_t pending_size, replay_size
+    cdef public int status, upstream_status, framing
+    cdef public long long bytes_in, bytes_out
+    cdef public double up_deadline, t_upstream_connect, t_upstream_header, t_end, t_start
+    cdef public list headers
+
+    cpdef begin(self)
+    cpdef bytes _upstream_head(self)
+    cpdef _find_upstream(self, bint fresh)
+    cpdef _attach(self, UpstreamConnection conn, target)
+    cpdef on_request_body(self, bytes data)
+    cpdef on_request_end(self)
+    cpdef on_response_head(self, int status, bytes reason, list lines, special, bint keep_alive)
+    cpdef on_response_body(self, bytes data)
+    cpdef flush(self)
+    cpdef on_response_end(self)
+    cpdef finish(self)
