@@ -24,6 +24,12 @@ def _build_stale() -> None:
                              "delete src/porch/**/*.so to test pure Python")
         return
     if stale or len(compiled) < len(_compiled.MODULES):
+        try:
+            import Cython  # noqa: F401
+        except ImportError:
+            raise SystemExit("the suite tests the compiled hot path, which needs Cython: run "
+                             "`.venv/bin/pip install -e '.[test]'` (or set PORCH_PURE_PYTHON=1 "
+                             "to test pure Python)") from None
         # Incremental: Cython regenerates only changed modules, the compiler only their C.
         subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "-q"], cwd=REPO,
                        check=True, stdout=subprocess.DEVNULL)
