@@ -5,6 +5,7 @@ whole, close codes passed on, ends noticed, idle tunnels cut, memory bounded."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import resource
@@ -354,3 +355,24 @@ def test_flooding_upstream_to_slow_client_is_held_back(ws_upstream, porch):
     flooded = ws_upstream.stats()["flood_bytes"]
     assert flooded < 160 * MiB, f"the upstream pushed {flooded // MiB} MiB to a client reading nothing"
     assert rss.peak_kib < RSS_LIMIT_KIB, f"Porch RSS peaked at {rss.peak_kib // 1024} MiB"
+
+
+def test_h2c_upgrade_with_a_body_is_a_plain_post(upstream, porch):
+    up = upstream()
+    p = porch(site(up.url))
+    body = os.urandom(300_000)  # several reads: past max_header_size too
+    with RawConn(p.port) as c:
+        c.send(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+               b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body) + body +
+               b"GET /after HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        first = c.read_response()
+        assert first.status == 200
+        assert first.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+        second = c.read_response()
+        assert second.status == 200 and second.json()["path"] == "/after"
+    r = subprocess.run(["curl", "-sS", "--http2", "-d", "hello", "-o", "/dev/null", "-w",
+                        "%{http_version} %{http_code}", *resolve("app.test", p.port),
+                        f"http://app.test:{p.port}/curl-post"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.stdout == "1.1 200", r.stderr

@@ -61,6 +61,11 @@ Paths (``echo``, ``close-after-response``, ``drop-reused``):
     Transfer-Encoding: N pattern bytes (default 100000) delimited by closing.
 ``/expect/reject``
     417 with ``Connection: close``, without reading the body.
+``/events[?count=N][&interval=S][&type=T][&framing=chunked|close][&accel=no]``
+    A live stream: N events (default 10), one every S seconds (default 0.1), each
+    ``data: SEQ UNIXTIME\n\n`` written when it happens, so a client can tell how long
+    each took to reach it.  Content-Type T (default ``text/event-stream``); chunked
+    (default) or delimited by closing; ``accel=no`` adds ``X-Accel-Buffering: no``.
 anything else: echo
     ``200 application/json``: ``method``, ``target`` (as received), ``path``,
     ``query``, ``version``, ``headers`` (list of ``[name, value]`` pairs, case and
@@ -87,6 +92,7 @@ import hashlib
 import json
 import ssl
 import sys
+import time
 from urllib.parse import parse_qs, unquote, urlsplit
 
 PATTERN = bytes(range(256))
@@ -293,6 +299,9 @@ class Server:
             if not head_only:
                 await write_pattern(writer, size, 64 * 1024)
             return False
+        if path == "/events":
+            await read_body(req, reader, writer)
+            return await send_events(writer, req, keep)
         if path == "/slow":
             await asyncio.sleep(float(req.param("delay", "1")))
         return await self.echo(req, reader, writer, conn_id, conn_request, keep, head_only)
@@ -462,6 +471,28 @@ async def send_chunked(writer, req: Request, keep: bool, head_only: bool) -> Non
     else:
         writer.write(b"0\r\n\r\n")
     await writer.drain()
+
+
+async def send_events(writer, req: Request, keep: bool) -> bool:
+    count = int(req.param("count", "10"))
+    interval = float(req.param("interval", "0.1"))
+    chunked = req.param("framing", "chunked") == "chunked"
+    headers = [("Content-Type", req.param("type", "text/event-stream")), ("Cache-Control", "no-cache")]
+    if req.param("accel") == "no":
+        headers.append(("X-Accel-Buffering", "no"))
+    if chunked:
+        headers.append(("Transfer-Encoding", "chunked"))
+    writer.write(response_head(200, headers, length=None, keepalive=keep and chunked))
+    await writer.drain()
+    for seq in range(count):
+        await asyncio.sleep(interval)
+        event = f"data: {seq} {time.time():.6f}\n\n".encode()
+        writer.write(b"%x\r\n%s\r\n" % (len(event), event) if chunked else event)
+        await writer.drain()
+    if chunked:
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+    return keep and chunked
 
 
 async def write_pattern(writer, size: int, chunk: int) -> None:

@@ -63,10 +63,16 @@ class HeaderKinds:
         return kind
 
 
+# Response headers that are instructions to the proxy, never passed to the client:
+# nginx's default proxy_hide_header list.  X-Accel-Buffering: no needs nothing more,
+# since every response is streamed as it arrives, flushed after each upstream read.
+PROXY_ONLY = frozenset({b"x-accel-buffering", b"x-accel-redirect", b"x-accel-expires",
+                        b"x-accel-limit-rate", b"x-accel-charset"})
+
 # Response headers that need a look (the rest are copied as received).
 RH_DROP, RH_LENGTH, RH_TE, RH_CONNECTION, RH_LOCATION = range(1, 6)
 RESPONSE_HEADERS = HeaderKinds({
-    **{name: RH_DROP for name in HOP_BY_HOP},
+    **{name: RH_DROP for name in HOP_BY_HOP | PROXY_ONLY},
     b"content-length": RH_LENGTH,
     b"transfer-encoding": RH_TE,
     b"connection": RH_CONNECTION,

@@ -26,3 +26,32 @@ def is_websocket(upgrade: bytes) -> bool:
     """True when an Upgrade header value asks for WebSocket (case-insensitive,
     RFC 6455 4.2.1); a list offering several protocols is not forwarded."""
     return upgrade.strip().lower() == b"websocket"
+
+
+class BodyAfterUpgrade:
+    """Stands in for the request parser while the body of an upgrade request that is
+    not forwarded (h2c on a POST: curl --http2 sends those) goes by.
+
+    llhttp ends such a request at its head and leaves the body in what follows, so
+    the body is counted out here: `on_body(chunk)` for each piece of the next
+    `length` bytes, then `on_done(rest)` once with what comes after it.  It has
+    `feed_data`, the one method the client connection calls on its parser.
+    """
+
+    __slots__ = ("remaining", "on_body", "on_done")
+
+    def __init__(self, length: int, on_body, on_done) -> None:  # type: ignore[no-untyped-def]
+        self.remaining = length
+        self.on_body = on_body
+        self.on_done = on_done
+
+    def feed_data(self, data: bytes) -> None:
+        n = self.remaining
+        if len(data) < n:
+            self.remaining = n - len(data)
+            self.on_body(data)
+            return
+        self.remaining = 0
+        if n:
+            self.on_body(data[:n])
+        self.on_done(data[n:])

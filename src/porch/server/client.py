@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING
 
 import httptools
@@ -17,7 +18,7 @@ import httptools
 from porch.errors import client_error
 from porch.http import h1
 from porch.http.forwarding import FORWARDING, IDENTITY
-from porch.http.upgrade import DROPPED, is_websocket
+from porch.http.upgrade import DROPPED, BodyAfterUpgrade, is_websocket
 from porch.server.proxy import Exchange
 
 if TYPE_CHECKING:
@@ -429,7 +430,8 @@ class ClientConnection:
           A 101 makes this connection a tunnel (`hand_over`) and `rest` its first bytes;
           any other answer is a plain response, after which the connection closes.
         - Any other upgrade (h2c) went upstream as a plain request without its Upgrade
-          (http/upgrade.py): parsing goes on with a fresh parser, keep-alive kept.
+          (http/upgrade.py): parsing goes on with a fresh parser, keep-alive kept,
+          once the request's body, which llhttp left in `rest`, has been passed on.
         """
         # The upgrade request is the last one parsed (still queued, active, or done).
         ex = self.queue[-1] if self.queue else self.active  # type: ignore[index]
@@ -444,10 +446,26 @@ class ClientConnection:
             ex.keep_alive = False
             ex.tunnel_early = rest
             self.block(self.B_UPGRADE)
+        elif ex is not None and ex.chunked and ex.local is None:
+            # llhttp has ended the request (a last chunk went upstream): its chunks
+            # cannot be framed any more.  curl sends Content-Length bodies only.
+            ex.fail(client_error(400, "chunked request body with Upgrade is not supported"))
+        elif ex is not None and ex.content_length and ex.local is None:
+            self.parser = BodyAfterUpgrade(ex.content_length, partial(self._upgrade_body, ex),
+                                           self._upgrade_body_done)  # type: ignore[assignment]
+            if rest:
+                self.parser.feed_data(rest)
         else:
-            self.parser = httptools.HttpRequestParser(self)
-            if rest and not self.closing:
-                self.data_received(rest)
+            self._upgrade_body_done(rest)
+
+    def _upgrade_body(self, ex: Exchange, data: bytes) -> None:
+        self._head_bytes = 0  # body bytes, not an unfinished head
+        ex.on_request_body(data)
+
+    def _upgrade_body_done(self, rest: bytes) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        if rest and not self.closing:
+            self.data_received(rest)
 
     def hand_over(self) -> asyncio.Transport:
         """This connection leaves HTTP (a 101 answered its WebSocket upgrade): stop
