@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install what the tests need on Debian (nginx, wrk, curl; .venv with the test extras),
-# then run the suite: bash scripts/test.sh [pytest args].  Exits with pytest's code.
+# Install what the tests need on Debian (nginx, wrk, curl, pebble, openssl, icecast2;
+# .venv with the test extras), then run the suite: bash scripts/test.sh [pytest args].  Exits with pytest's code.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 . scripts/lib.sh
@@ -22,7 +22,7 @@ stop_nginx_service() {
 }
 
 missing=()
-for tool in nginx wrk curl pebble openssl; do
+for tool in nginx wrk curl pebble openssl icecast2; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
