@@ -26,6 +26,9 @@ from porch.tls.contexts import CertSlot, TlsSettings, certificate_context
 from porch.tls.local_ca import LocalCA, renew_at
 
 Stamp = tuple
+# certbot and the ACME manager write the key, then the chain: a pair caught between
+# the two does not load; it is tried again at the next sweep, quietly, this long.
+SETTLE_TIME = 2.0
 
 
 class Source:
@@ -49,6 +52,15 @@ class Source:
 
     def renew_failed(self, now: float) -> None:
         pass
+
+    def settling(self, now: float) -> bool:
+        """True while the files were changed in the last moments: a writer may be
+        between the key and the chain (a failed load then is retried, not logged)."""
+        try:
+            newest = max(os.stat(path).st_mtime for path in self.paths())
+        except OSError:
+            return False
+        return now - newest < SETTLE_TIME
 
 
 class FileSource(Source):
@@ -152,7 +164,7 @@ class Watcher:
         are fatal at start (nginx refuses to start on a bad ssl_certificate too)."""
         problems = []
         for source in self.sources:
-            err = self._refresh(source, time.time())
+            err = self._refresh(source, time.time(), settle=False)
             if err and isinstance(source, FileSource):
                 problems.append(f"{source.where}: {err.split(': ', 1)[1]}")
             elif source.slot.context is None:
@@ -165,7 +177,7 @@ class Watcher:
         for source in self.sources:
             self._refresh(source, now)
 
-    def _refresh(self, source: Source, now: float) -> str | None:
+    def _refresh(self, source: Source, now: float, settle: bool = True) -> str | None:
         slot = source.slot
         try:
             if source.due(now):
@@ -180,6 +192,9 @@ class Watcher:
         try:
             ctx = certificate_context(self.settings, *source.paths())
         except (ssl.SSLError, OSError) as exc:
+            if settle and source.settling(now):
+                del self.stamps[id(source)]  # try again at the next sweep
+                return None
             why = getattr(exc, "reason", None) or exc.strerror or str(exc)
             return self._failed(source, f"cannot load {' and '.join(source.paths())}: {why}")
         first = slot.context is None
