@@ -57,8 +57,9 @@ def new_context(settings: TlsSettings) -> ssl.SSLContext:
     ctx.set_ciphers(settings.ciphers or MOZILLA_INTERMEDIATE)
     # No renegotiation (a client-initiated one is a DoS lever; TLS 1.3 has none).
     # Session resumption: tickets (RFC 5077 / 8446) and the server session cache are
-    # OpenSSL's defaults and stay on; Mozilla intermediate lets the client pick the
-    # cipher order (all of them are strong), so no OP_CIPHER_SERVER_PREFERENCE.
+    # OpenSSL's defaults and stay on.  Python sets OP_CIPHER_SERVER_PREFERENCE on
+    # server contexts; Mozilla intermediate would leave the choice to the client, and
+    # since every suite in the list is strong, either order is fine (kept: testssl).
     ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
     ctx.set_alpn_protocols(ALPN)
     return ctx

@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""TLS benchmark: Porch vs nginx terminating HTTPS in front of the same origin.
+
+    .venv/bin/python bench/tls.py                 # handshakes/s and keep-alive req/s over TLS
+    .venv/bin/python bench/tls.py --rounds 5 --duration 15s
+
+Same method as bench/run.py (whose helpers it imports): an origin nginx on CPU 1, the
+proxy under test pinned to CPU 0, wrk on CPU 1, interleaved rounds, medians.  Two loads,
+both on the 100-byte /small response:
+
+- "handshake": wrk with `Connection: close`, so every request is a new TCP connection
+  and a full TLS handshake (wrk does not resume sessions): requests/s = handshakes/s;
+- "keepalive": wrk over TLS with keep-alive: the cost of TLS records on the hot path.
+
+Both proxies get the same certificate (ECDSA P-256, made here with cryptography),
+TLS 1.2 and 1.3, and the same ciphers (Mozilla intermediate); nginx keeps a shared
+session cache as the guides configure it (wrk does not resume, so it does not help
+either side); both log every request to a file, as in bench/run.py.  Raw outputs go
+to bench/out/tls-<timestamp>/.  Run it with the venv's Python (it needs cryptography
+and porch): `.venv/bin/python bench/tls.py`.  Needs nginx and wrk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run as base  # noqa: E402  (bench/run.py: processes, origin, wrk, CPU accounting)
+
+LOADS = {"handshake": ["-H", "Connection: close"], "keepalive": []}
+
+
+def make_cert(d: Path) -> tuple[Path, Path]:
+    """A self-signed ECDSA P-256 certificate for 127.0.0.1 (wrk connects by IP)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "porch-bench")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = d / "cert.pem", d / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o644)  # nginx workers run as nobody when started by root
+    return cert_path, key_path
+
+
+def nginx_tls_conf(d: Path, port: int, origin: int, cert: Path, key: Path) -> str:
+    """bench/run.py's proxy config, listening with TLS as the guides' ssl-settings do."""
+    from porch.tls.contexts import MOZILLA_INTERMEDIATE
+
+    conf = base.nginx_proxy_conf(d, port, origin, 75, 4096)
+    return conf.replace(
+        f"listen 127.0.0.1:{port} backlog=4096;",
+        f"listen 127.0.0.1:{port} ssl backlog=4096;\n"
+        f"        ssl_certificate {cert};\n        ssl_certificate_key {key};\n"
+        "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+        f"        ssl_ciphers {MOZILLA_INTERMEDIATE};\n"
+        "        ssl_session_cache shared:SSL:10m;",
+    )
+
+
+def porch_tls_conf(d: Path, http_port: int, https_port: int, origin: int, cert: Path, key: Path) -> str:
+    return f"""[porch]
+http_port = {http_port}
+https_port = {https_port}
+bind = ["127.0.0.1"]
+access_log = "{d}/access.log"
+error_log = "{d}/error.log"
+state_dir = "{d}/state"
+workers = 1
+
+[[site]]
+hosts = ["127.0.0.1"]
+proxy = "http://127.0.0.1:{origin}"
+tls = {{ cert = "{cert}", key = "{key}" }}
+redirect_http = false
+"""
+
+
+def https_ok(port: int) -> bool:
+    import ssl
+    import urllib.request
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/small", context=ctx, timeout=2) as r:
+            return r.status == 200 and r.read().decode() == base.SMALL_BODY
+    except OSError:
+        return False
+
+
+def wait_https(p: subprocess.Popen, port: int, name: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and p.poll() is None:
+        if https_ok(port):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} not answering HTTPS on {port}")
+
+
+def wrk(args, procs: base.Procs, url: str, server: subprocess.Popen, load: str, out_file: Path) -> dict:
+    argv = ["wrk", "-c", str(args.connections), "-t", str(args.threads), "-d", args.duration,
+            "--timeout", "10s", "--latency", "-s", str(base.LUA), *LOADS[load], url]
+    c0, s0, t0 = base.cpu_times(), base.tree_cpu_seconds(server.pid), time.monotonic()
+    p = procs.start("wrk", argv, base.LOAD_CPU, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    text = p.communicate()[0].decode(errors="replace")
+    c1, s1, t1 = base.cpu_times(), base.tree_cpu_seconds(server.pid), time.monotonic()
+    procs.procs = [(n, q) for n, q in procs.procs if q is not p]
+    out_file.write_text(f"$ taskset -c {base.LOAD_CPU} {' '.join(argv)}\n{text}")
+    line = next((ln for ln in text.splitlines() if ln.startswith("PORCH_BENCH ")), None)
+    if p.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed on {url}:\n{text}")
+    r = json.loads(line.split(" ", 1)[1])
+    secs = r["duration_us"] / 1e6
+    r.update(rps=r["requests"] / secs,
+             errors=r["err_connect"] + r["err_read"] + r["err_write"] + r["err_status"] + r["err_timeout"],
+             server_cpu=100.0 * (s1[0] + s1[1] - s0[0] - s0[1]) / (t1 - t0),
+             cpu1=base.cpu_busy(c0, c1, base.LOAD_CPU))
+    return r
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", default="10s")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--porch", default=str(base.REPO / ".venv" / "bin" / "porch"))
+    args = ap.parse_args()
+    args.targets, args.payloads = ["porch", "nginx"], ["small"]
+    out = base.OUT_ROOT / f"tls-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True)
+    procs = base.Procs()
+    setup = base.Setup(args, procs, out, keepalive_timeout=None, nginx_worker_connections=4096)
+    try:
+        setup.start_origin()
+        origin = setup.ports["direct"]
+        cert, key = make_cert(setup.tmp)
+        servers: dict[str, tuple[subprocess.Popen, int]] = {}
+        d = setup.tmp / "nginx"
+        d.mkdir()
+        port = base.free_port()
+        p = setup._nginx("nginx", nginx_tls_conf(d, port, origin, cert, key))
+        wait_https(p, port, "nginx")
+        servers["nginx"] = (p, port)
+        d = setup.tmp / "porch"
+        (d / "state").mkdir(parents=True)
+        port = base.free_port()
+        conf = d / "porch.toml"
+        conf.write_text(porch_tls_conf(d, base.free_port(), port, origin, cert, key))
+        shutil.copy(conf, out / "porch.toml")
+        p = procs.start("porch", [args.porch, "run", "-c", str(conf)], base.PROXY_CPU,
+                        stdout=open(d / "stdout.log", "wb"), stderr=subprocess.STDOUT)
+        wait_https(p, port, "Porch")
+        servers["porch"] = (p, port)
+        base.log(f"Porch https 127.0.0.1:{servers['porch'][1]}, nginx https 127.0.0.1:{servers['nginx'][1]}")
+        results: dict = {load: {t: [] for t in servers} for load in LOADS}
+        names = list(servers)
+        for rnd in range(1, args.rounds + 1):
+            order = names[(rnd - 1) % 2:] + names[:(rnd - 1) % 2]
+            for load in LOADS:
+                for target in order:
+                    proc, port = servers[target]
+                    r = wrk(args, procs, f"https://127.0.0.1:{port}/small", proc, load,
+                            out / f"round{rnd}-{load}-{target}.txt")
+                    results[load][target].append(r)
+                    base.log(f"round {rnd} {load:9} {target:5} {r['rps']:9,.0f} req/s  p99 "
+                             f"{base.fmt_ms(r['p99'])} ms  err {r['errors']}  server CPU {r['server_cpu']:.0f}%")
+        lines = [f"wrk -c {args.connections} -t {args.threads} -d {args.duration}; {args.rounds} rounds, medians;"
+                 f" proxy on CPU {base.PROXY_CPU}, wrk+origin on CPU {base.LOAD_CPU}", "",
+                 "| load | Porch req/s | nginx req/s | Porch / nginx | Porch p99 ms | nginx p99 ms | errors |",
+                 "|---|---:|---:|---:|---:|---:|---:|"]
+        for load in LOADS:
+            med = {t: statistics.median(r["rps"] for r in results[load][t]) for t in names}
+            p99 = {t: statistics.median(r["p99"] for r in results[load][t]) for t in names}
+            errs = sum(r["errors"] for t in names for r in results[load][t])
+            lines.append(f"| {load} | {med['porch']:,.0f} | {med['nginx']:,.0f} | {med['porch'] / med['nginx']:.2f} |"
+                         f" {base.fmt_ms(p99['porch'])} | {base.fmt_ms(p99['nginx'])} | {errs} |")
+        table = "\n".join(lines) + "\n"
+        (out / "summary.md").write_text(table)
+        (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        print("\n" + table)
+    finally:
+        setup.collect_logs()
+        procs.stop_all()
+        setup.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
