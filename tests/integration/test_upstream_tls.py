@@ -217,6 +217,19 @@ def test_keepalive_reuses_one_tls_connection(pki, upstream, porch):
     assert up.stats()["connections"] == 1
 
 
+@pytest.mark.parametrize("mode", ["close-after-response", "drop-reused"])
+def test_stale_pooled_tls_connection_is_retried_on_a_fresh_one(pki, upstream, porch, mode):
+    # As over TCP: a pooled connection the upstream closed (idle, or as the request
+    # arrives) costs the client nothing; the GET goes again on a new TLS connection.
+    up = upstream(mode, tls=(pki.server.cert, pki.server.key))
+    p = porch(site(f"https://localhost:{up.port}", tls_table(ca=pki.ca.cert)))
+    for i in range(4):
+        status, doc = fetch(p, f"/race/{i}")
+        assert status == 200, (i, p.error_log_text())
+        assert doc["path"] == f"/race/{i}"
+        time.sleep(0.05)
+
+
 def test_64mib_both_ways_over_tls_with_bounded_memory(pki, upstream, porch):
     up = upstream(tls=(pki.server.cert, pki.server.key))
     p = porch(site(f"https://localhost:{up.port}", tls_table(ca=pki.ca.cert)))
