@@ -168,6 +168,12 @@ def test_openssl_server_requiring_a_client_certificate(pki, procs, tmp_path, por
     assert status == 200, p2.error_log_text()
     assert b"porch client" in body  # s_server -www shows the client certificate it got
 
+    rogue = TestCA(tmp_path / "rogue", "Rogue CA").issue("rogue", ["rogue client"], client=True)
+    p3 = porch(site(url, tls_table(ca=pki.ca.cert, cert=rogue.cert, key=rogue.key)))
+    assert fetch(p3)[0] == 502
+    log = p3.error_log_text(wait_for="unknown ca")
+    assert "does not trust our client certificate" in log, log
+
 
 # -- failures at connect ---------------------------------------------------------------
 

@@ -57,7 +57,6 @@ _HINTS = {
     "SSLV3_ALERT_HANDSHAKE_FAILURE": "no common protocol or cipher, or the upstream wants a"
                                      " client certificate: upstream_tls.cert and key",
     "WRONG_VERSION_NUMBER": "the upstream does not speak TLS on this port: use http://",
-    "UNKNOWN_CA": "the upstream does not trust our client certificate's issuer",
     "TLSV1_ALERT_UNKNOWN_CA": "the upstream does not trust our client certificate's issuer",
     "SSLV3_ALERT_BAD_CERTIFICATE": "the upstream rejected our client certificate",
     "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the upstream says our client certificate expired",
