@@ -7,6 +7,7 @@ where the exact alert a TLS server sends matters, it is `openssl s_server`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import socket
 import subprocess
@@ -14,10 +15,11 @@ import threading
 import time
 
 import pytest
+from websockets.asyncio.client import connect
 
 from .certs import TestCA, self_signed
 from .helpers import (
-    PORCH_BIN, MiB, RawConn, RSSSampler, free_port, get, pattern_block, site, toml_value, wait_for_port,
+    HERE, PORCH_BIN, PYTHON, MiB, RawConn, RSSSampler, free_port, get, pattern_block, site, toml_value, wait_for_port,
 )
 
 RSS_LIMIT_KIB = 60 * 1024
@@ -265,3 +267,28 @@ def test_check_names_a_missing_file_key_and_value(tmp_path):
     assert r.returncode == 1
     assert ('site[0].upstream_tls.ca: "/nope/server_cert.pem" cannot be read: No such file or directory'
             in r.stderr), r.stderr
+
+
+# -- WebSockets ------------------------------------------------------------------------
+
+
+def test_websocket_through_an_https_upstream(pki, procs, tmp_path, porch):
+    """Snikket's /xmpp-websocket sits behind its https port: the tunnel after the 101
+    runs over the upstream TLS connection."""
+    port = free_port()
+    server = procs.start([PYTHON, str(HERE / "ws_upstream.py"), "--port", str(port),
+                          "--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key)],
+                         cwd=tmp_path, name="wss-upstream")
+    wait_for_port(port, server, what="wss upstream")
+    p = porch(site(f"https://localhost:{port}", tls_table(ca=pki.ca.cert)))
+
+    async def session():
+        async with connect(f"ws://app.test:{p.port}/echo", host="127.0.0.1", port=p.port,
+                           max_size=None, ping_interval=None, compression=None) as c:
+            await c.send("hello over TLS")
+            assert await c.recv() == "hello over TLS"
+            block = bytes(range(256)) * (4 * MiB // 256)
+            await c.send(block)
+            assert await c.recv() == block
+
+    asyncio.run(asyncio.wait_for(session(), 30))

@@ -2,9 +2,10 @@
 
 Run it as its own process (the tests do, by pid)::
 
-    python ws_upstream.py --port N
+    python ws_upstream.py --port N [--tls-cert PEM --tls-key PEM]
 
-It prints ``listening on 127.0.0.1:PORT`` once the socket accepts.  Paths:
+It prints ``listening on 127.0.0.1:PORT`` once the socket accepts.  With ``--tls-cert``
+and ``--tls-key`` it serves TLS (wss://, and /__stats over https).  Paths:
 
 ``/echo``
     Every message back as received (text stays text, binary stays binary).
@@ -27,6 +28,7 @@ import argparse
 import asyncio
 import http
 import json
+import ssl
 import sys
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -84,9 +86,9 @@ async def handler(ws: ServerConnection) -> None:
         STATS.open -= 1
 
 
-async def main_async(port: int) -> None:
+async def main_async(port: int, tls: ssl.SSLContext | None = None) -> None:
     async with serve(handler, "127.0.0.1", port, process_request=process_request,
-                     max_size=64 * MiB, ping_interval=None, backlog=2048) as server:
+                     max_size=64 * MiB, ping_interval=None, backlog=2048, ssl=tls) as server:
         print(f"listening on 127.0.0.1:{port}", flush=True)
         await server.serve_forever()
 
@@ -94,8 +96,14 @@ async def main_async(port: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="and this key (PEM)")
     args = parser.parse_args()
-    asyncio.run(main_async(args.port))
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    asyncio.run(main_async(args.port, tls))
     return 0
 
 
