@@ -19,7 +19,8 @@ from websockets.asyncio.client import connect
 
 from .certs import TestCA, self_signed
 from .helpers import (
-    HERE, PORCH_BIN, PYTHON, MiB, RawConn, RSSSampler, free_port, get, pattern_block, site, toml_value, wait_for_port,
+    HERE, PORCH_BIN, PYTHON, MiB, RawConn, RSSSampler, curl_fetch, free_port, get, pattern_block, site,
+    toml_value, wait_for_port,
 )
 
 RSS_LIMIT_KIB = 60 * 1024
@@ -292,3 +293,34 @@ def test_websocket_through_an_https_upstream(pki, procs, tmp_path, porch):
             assert await c.recv() == block
 
     asyncio.run(asyncio.wait_for(session(), 30))
+
+
+# -- TLS on both sides -----------------------------------------------------------------
+
+
+def test_https_client_to_porch_to_mutual_tls_upstream(pki, upstream, porch):
+    """The Radicale setup end to end: curl over HTTPS to Porch, Porch over mutual TLS to
+    the upstream; a 64 MiB download crosses both TLS layers with bounded memory."""
+    up = upstream(tls=(pki.server.cert, pki.server.key), client_ca=pki.client_ca.cert,
+                  client_cert=(pki.client.cert, pki.client.key))
+    front = pki.ca.issue("front", ["app.test"])
+    https_port = free_port()
+    p = porch(site(f"https://localhost:{up.port}",
+                   f'tls = {{ cert = "{front.cert}", key = "{front.key}" }}\n'
+                   + tls_table(ca=pki.ca.cert, cert=pki.client.cert, key=pki.client.key)),
+              https_port=https_port)
+    wait_for_port(https_port, p.managed, what="porch https")
+    url = f"https://app.test:{https_port}"
+    reach = ["--cacert", str(pki.ca.cert), "--resolve", f"app.test:{https_port}:127.0.0.1"]
+    r = curl_fetch(f"{url}/both", *reach)
+    assert r.status == 200, (r.stderr, p.error_log_text())
+    doc = r.json()
+    assert doc["tls"]["client_cert"] == "porch client" and doc["tls"]["sni"] == "localhost"
+    assert dict((k.lower(), v) for k, v in doc["headers"])["x-forwarded-proto"] == "https"
+
+    with RSSSampler(p) as rss:
+        down = subprocess.run(["bash", "-c", f"curl -sS {' '.join(reach)} '{url}/stream?size=64M' | sha256sum"],
+                              capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert down.stdout.split()[0] == hashlib.sha256(pattern_block(MiB) * 64).hexdigest()
+    assert rss.peak_kib < RSS_LIMIT_KIB, f"Porch RSS peaked at {rss.peak_kib // 1024} MiB"
