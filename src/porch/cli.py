@@ -1,4 +1,4 @@
-"""porch version | check | run | certs: main(argv) -> exit code."""
+"""porch version | check | run | reload | certs | trust: main(argv) -> exit code."""
 
 from __future__ import annotations
 
@@ -9,12 +9,18 @@ from porch import __version__
 
 DEFAULT_CONFIG = "/etc/porch/porch.toml"
 
+COMMANDS = (
+    ("check", "validate a config and show what it means"),
+    ("run", "serve a config until SIGTERM or SIGINT (SIGHUP reloads it)"),
+    ("reload", "make the running porch re-read its config, without dropping a connection"),
+)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="porch", description="A reverse proxy for self-hosted apps.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("version", help="print the version")
-    for name, text in (("check", "validate a config and show what it means"), ("run", "serve a config")):
+    for name, text in COMMANDS:
         p = sub.add_parser(name, help=text)
         p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
     certs = sub.add_parser("certs", help="list certificates; `porch certs renew` renews them")
@@ -34,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return _certs(args)
     if args.command == "trust":
         return _trust(args.config)
-    return _check(args.config) if args.command == "check" else _run(args.config)
+    return {"check": _check, "run": _run, "reload": _reload}[args.command](args.config)
 
 
 def _certs(args: argparse.Namespace) -> int:
@@ -51,13 +57,13 @@ def _certs(args: argparse.Namespace) -> int:
 
 
 def _load(path: str):
-    from porch.config.errors import ConfigError
+    from porch.config.errors import ConfigError, invalid_config_message
     from porch.config.toml import load
 
     try:
         return load(path)
     except ConfigError as err:
-        print(f"porch: {path}: configuration is not valid:\n{err}", file=sys.stderr)
+        print(invalid_config_message(path, err), file=sys.stderr)
         return None
 
 
@@ -97,14 +103,46 @@ def _run(path: str) -> int:
     config = _load(path)
     if config is None:
         return 1
-    from porch.config.errors import ConfigError
-    from porch.server.app import run
+    from porch.server.app import StartError, run
 
     try:
-        return run(config)
-    except OSError as err:
+        return run(path, config)
+    except StartError as err:
         print(f"porch: cannot start: {err}", file=sys.stderr)
         return 1
-    except ConfigError as err:  # e.g. certificate files that do not load
-        print(f"porch: cannot start:\n{err}", file=sys.stderr)
+
+
+def _reload(path: str) -> int:
+    """Validate `path` here (the message `porch check` gives), then have the porch that
+    serves it reload, and report what it says (server/control.py)."""
+    import os
+
+    from porch.server import control
+    from porch.storage import FileStorage
+
+    config = _load(path)
+    if config is None:
         return 1
+    state_dir = os.path.abspath(config.porch.state_dir)
+    storage = FileStorage(state_dir)
+    try:
+        running = control.find(storage, state_dir)
+    except control.NotRunning as err:
+        print(f"porch: {err}", file=sys.stderr)
+        return 1
+    if os.path.realpath(running.config_path) != os.path.realpath(path):
+        print(f"porch: the porch running with state_dir {state_dir} (pid {running.pid}) serves "
+              f"{running.config_path}, not {path}: reload with -c {running.config_path}", file=sys.stderr)
+        return 1
+    try:
+        ok, message = control.request_reload(storage, running)
+    except OSError as err:
+        print(f"porch: cannot signal porch (pid {running.pid}): {err.strerror}", file=sys.stderr)
+        return 1
+    if ok:
+        print(f"porch: {message}")
+        return 0
+    if not message.startswith("porch: "):  # a config error is already spelled as check spells it
+        message = f"porch: reload failed, still serving the previous config: {message}"
+    print(message, file=sys.stderr)
+    return 1

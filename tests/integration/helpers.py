@@ -241,10 +241,9 @@ class Porch:
             "tls": "off",
         }
         keys.update(porch_keys)
-        keys = {k: v for k, v in keys.items() if v is not None}
-        head = "[porch]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in keys.items())
+        self.keys = keys
         self.config_path = workdir / "porch.toml"
-        self.config_path.write_text(head + "\n" + config_text)
+        self.write_config(config_text)
         self.managed = registry.start([str(PORCH_BIN), "run", "-c", str(self.config_path)],
                                       cwd=workdir, name="porch")
         self.pid = self.managed.pid
@@ -253,6 +252,32 @@ class Porch:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def write_config(self, config_text: str, **porch_keys) -> None:
+        """(Re)write the config file: the `[porch]` keys given at start, updated by
+        `porch_keys` (None removes one), then `config_text`."""
+        self.keys.update(porch_keys)
+        head = "[porch]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in self.keys.items()
+                                      if v is not None)
+        self.config_path.write_text(head + "\n" + config_text)
+
+    def reload(self, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """`porch reload -c` this config; the finished process (returncode, stdout, stderr)."""
+        return subprocess.run([str(PORCH_BIN), "reload", "-c", str(self.config_path)],
+                              capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, check=False)
+
+    def workers(self) -> list[int]:
+        """The pids of the worker processes (the supervisor's children)."""
+        return children_of(self.pid)
+
+    def wait_workers(self, count: int, timeout: float = 15.0) -> list[int]:
+        """Wait until exactly `count` workers run and each accepts (the supervisor logs
+        "porch serving" once they do); their pids."""
+        self.error_log_text(wait_for="porch serving", timeout=timeout)
+        if not wait_until(lambda: len(self.workers()) == count, timeout=timeout):
+            raise AssertionError(f"expected {count} workers, found {self.workers()}\n{self.managed.output()}")
+        return self.workers()
 
     def pids(self) -> list[int]:
         return [self.pid, *children_of(self.pid)]

@@ -63,6 +63,7 @@ def test_porch_table_values():
         max_header_size = "32k"
         keepalive_timeout = "5s"
         shutdown_timeout = 0
+        drain_timeout = "2m"
         email = "admin@example.org"
         """
         + SITE
@@ -80,6 +81,7 @@ def test_porch_table_values():
         max_header_size=32 * 1024,
         keepalive_timeout=5.0,
         shutdown_timeout=0.0,
+        drain_timeout=120.0,
         email="admin@example.org",
     )
 
@@ -533,6 +535,7 @@ GOLDEN_CHECK = """\
   max header size  16k
   keep-alive       75s
   shutdown         drain for 30s
+  reload           old workers drain for 30s
   state dir        /var/lib/porch
   email            admin@example.org
   acme ca          https://acme-v02.api.letsencrypt.org/directory

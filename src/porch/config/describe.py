@@ -13,6 +13,7 @@ from ipaddress import ip_address
 
 from porch.config.model import Config, Global, Limits, Route, Site, TlsFiles, UpstreamTLS, Webroot
 from porch.config.units import format_duration, format_size
+from porch.config.workers import worker_count
 
 _DEFAULT_LIMITS = Limits()
 _STREAMS = {"-": "stdout", "off": "off"}
@@ -39,13 +40,14 @@ def _settings(porch: Global, sites: tuple[Site, ...]) -> list[tuple[str, str]]:
         access += f" ({porch.access_log_format})"
     settings = [
         ("listen", "; ".join(listen)),
-        ("workers", str(porch.workers)),
+        ("workers", _workers(porch.workers)),
         ("access log", access),
         ("error log", "stderr" if porch.error_log == "-" else porch.error_log),
         ("trusted proxies", ", ".join(porch.trusted_proxies) or "none"),
         ("max header size", format_size(porch.max_header_size)),
         ("keep-alive", _duration_or_off(porch.keepalive_timeout)),
         ("shutdown", f"drain for {format_duration(porch.shutdown_timeout)}"),
+        ("reload", f"old workers drain for {format_duration(porch.drain_timeout)}"),
         ("state dir", porch.state_dir),
     ]
     if porch.email:
@@ -159,6 +161,12 @@ def _limits(limits: Limits) -> list[str]:
         else:
             out.append(f"{field.name} {format_duration(value)}")
     return out
+
+
+def _workers(workers: int | str) -> str:
+    if workers == "auto":
+        return f"auto ({worker_count(workers)} on this machine)"
+    return str(workers)
 
 
 def _duration_or_off(seconds: float) -> str:

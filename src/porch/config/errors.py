@@ -23,3 +23,8 @@ class ConfigError(Exception):
 
     def __str__(self) -> str:
         return "\n".join(self.problems)
+
+
+def invalid_config_message(path: str, err: ConfigError) -> str:
+    """What `porch check`, `porch run` and `porch reload` print for a bad file."""
+    return f"porch: {path}: configuration is not valid:\n{err}"

@@ -170,6 +170,9 @@ class Global:
     max_header_size: int = 16 * 1024  # request line + headers; nginx 4x8k, node 16k
     keepalive_timeout: float = 75.0  # idle client keep-alive; nginx 75s
     shutdown_timeout: float = 30.0  # drain time on SIGTERM
+    # How long workers replaced by a reload may finish their requests; nginx waits
+    # for ever unless worker_shutdown_timeout is set, which leaves old workers behind.
+    drain_timeout: float = 30.0
     email: str | None = None
     acme_ca: str = LETSENCRYPT  # ACME directory URL
     acme_ca_root: str | None = None  # PEM file trusted for acme_ca (a private CA: pebble)

@@ -653,9 +653,11 @@ _GLOBAL_ONLY_KEYS: dict[str, Parser] = {
     "error_log": _error_log,
     "state_dir": _text("a directory path"),
     "max_header_size": _size,
-    # 0 is meaningful for both: no keep-alive (as in nginx), and stop without draining
+    # 0 is meaningful for these: no keep-alive (as in nginx), stop (or replace
+    # workers on reload) without draining
     "keepalive_timeout": _duration(zero_ok=True),
     "shutdown_timeout": _duration(zero_ok=True),
+    "drain_timeout": _duration(zero_ok=True),
     "email": _email,
     "acme_ca": _acme_ca,
     "acme_ca_root": _pem_file,

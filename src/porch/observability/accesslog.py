@@ -3,15 +3,18 @@
 Formats: "combined" (nginx's, with the request time in seconds appended) and
 "json" (one object per line).  Lines are appended to a list on the hot path and
 written by `flush()`, which the server calls every half second and at shutdown:
-no logging-module call and no write(2) per request.
+no logging-module call and no write(2) per request.  Each flush is one batch of
+whole lines for `LineSink`, so workers sharing the file never split each other's
+lines (see observability/sink.py).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
+
+from porch.observability.sink import LineSink
 
 # Bytes that may appear unescaped in a log field (printable ASCII minus " and \).
 _SAFE = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
@@ -51,9 +54,7 @@ class AccessLog:
     def __init__(self, path: str = "-", fmt: str = "combined") -> None:
         self.path = path
         self.enabled = path != "off"
-        self._file: TextIO | None = None
-        if self.enabled:
-            self._file = sys.stdout if path == "-" else open(path, "a", buffering=1 << 16)
+        self._sink: LineSink | None = LineSink(path, 1) if self.enabled else None
         self.lines: list[str] = []
         self.format = self._json if fmt == "json" else self._combined
         self._second = -1
@@ -64,19 +65,16 @@ class AccessLog:
             self.lines.append(self.format(ex, now))
 
     def flush(self) -> None:
-        if not self.lines or self._file is None:
+        if not self.lines or self._sink is None:
             return
         lines, self.lines = self.lines, []
-        try:
-            self._file.write("".join(lines))
-            self._file.flush()
-        except (OSError, ValueError):  # a full disk must not take the proxy down
-            pass
+        # Lines are ASCII: fields are escaped (combined) or JSON with ensure_ascii.
+        self._sink.write("".join(lines).encode("ascii", "backslashreplace"))
 
     def close(self) -> None:
         self.flush()
-        if self._file is not None and self._file is not sys.stdout:
-            self._file.close()
+        if self._sink is not None:
+            self._sink.close()
 
     def _time_local(self) -> str:
         now = int(time.time())

@@ -3,21 +3,22 @@
 Lines look like nginx's, with key=value fields that say where and why:
     2026/11/23 12:00:00 [error] 4242: upstream refused: site=dav.example.org route=/
     upstream=http://127.0.0.1:5232 client=203.0.113.7 request="GET / HTTP/1.1"
-Errors are rare, so each line is written and flushed at once.
+Errors are rare, so each line is written at once, in one write(2) (see
+observability/sink.py: workers sharing the file never split each other's lines).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
-from typing import TextIO
+
+from porch.observability.sink import LineSink
 
 
 class ErrorLog:
     def __init__(self, path: str = "-") -> None:
         self.path = path
-        self._file: TextIO = sys.stderr if path == "-" else open(path, "a", buffering=1)
+        self._sink = LineSink(path, 2)
         self._pid = os.getpid()
 
     def write(self, level: str, message: str, **fields: object) -> None:
@@ -26,11 +27,7 @@ class ErrorLog:
         line = f"{stamp} [{level}] {self._pid}: {message}"
         if extra:
             line += " " + extra
-        try:
-            self._file.write(line + "\n")
-            self._file.flush()
-        except (OSError, ValueError):  # a full disk must not take the proxy down
-            pass
+        self._sink.write((line + "\n").encode("utf-8", "backslashreplace"))
 
     def error(self, message: str, **fields: object) -> None:
         self.write("error", message, **fields)
@@ -41,9 +38,20 @@ class ErrorLog:
     def info(self, message: str, **fields: object) -> None:
         self.write("info", message, **fields)
 
+    def reopen(self, path: str) -> None:
+        """Write to `path` from now on (a reload changed error_log); if it cannot be
+        opened, say so where lines went so far and keep writing there."""
+        try:
+            sink = LineSink(path, 2)
+        except OSError as err:
+            self.error(f"cannot open the new error_log {path}: {err.strerror}; still logging here")
+            return
+        self._sink.close()
+        self._sink = sink
+        self.path = path
+
     def close(self) -> None:
-        if self._file not in (sys.stderr, sys.stdout):
-            self._file.close()
+        self._sink.close()
 
 
 def _quote(value: object) -> str:

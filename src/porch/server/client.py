@@ -251,7 +251,7 @@ class ClientConnection:
         ex.method = parser.get_method()
         version = parser.get_http_version()
         ex.version = _VERSIONS.get(version) or version.encode()
-        ex.keep_alive = parser.should_keep_alive() and not self.closing
+        ex.keep_alive = parser.should_keep_alive() and not self.closing and not self.server.draining
         runtime = ex.runtime
         self._head_bytes = 0
         if self._head_size > runtime.max_header_size:

@@ -4,6 +4,10 @@
 live client connections and of tunnels (server/tunnel.py), and a sweeper task that
 checks their deadlines twice a second, expires idle upstream connections and
 flushes the access log.
+
+`Server.shutdown` is the drain used both to stop (SIGTERM) and to retire a worker
+replaced by a reload: stop accepting, answer every request not yet answered with
+`Connection: close`, close idle connections, wait for the rest up to a timeout.
 """
 
 from __future__ import annotations
@@ -12,10 +16,16 @@ import asyncio
 import socket
 
 from porch.runtime import Runtime
-from porch.server.client import ClientConnection
+from porch.server.client import _D_IDLE, ClientConnection
 from porch.server.tunnel import Tunnel
 
 SWEEP_INTERVAL = 0.5
+# While draining, an idle keep-alive connection (or one just accepted) stays open this
+# long: a client that sends its next request right away gets it answered with
+# `Connection: close` instead of having the connection shut under the request it is
+# sending.  Without it, every reload under steady keep-alive traffic resets some
+# requests (HAProxy restored the same wait as `option idle-close-on-response`).
+IDLE_GRACE = 0.5
 # Listen backlog: nginx uses 511 on Linux.
 BACKLOG = 511
 
@@ -29,6 +39,9 @@ class Server:
         self.tunnels: set[Tunnel] = set()  # connections past a 101, no longer HTTP
         self.servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task | None = None
+        # Set by shutdown(): requests parsed from then on are answered with
+        # Connection: close (server/client.py reads it once per request head).
+        self.draining = False
 
     async def listen(self, sockets: list[socket.socket], tls_sockets: list[socket.socket] = ()) -> None:
         """Serve plain HTTP on `sockets` and HTTPS on `tls_sockets` (runtime.tls must
@@ -67,18 +80,38 @@ class Server:
         if self.runtime.tls is not None:
             self.runtime.tls.refresh()  # certificate files changed, leaves due
 
-    async def shutdown(self, timeout: float) -> None:
-        """Stop accepting, let in-flight requests finish up to `timeout`, close the rest."""
+    async def shutdown(self, timeout: float, idle_grace: float = IDLE_GRACE) -> None:
+        """Stop accepting, let in-flight requests finish up to `timeout`, close the rest.
+
+        Requests whose response has not started are answered with Connection: close.
+        A connection idle now, or idle after its response, is closed once it has been
+        idle for `idle_grace` seconds since the drain began (see IDLE_GRACE).
+        """
+        self.draining = True
         for server in self.servers:
             server.close()
+        loop = self.loop
+        start = loop.time()
         for conn in list(self.connections):
-            conn.shutdown()
-        deadline = self.loop.time() + timeout
-        while self.connections and self.loop.time() < deadline:
-            await asyncio.sleep(0.05)
+            for ex in (conn.active, conn.reading, *conn.queue):
+                # Not an answer already written, or built (ex.local): its head says
+                # keep-alive, so the connection idles after it, within the grace.
+                if ex is not None and not ex.response_started and ex.local is None:
+                    ex.keep_alive = False
+        deadline = start + timeout
+        keepalive = self.runtime.keepalive_timeout
+        while self.connections:
+            now = loop.time()
+            if now >= deadline:
+                break
             for conn in list(self.connections):
                 if conn.active is None and conn.reading is None:
-                    conn.close()
+                    # Idle since the end of its last response (its keep-alive deadline
+                    # minus the timeout), or since it was accepted or the drain began.
+                    idle_since = max(start, conn.deadline - keepalive) if conn.deadline_kind == _D_IDLE else start
+                    if now >= idle_since + idle_grace:
+                        conn.shutdown()
+            await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.transport.abort()
         # Tunnels have no request to finish: they close once the requests are done,

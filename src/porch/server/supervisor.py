@@ -1,0 +1,539 @@
+"""The supervisor: owns the listening sockets, runs the workers, reloads, stops.
+
+    porch run -c FILE
+      supervisor     this module, in its own uvloop loop; serves no client traffic
+        worker 1     python -m porch.server.worker (server/worker.py), serving on the
+        worker 2     sockets inherited from the supervisor
+        ...          `workers` of them ("auto": one per CPU)
+
+- Sockets: opened here, once, and passed to each worker (subprocess pass_fds).  They
+  stay open here for as long as the config names them, so a port never stops
+  accepting while workers come and go: the kernel queues connections until some
+  worker accepts them.
+- Workers are fresh interpreters started with subprocess, never forks of this running
+  event loop; each gets the validated config model and its descriptors over a control
+  socket pair (protocol in server/worker.py).
+- A worker that dies is restarted, with a log line naming its exit code or signal;
+  one that keeps dying within STABLE_AFTER seconds of starting is restarted after
+  1, 2, 4 ... up to BACKOFF_MAX seconds, not in a tight loop.
+- Reload (SIGHUP; `porch reload` sends it, see server/control.py): read and validate
+  the config file; open the listening sockets it adds; start a full set of new
+  workers and wait until each accepts; only then tell the old ones to drain
+  (stop accepting, finish in-flight requests, close idle connections, up to
+  `drain_timeout`, see Server.shutdown) and close the sockets no longer named.  Any
+  failure (bad config, a port that cannot be bound, a worker that cannot start)
+  leaves the old workers serving the old config; the outcome is logged and written
+  to `reload.json` for `porch reload`.
+- SIGTERM / SIGINT: close the listening sockets, tell every worker to drain for
+  `shutdown_timeout`, exit 0 when they are gone.  SIGQUIT, or a second SIGTERM /
+  SIGINT: workers get SIGQUIT (they exit at once), exit 1.
+
+Supervisor-only services (ACME, later the admin API) plug in through
+server/services.py: objects with async start/reload/stop, run in this loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from porch.config.errors import ConfigError, invalid_config_message
+from porch.config.model import Config
+from porch.config.toml import load
+from porch.config.workers import worker_count
+from porch.observability.errorlog import ErrorLog
+from porch.server import control
+from porch.server.listener import bind_sockets
+from porch.server.services import STOP_TIMEOUT, Service, supervisor_services
+from porch.server.worker import Inherited, WorkerSpec, spawn
+from porch.storage import FileStorage, StorageError
+
+READY_TIMEOUT = 30.0  # a new worker must accept connections within this (import + compile: ~0.3 s)
+STABLE_AFTER = 10.0  # a worker that ran this long before dying is restarted at once
+BACKOFF_MAX = 30.0
+KILL_MARGIN = 5.0  # SIGKILL a draining worker this long after its drain timeout
+
+
+class StartError(Exception):
+    """Porch cannot start; the message says why (the CLI prints it)."""
+
+
+class ReloadError(Exception):
+    """A reload failed; the old config is still served.  The message says why."""
+
+
+class ListenError(Exception):
+    """A listening socket could not be opened; the message names the address."""
+
+
+def exit_cause(returncode: int) -> str:
+    """'exit code 3' or 'killed by SIGKILL', as a log line says it."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def listen_addresses(config: Config) -> list[tuple[str, int]]:
+    """The (address, port) pairs `config` serves on: http_port on each bind address,
+    and https_port too when a site has TLS (tls/service.py: build_tls)."""
+    g = config.porch
+    ports = [g.http_port]
+    if any(site.tls != "off" for site in config.sites):
+        ports.append(g.https_port)
+    return [(address, port) for port in ports for address in g.bind]
+
+
+def _urls(config: Config, wanted: Sequence[tuple[str, int]]) -> str:
+    https = config.porch.https_port
+    return ", ".join(f"{'https' if port == https else 'http'}://{_where(a, port)}" for a, port in wanted)
+
+
+def _where(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+class Listeners:
+    """The listening sockets by (address, port): opened once, kept while named."""
+
+    def __init__(self) -> None:
+        self.sockets: dict[tuple[str, int], socket.socket] = {}
+
+    def add(self, wanted: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Open those of `wanted` not open yet; return them.  On failure close the ones
+        this call opened and raise ListenError naming the address."""
+        opened = []
+        for key in wanted:
+            if key in self.sockets:
+                continue
+            try:
+                (self.sockets[key],) = bind_sockets((key[0],), key[1])
+            except OSError as err:
+                self.close(opened)
+                raise ListenError(f"cannot listen on {_where(*key)}: {err.strerror}") from None
+            opened.append(key)
+        return opened
+
+    def inherited(self, wanted: Sequence[tuple[str, int]]) -> tuple[Inherited, ...]:
+        return tuple(Inherited(self.sockets[key].fileno(), *key) for key in wanted)
+
+    def close(self, keys: Sequence[tuple[str, int]]) -> None:
+        for key in keys:
+            sock = self.sockets.pop(key, None)
+            if sock is not None:
+                sock.close()
+
+    def keep_only(self, wanted: Sequence[tuple[str, int]]) -> None:
+        self.close([key for key in self.sockets if key not in wanted])
+
+    def close_all(self) -> None:
+        self.close(list(self.sockets))
+
+
+class WorkerProcess:
+    """One running worker, as the supervisor sees it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, spec: WorkerSpec, on_exit) -> None:
+        self.loop = loop
+        self.slot = spec.slot
+        self.generation = spec.generation
+        self.proc, self.ctl = spawn(spec)
+        self.pid = self.proc.pid
+        self.started = loop.time()
+        self.ready: asyncio.Future[str | None] = loop.create_future()  # None, or why not
+        self.exited: asyncio.Future[int] = loop.create_future()
+        self.retiring = False  # told to stop: its exit is expected
+        self.error = ""  # why it could not start, as it said
+        self._buf = b""
+        self._on_exit = on_exit
+        loop.add_reader(self.ctl.fileno(), self._readable)
+        self._pidfd = -1
+        try:
+            # Readable when the process exits: no SIGCHLD handler to share with uvloop.
+            self._pidfd = os.pidfd_open(self.pid)
+            loop.add_reader(self._pidfd, self._reap)
+        except (AttributeError, OSError):  # Linux < 5.3: poll
+            self._poller = loop.create_task(self._poll())
+
+    @property
+    def name(self) -> str:
+        return f"worker {self.slot + 1} (pid {self.pid})"
+
+    def stop(self, timeout: float, reason: str) -> None:
+        """Drain for up to `timeout` seconds, then exit."""
+        self.retiring = True
+        self._send(f"stop {timeout:g} {reason}")
+
+    def quit(self) -> None:
+        self.retiring = True
+        self._signal(signal.SIGQUIT)
+
+    def kill(self) -> None:
+        self.retiring = True
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        if not self.exited.done():
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def _send(self, line: str) -> None:
+        try:
+            self.ctl.send(line.encode() + b"\n")
+        except OSError:  # gone, or (never seen) its buffer full: SIGTERM says "drain" too
+            self._signal(signal.SIGTERM)
+
+    def _readable(self) -> None:
+        try:
+            data = self.ctl.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.loop.remove_reader(self.ctl.fileno())
+            return
+        self._buf += data
+        while b"\n" in self._buf:
+            line, self._buf = self._buf.split(b"\n", 1)
+            text = line.decode("utf-8", "replace")
+            if self.ready.done():
+                continue
+            if text == "ready":
+                self.ready.set_result(None)
+            elif text.startswith("error "):
+                try:
+                    self.error = str(json.loads(text[6:]))
+                except ValueError:
+                    self.error = text[6:]
+                self.ready.set_result(self.error)
+
+    async def _poll(self) -> None:
+        while self.proc.poll() is None:
+            await asyncio.sleep(0.2)
+        self._reap()
+
+    def _reap(self) -> None:
+        code = self.proc.poll()
+        if code is None or self.exited.done():
+            return
+        if self._pidfd >= 0:
+            self.loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        if self.ctl.fileno() >= 0:
+            self.loop.remove_reader(self.ctl.fileno())
+            self.ctl.close()
+        if not self.ready.done():
+            self.ready.set_result(f"it exited ({exit_cause(code)}) before accepting connections")
+        self.exited.set_result(code)
+        self._on_exit(self)
+
+
+class Supervisor:
+    def __init__(self, path: str, config: Config, services: Sequence[Service] | None = None) -> None:
+        self.path = os.path.abspath(path)
+        self.config = config
+        self.services = list(services) if services is not None else supervisor_services(config)
+        self.state_dir = str(Path(config.porch.state_dir).resolve())
+        self.storage = FileStorage(self.state_dir)
+        self.log = ErrorLog(config.porch.error_log)
+        self.listeners = Listeners()
+        self.workers: list[WorkerProcess | None] = []  # the serving generation, by slot
+        self.retiring: set[WorkerProcess] = set()  # replaced or stopping, draining
+        self.generation = 0
+        self.failures: dict[int, int] = {}  # slot -> deaths in a row within STABLE_AFTER
+        self.restarts: dict[int, asyncio.TimerHandle] = {}  # slot -> pending restart
+        self.stopping = False
+        self._stop: asyncio.Future[str] | None = None  # "drain" or "now"
+        self._reloading: asyncio.Task | None = None
+        self._reload_again = False
+        self.started = False  # the first workers accept connections
+
+    # -- life cycle --------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Serve until stopped; return the exit code.  Raise StartError if Porch
+        cannot start (nothing is left running then)."""
+        self.loop = asyncio.get_running_loop()
+        self._stop = self.loop.create_future()
+        try:
+            with self.storage.lock(control.LOCK, timeout=0):
+                return await self._run()
+        except StorageError as err:
+            other = self.storage.get(control.PID_FILE) if "held" in str(err) else None
+            if other:
+                pid = other.split(b"\n", 1)[0].decode(errors="replace")
+                raise StartError(f"another porch (pid {pid}) runs with state_dir {self.state_dir}; "
+                                 "stop it first, or give this config its own state_dir") from None
+            raise StartError(f"state_dir {self.state_dir}: {err}") from None
+
+    async def _run(self) -> int:
+        control.write_pid(self.storage, self.path)
+        try:
+            return await self._serve()
+        finally:
+            self.listeners.close_all()
+            try:
+                self.storage.delete(control.PID_FILE)
+            except StorageError:
+                pass
+            self.log.close()
+
+    async def _serve(self) -> int:
+        config = self.config
+        wanted = listen_addresses(config)
+        # Signals first: a worker may serve before the supervisor hears it is ready,
+        # and a SIGTERM then must drain, not kill the supervisor.
+        loop = self.loop
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal, "SIGINT")
+        loop.add_signal_handler(signal.SIGQUIT, self._request_stop, "now")
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        try:
+            self.listeners.add(wanted)
+            self.workers = list(await self._start_generation(config, wanted))
+        except (ListenError, ReloadError) as err:
+            self._hurry()
+            self.log.error(f"cannot start: {err}".replace("\n", "; "))
+            raise StartError(str(err)) from None
+        self.started = True
+        if self._reload_again:  # SIGHUP while starting
+            self.request_reload()
+        self.log.info(f"porch serving {len(config.sites)} site(s) on {_urls(config, wanted)}", pid=os.getpid(),
+                      workers=" ".join(str(w.pid) for w in self.workers if w))
+        for service in self.services:
+            await self._call(service, "start", config, self.storage, self.log)
+        how = await self._stop
+        return await self._shutdown(how)
+
+    def _on_stop_signal(self, name: str) -> None:
+        if self._stop is not None and self._stop.done():
+            self._request_stop("now")  # the second one: at once
+        else:
+            self.log.info(f"{name}: stopping")
+            self._request_stop("drain")
+
+    def _request_stop(self, how: str) -> None:
+        if self._stop is not None and not self._stop.done():
+            self._stop.set_result(how)
+        elif how == "now":
+            self._hurry()
+
+    async def _shutdown(self, how: str) -> int:
+        self.stopping = True
+        for handle in self.restarts.values():
+            handle.cancel()
+        self.listeners.close_all()  # stop accepting now; workers close their copies too
+        if self._reloading is not None:
+            self._reloading.cancel()
+        timeout = self.config.porch.shutdown_timeout
+        if how == "now":
+            self._hurry()
+        else:
+            self.log.info("stopping: finishing in-flight requests", timeout=f"{timeout:g}s")
+            for w in self._all_workers():
+                w.stop(timeout, "shutdown")
+        for service in self.services:
+            await self._call(service, "stop", timeout=STOP_TIMEOUT)
+        exits = [w.exited for w in self._all_workers()]
+        if exits:
+            _, pending = await asyncio.wait(exits, timeout=timeout + KILL_MARGIN)
+            if pending:
+                for w in self._all_workers():
+                    if not w.exited.done():
+                        self.log.error(f"{w.name} still running {timeout + KILL_MARGIN:g}s after "
+                                       "it was told to stop: killing it")
+                        w.kill()
+                await asyncio.wait(pending, timeout=5)
+        hurried = self._stop is not None and self._stop.result() == "now" or self._hurried
+        self.log.info("stopped" if not hurried else "stopped at once, without draining")
+        return 1 if hurried else 0
+
+    _hurried = False
+
+    def _hurry(self) -> None:
+        """Stop at once: every worker gets SIGQUIT; SIGKILL for any still there in 2 s."""
+        self._hurried = True
+        self.stopping = True
+        self.listeners.close_all()
+        for w in self._all_workers():
+            w.quit()
+        self.loop.call_later(2.0, self._kill_all)
+
+    def _kill_all(self) -> None:
+        for w in self._all_workers():
+            if not w.exited.done():
+                w.kill()
+
+    def _all_workers(self) -> list[WorkerProcess]:
+        return [w for w in (*self.workers, *self.retiring) if w is not None]
+
+    # -- workers -----------------------------------------------------------------
+
+    async def _start_generation(self, config: Config, wanted: Sequence[tuple[str, int]]) -> list[WorkerProcess]:
+        """Start `workers` new workers on `config`; return them once each accepts
+        connections.  Raise ReloadError (and stop the ones started) if any cannot."""
+        self.generation += 1
+        sockets = self.listeners.inherited(wanted)
+        started: list[WorkerProcess] = []
+        try:
+            for slot in range(worker_count(config.porch.workers)):
+                spec = WorkerSpec(config=config, sockets=sockets, slot=slot, generation=self.generation)
+                started.append(WorkerProcess(self.loop, spec, self._worker_exited))
+        except OSError as err:
+            self._abandon(started)
+            raise ReloadError(f"cannot start a worker process: {err}") from None
+        done, pending = await asyncio.wait([w.ready for w in started], timeout=READY_TIMEOUT)
+        problems = [f"{w.name}: {w.ready.result()}" for w in started
+                    if w.ready.done() and w.ready.result() is not None]
+        problems += [f"{w.name} did not accept connections within {READY_TIMEOUT:g}s"
+                     for w in started if not w.ready.done()]
+        if problems:
+            self._abandon(started)
+            raise ReloadError("; ".join(problems))
+        return started
+
+    def _abandon(self, workers: list[WorkerProcess]) -> None:
+        for w in workers:
+            w.kill()
+
+    def _worker_exited(self, w: WorkerProcess) -> None:
+        code = w.exited.result()
+        if w in self.retiring:
+            self.retiring.discard(w)
+            if code != 0 and not self.stopping:
+                self.log.warn(f"old {w.name} exited ({exit_cause(code)}) while draining")
+            return
+        if self.stopping or w.retiring or w.slot >= len(self.workers) or self.workers[w.slot] is not w:
+            return  # told to stop, or a new worker abandoned by a failed start
+        self.workers[w.slot] = None
+        quick = self.loop.time() - w.started < STABLE_AFTER
+        failures = self.failures.get(w.slot, 0) + 1 if quick else 1
+        self.failures[w.slot] = failures
+        delay = 0.0 if failures == 1 else min(BACKOFF_MAX, 2.0 ** (failures - 2))
+        when = f"restarting in {delay:g}s ({failures} exits in a row within {STABLE_AFTER:g}s of starting)" \
+            if delay else "restarting it"
+        why = f": {w.error}".replace("\n", "; ") if w.error else ""
+        self.log.error(f"{w.name} exited unexpectedly ({exit_cause(code)}{why}); {when}")
+        self.restarts[w.slot] = self.loop.call_later(delay, self._restart, w.slot)
+
+    def _restart(self, slot: int) -> None:
+        self.restarts.pop(slot, None)
+        if self.stopping or slot >= len(self.workers) or self.workers[slot] is not None:
+            return
+        spec = WorkerSpec(config=self.config, sockets=self.listeners.inherited(listen_addresses(self.config)),
+                          slot=slot, generation=self.generation)
+        try:
+            self.workers[slot] = WorkerProcess(self.loop, spec, self._worker_exited)
+        except OSError as err:
+            failures = self.failures[slot] = self.failures.get(slot, 0) + 1
+            delay = min(BACKOFF_MAX, 2.0 ** max(0, failures - 2))
+            self.log.error(f"cannot start worker {slot + 1}: {err}; trying again in {delay:g}s")
+            self.restarts[slot] = self.loop.call_later(delay, self._restart, slot)
+
+    # -- reload ------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload now, or right after the reload in progress."""
+        if self.stopping:
+            return
+        if self._reloading is not None or not self.started:
+            self._reload_again = True
+            return
+        self._reloading = self.loop.create_task(self._reload_loop())
+
+    async def _reload_loop(self) -> None:
+        try:
+            while True:
+                self._reload_again = False
+                await self.reload()
+                if not self._reload_again or self.stopping:
+                    break
+        finally:
+            self._reloading = None
+
+    async def reload(self) -> tuple[bool, str]:
+        """Reload the config file; (ok, message).  The outcome is also logged and
+        written for `porch reload` (server/control.py)."""
+        started = time.monotonic()
+        try:
+            ok, message = True, await self._reload()
+            self.log.info(message)
+        except ReloadError as err:
+            ok, message = False, str(err)
+            # The error log is one line per event: the problems joined.
+            self.log.error("reload failed, still serving the previous config: " + message.replace("\n", "; "))
+        try:
+            control.write_result(self.storage, started, ok, message)
+        except StorageError as err:
+            self.log.error(f"cannot write the reload outcome: {err}")
+        return ok, message
+
+    async def _reload(self) -> str:
+        try:
+            config = load(self.path)
+        except ConfigError as err:
+            raise ReloadError(invalid_config_message(self.path, err)) from None
+        if str(Path(config.porch.state_dir).resolve()) != self.state_dir:
+            raise ReloadError(f"porch.state_dir: changed from {self.state_dir} to {config.porch.state_dir}; "
+                              "a running porch keeps its state_dir: restart porch to move it")
+        wanted = listen_addresses(config)
+        try:
+            opened = self.listeners.add(wanted)
+        except ListenError as err:
+            raise ReloadError(str(err)) from None
+        try:
+            new = await self._start_generation(config, wanted)
+        except ReloadError:
+            self.listeners.close(opened)
+            raise
+        if self.stopping:  # a stop arrived while the new workers started
+            for w in new:
+                w.stop(0, "shutdown")
+                self.retiring.add(w)
+            raise ReloadError("porch is stopping")
+        old = [w for w in self.workers if w is not None]
+        for handle in self.restarts.values():
+            handle.cancel()
+        self.restarts.clear()
+        self.failures.clear()
+        self.workers = list(new)
+        previous, self.config = self.config, config
+        drain = config.porch.drain_timeout
+        for w in old:
+            self.retiring.add(w)
+            w.stop(drain, "reload")
+        self.loop.call_later(drain + KILL_MARGIN, self._kill_stragglers, old)
+        self.listeners.keep_only(wanted)
+        if config.porch.error_log != previous.porch.error_log:
+            self.log.reopen(config.porch.error_log)
+        for service in self.services:
+            await self._call(service, "reload", config)
+        return (f"reloaded {self.path}: {len(new)} new worker(s) serving {len(config.sites)} site(s); "
+                f"{len(old)} old one(s) finishing their requests for up to {drain:g}s")
+
+    def _kill_stragglers(self, workers: list[WorkerProcess]) -> None:
+        for w in workers:
+            if not w.exited.done():
+                self.log.error(f"old {w.name} still draining after drain_timeout: killing it")
+                w.kill()
+
+    # -- services ----------------------------------------------------------------
+
+    async def _call(self, service: Service, method: str, *args, timeout: float | None = None) -> None:
+        try:
+            await asyncio.wait_for(getattr(service, method)(*args), timeout)
+        except Exception as err:  # a service's failure must not stop the serving
+            self.log.error(f"{type(service).__name__}.{method} failed: {err!r}")
+
