@@ -15,6 +15,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,7 +73,9 @@ class FileStorage(Storage):
 
     def put(self, key: str, data: bytes, mode: int = 0o600) -> None:
         target = self.path(key)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        # Unique per process and thread: two threads writing one key (the ACME manager
+        # registering from two site tasks) must not rename each other's file away.
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)

@@ -158,6 +158,9 @@ async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
         where = f" {err.filename}" if err.filename else ""
         ctl.send(f"error cannot open{where}: {err.strerror or err}")
         return 1
+    except Exception as err:  # the config was validated: this is a bug, but say it
+        ctl.send(f"error cannot compile the config: {err!r}")
+        return 1
     sockets = [socket.socket(fileno=s.fd) for s in spec.sockets]
     server = Server(loop, runtime)
     await server.listen(sockets)
