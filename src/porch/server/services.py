@@ -24,8 +24,6 @@ traffic matters more than any one service.  `stop` gets `STOP_TIMEOUT` seconds.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Protocol
 
 from porch.config.model import Config
@@ -43,37 +41,6 @@ class Service(Protocol):
 
 def supervisor_services(config: Config) -> list[Service]:
     """The services `porch run` starts in the supervisor for `config`: add yours here."""
-    return [CertManagerService()]
+    from porch.tls.manager import AcmeService  # ACME certificates (idle unless a site wants them)
 
-
-class CertManagerService:
-    """The ACME certificate manager (porch.tls.manager) as a supervisor service.
-
-    It runs only while some site wants ACME; a reload restarts it on the new config
-    (new names, removed sites).  It reads what storage holds before doing anything, so a
-    restart issues nothing that is not due.
-    """
-
-    def __init__(self) -> None:
-        self.task: asyncio.Task | None = None
-        self.log: ErrorLog | None = None
-
-    async def start(self, config: Config, storage: Storage, log: ErrorLog) -> None:
-        from porch.tls import manager
-
-        self.log = log
-        self.task = manager.start(config, log)
-
-    async def reload(self, config: Config) -> None:
-        from porch.tls import manager
-
-        await self.stop()
-        assert self.log is not None
-        self.task = manager.start(config, self.log)
-
-    async def stop(self) -> None:
-        task, self.task = self.task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    return [AcmeService()]
