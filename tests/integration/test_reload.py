@@ -241,3 +241,18 @@ def test_drain_timeout_cuts_what_old_workers_still_do(upstream, porch):
     assert time.monotonic() - t0 < 4
     assert wait_until(lambda: old not in p.workers(), timeout=5)
     c.close()
+
+
+def test_reload_that_adds_a_tls_site_opens_the_https_port(upstream, porch):
+    a = upstream()
+    p = porch(site(a.url), workers=2)
+    p.wait_workers(2)
+    https = free_port()
+    assert not port_accepts(https)
+    p.write_config(site(a.url, 'tls = "internal"\n', host="localhost"), https_port=https, tls=None)
+    r = p.reload()
+    assert r.returncode == 0, r.stderr
+    for _ in range(4):  # new connections: both workers serve https
+        res = curl_fetch(f"https://localhost:{https}/", "-k", "--resolve", f"localhost:{https}:127.0.0.1")
+        assert res.rc == 0 and res.status == 200, res.stderr
+        assert res.json()["server_port"] == a.port

@@ -11,8 +11,8 @@ The control channel (a SOCK_STREAM socket pair, one per worker):
 
 - supervisor -> worker, first: the `WorkerSpec` (validated config model and which
   inherited descriptor is which address), as an 8-byte big-endian length and a pickle;
-- worker -> supervisor: `ready\\n` once it accepts connections, or `error TEXT\\n` when
-  it cannot start (the text says why; it then exits 1);
+- worker -> supervisor: `ready\\n` once it accepts connections, or `error JSON\\n` when
+  it cannot start (a JSON string that says why, maybe on several lines; it then exits 1);
 - supervisor -> worker, later: `stop SECONDS REASON\\n` drains (stop accepting, finish
   in-flight requests up to SECONDS, see Server.shutdown) then exits 0; `quit\\n` exits
   at once (1).  End of file (the supervisor is gone) is a stop with shutdown_timeout.
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import pickle
 import signal
@@ -36,6 +37,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from porch.config.errors import ConfigError
 from porch.config.model import Config
 
 _LENGTH = struct.Struct("!Q")
@@ -115,6 +117,9 @@ class _Control:
         except OSError:
             pass  # the supervisor is gone; EOF on the read side says so too
 
+    def send_error(self, text: str) -> None:
+        self.send("error " + json.dumps(text))
+
     def request_stop(self, timeout: float, reason: str) -> None:
         if not self.stop.done():
             self.stop.set_result((timeout, reason))
@@ -154,16 +159,22 @@ async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
     ctl = _Control(loop, ctl_sock, g.shutdown_timeout)
     try:
         runtime = compile_config(spec.config)
+    except ConfigError as err:  # certificate files that do not load (tls/service.py)
+        ctl.send_error(str(err))
+        return 1
     except OSError as err:  # a log file that cannot be opened, typically
         where = f" {err.filename}" if err.filename else ""
-        ctl.send(f"error cannot open{where}: {err.strerror or err}")
+        ctl.send_error(f"cannot open{where}: {err.strerror or err}")
         return 1
     except Exception as err:  # the config was validated: this is a bug, but say it
-        ctl.send(f"error cannot compile the config: {err!r}")
+        ctl.send_error(f"cannot compile the config: {err!r}")
         return 1
-    sockets = [socket.socket(fileno=s.fd) for s in spec.sockets]
+    plain, tls = [], []
+    for s in spec.sockets:
+        https = runtime.tls is not None and s.port == g.https_port
+        (tls if https else plain).append(socket.socket(fileno=s.fd))
     server = Server(loop, runtime)
-    await server.listen(sockets)
+    await server.listen(plain, tls)
     loop.add_signal_handler(signal.SIGTERM, ctl.request_stop, g.shutdown_timeout, "SIGTERM")
     loop.add_signal_handler(signal.SIGQUIT, ctl.request_quit)
     # Requests free their objects by reference counting; the cyclic collector only
