@@ -240,3 +240,12 @@ def test_a_shared_bad_setting_is_reported_once(pki):
     assert problems(text) == [
         'site[0].route[0].upstream_tls: cert is set without key; add key = "client_key.pem" (its private key)'
     ]
+
+
+def test_check_warns_when_verify_off_leaves_this_machine():
+    text = describe(config(site('upstream_tls = { verify = false }\n', proxy="https://10.0.0.7:5443")))
+    assert text.endswith("upstream tls: verify off (any certificate accepted, and 10.0.0.7 is not this"
+                         " machine: a host between could pose as it); no sni (IP address); alpn http/1.1")
+    for local in ("localhost", "127.0.0.1", "[::1]", "snikket.localhost"):
+        text = describe(config(site('upstream_tls = { verify = false }\n', proxy=f"https://{local}:5443")))
+        assert "verify off (any certificate accepted);" in text

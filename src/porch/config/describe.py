@@ -125,7 +125,10 @@ def _route(route: Route, width: int) -> list[str]:
 def _upstream_tls(tls: UpstreamTLS, hosts: list[str]) -> str:
     """What the https:// connections of a route do: verification, client cert, SNI."""
     if not tls.verify:
-        parts = ["verify off (any certificate accepted)"]
+        remote = [host for host in hosts if not _is_loopback(host)]
+        # Snikket's guide: "REMOVE THIS IF YOU CHANGE `localhost` TO ANYTHING ELSE".
+        warning = f", and {remote[0]} is not this machine: a host between could pose as it" if remote else ""
+        parts = [f"verify off (any certificate accepted{warning})"]
     elif tls.ca:
         parts = [f"verify with ca {tls.ca}"]
     else:
@@ -139,6 +142,15 @@ def _upstream_tls(tls: UpstreamTLS, hosts: list[str]) -> str:
         parts[-1] += " (the name checked)"
     parts.append("alpn http/1.1")
     return "; ".join(parts)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):  # RFC 6761 section 6.3
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_ip(name: str) -> bool:
