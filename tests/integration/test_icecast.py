@@ -1,6 +1,7 @@
 """Icecast behind Porch, for real: Debian's icecast2 started by the test, a source
 pushing an endless PUT body through Porch, and a listener through Porch receiving
-the stream continuously for 30 s while Porch's memory stays flat.
+the stream continuously for 30 s while Porch's memory stays flat; both over HTTPS
+(certificate files from a test CA), Icecast itself on plain HTTP behind Porch.
 
 This is how a LibreTime station serves its Icecast streams from its own HTTPS
 site (examples/libretime.toml): no mixed-content error in the browser player.
@@ -13,6 +14,7 @@ import os
 import pwd
 import shutil
 import socket
+import ssl
 import threading
 import tempfile
 import time
@@ -22,6 +24,7 @@ import httpx
 import pytest
 
 from .helpers import Managed, free_port, rss_kib, wait_for_port
+from .tlscerts import TestCA
 
 KiB = 1024
 RATE = 16 * KiB  # bytes per second, a 128 kbit/s MP3 stream
@@ -85,9 +88,10 @@ class Source(threading.Thread):
     Icecast 2.4 does not decode chunked bodies, so the body is framed the way a
     proxy can pass on and Icecast can read: a Content-Length no stream reaches."""
 
-    def __init__(self, port: int, host: str, mount: str):
+    def __init__(self, port: int, host: str, mount: str, context: ssl.SSLContext):
         super().__init__(daemon=True)
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = context.wrap_socket(raw, server_hostname=host)
         auth = base64.b64encode(f"source:{PASSWORD}".encode()).decode()
         self.sock.sendall(f"PUT {mount} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\n"
                           f"Content-Type: audio/mpeg\r\nIce-Name: porch test\r\n"
@@ -123,18 +127,25 @@ class Source(threading.Thread):
         return data
 
 
-def test_icecast_stream_through_porch(icecast, porch):
+def test_icecast_stream_through_porch_over_https(icecast, porch, tmp_path):
+    ca = TestCA(tmp_path)
+    cert, key, _ = ca.leaf(["radio.test"], "radio")
+    https_port = free_port()
     p = porch('[[site]]\nhosts = ["radio.test"]\n'
-              f'proxy = "http://127.0.0.1:{icecast}"\n')
-    source = Source(p.port, "radio.test", "/live.mp3")
+              f'proxy = "http://127.0.0.1:{icecast}"\n'
+              f'tls = {{ cert = "{cert}", key = "{key}" }}\n', https_port=https_port)
+    wait_for_port(https_port, p.managed, what="porch https")
+    context = ssl.create_default_context(cafile=str(ca.ca_path))
+    source = Source(https_port, "radio.test", "/live.mp3", context)
     source.start()
     try:
         assert source.answer().startswith(b"HTTP/1.1 200"), "Icecast refused the source"
         received = bytearray()
         gaps: list[float] = []
         rss: list[int] = []
-        with httpx.Client(timeout=10) as client, client.stream(
-                "GET", f"{p.url}/live.mp3", headers={"Host": "radio.test"}) as r:
+        with httpx.Client(timeout=10, verify=context) as client, client.stream(
+                "GET", f"https://127.0.0.1:{https_port}/live.mp3", headers={"Host": "radio.test"},
+                extensions={"sni_hostname": "radio.test"}) as r:
             assert r.status_code == 200
             assert r.headers["content-type"] == "audio/mpeg"
             started = last = time.monotonic()

@@ -1,6 +1,10 @@
 """WebSockets through Porch: real `websockets` clients, a real `websockets` server
 (ws_upstream.py, its own process), and what a user would notice: messages echoed
-whole, close codes passed on, ends noticed, idle tunnels cut, memory bounded."""
+whole, close codes passed on, ends noticed, idle tunnels cut, memory bounded.
+
+The tunnel tests run twice: ws:// to Porch's HTTP listener and wss:// to its HTTPS
+one (certificate files from a test CA), where a tunnel joins a TLS transport to a
+plain one."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import json
 import os
 import resource
 import signal
+import socket
+import ssl
 import subprocess
 import time
 
@@ -19,6 +25,8 @@ from websockets.exceptions import ConnectionClosed
 
 from .helpers import (MiB, PYTHON, HERE, Managed, RawConn, RSSSampler, Upstream, curl_fetch,
                       free_port, resolve, site, wait_for_port, wait_until)
+
+from .tlscerts import TestCA
 
 WS_UPSTREAM = HERE / "ws_upstream.py"
 RSS_LIMIT_KIB = 60 * 1024
@@ -47,12 +55,38 @@ def ws_upstream(procs, tmp_path):
     return WsUpstream(procs, tmp_path)
 
 
+@pytest.fixture(params=["ws", "wss"])
+def front(request, porch, tmp_path):
+    """Factory like `porch`: Porch serving the test's app.test site over HTTP (ws://),
+    or over HTTPS (wss://) with certificate files from a test CA."""
+
+    def start(sites: str, **keys):
+        if request.param == "ws":
+            p = porch(sites, **keys)
+            p.ws_scheme, p.ws_port, p.ssl = "ws", p.port, None
+            return p
+        ca = TestCA(tmp_path)
+        cert, key, _ = ca.leaf(["app.test"], "app")
+        host_line = 'hosts = ["app.test"]\n'
+        sites = sites.replace(host_line, f'{host_line}tls = {{ cert = "{cert}", key = "{key}" }}\n', 1)
+        keys.setdefault("https_port", free_port())
+        p = porch(sites, **keys)
+        wait_for_port(keys["https_port"], p.managed, what="porch https")
+        p.ws_scheme, p.ws_port = "wss", keys["https_port"]
+        p.ssl = ssl.create_default_context(cafile=str(ca.ca_path))
+        return p
+
+    return start
+
+
 def ws(p, path: str, **kw) -> connect:
-    """A websockets client connecting through Porch `p` as ws://app.test/PATH."""
+    """A websockets client connecting through Porch `p` as ws(s)://app.test/PATH."""
     kw.setdefault("max_size", None)
     kw.setdefault("ping_interval", None)
     kw.setdefault("compression", None)  # bytes on the wire as sent: sizes mean something
-    return connect(f"ws://app.test:{p.port}{path}", host="127.0.0.1", port=p.port, **kw)
+    if p.ssl is not None:
+        kw["ssl"] = p.ssl
+    return connect(f"{p.ws_scheme}://app.test:{p.ws_port}{path}", host="127.0.0.1", port=p.ws_port, **kw)
 
 
 def run(coro, timeout: float = 60):
@@ -77,8 +111,8 @@ def settled_fds(p) -> int:
 # -- messages ----------------------------------------------------------------------
 
 
-def test_echo_text_and_binary_up_to_16mib(ws_upstream, porch):
-    p = porch(site(ws_upstream.url), access_log_format="json")
+def test_echo_text_and_binary_up_to_16mib(ws_upstream, front):
+    p = front(site(ws_upstream.url), access_log_format="json")
     messages = ["hello", "é" * 1000, b"\x00\x01\xff", os.urandom(MiB),
                 "x" * (16 * MiB), os.urandom(16 * MiB)]
 
@@ -100,8 +134,8 @@ def test_echo_text_and_binary_up_to_16mib(ws_upstream, porch):
     assert rss.peak_kib < RSS_LIMIT_KIB + 64 * 1024, f"Porch RSS peaked at {rss.peak_kib // 1024} MiB"
 
 
-def test_forwarded_handshake_headers(ws_upstream, porch):
-    p = porch(site(ws_upstream.url))
+def test_forwarded_handshake_headers(ws_upstream, front):
+    p = front(site(ws_upstream.url))
 
     async def session():
         async with ws(p, "/echo", additional_headers={"Origin": "http://app.test"}) as c:
@@ -111,12 +145,13 @@ def test_forwarded_handshake_headers(ws_upstream, porch):
     headers = {k.lower(): v for k, v in ws_upstream.stats()["last_headers"]}
     assert headers["upgrade"].lower() == "websocket"
     assert "upgrade" in headers["connection"].lower()
-    assert headers["host"] == f"app.test:{p.port}"
+    assert headers["host"] == f"app.test:{p.ws_port}"
+    assert headers["x-forwarded-proto"] == ("https" if p.ssl else "http")
     assert headers["x-forwarded-for"] == "127.0.0.1"
     assert "sec-websocket-key" in headers and headers["origin"] == "http://app.test"
 
 
-def test_thousand_concurrent_connections(ws_upstream, procs, tmp_path, porch):
+def test_thousand_concurrent_connections(ws_upstream, procs, tmp_path, front):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 8192 if hard == resource.RLIM_INFINITY else min(hard, 8192)
     assert want >= 4096, f"RLIMIT_NOFILE hard limit {hard} is too low for 1,000 tunnels"
@@ -124,7 +159,7 @@ def test_thousand_concurrent_connections(ws_upstream, procs, tmp_path, porch):
     try:
         # started after the raise: children inherit the limit
         up = WsUpstream(procs, tmp_path)
-        p = porch(site(up.url))
+        p = front(site(up.url))
         baseline = settled_fds(p)
         n = 1000
 
@@ -165,8 +200,8 @@ def test_thousand_concurrent_connections(ws_upstream, procs, tmp_path, porch):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_ping_pong(ws_upstream, porch):
-    p = porch(site(ws_upstream.url))
+def test_ping_pong(ws_upstream, front):
+    p = front(site(ws_upstream.url))
 
     async def session():
         async with ws(p, "/echo") as c:
@@ -181,8 +216,8 @@ def test_ping_pong(ws_upstream, porch):
 # -- ends --------------------------------------------------------------------------
 
 
-def test_close_codes_pass_both_ways(ws_upstream, porch):
-    p = porch(site(ws_upstream.url))
+def test_close_codes_pass_both_ways(ws_upstream, front):
+    p = front(site(ws_upstream.url))
 
     async def server_closes():
         async with ws(p, "/close") as c:
@@ -201,8 +236,8 @@ def test_close_codes_pass_both_ways(ws_upstream, porch):
     assert wait_until(lambda: ws_upstream.stats()["close_codes"][-1:] == [1001]), ws_upstream.stats()
 
 
-def test_upstream_dying_mid_session_closes_the_client(ws_upstream, porch):
-    p = porch(site(ws_upstream.url))
+def test_upstream_dying_mid_session_closes_the_client(ws_upstream, front):
+    p = front(site(ws_upstream.url))
     baseline = settled_fds(p)
 
     async def session():
@@ -221,8 +256,8 @@ def test_upstream_dying_mid_session_closes_the_client(ws_upstream, porch):
     assert p.access_log_lines(2)[-1].split('"')[2].split()[0] == "101"  # logged when it ended
 
 
-def test_client_vanishing_mid_session_closes_the_upstream(ws_upstream, porch):
-    p = porch(site(ws_upstream.url))
+def test_client_vanishing_mid_session_closes_the_upstream(ws_upstream, front):
+    p = front(site(ws_upstream.url))
     baseline = settled_fds(p)
 
     async def session():
@@ -237,9 +272,9 @@ def test_client_vanishing_mid_session_closes_the_upstream(ws_upstream, porch):
         f"Porch holds {p.fd_count()} fds, {baseline} before the session"
 
 
-def test_idle_timeout_is_per_route_and_apart_from_upstream_timeout(ws_upstream, porch):
+def test_idle_timeout_is_per_route_and_apart_from_upstream_timeout(ws_upstream, front):
     # LiveKit's `proxy_read_timeout 300s` in a location, as a route key.
-    p = porch(f'[[site]]\nhosts = ["app.test"]\nproxy = "{ws_upstream.url}"\n'
+    p = front(f'[[site]]\nhosts = ["app.test"]\nproxy = "{ws_upstream.url}"\n'
               'upstream_timeout = "1s"\n'
               f'[[site.route]]\npath = "/short/"\nproxy = "{ws_upstream.url}"\n'
               'strip_prefix = true\ntunnel_idle_timeout = "1s"\n', access_log_format="json")
@@ -319,8 +354,8 @@ def test_h2c_upgrade_is_not_forwarded(upstream, porch):
 # -- flow control ------------------------------------------------------------------
 
 
-def test_fast_sender_to_stalled_upstream_is_held_back(ws_upstream, porch):
-    p = porch(site(ws_upstream.url))
+def test_fast_sender_to_stalled_upstream_is_held_back(ws_upstream, front):
+    p = front(site(ws_upstream.url))
     block = os.urandom(MiB)
 
     async def push() -> int:
@@ -343,8 +378,8 @@ def test_fast_sender_to_stalled_upstream_is_held_back(ws_upstream, porch):
     assert rss.peak_kib < RSS_LIMIT_KIB, f"Porch RSS peaked at {rss.peak_kib // 1024} MiB"
 
 
-def test_flooding_upstream_to_slow_client_is_held_back(ws_upstream, porch):
-    p = porch(site(ws_upstream.url))
+def test_flooding_upstream_to_slow_client_is_held_back(ws_upstream, front):
+    p = front(site(ws_upstream.url))
 
     async def sit() -> None:
         async with ws(p, "/flood", max_queue=1) as c:
@@ -376,3 +411,19 @@ def test_h2c_upgrade_with_a_body_is_a_plain_post(upstream, porch):
                         f"http://app.test:{p.port}/curl-post"],
                        capture_output=True, text=True, timeout=10)
     assert r.stdout == "1.1 200", r.stderr
+
+
+def test_half_close_passes_through_the_tunnel(upstream, porch):
+    up = upstream()
+    p = porch(site(up.url))
+    with RawConn(p.port) as c:
+        c.send(b"GET /upgrade-count HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\n"
+               b"Upgrade: websocket\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 101 and r.header("upgrade") == "websocket"
+        c.send(b"x" * 100_000)
+        c.sock.shutdown(socket.SHUT_WR)  # done sending; still reading
+        # the upstream sees the end, answers, closes: all of it reaches the client
+        assert c.read_until_closed() == b"got 100000 bytes"
+    lines = p.access_log_lines(1)
+    assert '" 101 16 ' in lines[-1], lines  # 16 bytes sent to the client

@@ -61,6 +61,10 @@ Paths (``echo``, ``close-after-response``, ``drop-reused``):
     Transfer-Encoding: N pattern bytes (default 100000) delimited by closing.
 ``/expect/reject``
     417 with ``Connection: close``, without reading the body.
+``/upgrade-count``
+    ``101 Switching Protocols`` (Upgrade: websocket) without a handshake, then counts
+    the raw bytes that arrive until EOF, answers ``got N bytes`` and closes: a tunnel
+    peer that needs the half-close passed on.
 ``/events[?count=N][&interval=S][&type=T][&framing=chunked|close][&accel=no]``
     A live stream: N events (default 10), one every S seconds (default 0.1), each
     ``data: SEQ UNIXTIME\n\n`` written when it happens, so a client can tell how long
@@ -298,6 +302,15 @@ class Server:
                          f"Connection: close\r\n\r\n".encode())
             if not head_only:
                 await write_pattern(writer, size, 64 * 1024)
+            return False
+        if path == "/upgrade-count":
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\n\r\n")
+            total = 0
+            while data := await reader.read(65536):
+                total += len(data)
+            writer.write(f"got {total} bytes".encode())
+            await writer.drain()
             return False
         if path == "/events":
             await read_body(req, reader, writer)
