@@ -80,6 +80,13 @@ class Server:
         if self.runtime.tls is not None:
             self.runtime.tls.refresh()  # certificate files changed, leaves due
 
+    def stop_accepting(self) -> None:
+        """Close this process's listening sockets (others holding them keep accepting)
+        and answer requests parsed from now on with Connection: close."""
+        self.draining = True
+        for server in self.servers:
+            server.close()
+
     async def shutdown(self, timeout: float, idle_grace: float = IDLE_GRACE) -> None:
         """Stop accepting, let in-flight requests finish up to `timeout`, close the rest.
 
@@ -87,9 +94,7 @@ class Server:
         A connection idle now, or idle after its response, is closed once it has been
         idle for `idle_grace` seconds since the drain began (see IDLE_GRACE).
         """
-        self.draining = True
-        for server in self.servers:
-            server.close()
+        self.stop_accepting()
         loop = self.loop
         start = loop.time()
         for conn in list(self.connections):

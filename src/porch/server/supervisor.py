@@ -58,6 +58,7 @@ READY_TIMEOUT = 30.0  # a new worker must accept connections within this (import
 STABLE_AFTER = 10.0  # a worker that ran this long before dying is restarted at once
 BACKOFF_MAX = 30.0
 KILL_MARGIN = 5.0  # SIGKILL a draining worker this long after its drain timeout
+DRAIN_ACK_TIMEOUT = 5.0  # a reload waits this long for old workers to stop accepting
 
 
 class StartError(Exception):
@@ -150,6 +151,7 @@ class WorkerProcess:
         self.started = loop.time()
         self.ready: asyncio.Future[str | None] = loop.create_future()  # None, or why not
         self.exited: asyncio.Future[int] = loop.create_future()
+        self.draining: asyncio.Future[None] = loop.create_future()  # after stop(): not accepting
         self.retiring = False  # told to stop: its exit is expected
         self.error = ""  # why it could not start, as it said
         self._buf = b""
@@ -207,6 +209,10 @@ class WorkerProcess:
         while b"\n" in self._buf:
             line, self._buf = self._buf.split(b"\n", 1)
             text = line.decode("utf-8", "replace")
+            if text == "draining":
+                if not self.draining.done():
+                    self.draining.set_result(None)
+                continue
             if self.ready.done():
                 continue
             if text == "ready":
@@ -236,6 +242,8 @@ class WorkerProcess:
             self.ctl.close()
         if not self.ready.done():
             self.ready.set_result(f"it exited ({exit_cause(code)}) before accepting connections")
+        if not self.draining.done():
+            self.draining.set_result(None)
         self.exited.set_result(code)
         self._on_exit(self)
 
@@ -516,6 +524,10 @@ class Supervisor:
             w.stop(drain, "reload")
         self.loop.call_later(drain + KILL_MARGIN, self._kill_stragglers, old)
         self.listeners.keep_only(wanted)
+        # Done when only the new workers accept: a connection made after `porch reload`
+        # returns gets the new config.
+        if old:
+            await asyncio.wait([w.draining for w in old], timeout=DRAIN_ACK_TIMEOUT)
         if config.porch.error_log != previous.porch.error_log:
             self.log.reopen(config.porch.error_log)
         for service in self.services:

@@ -15,7 +15,9 @@ The control channel (a SOCK_STREAM socket pair, one per worker):
   it cannot start (a JSON string that says why, maybe on several lines; it then exits 1);
 - supervisor -> worker, later: `stop SECONDS REASON\\n` drains (stop accepting, finish
   in-flight requests up to SECONDS, see Server.shutdown) then exits 0; `quit\\n` exits
-  at once (1).  End of file (the supervisor is gone) is a stop with shutdown_timeout.
+  at once (1).  End of file (the supervisor is gone) is a stop with shutdown_timeout;
+- worker -> supervisor: `draining\\n` once it has closed its listening sockets after a
+  stop: from then on only the other workers accept (a reload is complete only then).
 
 Signals sent to the worker itself: SIGTERM drains for shutdown_timeout (a service
 manager may signal the whole process group), SIGQUIT quits at once; SIGINT and SIGHUP
@@ -188,6 +190,8 @@ async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
     if ctl.quit in done:
         _quit_now(server)
     timeout, reason = ctl.stop.result()
+    server.stop_accepting()
+    ctl.send("draining")
     log = runtime.error_log
     log.info(f"worker stopping ({reason}): finishing in-flight requests", worker=spec.slot + 1,
              connections=len(server.connections), timeout=f"{timeout:g}s")
