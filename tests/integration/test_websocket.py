@@ -427,3 +427,29 @@ def test_half_close_passes_through_the_tunnel(upstream, porch):
         assert c.read_until_closed() == b"got 100000 bytes"
     lines = p.access_log_lines(1)
     assert '" 101 16 ' in lines[-1], lines  # 16 bytes sent to the client
+
+
+def test_reload_and_stop_close_tunnels_without_waiting_for_them(ws_upstream, front):
+    # Tunnels have no request to finish: a draining worker closes them once its HTTP
+    # requests are done (Caddy does the same); clients reconnect to the new workers.
+    p = front(site(ws_upstream.url), shutdown_timeout="30s")
+    p.wait_workers(1)
+
+    async def session() -> float:
+        async with ws(p, "/echo") as old:
+            await old.send("before")
+            assert await old.recv() == "before"
+            r = await asyncio.to_thread(p.reload)
+            assert r.returncode == 0, r.stdout + r.stderr
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(old.recv(), 10)
+        async with ws(p, "/echo") as new:  # served by the new worker
+            await new.send("after")
+            assert await new.recv() == "after"
+            started = time.monotonic()
+            await asyncio.to_thread(p.stop, 10)
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(new.recv(), 5)
+            return time.monotonic() - started
+    took = run(session())
+    assert took < 5, f"stopping took {took:.1f}s with a tunnel open (shutdown_timeout 30s)"
