@@ -23,7 +23,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from .helpers import (MiB, PYTHON, HERE, Managed, RawConn, RSSSampler, Upstream, curl_fetch,
+from .helpers import (MiB, PYTHON, HERE, Managed, RawConn, RSSSampler, curl_fetch,
                       free_port, resolve, site, wait_for_port, wait_until)
 
 from .tlscerts import TestCA
