@@ -62,9 +62,7 @@ def front(request, porch, tmp_path):
 
     def start(sites: str, **keys):
         if request.param == "ws":
-            p = porch(sites, **keys)
-            p.ws_scheme, p.ws_port, p.ssl = "ws", p.port, None
-            return p
+            return plain(porch(sites, **keys))
         ca = TestCA(tmp_path)
         cert, key, _ = ca.leaf(["app.test"], "app")
         host_line = 'hosts = ["app.test"]\n'
@@ -77,6 +75,12 @@ def front(request, porch, tmp_path):
         return p
 
     return start
+
+
+def plain(p):
+    """Porch `p`, reached by ws() over its HTTP listener."""
+    p.ws_scheme, p.ws_port, p.ssl = "ws", p.port, None
+    return p
 
 
 def ws(p, path: str, **kw) -> connect:
@@ -453,3 +457,19 @@ def test_reload_and_stop_close_tunnels_without_waiting_for_them(ws_upstream, fro
             return time.monotonic() - started
     took = run(session())
     assert took < 5, f"stopping took {took:.1f}s with a tunnel open (shutdown_timeout 30s)"
+
+
+def test_stuck_reader_does_not_keep_its_socket(ws_upstream, porch):
+    # The client reads nothing, the upstream floods until flow control stops it: no
+    # byte moves, the idle timeout closes the tunnel, and the client's side, whose
+    # bytes will never be read, is aborted rather than kept for ever.
+    p = plain(porch(site(ws_upstream.url, 'tunnel_idle_timeout = "1s"\n')))
+    baseline = settled_fds(p)
+
+    async def stuck() -> None:
+        c = await ws(p, "/flood", max_queue=1)
+        c.transport.pause_reading()  # a client that stopped reading its socket
+        ok = await asyncio.to_thread(wait_until, lambda: p.fd_count() <= baseline, 12, 0.2)
+        assert ok, f"Porch holds {p.fd_count()} fds, {baseline} before: the stuck client's socket kept"
+        c.transport.abort()
+    run(stuck())

@@ -26,6 +26,10 @@ from porch.errors import ProxyError, client_error, upstream_error
 if TYPE_CHECKING:
     from porch.server.proxy import Exchange
 
+# A closed side still holding bytes its peer does not read is aborted after this long
+# (nginx's send_timeout plays this part): a stuck reader cannot keep the socket.
+CLOSE_FLUSH_TIMEOUT = 5.0
+
 
 class Tunnel:
     """Owns both transports from the switch until it closes them."""
@@ -81,15 +85,18 @@ class Tunnel:
             return
         self.closed = True
         self.tunnels.discard(self)
-        self.client.transport.close()
-        self.upstream.transport.close()
         ex = self.exchange
+        loop = ex.client.loop
+        for end in (self.client, self.upstream):
+            transport = end.transport
+            transport.close()
+            if transport.get_write_buffer_size():
+                loop.call_later(CLOSE_FLUSH_TIMEOUT, transport.abort)
         ex.bytes_in = self.client.received
         ex.bytes_out = self.upstream.received
         if error is not None:
             ex.error = error
-        runtime = ex.runtime
-        runtime.access_log.log(ex, ex.client.loop.time())
+        ex.runtime.access_log.log(ex, loop.time())
 
 
 class _End(asyncio.Protocol):
