@@ -473,3 +473,20 @@ def test_stuck_reader_does_not_keep_its_socket(ws_upstream, porch):
         assert ok, f"Porch holds {p.fd_count()} fds, {baseline} before: the stuck client's socket kept"
         c.transport.abort()
     run(stuck())
+
+
+def test_upgrade_pipelined_behind_a_request_and_early_tunnel_bytes(upstream, porch):
+    up = upstream()
+    p = porch(site(up.url))
+    with RawConn(p.port) as c:
+        # one packet: a request, an upgrade request queued behind it, and tunnel bytes
+        # sent before the 101 (they wait for it, then go upstream first)
+        c.send(b"GET /first HTTP/1.1\r\nHost: app.test\r\n\r\n"
+               b"GET /upgrade-count HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\n"
+               b"Upgrade: websocket\r\n\r\n" + b"y" * 1000)
+        first = c.read_response()
+        assert first.status == 200 and first.json()["path"] == "/first"
+        assert c.read_response().status == 101
+        c.send(b"z" * 500)
+        c.sock.shutdown(socket.SHUT_WR)
+        assert c.read_until_closed() == b"got 1500 bytes"
