@@ -306,3 +306,76 @@ def test_concurrent_renewers_issue_once(acme, porch, upstream, tmp_path):
     said = sorted(out.strip().split(": ")[1] for out, _ in outs)
     assert said == ["issued", "not due"], outs
     assert stored(p, "a.example.com")["state"] == "valid"
+
+
+def tls_get(port: int, name: str, cafile: Path, sock: ssl.SSLSocket | None = None):
+    """(status, leaf certificate, the TLS socket) for GET / on `name` over TLS (SNI
+    `name`, verified against `cafile`); pass `sock` to send on an open connection."""
+    if sock is None:
+        ctx = ssl.create_default_context(cafile=str(cafile))
+        sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname=name)
+    sock.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(65536)
+        assert chunk, "closed"
+        head += chunk
+    status = int(head.split(b" ", 2)[1])
+    length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")))
+    body = head.split(b"\r\n\r\n", 1)[1]
+    while len(body) < length:
+        body += sock.recv(65536)
+    return status, x509.load_der_x509_certificate(sock.getpeercert(binary_form=True)), sock
+
+
+def test_issued_certificates_are_served_over_https_and_swapped_after_renewal(acme, porch, upstream, tmp_path):
+    pebble, http_port = acme()
+    up = upstream()
+    keys = acme_keys(pebble, http_port)
+    https_port = keys["https_port"]
+    p = porch(SITES.format(up=up.url), **keys)
+    wait_valid(p, "a.example.com")
+    wait_valid(p, "b.example.com")
+    cafile = tmp_path / "pebble-issuing-root.pem"
+    cafile.write_text(pebble.issuing_root())
+    certs = p.workdir / "state" / "certs"
+
+    def serial(name: str) -> int:
+        return leaf_and_chain(certs / name / "fullchain.pem")[0].serial_number
+
+    def served(name: str) -> int | None:
+        try:
+            status, leaf, sock = tls_get(https_port, name, cafile)
+            sock.close()
+            return leaf.serial_number if status == 200 else None
+        except (OSError, AssertionError):
+            return None
+
+    # each name gets its site's certificate, verified against the CA's root
+    for name, stored_as in (("a.example.com", "a.example.com"), ("www.a.example.com", "a.example.com"),
+                            ("b.example.com", "b.example.com")):
+        assert wait_until(lambda: served(name) == serial(stored_as), timeout=5), name
+    # plain HTTP: the challenge path is answered, everything else redirects
+    token = "T" * 43
+    (p.workdir / "state" / "acme" / "http-01" / token).write_text(token + ".thumbprint")
+    with RawConn(http_port) as c:
+        c.send(f"GET /.well-known/acme-challenge/{token} HTTP/1.1\r\nHost: a.example.com\r\n\r\n".encode())
+        r = c.read_response()
+        assert r.status == 200 and r.body == (token + ".thumbprint").encode()
+        c.send(b"GET /x?y=1 HTTP/1.1\r\nHost: a.example.com\r\n\r\n")
+        r = c.read_response()
+        assert r.status in (301, 308) and r.header("Location") == f"https://a.example.com:{https_port}/x?y=1"
+
+    # a connection opened before the renewal keeps its certificate and keeps working
+    status, before, open_conn = tls_get(https_port, "a.example.com", cafile)
+    assert status == 200
+    old = serial("a.example.com")
+    forced = porch_cli(p, "renew", "--force")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    new = serial("a.example.com")
+    assert new != old
+    assert wait_until(lambda: served("a.example.com") == new, timeout=5)  # no restart
+    status, still, _ = tls_get(https_port, "a.example.com", cafile, sock=open_conn)
+    assert status == 200 and still.serial_number == before.serial_number == old
+    open_conn.close()
+    assert p.managed.running()
