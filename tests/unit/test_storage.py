@@ -61,3 +61,27 @@ def test_lock_excludes_other_processes_and_times_out(tmp_path):
     finally:
         holder.join(10)
     assert holder.exitcode == 0
+
+
+def test_threads_writing_one_key_do_not_trip_over_each_other(tmp_path):
+    # The ACME manager issues sites in parallel threads of one process.
+    import threading
+
+    s = FileStorage(tmp_path)
+    errors = []
+
+    def write(i: int) -> None:
+        try:
+            for _ in range(50):
+                s.put("acme/accounts/x/account.json", b"%d" % i)
+        except StorageError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert s.get("acme/accounts/x/account.json") in {b"0", b"1", b"2", b"3"}
+    assert s.list("acme/accounts/x") == ["acme/accounts/x/account.json"]  # no temporary left

@@ -86,8 +86,14 @@ class AcmeClient:
         """The directory and a registered account (created on first use, then reused)."""
         if self._acme is not None:
             return self._acme
-        with _mapped(f"ACME server {self.ca.directory}"):
-            jwk = self._account_key()
+        # One key and one registration per directory, whoever comes first (sites are
+        # issued in parallel threads, `porch certs renew` in another process).
+        with _mapped(f"ACME server {self.ca.directory}"), self.storage.lock(f"{self._base}/account"):
+            pem = self.storage.get(f"{self._base}/key.pem")
+            if pem is None:
+                pem = new_key()[1]
+                self.storage.put(f"{self._base}/key.pem", pem, 0o600)
+            jwk = jose.JWKEC(key=serialization.load_pem_private_key(pem, None))
             net = client.ClientNetwork(jwk, alg=jose.ES256, verify_ssl=self.ca.root or True,
                                        user_agent=f"porch/{__version__}", timeout=30)
             directory = client.ClientV2.get_directory(self.ca.directory, net)
@@ -99,14 +105,6 @@ class AcmeClient:
                 net.account = self._register(acme)
         self._acme, self._jwk = acme, jwk
         return acme
-
-    def _account_key(self) -> jose.JWKEC:
-        with self.storage.lock(f"{self._base}/key"):  # two processes, one key
-            pem = self.storage.get(f"{self._base}/key.pem")
-            if pem is None:
-                pem = new_key()[1]
-                self.storage.put(f"{self._base}/key.pem", pem, 0o600)
-        return jose.JWKEC(key=serialization.load_pem_private_key(pem, None))
 
     def _register(self, acme: client.ClientV2) -> messages.RegistrationResource:
         # Agreeing to the CA's terms is what running Porch with ACME means (Caddy too).
