@@ -379,3 +379,23 @@ def test_issued_certificates_are_served_over_https_and_swapped_after_renewal(acm
     assert status == 200 and still.serial_number == before.serial_number == old
     open_conn.close()
     assert p.managed.running()
+
+
+def test_with_workers_the_supervisor_issues_once_and_a_reload_adds_a_site(acme, porch, upstream):
+    """Two workers answer challenges; only the supervisor's manager issues.  A site
+    added by `porch reload` gets its certificate without a restart."""
+    pebble, http_port = acme()
+    up = upstream()
+    one = SITES.format(up=up.url).split("\n\n[[site]]")[0]
+    p = porch(one, workers=2, **acme_keys(pebble, http_port))
+    p.wait_workers(2)
+    wait_valid(p, "a.example.com")
+    p.write_config(one + f'\n[[site]]\nhosts = ["c.example.com"]\nproxy = "{up.url}"\ntls = "auto"\n')
+    done = p.reload()
+    assert done.returncode == 0, done.stdout + done.stderr
+    wait_valid(p, "c.example.com")
+    verify(pebble, p.workdir / "state" / "certs" / "c.example.com" / "fullchain.pem", "c.example.com")
+    log = p.error_log_text()
+    assert log.count("ACME: certificate stored site=a.example.com") == 1, log
+    assert log.count("ACME: certificate stored site=c.example.com") == 1, log
+    assert log.count("ACME: requesting certificate site=a.example.com") == 1, log  # not again on reload

@@ -247,15 +247,6 @@ class CertManager:
             certstore.write_meta(self.storage, site.name, meta.with_(deploy_error=problem))
 
 
-def start(config: Config, log: ErrorLog) -> asyncio.Task | None:
-    """Run a CertManager on the current loop when some site wants ACME (one process,
-    before the supervisor); the caller cancels the task to stop it."""
-    if not any(wants_acme(site) for site in config.sites):
-        return None
-    manager = CertManager(config, FileStorage(config.porch.state_dir), log)
-    return asyncio.get_running_loop().create_task(manager.run(), name="porch-acme")
-
-
 class AcmeService:
     """The CertManager as a supervisor service (server/services.py: start, reload,
     stop).  A reload starts a manager for the new config; an issuance already under
