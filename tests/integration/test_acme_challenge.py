@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from .helpers import RawConn
+from .helpers import RawConn, free_port
 
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"  # RFC 8555 8.3's example
 KEYAUTH = TOKEN + ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
@@ -33,7 +33,7 @@ def site(up, extra: str = "", host: str = "a.example.com") -> str:
 @pytest.fixture
 def own(porch, upstream):
     up = upstream()
-    return porch(site(up, 'tls = "auto"'), acme_ca="https://127.0.0.1:1/dir"), up
+    return porch(site(up, 'tls = "auto"'), acme_ca="https://127.0.0.1:1/dir", https_port=free_port()), up
 
 
 def test_own_token_answered_from_storage(own):
@@ -86,7 +86,8 @@ def test_sites_without_tls_leave_the_path_to_their_upstream(porch, upstream):
 def test_upstream_mode_passes_other_tokens_to_the_upstream(porch, upstream):
     """Snikket gets its own certificates: its tokens reach it; Porch's are answered."""
     up = upstream()
-    p = porch(site(up, 'tls = "auto"\nacme_challenge = "upstream"'), acme_ca="https://127.0.0.1:1/dir")
+    p = porch(site(up, 'tls = "auto"\nacme_challenge = "upstream"'), acme_ca="https://127.0.0.1:1/dir",
+              https_port=free_port())
     publish(p, TOKEN, KEYAUTH)
     theirs = "S" * 43
     r = get(p.port, "a.example.com", f"/.well-known/acme-challenge/{theirs}")
