@@ -9,8 +9,7 @@ trailing slash when it proxies).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from porch.http.h1 import split_host
 
@@ -21,12 +20,13 @@ HOST_MEMO_LIMIT = 4096
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
-class PathTable(Generic[R]):
-    """Prefix -> route, longest prefix first."""
+class PathTable:
+    """Prefix -> route, longest prefix first.  Not changed after `build`.
+    (Generic in R by its annotations; compiled, an extension type: routing.pxd.)"""
 
-    entries: tuple[tuple[bytes, R], ...]
-    slashless: frozenset[bytes]  # "/app" for every "/app/" prefix without its own route
+    def __init__(self, entries: tuple[tuple[bytes, R], ...], slashless: frozenset[bytes]) -> None:
+        self.entries = entries
+        self.slashless = slashless  # "/app" for every "/app/" prefix without its own route
 
     @classmethod
     def build(cls, routes: dict[bytes, R]) -> PathTable[R]:
@@ -50,12 +50,14 @@ class PathTable(Generic[R]):
 S = TypeVar("S")
 
 
-@dataclass(frozen=True)
-class HostTable(Generic[S]):
-    exact: dict[str, S]
-    wildcards: tuple[tuple[str, S], ...]  # (".example.org", site), longest first
-    default: S | None
-    memo: dict[bytes, tuple[str, S | None] | None] = field(default_factory=dict, compare=False)
+class HostTable:
+    """Host name -> site.  Not changed after `build`, but for the memo of `find`."""
+
+    def __init__(self, exact: dict[str, S], wildcards: tuple[tuple[str, S], ...], default: S | None) -> None:
+        self.exact = exact
+        self.wildcards = wildcards  # (".example.org", site), longest first
+        self.default = default
+        self.memo: dict[bytes, tuple[str, S | None] | None] = {}
 
     @classmethod
     def build(cls, sites: list[tuple[tuple[str, ...], S]]) -> HostTable[S]:

@@ -7,7 +7,6 @@ one reference; in-flight requests finish on the one they started with.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from porch.http.forwarding import TrustedProxies
@@ -22,42 +21,86 @@ if TYPE_CHECKING:
     from porch.tls.service import TlsService
 
 
-@dataclass(eq=False)
 class RouteRuntime:
-    site: str  # the site's first host name, for logs
-    path: str  # the route's prefix, for logs
-    balancer: Balancer
-    strip: bytes | None  # b"/radicale" when strip_prefix is on
-    base_path: bytes  # path of the proxy URL, prepended upstream ("" usually)
-    upstream_host: bytes | None
-    extra_headers: bytes  # pre-encoded lines added upstream (X-Script-Name ...)
-    location_from: tuple[bytes, ...]  # upstream URL prefixes rewritten in Location
-    max_body: int | None
-    body_timeout: float
-    upstream_connect_timeout: float
-    upstream_timeout: float
-    tunnel_idle_timeout: float
+    """One route of a site, compiled.  Fields typed in runtime.pxd when compiled."""
+
+    def __init__(
+        self,
+        *,
+        site: str,
+        path: str,
+        balancer: Balancer,
+        strip: bytes | None,
+        base_path: bytes,
+        upstream_host: bytes | None,
+        extra_headers: bytes,
+        location_from: tuple[bytes, ...],
+        max_body: int | None,
+        body_timeout: float,
+        upstream_connect_timeout: float,
+        upstream_timeout: float,
+        tunnel_idle_timeout: float,
+    ) -> None:
+        self.site = site  # the site's first host name, for logs
+        self.path = path  # the route's prefix, for logs
+        self.balancer = balancer
+        self.strip = strip  # b"/radicale" when strip_prefix is on
+        self.base_path = base_path  # path of the proxy URL, prepended upstream ("" usually)
+        self.upstream_host = upstream_host
+        self.extra_headers = extra_headers  # pre-encoded lines added upstream (X-Script-Name ...)
+        self.location_from = location_from  # upstream URL prefixes rewritten in Location
+        self.max_body = max_body
+        self.body_timeout = body_timeout
+        self.upstream_connect_timeout = upstream_connect_timeout
+        self.upstream_timeout = upstream_timeout
+        self.tunnel_idle_timeout = tunnel_idle_timeout
 
 
-@dataclass(eq=False)
 class SiteRuntime:
-    name: str
-    paths: PathTable[RouteRuntime]
-    root_only: RouteRuntime | None = None  # the site's one route, when it is "/"
-    challenge: Responder | None = None  # /.well-known/acme-challenge/ (porch.tls.challenge)
-    https: HttpsPhase | None = None  # TLS sites: redirect plain HTTP, HSTS (policies/https.py)
+    """One site: its routes and its request-phase policies."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        paths: PathTable[RouteRuntime],
+        root_only: RouteRuntime | None = None,
+        challenge: Responder | None = None,
+        https: HttpsPhase | None = None,
+    ) -> None:
+        self.name = name
+        self.paths = paths
+        self.root_only = root_only  # the site's one route, when it is "/"
+        self.challenge = challenge  # /.well-known/acme-challenge/ (porch.tls.challenge)
+        self.https = https  # TLS sites: redirect plain HTTP, HSTS (policies/https.py)
 
 
-@dataclass(eq=False)
 class Runtime:
-    hosts: HostTable[SiteRuntime]
-    trusted: TrustedProxies
-    header_timeout: float
-    keepalive_timeout: float
-    max_header_size: int
-    shutdown_timeout: float
-    access_log: AccessLog
-    error_log: ErrorLog
-    targets: tuple[Target, ...] = field(default=())
-    scheme: bytes = b"http"
-    tls: TlsService | None = None  # None: no site has TLS, nothing listens on https_port
+    """Everything one (re)load serves with."""
+
+    def __init__(
+        self,
+        *,
+        hosts: HostTable[SiteRuntime],
+        trusted: TrustedProxies,
+        header_timeout: float,
+        keepalive_timeout: float,
+        max_header_size: int,
+        shutdown_timeout: float,
+        access_log: AccessLog,
+        error_log: ErrorLog,
+        targets: tuple[Target, ...] = (),
+        scheme: bytes = b"http",
+        tls: TlsService | None = None,
+    ) -> None:
+        self.hosts = hosts
+        self.trusted = trusted
+        self.header_timeout = header_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.max_header_size = max_header_size
+        self.shutdown_timeout = shutdown_timeout
+        self.access_log = access_log
+        self.error_log = error_log
+        self.targets = targets
+        self.scheme = scheme
+        self.tls = tls  # None: no site has TLS, nothing listens on https_port

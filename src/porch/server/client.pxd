@@ -2,6 +2,10 @@
 # Every attribute the class sets must be declared here: compiled, setting an undeclared one
 # raises AttributeError (the suite runs compiled: tests/conftest.py).
 from porch.server.proxy cimport Exchange
+cimport cython
+
+cdef int _H_FORWARD, _H_HOST, _H_CL, _H_TE, _H_CONNECTION, _H_EXPECT, _H_DROP, _H_XFF, _H_XFPROTO
+cdef int _H_XFHOST, _H_XFPORT, _H_REFERER, _H_UA, _H_UPGRADE
 
 cdef class ClientConnection:
     cdef public object server, loop, transport, parser, queue
@@ -13,6 +17,8 @@ cdef class ClientConnection:
     cdef public double write_paused_at, deadline
     cdef public Py_ssize_t _head_size, _head_bytes
 
+    @cython.locals(kind=int, ex=Exchange, headers=list)
+    cpdef on_header(self, bytes name, bytes value)
     cpdef exchange_finished(self, Exchange ex)
     cpdef block(self, int reason)
     cpdef unblock(self, int reason)

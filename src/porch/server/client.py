@@ -203,17 +203,18 @@ class ClientConnection:
         if ex is None or ex.method:  # trailers: dropped (RFC 9110 6.5.1 allows it)
             return
         self._head_size += len(name) + len(value) + 4
-        kind = _SPECIAL_SEEN.get(name)
-        if kind is None:
-            kind = _SPECIAL.kind(name)
-        if kind == _H_FORWARD:
-            ex.headers += (name, _SEP, value, _CRLF)
-        elif kind == _H_REFERER:
-            ex.referer = value
-            ex.headers += (name, _SEP, value, _CRLF)
-        elif kind == _H_UA:
-            ex.user_agent = value
-            ex.headers += (name, _SEP, value, _CRLF)
+        found = _SPECIAL_SEEN.get(name)
+        kind = _SPECIAL.kind(name) if found is None else found
+        if kind == _H_FORWARD or kind == _H_REFERER or kind == _H_UA:
+            if kind == _H_REFERER:
+                ex.referer = value
+            elif kind == _H_UA:
+                ex.user_agent = value
+            headers = ex.headers  # appends, not += (tuple): compiled, four C-level appends
+            headers.append(name)
+            headers.append(_SEP)
+            headers.append(value)
+            headers.append(_CRLF)
         else:
             self._special_header(ex, kind, value)
 

@@ -3,6 +3,9 @@
 # raises AttributeError (the suite runs compiled: tests/conftest.py).
 from porch.server.client cimport ClientConnection
 from porch.upstream.connection cimport UpstreamConnection
+from porch.runtime cimport RouteRuntime, Runtime, SiteRuntime
+from porch.http.target cimport needs_a_look
+cimport cython
 
 cdef class Exchange:
     cdef public bytes method, target, version, referer, user_agent, upstream_target, upstream_head
@@ -12,7 +15,9 @@ cdef class Exchange:
     cdef public bint chunked, expect_continue, keep_alive, retried, up_seen, request_done, websocket
     cdef public bint up_keep_alive, up_until_close, response_started, done
     cdef public str host, site, client_ip
-    cdef public object route, local, pending, replay, connect_task, chosen, out, error, runtime
+    cdef public object local, pending, replay, connect_task, chosen, out, error
+    cdef public RouteRuntime route
+    cdef public Runtime runtime
     cdef public UpstreamConnection upstream
     cdef public ClientConnection client
     cdef public Py_ssize_t pending_size, replay_size
@@ -21,6 +26,8 @@ cdef class Exchange:
     cdef public double up_deadline, t_upstream_connect, t_upstream_header, t_end, t_start
     cdef public list headers
 
+    @cython.locals(site=SiteRuntime, route=RouteRuntime)
+    cpdef route_request(self)
     cpdef begin(self)
     cpdef bytes _upstream_head(self)
     cpdef _find_upstream(self, bint fresh)

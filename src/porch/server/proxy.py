@@ -22,6 +22,11 @@ from typing import TYPE_CHECKING
 
 from porch.errors import ProxyError, client_error, upstream_error
 from porch.http import h1
+# Names, not h1.NAME: a module attribute lookup per use costs ~120 instructions compiled.
+from porch.http.h1 import (
+    BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, IDEMPOTENT, LAST_CHUNK,
+    RH_CONNECTION, RH_LENGTH, RH_LOCATION, RH_TE,
+)
 from porch.http.forwarding import real_client
 from porch.http.target import BadTarget, clean_path, needs_a_look
 from porch.http.upgrade import WEBSOCKET_LINES
@@ -111,7 +116,7 @@ class Exchange:
         self.status = 0
         self.upstream_status = 0
         self.response_started = False
-        self.framing = h1.BODY_NONE
+        self.framing = BODY_NONE
         self.out: list[bytes] | None = None  # response bytes gathered within one upstream read
         self.bytes_in = 0
         self.bytes_out = 0
@@ -329,7 +334,7 @@ class Exchange:
         self.t_upstream_connect = now
         if self.request_done:
             if self.chunked:
-                transport.write(h1.LAST_CHUNK)
+                transport.write(LAST_CHUNK)
             self.up_deadline = now + self.route.upstream_timeout
 
     def _keep_for_replay(self, chunk: bytes) -> None:
@@ -376,7 +381,7 @@ class Exchange:
         upstream = self.upstream
         if upstream is not None and not self.done:
             if self.chunked:
-                upstream.transport.write(h1.LAST_CHUNK)
+                upstream.transport.write(LAST_CHUNK)
             self.up_deadline = self.client.loop.time() + self.route.upstream_timeout
 
     # -- phase 3 and 4: response ----------------------------------------------
@@ -405,16 +410,16 @@ class Exchange:
         if special is not None:
             listed: set[bytes] | None = None
             for kind, name, value in special:
-                if kind == h1.RH_LENGTH:
+                if kind == RH_LENGTH:
                     has_length = True
-                elif kind == h1.RH_LOCATION:
+                elif kind == RH_LOCATION:
                     if self.route.location_from:
                         value = self._rewrite_location(value)
-                elif kind == h1.RH_TE:
+                elif kind == RH_TE:
                     has_te = True
                     continue
                 else:
-                    if kind == h1.RH_CONNECTION:
+                    if kind == RH_CONNECTION:
                         if value not in _PLAIN_CONNECTION:
                             listed = h1.connection_tokens(value)
                     continue
@@ -422,17 +427,17 @@ class Exchange:
             if listed and listed - _CLOSE_OR_KEEPALIVE:
                 lines = _without_listed(lines, listed)
         if self.method == b"HEAD" or status == 204 or status == 304:
-            self.framing = h1.BODY_NONE
+            self.framing = BODY_NONE
         elif has_te or not has_length:
             self.up_until_close = not has_te
             if self.version == b"1.1":
-                self.framing = h1.BODY_CHUNKED
+                self.framing = BODY_CHUNKED
                 lines.append(_CHUNKED_LINE)
             else:
-                self.framing = h1.BODY_CLOSE
+                self.framing = BODY_CLOSE
                 self.keep_alive = False
         else:
-            self.framing = h1.BODY_LENGTH
+            self.framing = BODY_LENGTH
         if not self.request_done:
             self.keep_alive = False  # an early answer: the rest of the body is unread
         if not self.keep_alive or client.closing:
@@ -464,11 +469,11 @@ class Exchange:
         return value
 
     def on_response_body(self, data: bytes) -> None:
-        if self.done or self.framing == h1.BODY_NONE:
+        if self.done or self.framing == BODY_NONE:
             return
         self.bytes_out += len(data)
         out = self.out
-        if self.framing == h1.BODY_CHUNKED:
+        if self.framing == BODY_CHUNKED:
             if out is None:
                 self.out = [b"%x\r\n" % len(data), data, _CRLF]
             else:
@@ -491,11 +496,11 @@ class Exchange:
     def on_response_end(self) -> None:
         if self.done:
             return
-        if self.framing == h1.BODY_CHUNKED:
+        if self.framing == BODY_CHUNKED:
             if self.out is None:
-                self.out = [h1.LAST_CHUNK]
+                self.out = [LAST_CHUNK]
             else:
-                self.out.append(h1.LAST_CHUNK)
+                self.out.append(LAST_CHUNK)
         self.finish()
 
     def on_upstream_paused(self, paused: bool) -> None:
@@ -511,7 +516,7 @@ class Exchange:
         self.upstream = None
         if not self.response_started:
             if (upstream is not None and upstream.reused and not got_bytes and not self.retried
-                    and self.method in h1.IDEMPOTENT and self.replay_size >= 0):
+                    and self.method in IDEMPOTENT and self.replay_size >= 0):
                 # A pooled connection the upstream had closed: try once on a fresh one.
                 self.retried = True
                 self.up_deadline = 0.0

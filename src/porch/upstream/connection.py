@@ -177,7 +177,11 @@ class UpstreamConnection:
         if kind is None:
             kind = _KINDS.kind(name)
         if not kind:
-            self._lines += (name, _SEP, value, _CRLF)
+            lines = self._lines  # appends, not += (tuple): compiled, four C-level appends
+            lines.append(name)
+            lines.append(_SEP)
+            lines.append(value)
+            lines.append(_CRLF)
         elif self._special is None:
             self._special = [(kind, name, value)]
         else:

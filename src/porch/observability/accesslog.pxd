@@ -1,0 +1,18 @@
+# Typed fields and C-level methods for the compiled build (setup.py); the .py is the code.
+from porch.server.proxy cimport Exchange
+cimport cython
+
+@cython.locals(c=cython.uchar)
+cpdef bint plain(bytes value)
+
+cdef class AccessLog:
+    cdef public str path
+    cdef public bint enabled, json
+    cdef public object _sink
+    cdef public list lines
+    cdef public double _next_second
+    cdef public bytes _stamp
+    cdef public dict _durations
+
+    cpdef log(self, Exchange ex, double now)
+    cpdef bytes _combined(self, Exchange ex, double now)

@@ -1,0 +1,16 @@
+# Typed fields and C-level methods for the compiled build (setup.py); the .py is the code.
+cdef class PathTable:
+    cdef public tuple entries
+    cdef public frozenset slashless
+
+    cpdef match(self, bytes path)
+    cpdef bint needs_slash(self, bytes path)
+
+
+cdef class HostTable:
+    cdef public dict exact, memo
+    cdef public tuple wildcards
+    cdef public object default
+
+    cpdef lookup(self, str host)
+    cpdef find(self, bytes header)

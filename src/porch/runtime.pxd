@@ -1,0 +1,30 @@
+# Typed fields for the compiled build (setup.py); the .py is the code.  A field added
+# to a class in runtime.py must be declared here too.
+from porch.observability.accesslog cimport AccessLog
+from porch.routing cimport HostTable, PathTable
+from porch.upstream.pool cimport Balancer
+
+
+cdef class RouteRuntime:
+    cdef public str site, path
+    cdef public Balancer balancer
+    cdef public object strip, upstream_host, max_body
+    cdef public bytes base_path, extra_headers
+    cdef public tuple location_from
+    cdef public double body_timeout, upstream_connect_timeout, upstream_timeout, tunnel_idle_timeout
+
+
+cdef class SiteRuntime:
+    cdef public str name
+    cdef public PathTable paths
+    cdef public RouteRuntime root_only
+    cdef public object challenge, https
+
+
+cdef class Runtime:
+    cdef public HostTable hosts
+    cdef public object trusted, error_log, targets, tls
+    cdef public double header_timeout, keepalive_timeout, shutdown_timeout
+    cdef public Py_ssize_t max_header_size
+    cdef public AccessLog access_log
+    cdef public bytes scheme
