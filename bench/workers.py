@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +48,32 @@ from run import (  # noqa: E402  (bench/ is not a package)
     tree_cpu_seconds,
     wait_ready,
 )
+
+
+def client_connections(pid: int, port: int) -> int:
+    """Established TCP connections on local `port` that process `pid` holds."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                        inodes.add(fields[9])
+        except OSError:
+            pass
+    n = 0
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            n += link.startswith("socket:[") and link[8:-1] in inodes
+    except OSError:
+        pass
+    return n
 
 
 def machine_busy(before: dict, after: dict) -> float:
@@ -102,9 +129,20 @@ class Bench:
         url = f"http://127.0.0.1:{port}{PAYLOADS[a.payload]}"
         argv = ["wrk", "-c", str(a.connections), "-t", str(a.threads), "-d", duration,
                 "--timeout", "5s", "--latency", "-s", str(LUA), url]
+        if a.close:
+            argv[1:1] = ["-H", "Connection: close"]
         m0, s0, o0, t0 = cpu_times(), tree_cpu_seconds(p.pid), tree_cpu_seconds(self.origin.pid), time.monotonic()
         w = self.procs.start("wrk", argv, None, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        spread: list[int] = []
+
+        def sample() -> None:  # how wrk's connections are spread over the workers, mid-run
+            time.sleep(min(2.0, float(duration.rstrip("s")) / 2))
+            spread.extend(sorted((client_connections(pid, port) for pid in tree(p.pid)[1:]), reverse=True))
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
         text = w.communicate()[0].decode(errors="replace")
+        sampler.join()
         m1, s1, o1, t1 = cpu_times(), tree_cpu_seconds(p.pid), tree_cpu_seconds(self.origin.pid), time.monotonic()
         self.procs.procs = [(n, q) for n, q in self.procs.procs if q is not w]
         if out_file is not None:
@@ -124,6 +162,7 @@ class Bench:
             porch_sys_us_per_req=1e6 * (s1[1] - s0[1]) / max(1, r["requests"]),
             origin_cpu_pct=100.0 * ((o1[0] + o1[1]) - (o0[0] + o0[1])) / (t1 - t0),
             machine_pct=machine_busy(m0, m1),
+            spread="+".join(map(str, spread)),
         )
         return r
 
@@ -135,8 +174,8 @@ def table(results: dict[int, list[dict]], cores: int) -> str:
     base = statistics.median(r["rps"] for r in results[min(results)])
     lines = [
         "| workers | req/s (median) | vs 1 worker | p50 ms | p99 ms | Porch CPU % | Porch CPU us/req (sys) "
-        f"| origin CPU % | machine busy % (of {cores * 100}) | errors | req/s per round |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| origin CPU % | machine busy % (of {cores * 100}) | errors | req/s per round | connections per worker |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for workers, runs in sorted(results.items()):
         med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
@@ -144,7 +183,8 @@ def table(results: dict[int, list[dict]], cores: int) -> str:
             f"| {workers} | {med('rps'):,.0f} | {med('rps') / base:.2f}x | {med('p50') / 1000:.2f} | "
             f"{med('p99') / 1000:.2f} | {med('porch_cpu_pct'):.0f} | {med('porch_us_per_req'):.1f} "
             f"({med('porch_sys_us_per_req'):.1f}) | {med('origin_cpu_pct'):.0f} | {med('machine_pct'):.0f} | "
-            f"{sum(r['errors'] for r in runs)} | {' / '.join(format(r['rps'], ',.0f') for r in runs)} |")
+            f"{sum(r['errors'] for r in runs)} | {' / '.join(format(r['rps'], ',.0f') for r in runs)} | "
+            f"{' / '.join(r['spread'] for r in runs)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -157,6 +197,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per Porch (3)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
     ap.add_argument("--payload", default="small", choices=sorted(PAYLOADS), help="small (100 B) or 1m")
+    ap.add_argument("--close", action="store_true", help="a new connection per request (Connection: close)")
     ap.add_argument("--porch", default=str(REPO / ".venv/bin/porch"), help="the porch executable")
     args = ap.parse_args()
     for tool in ("nginx", "wrk"):
@@ -190,8 +231,9 @@ def main() -> int:
                 results[n].append(r)
                 log(f"round {rnd + 1} workers={n}: {r['rps']:,.0f} req/s, p99 {r['p99'] / 1000:.2f} ms, "
                     f"Porch {r['porch_cpu_pct']:.0f}% CPU = {r['porch_us_per_req']:.1f} us/req, "
-                    f"machine {r['machine_pct']:.0f}%, errors {r['errors']}")
-        header = (f"{PAYLOADS[args.payload]}, wrk -c {args.connections} -t {args.threads} -d {args.duration}, "
+                    f"machine {r['machine_pct']:.0f}%, errors {r['errors']}, connections per worker {r['spread']}")
+        header = (f"{PAYLOADS[args.payload]}{' with Connection: close' if args.close else ''}, "
+                  f"wrk -c {args.connections} -t {args.threads} -d {args.duration}, "
                   f"{args.rounds} rounds (medians), nothing pinned, {cores} cores; background load "
                   f"before the run {background:.0f}% of {cores * 100}%\n\n")
         text = header + table(results, cores)
