@@ -172,21 +172,21 @@ def test_long_download_started_before_a_reload_completes_whole(upstream, porch):
     a, b = upstream(), upstream()
     p = porch(site(a.url))
     p.wait_workers(1)
-    size = 64 * MiB
+    size = 128 * MiB
     result = {}
 
     def download() -> None:
-        # --limit-rate: it lasts a few seconds, across the reload
+        # --limit-rate: it lasts about 8 s, across the reload
         result["r"] = curl_fetch(f"{p.url}/stream?size={size}", "-H", "Host: app.test",
-                                 "--limit-rate", "20M", timeout=60)
+                                 "--limit-rate", "16M", timeout=60)
 
     t = threading.Thread(target=download)
     t.start()
     assert wait_until(lambda: a.stats().get("streams_open", 0) >= 1, timeout=5)
     p.write_config(site(b.url))
     assert p.reload().returncode == 0
+    assert a.stats()["streams_open"] == 1, "the download ended before the reload was done: make it longer"
     assert served_by(p) == b.port
-    assert t.is_alive(), "the download ended before the reload: make it longer"
     t.join(timeout=60)
     r = result["r"]
     assert r.rc == 0 and r.status == 200, (r.rc, r.stderr)
@@ -256,3 +256,20 @@ def test_reload_that_adds_a_tls_site_opens_the_https_port(upstream, porch):
         res = curl_fetch(f"https://localhost:{https}/", "-k", "--resolve", f"localhost:{https}:127.0.0.1")
         assert res.rc == 0 and res.status == 200, res.stderr
         assert res.json()["server_port"] == a.port
+
+
+def test_reload_changing_the_number_of_workers_keeps_every_connection_served(upstream, porch):
+    """Each worker has its own SO_REUSEPORT socket: with fewer workers after a reload,
+    the remaining ones serve the extra sockets too, so no connection waits unanswered."""
+    a = upstream()
+    p = porch(site(a.url), workers=2)
+    p.wait_workers(2)
+    for workers in (3, 1):
+        p.write_config(site(a.url), workers=workers)
+        r = p.reload()
+        assert r.returncode == 0, r.stderr
+        assert wait_until(lambda: len(p.workers()) == workers, timeout=10), p.workers()
+        for _ in range(30):  # new connections land on every socket of the group
+            with RawConn(p.port, timeout=3) as c:
+                c.send(get("/", extra="Connection: close\r\n"))
+                assert c.read_response().status == 200

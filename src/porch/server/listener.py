@@ -134,19 +134,28 @@ class Server:
         self.runtime.access_log.close()
 
 
-def bind_sockets(addresses: tuple[str, ...], port: int) -> list[socket.socket]:
+def bind_sockets(addresses: tuple[str, ...], port: int, reuse_port: bool = False,
+                 listen: bool = True) -> list[socket.socket]:
     """Open listening sockets, one per address.  "::" is bound IPv6-only, so that
-    "0.0.0.0" and "::" can both be listed (the default) without a clash."""
+    "0.0.0.0" and "::" can both be listed (the default) without a clash.
+
+    `reuse_port` sets SO_REUSEPORT: several sockets on one address, the kernel
+    spreading new connections over them (server/supervisor.py gives each worker its
+    own, so that workers share the load evenly).  Without `listen` the sockets are
+    only bound: whoever serves them listens (asyncio's create_server does)."""
     socks = []
     for addr in addresses:
         family = socket.AF_INET6 if ":" in addr else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((addr, port))
-            sock.listen(BACKLOG)
+            if listen:
+                sock.listen(BACKLOG)
             sock.setblocking(False)
         except OSError:
             sock.close()

@@ -6,10 +6,12 @@
         worker 2     sockets inherited from the supervisor
         ...          `workers` of them ("auto": one per CPU)
 
-- Sockets: opened here, once, and passed to each worker (subprocess pass_fds).  They
-  stay open here for as long as the config names them, so a port never stops
-  accepting while workers come and go: the kernel queues connections until some
-  worker accepts them.
+- Sockets: opened here, once, and passed to the workers (subprocess pass_fds): one
+  SO_REUSEPORT socket per worker slot and address, so the kernel spreads connections
+  evenly (see Listeners).  They stay open here for as long as the config names them,
+  so a port never stops accepting while workers come and go: the kernel queues
+  connections until a worker accepts them.  (A slot whose worker is dead, waiting
+  for a restart with backoff, leaves its share of new connections waiting too.)
 - Workers are fresh interpreters started with subprocess, never forks of this running
   event loop; each gets the validated config model and its descriptors over a control
   socket pair (protocol in server/worker.py).
@@ -103,40 +105,69 @@ def _where(address: str, port: int) -> str:
 
 
 class Listeners:
-    """The listening sockets by (address, port): opened once, kept while named."""
+    """The listening sockets by (address, port): opened once, kept while named.
+
+    With SO_REUSEPORT (Linux), each address has one socket per worker slot and the
+    kernel spreads new connections over them, so workers share the load evenly.  With
+    one socket shared by all, the worker that wakes first accepts a whole burst: wrk's
+    50 connections went 50+0 or 49+1 to two workers (bench/workers.py).  Socket j is
+    served by worker j % workers.  A group never shrinks while its address is named
+    (fewer workers after a reload serve several sockets each), so no socket is closed
+    with connections waiting in its queue, and a reload hands each socket from an old
+    worker to a new one with no gap.  Sockets added to a group are only bound here: the
+    worker listens, so a failed reload closes them before any connection could queue.
+    """
 
     def __init__(self) -> None:
-        self.sockets: dict[tuple[str, int], socket.socket] = {}
+        self.groups: dict[tuple[str, int], list[socket.socket]] = {}
+        self.reuse_port = hasattr(socket, "SO_REUSEPORT")
 
-    def add(self, wanted: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
-        """Open those of `wanted` not open yet; return them.  On failure close the ones
-        this call opened and raise ListenError naming the address."""
-        opened = []
+    def add(self, wanted: Sequence[tuple[str, int]], workers: int) -> list[socket.socket]:
+        """Open what `wanted` and `workers` need that is not open yet; return the new
+        sockets.  On failure close them and raise ListenError naming the address."""
+        opened: list[socket.socket] = []
         for key in wanted:
-            if key in self.sockets:
-                continue
+            group = self.groups.setdefault(key, [])
             try:
-                (self.sockets[key],) = bind_sockets((key[0],), key[1])
+                if not group and self.reuse_port:
+                    _probe(key)
+                while len(group) < (workers if self.reuse_port else 1):
+                    (sock,) = bind_sockets((key[0],), key[1], reuse_port=self.reuse_port,
+                                           listen=not self.reuse_port)
+                    group.append(sock)
+                    opened.append(sock)
             except OSError as err:
-                self.close(opened)
+                self.discard(opened)
                 raise ListenError(f"cannot listen on {_where(*key)}: {err.strerror}") from None
-            opened.append(key)
         return opened
 
-    def inherited(self, wanted: Sequence[tuple[str, int]]) -> tuple[Inherited, ...]:
-        return tuple(Inherited(self.sockets[key].fileno(), *key) for key in wanted)
+    def for_worker(self, wanted: Sequence[tuple[str, int]], slot: int, workers: int) -> tuple[Inherited, ...]:
+        """The sockets worker `slot` of `workers` serves."""
+        return tuple(Inherited(sock.fileno(), *key) for key in wanted
+                     for j, sock in enumerate(self.groups[key])
+                     if j % workers == slot or len(self.groups[key]) == 1)
 
-    def close(self, keys: Sequence[tuple[str, int]]) -> None:
-        for key in keys:
-            sock = self.sockets.pop(key, None)
-            if sock is not None:
-                sock.close()
+    def discard(self, sockets: Sequence[socket.socket]) -> None:
+        """Close `sockets` (opened by a failed start or reload); forget empty groups."""
+        groups = {key: [s for s in group if s not in sockets] for key, group in self.groups.items()}
+        self.groups = {key: group for key, group in groups.items() if group}
+        for sock in sockets:
+            sock.close()
 
     def keep_only(self, wanted: Sequence[tuple[str, int]]) -> None:
-        self.close([key for key in self.sockets if key not in wanted])
+        for key in [key for key in self.groups if key not in wanted]:
+            for sock in self.groups.pop(key):
+                sock.close()
 
     def close_all(self) -> None:
-        self.close(list(self.sockets))
+        self.keep_only(())
+
+
+def _probe(key: tuple[str, int]) -> None:
+    """Raise OSError if something else has bound `key`: with SO_REUSEPORT, our sockets
+    would silently join another program's group (same user) instead of failing."""
+    (sock,) = bind_sockets((key[0],), key[1], listen=False)
+    sock.close()
 
 
 class WorkerProcess:
@@ -309,7 +340,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGQUIT, self._request_stop, "now")
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
-            self.listeners.add(wanted)
+            self.listeners.add(wanted, worker_count(config.porch.workers))
             self.workers = list(await self._start_generation(config, wanted))
         except (ListenError, ReloadError) as err:
             self._hurry()
@@ -393,11 +424,12 @@ class Supervisor:
         """Start `workers` new workers on `config`; return them once each accepts
         connections.  Raise ReloadError (and stop the ones started) if any cannot."""
         self.generation += 1
-        sockets = self.listeners.inherited(wanted)
+        workers = worker_count(config.porch.workers)
         started: list[WorkerProcess] = []
         try:
-            for slot in range(worker_count(config.porch.workers)):
-                spec = WorkerSpec(config=config, sockets=sockets, slot=slot, generation=self.generation)
+            for slot in range(workers):
+                spec = WorkerSpec(config=config, sockets=self.listeners.for_worker(wanted, slot, workers),
+                                  slot=slot, generation=self.generation)
                 started.append(WorkerProcess(self.loop, spec, self._worker_exited))
         except OSError as err:
             self._abandon(started)
@@ -440,8 +472,8 @@ class Supervisor:
         self.restarts.pop(slot, None)
         if self.stopping or slot >= len(self.workers) or self.workers[slot] is not None:
             return
-        spec = WorkerSpec(config=self.config, sockets=self.listeners.inherited(listen_addresses(self.config)),
-                          slot=slot, generation=self.generation)
+        sockets = self.listeners.for_worker(listen_addresses(self.config), slot, len(self.workers))
+        spec = WorkerSpec(config=self.config, sockets=sockets, slot=slot, generation=self.generation)
         try:
             self.workers[slot] = WorkerProcess(self.loop, spec, self._worker_exited)
         except OSError as err:
@@ -498,13 +530,13 @@ class Supervisor:
                               "a running porch keeps its state_dir: restart porch to move it")
         wanted = listen_addresses(config)
         try:
-            opened = self.listeners.add(wanted)
+            opened = self.listeners.add(wanted, worker_count(config.porch.workers))
         except ListenError as err:
             raise ReloadError(str(err)) from None
         try:
             new = await self._start_generation(config, wanted)
         except ReloadError:
-            self.listeners.close(opened)
+            self.listeners.discard(opened)
             raise
         if self.stopping:  # a stop arrived while the new workers started
             for w in new:
