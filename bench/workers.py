@@ -93,6 +93,8 @@ class Bench:
         self.origin_port = 0
         self.origin: subprocess.Popen | None = None
         self.porch: dict[int, tuple[int, subprocess.Popen]] = {}  # workers -> (port, process)
+        # `nice` execs: the pid stays the program's
+        self.nice = ["nice", "-n", str(args.nice)] if args.nice else []
 
     def start_origin(self) -> None:
         d = self.tmp / "origin"
@@ -101,7 +103,8 @@ class Bench:
         self.origin_port = free_port()
         conf = d / "nginx.conf"
         conf.write_text(origin_conf(d, self.origin_port))
-        self.origin = self.procs.start("origin", ["nginx", "-p", f"{d}/", "-c", str(conf), "-e", f"{d}/error.log"],
+        self.origin = self.procs.start("origin", [*self.nice, "nginx", "-p", f"{d}/", "-c", str(conf),
+                                                  "-e", f"{d}/error.log"],
                                        None, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_ready(self.origin, self.origin_port, "origin nginx", [d / "error.log"])
         log(f"origin nginx pid {self.origin.pid} on 127.0.0.1:{self.origin_port}")
@@ -114,7 +117,7 @@ class Bench:
         conf = d / "porch.toml"
         conf.write_text(text)
         shutil.copy(conf, self.out / f"porch-{workers}.toml")
-        p = self.procs.start(f"porch-{workers}", [self.args.porch, "run", "-c", str(conf)], None,
+        p = self.procs.start(f"porch-{workers}", [*self.nice, self.args.porch, "run", "-c", str(conf)], None,
                              stdout=open(d / "stdout.log", "wb"), stderr=subprocess.STDOUT)
         wait_ready(p, port, f"Porch workers={workers}", [d / "stdout.log", d / "error.log"], timeout=30)
         deadline = time.monotonic() + 10  # all workers up (the first may answer alone)
@@ -132,7 +135,7 @@ class Bench:
         if a.close:
             argv[1:1] = ["-H", "Connection: close"]
         m0, s0, o0, t0 = cpu_times(), tree_cpu_seconds(p.pid), tree_cpu_seconds(self.origin.pid), time.monotonic()
-        w = self.procs.start("wrk", argv, None, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        w = self.procs.start("wrk", [*self.nice, *argv], None, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         spread: list[int] = []
 
         def sample() -> None:  # how wrk's connections are spread over the workers, mid-run
@@ -198,6 +201,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
     ap.add_argument("--payload", default="small", choices=sorted(PAYLOADS), help="small (100 B) or 1m")
     ap.add_argument("--close", action="store_true", help="a new connection per request (Connection: close)")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="run origin, Porch and wrk at this niceness (e.g. -10 on a machine shared with other work)")
     ap.add_argument("--porch", default=str(REPO / ".venv/bin/porch"), help="the porch executable")
     args = ap.parse_args()
     for tool in ("nginx", "wrk"):
@@ -235,7 +240,8 @@ def main() -> int:
         header = (f"{PAYLOADS[args.payload]}{' with Connection: close' if args.close else ''}, "
                   f"wrk -c {args.connections} -t {args.threads} -d {args.duration}, "
                   f"{args.rounds} rounds (medians), nothing pinned, {cores} cores; background load "
-                  f"before the run {background:.0f}% of {cores * 100}%\n\n")
+                  f"before the run {background:.0f}% of {cores * 100}%"
+                  f"{f', benchmark processes at nice {args.nice}' if args.nice else ''}\n\n")
         text = header + table(results, cores)
         (out / "results.json").write_text(json.dumps({"args": vars(args), "runs": results}, indent=1))
         (out / "summary.md").write_text(text)
