@@ -490,3 +490,20 @@ def test_upgrade_pipelined_behind_a_request_and_early_tunnel_bytes(upstream, por
         c.send(b"z" * 500)
         c.sock.shutdown(socket.SHUT_WR)
         assert c.read_until_closed() == b"got 1500 bytes"
+
+
+def test_websocket_upgrade_with_a_body_is_a_plain_request(upstream, porch):
+    # RFC 6455's handshake has no body: one that has is not switched, it is passed on
+    # (body included) as a plain request, and the connection carries on.
+    up = upstream()
+    p = porch(site(up.url))
+    with RawConn(p.port) as c:
+        c.send(b"POST /form HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\n"
+               b"Upgrade: websocket\r\nContent-Length: 5\r\n\r\nhello"
+               b"GET /after HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200
+        doc = r.json()
+        assert doc["body_sha256"] == hashlib.sha256(b"hello").hexdigest()
+        assert not {k.lower() for k, _ in doc["headers"]} & {"upgrade", "connection"}
+        assert c.read_response().json()["path"] == "/after"

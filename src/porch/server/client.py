@@ -443,7 +443,8 @@ class ClientConnection:
                     pending.keep_alive = False
             if self.active is None:
                 self.close()
-        elif ex is not None and ex.websocket and ex.local is None and not ex.done:
+        elif (ex is not None and ex.websocket and ex.local is None and not ex.done
+              and not (ex.content_length or ex.chunked)):  # as Exchange._upstream_head
             ex.keep_alive = False
             ex.tunnel_early = rest
             self.block(self.B_UPGRADE)

@@ -241,7 +241,10 @@ class Exchange:
         ]
         if self.connection_tokens:
             parts += _without_listed(self.headers, self.connection_tokens)
-            if self.websocket and b"upgrade" in self.connection_tokens:
+            # RFC 6455 4.1: the opening handshake is a GET without a body; with one,
+            # the request is passed on as a plain request (http/upgrade.py).
+            if self.websocket and b"upgrade" in self.connection_tokens and not (
+                    self.content_length or self.chunked):
                 parts.append(WEBSOCKET_LINES)
         else:
             parts += self.headers
