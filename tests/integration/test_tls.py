@@ -336,6 +336,9 @@ def test_hsts_on_https_responses_including_porchs_own_errors(porch, upstream, ce
     with TlsConn(p.https_port, "a.test", certs.ca_path) as c:
         ok = c.request("/ok")
         assert ok.status == 200 and ok.header_all("strict-transport-security") == [want]
+        # the app's own header is replaced, not repeated (a browser heeds the first)
+        app = c.request("/app?h=Strict-Transport-Security:max-age=0")
+        assert app.status == 200 and app.header_all("strict-transport-security") == [want]
         bad = c.request("/dead/x")
         assert bad.status == 502 and bad.header_all("strict-transport-security") == [want]
     with TlsConn(p.https_port, "a.test", certs.ca_path) as c:  # an early answer (route found)

@@ -55,6 +55,7 @@ _SEP = h1.SEP
 _CRLF = h1.CRLF
 _CLOSE_OR_KEEPALIVE = frozenset({b"close", b"keep-alive"})
 _PLAIN_CONNECTION = frozenset({b"close", b"keep-alive", b"Close", b"Keep-Alive"})
+_STS = frozenset({b"strict-transport-security"})
 
 
 class Exchange:
@@ -429,6 +430,8 @@ class Exchange:
                 lines += (name, _SEP, value, _CRLF)
             if listed and listed - _CLOSE_OR_KEEPALIVE:
                 lines = _without_listed(lines, listed)
+        if self.hsts:  # the site's hsts replaces the app's: a browser heeds the first (RFC 6797 8.1)
+            lines = _without_listed(lines, _STS)
         if self.method == b"HEAD" or status == 204 or status == 304:
             self.framing = BODY_NONE
         elif has_te or not has_length:
@@ -646,8 +649,8 @@ class Exchange:
 
 
 def _without_listed(lines: list[bytes], listed: set[bytes]) -> list[bytes]:
-    """Drop the headers named in a Connection header (RFC 9110 7.6.1) from a flat
-    [name, b": ", value, b"\\r\\n", ...] list."""
+    """Drop the headers named in `listed` (lowercase: those of a Connection header,
+    RFC 9110 7.6.1) from a flat [name, b": ", value, b"\\r\\n", ...] list."""
     out: list[bytes] = []
     for i in range(0, len(lines) - 3, 4):
         if lines[i].lower() not in listed:
