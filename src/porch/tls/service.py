@@ -29,7 +29,12 @@ class TlsService:
         self.slots = slots  # by Site.key_path
 
     def refresh(self) -> None:
-        self.watcher.refresh()
+        """Called by the server's sweeper: never lets an error escape into it (the
+        sweeper also enforces every connection's deadlines)."""
+        try:
+            self.watcher.refresh()
+        except Exception as exc:  # a bug, or a storage failure not foreseen: say it, go on
+            self.watcher.log.error(f"TLS certificate check failed: {exc!r}")
 
 
 def build_tls(config: Config, log: ErrorLog) -> TlsService | None:
