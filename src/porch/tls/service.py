@@ -27,6 +27,7 @@ class TlsService:
         self.context = front.context
         self.watcher = watcher
         self.slots = slots  # by Site.key_path
+        self.failed_at = -REFUSAL_LOG_INTERVAL
 
     def refresh(self) -> None:
         """Called by the server's sweeper: never lets an error escape into it (the
@@ -34,7 +35,10 @@ class TlsService:
         try:
             self.watcher.refresh()
         except Exception as exc:  # a bug, or a storage failure not foreseen: say it, go on
-            self.watcher.log.error(f"TLS certificate check failed: {exc!r}")
+            now = time.monotonic()
+            if now - self.failed_at >= REFUSAL_LOG_INTERVAL:  # not twice a second
+                self.failed_at = now
+                self.watcher.log.error(f"TLS certificate check failed: {exc!r}")
 
 
 def build_tls(config: Config, log: ErrorLog) -> TlsService | None:
