@@ -7,6 +7,7 @@ clients.  Certificates are made by the tests (tlscerts.py) or by Porch's local C
 from __future__ import annotations
 
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -395,3 +396,23 @@ def test_auto_site_waits_for_its_certificate_then_serves_it_without_restart(porc
     assert wait_until(served, timeout=5)
     r = curl_fetch(f"http://{name}:{p.port}/x", *resolve(name, p.port))
     assert r.status == 308 and r.header("location") == f"https://{name}:{p.https_port}/x"
+
+
+def test_workers_share_one_local_ca_leaf(porch, upstream, tmp_path):
+    """Two workers start together: one root, one leaf (made under the storage lock),
+    served by both."""
+    up = upstream()
+    p = tls_porch(porch, site(up.url, 'tls = "internal"\n', host="localhost"), workers=2)
+    def loaded() -> set[str]:
+        return set(re.findall(r"\] (\d+): site localhost: certificate loaded", p.error_log_text()))
+
+    assert wait_until(lambda: len(loaded()) == 2, timeout=10), p.error_log_text()  # each worker
+    root = p.workdir / "state" / "ca" / "root.pem"
+    serials = set()
+    for _ in range(12):  # new connections, spread over the workers by the kernel
+        with TlsConn(p.https_port, "localhost", root) as c:
+            serials.add(c.peer_cert().serial_number)
+            assert c.request(host="localhost").status == 200
+    assert len(serials) == 1
+    issued = x509.load_pem_x509_certificate((p.workdir / "state/certs/localhost/fullchain.pem").read_bytes())
+    assert serials == {issued.serial_number}
