@@ -186,6 +186,23 @@ def test_tls_13_and_12_work_11_is_refused(porch, upstream, certs):
         assert c.sock.selected_alpn_protocol() == "http/1.1"
 
 
+def test_tls_ciphers_setting(porch, upstream, certs):
+    up = upstream()
+    cert, key, _ = certs.leaf(["a.test"], "a")
+    p = tls_porch(porch, site(up.url, files(cert, key), host="a.test"),
+                  tls_ciphers="ECDHE-ECDSA-AES256-GCM-SHA384")
+    V = ssl.TLSVersion
+    for cipher, works in (("ECDHE-ECDSA-AES256-GCM-SHA384", True), ("ECDHE-ECDSA-AES128-GCM-SHA256", False)):
+        ctx = client_context(certs.ca_path, (V.TLSv1_2, V.TLSv1_2))
+        ctx.set_ciphers(cipher)  # alone, this one is in Porch's default list
+        if works:
+            with TlsConn(p.https_port, "a.test", None, context=ctx) as c:
+                assert c.sock.cipher()[0] == cipher and c.request().status == 200
+        else:
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                TlsConn(p.https_port, "a.test", None, context=ctx)
+
+
 def test_tls_protocols_setting_and_session_resumption(porch, upstream, certs):
     up = upstream()
     cert, key, _ = certs.leaf(["a.test"], "a")
