@@ -399,3 +399,37 @@ def test_with_workers_the_supervisor_issues_once_and_a_reload_adds_a_site(acme, 
     assert log.count("ACME: certificate stored site=a.example.com") == 1, log
     assert log.count("ACME: certificate stored site=c.example.com") == 1, log
     assert log.count("ACME: requesting certificate site=a.example.com") == 1, log  # not again on reload
+
+
+def test_failed_renewal_keeps_the_old_certificate_serving(acme, porch, upstream, tmp_path):
+    pebble, http_port = acme()
+    up = upstream()
+    keys = acme_keys(pebble, http_port)
+    p = porch(SITES.format(up=up.url).split("\n\n[[site]]")[0], **keys)
+    first = wait_valid(p, "a.example.com")
+    cafile = tmp_path / "root.pem"
+    cafile.write_text(pebble.issuing_root())
+    chain = p.workdir / "state" / "certs" / "a.example.com" / "fullchain.pem"
+    old = chain.read_bytes()
+
+    def served() -> int | None:
+        try:
+            status, leaf, sock = tls_get(keys["https_port"], "a.example.com", cafile)
+            sock.close()
+            return leaf.serial_number
+        except (OSError, AssertionError):
+            return None
+
+    serial = leaf_and_chain(chain)[0].serial_number
+    assert wait_until(lambda: served() == serial, timeout=5)
+    pebble.add_a("www.a.example.com", "127.0.0.2")  # one name stops validating
+    failed = porch_cli(p, "renew", "--force")
+    assert failed.returncode == 1
+    assert "a.example.com: failed: ACME order for a.example.com, www.a.example.com: validation failed:" \
+        " www.a.example.com: urn:ietf:params:acme:error:connection" in failed.stdout, failed.stdout
+    meta = stored(p, "a.example.com")
+    assert meta["state"] == "failing" and "www.a.example.com" in meta["last_error"]
+    assert meta["not_after"] == first["not_after"]
+    assert chain.read_bytes() == old and served() == serial  # the old one keeps serving
+    listing = porch_cli(p).stdout
+    assert "failing" in listing and "last error: ACME order for a.example.com" in listing
