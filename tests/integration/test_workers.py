@@ -235,3 +235,32 @@ def test_several_workers_never_split_access_log_lines(upstream, porch):
     for line in lines:
         record = json.loads(line)  # a split line is not JSON
         assert record["user_agent"] == long_ua
+
+
+def test_connections_for_a_dead_worker_are_served_by_another_while_it_restarts(upstream, porch, tmp_path):
+    """Each worker accepts on its own socket; while one cannot be restarted (backoff),
+    another accepts on its socket too: no new connection waits for the restart."""
+    up = upstream()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    p = porch(site(up.url), workers=2, access_log=str(logs / "access.log"))
+    pids = p.wait_workers(2)
+    mark = p.error_log_mark()
+    for f in logs.iterdir():
+        f.unlink()
+    logs.rmdir()  # restarts fail from now on
+    os.kill(pids[0], signal.SIGKILL)
+    p.error_log_text(wait_for=r"restarting in 1s", since=mark, timeout=10)
+    t0 = time.monotonic()
+    for _ in range(40):  # the kernel sends about half of them to the dead worker's socket
+        with RawConn(p.port, timeout=3) as c:
+            c.send(get("/", extra="Connection: close\r\n"))
+            assert c.read_response().status == 200
+    assert time.monotonic() - t0 < 10
+    logs.mkdir()
+    assert wait_until(lambda: len(p.workers()) == 2, timeout=15), p.workers()
+    p.error_log_text(wait_for=r"porch serving|restarting", since=mark)
+    for _ in range(20):
+        with RawConn(p.port, timeout=3) as c:
+            c.send(get("/", extra="Connection: close\r\n"))
+            assert c.read_response().status == 200

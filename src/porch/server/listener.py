@@ -47,11 +47,14 @@ class Server:
         """Serve plain HTTP on `sockets` and HTTPS on `tls_sockets` (runtime.tls must
         be set then: its context picks each handshake's certificate by SNI)."""
         for sock in sockets:
-            server = await self.loop.create_server(
-                lambda: ClientConnection(self), sock=sock, backlog=BACKLOG
-            )
-            self.servers.append(server)
+            await self.add_listener(sock, tls=False)
         for sock in tls_sockets:
+            await self.add_listener(sock, tls=True)
+        self._sweeper = self.loop.create_task(self._sweep())
+
+    async def add_listener(self, sock: socket.socket, tls: bool) -> asyncio.AbstractServer:
+        """Accept connections on one more socket (also after listen())."""
+        if tls:
             server = await self.loop.create_server(
                 lambda: ClientConnection(self, b"https"), sock=sock, backlog=BACKLOG,
                 ssl=self.runtime.tls.context,
@@ -59,8 +62,16 @@ class Server:
                 # with client_header_timeout too)
                 ssl_handshake_timeout=self.runtime.header_timeout,
             )
-            self.servers.append(server)
-        self._sweeper = self.loop.create_task(self._sweep())
+        else:
+            server = await self.loop.create_server(lambda: ClientConnection(self), sock=sock, backlog=BACKLOG)
+        self.servers.append(server)
+        return server
+
+    def remove_listener(self, server: asyncio.AbstractServer) -> None:
+        """Stop accepting on one socket (its connections carry on)."""
+        server.close()
+        if server in self.servers:
+            self.servers.remove(server)
 
     async def _sweep(self) -> None:
         while True:

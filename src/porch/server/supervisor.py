@@ -10,8 +10,10 @@
   SO_REUSEPORT socket per worker slot and address, so the kernel spreads connections
   evenly (see Listeners).  They stay open here for as long as the config names them,
   so a port never stops accepting while workers come and go: the kernel queues
-  connections until a worker accepts them.  (A slot whose worker is dead, waiting
-  for a restart with backoff, leaves its share of new connections waiting too.)
+  connections until a worker accepts them.  While a slot's worker is dead (waiting
+  for its restart, maybe with backoff), another worker accepts on its sockets too
+  (`_cover`; every worker holds every socket for that), so its share of new
+  connections does not wait.
 - Workers are fresh interpreters started with subprocess, never forks of this running
   event loop; each gets the validated config model and its descriptors over a control
   socket pair (protocol in server/worker.py).
@@ -142,10 +144,10 @@ class Listeners:
         return opened
 
     def for_worker(self, wanted: Sequence[tuple[str, int]], slot: int, workers: int) -> tuple[Inherited, ...]:
-        """The sockets worker `slot` of `workers` serves."""
-        return tuple(Inherited(sock.fileno(), *key) for key in wanted
-                     for j, sock in enumerate(self.groups[key])
-                     if j % workers == slot or len(self.groups[key]) == 1)
+        """All of `wanted`'s sockets, marked `own` for those worker `slot` of `workers`
+        serves: it holds the others to adopt them while their worker is dead."""
+        return tuple(Inherited(sock.fileno(), *key, own=j % workers == slot or len(self.groups[key]) == 1)
+                     for key in wanted for j, sock in enumerate(self.groups[key]))
 
     def discard(self, sockets: Sequence[socket.socket]) -> None:
         """Close `sockets` (opened by a failed start or reload); forget empty groups."""
@@ -204,6 +206,15 @@ class WorkerProcess:
         """Drain for up to `timeout` seconds, then exit."""
         self.retiring = True
         self._send(f"stop {timeout:g} {reason}")
+
+    def adopt(self, fds: Sequence[int], adopt: bool = True) -> None:
+        """Accept on a dead worker's sockets too (or stop: `adopt` False)."""
+        for fd in fds:
+            self._send(f"{'adopt' if adopt else 'release'} {fd}")
+
+    @property
+    def serving(self) -> bool:
+        return self.ready.done() and self.ready.result() is None and not self.exited.done() and not self.retiring
 
     def quit(self) -> None:
         self.retiring = True
@@ -293,6 +304,7 @@ class Supervisor:
         self.generation = 0
         self.failures: dict[int, int] = {}  # slot -> deaths in a row within STABLE_AFTER
         self.restarts: dict[int, asyncio.TimerHandle] = {}  # slot -> pending restart
+        self.covers: dict[int, WorkerProcess] = {}  # slot of a dead worker -> who accepts for it
         self.stopping = False
         self._stop: asyncio.Future[str] | None = None  # "drain" or "now"
         self._reloading: asyncio.Task | None = None
@@ -467,6 +479,31 @@ class Supervisor:
         why = f": {w.error}".replace("\n", "; ") if w.error else ""
         self.log.error(f"{w.name} exited unexpectedly ({exit_cause(code)}{why}); {when}")
         self.restarts[w.slot] = self.loop.call_later(delay, self._restart, w.slot)
+        self._cover()
+
+    def _cover(self) -> None:
+        """Have a serving worker accept on the sockets of each slot whose worker is
+        dead or not ready yet: with a socket per worker, the kernel keeps sending that
+        slot its share of new connections, and they must not wait for the restart."""
+        serving = [w for w in self.workers if w is not None and w.serving]
+        for slot, w in enumerate(self.workers):
+            if (w is not None and w.serving) or not serving:
+                continue
+            adopter = self.covers.get(slot)
+            if adopter is not None and adopter.serving:
+                continue
+            adopter = serving[slot % len(serving)]
+            self.covers[slot] = adopter
+            adopter.adopt(self._own_fds(slot))
+
+    def _own_fds(self, slot: int) -> list[int]:
+        wanted = listen_addresses(self.config)
+        return [s.fd for s in self.listeners.for_worker(wanted, slot, len(self.workers)) if s.own]
+
+    def _uncover(self, slot: int) -> None:
+        adopter = self.covers.pop(slot, None)
+        if adopter is not None and adopter.serving:
+            adopter.adopt(self._own_fds(slot), adopt=False)
 
     def _restart(self, slot: int) -> None:
         self.restarts.pop(slot, None)
@@ -475,12 +512,19 @@ class Supervisor:
         sockets = self.listeners.for_worker(listen_addresses(self.config), slot, len(self.workers))
         spec = WorkerSpec(config=self.config, sockets=sockets, slot=slot, generation=self.generation)
         try:
-            self.workers[slot] = WorkerProcess(self.loop, spec, self._worker_exited)
+            w = self.workers[slot] = WorkerProcess(self.loop, spec, self._worker_exited)
+            w.ready.add_done_callback(lambda f, slot=slot, w=w: self._restarted(slot, w))
         except OSError as err:
             failures = self.failures[slot] = self.failures.get(slot, 0) + 1
             delay = min(BACKOFF_MAX, 2.0 ** max(0, failures - 2))
             self.log.error(f"cannot start worker {slot + 1}: {err}; trying again in {delay:g}s")
             self.restarts[slot] = self.loop.call_later(delay, self._restart, slot)
+
+    def _restarted(self, slot: int, w: WorkerProcess) -> None:
+        if w.serving and self.workers[slot] is w:
+            self._uncover(slot)
+        # a worker serving again may cover others; one that died covers none
+        self._cover()
 
     # -- reload ------------------------------------------------------------------
 
@@ -548,6 +592,7 @@ class Supervisor:
             handle.cancel()
         self.restarts.clear()
         self.failures.clear()
+        self.covers.clear()
         self.workers = list(new)
         previous, self.config = self.config, config
         drain = config.porch.drain_timeout

@@ -17,7 +17,9 @@ The control channel (a SOCK_STREAM socket pair, one per worker):
   in-flight requests up to SECONDS, see Server.shutdown) then exits 0; `quit\\n` exits
   at once (1).  End of file (the supervisor is gone) is a stop with shutdown_timeout;
 - worker -> supervisor: `draining\\n` once it has closed its listening sockets after a
-  stop: from then on only the other workers accept (a reload is complete only then).
+  stop: from then on only the other workers accept (a reload is complete only then);
+- supervisor -> worker: `adopt FD\\n` starts accepting on inherited socket FD too (its
+  own worker is dead and waits for a restart), `release FD\\n` stops (it is back).
 
 Signals sent to the worker itself: SIGTERM drains for shutdown_timeout (a service
 manager may signal the whole process group), SIGQUIT quits at once; SIGINT and SIGHUP
@@ -47,11 +49,14 @@ _LENGTH = struct.Struct("!Q")
 
 @dataclass(frozen=True)
 class Inherited:
-    """A listening socket as the worker receives it: descriptor number and address."""
+    """A listening socket as the worker receives it: descriptor number and address.
+    `own`: this worker accepts on it from the start; the others it holds to adopt them
+    when the supervisor asks (their worker is dead)."""
 
     fd: int
     address: str
     port: int
+    own: bool = True
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ class _Control:
         self.stop: asyncio.Future[tuple[float, str]] = loop.create_future()
         self.quit: asyncio.Future[None] = loop.create_future()
         self.shutdown_timeout = shutdown_timeout
+        self.on_adopt = None  # (adopt: bool, fd) -> None, set once serving
         sock.setblocking(False)
         loop.add_reader(sock.fileno(), self._readable)
 
@@ -149,6 +155,9 @@ class _Control:
                 self.request_stop(float(words[1]), " ".join(words[2:]) or "stop")
             elif words[:1] == ["quit"]:
                 self.request_quit()
+            elif words[:1] in (["adopt"], ["release"]) and len(words) == 2 and words[1].isdigit():
+                if self.on_adopt is not None:
+                    self.on_adopt(words[0] == "adopt", int(words[1]))
 
 
 async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
@@ -173,10 +182,13 @@ async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
         return 1
     plain, tls = [], []
     for s in spec.sockets:
-        https = runtime.tls is not None and s.port == g.https_port
-        (tls if https else plain).append(socket.socket(fileno=s.fd))
+        if s.own:
+            https = runtime.tls is not None and s.port == g.https_port
+            (tls if https else plain).append(socket.socket(fileno=s.fd))
     server = Server(loop, runtime)
     await server.listen(plain, tls)
+    adopter = _Adopter(loop, server, spec, runtime.tls is not None)
+    ctl.on_adopt = adopter.request
     loop.add_signal_handler(signal.SIGTERM, ctl.request_stop, g.shutdown_timeout, "SIGTERM")
     loop.add_signal_handler(signal.SIGQUIT, ctl.request_quit)
     # Requests free their objects by reference counting; the cyclic collector only
@@ -191,6 +203,7 @@ async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
         _quit_now(server)
     timeout, reason = ctl.stop.result()
     server.stop_accepting()
+    adopter.close()  # the other workers' sockets too: a port closes when all let go
     ctl.send("draining")
     log = runtime.error_log
     log.info(f"worker stopping ({reason}): finishing in-flight requests", worker=spec.slot + 1,
@@ -201,6 +214,61 @@ async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
         _quit_now(server)
     log.close()
     return 0
+
+
+class _Adopter:
+    """Accepts on the sockets of a dead worker while the supervisor restarts it.  A
+    socket is served through a duplicate descriptor, so releasing it (closing the
+    server) leaves the inherited one open for the next time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, server, spec: WorkerSpec, tls: bool) -> None:
+        self.loop = loop
+        self.server = server
+        self.spare = {s.fd: s for s in spec.sockets if not s.own}
+        self.https_port = spec.config.porch.https_port if tls else None
+        self.adopted: dict[int, asyncio.AbstractServer | None] = {}  # None: being set up
+        self.cancelled: set[int] = set()  # released while being set up
+
+    def request(self, adopt: bool, fd: int) -> None:
+        if fd not in self.spare or self.server.draining:
+            return
+        if adopt and fd not in self.adopted:
+            self.adopted[fd] = None
+            self.cancelled.discard(fd)
+            self.loop.create_task(self._adopt(fd))
+        elif not adopt and fd in self.adopted:
+            listener = self.adopted.pop(fd)
+            if listener is None:
+                self.cancelled.add(fd)
+            else:
+                self.server.remove_listener(listener)
+
+    def close(self) -> None:
+        """Let go of the sockets held for adoption (those adopted closed with the server)."""
+        for fd in self.spare:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.spare = {}
+
+    async def _adopt(self, fd: int) -> None:
+        s = self.spare.get(fd)
+        if s is None:  # let go of (stopping) since it was asked
+            self.adopted.pop(fd, None)
+            return
+        sock = socket.socket(fileno=os.dup(fd))
+        try:
+            listener = await self.server.add_listener(sock, tls=s.port == self.https_port)
+        except OSError:
+            sock.close()
+            self.adopted.pop(fd, None)
+            return
+        if fd in self.cancelled or self.server.draining:
+            self.cancelled.discard(fd)
+            self.server.remove_listener(listener)
+        else:
+            self.adopted[fd] = listener
 
 
 def _quit_now(server) -> None:
