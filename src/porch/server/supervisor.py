@@ -531,6 +531,10 @@ class Supervisor:
     def request_reload(self) -> None:
         """SIGHUP: reload now, or right after the reload in progress."""
         if self.stopping:
+            try:  # `porch reload` is waiting for an answer
+                control.write_result(self.storage, time.monotonic(), False, "porch is stopping")
+            except StorageError:
+                pass
             return
         if self._reloading is not None or not self.started:
             self._reload_again = True
