@@ -56,11 +56,13 @@ def _write(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticC
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key, days: int = 30) -> x509.CertificateBuilder:
+    """Valid from 5 minutes ago for `days` days; a negative `days`: expired that long ago."""
     now = datetime.datetime.now(datetime.timezone.utc)
+    start = now - datetime.timedelta(minutes=5) if days > 0 else now + datetime.timedelta(days=days - 30)
     return (x509.CertificateBuilder()
             .subject_name(subject).issuer_name(issuer).public_key(public_key)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_before(start)
             .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False))
 
@@ -93,12 +95,13 @@ class TestCA:
         self.pair = _write(directory, stem, self.certificate, self.key)
         self.cert = self.pair.cert
 
-    def issue(self, stem: str, names: list[str], *, client: bool = False) -> Pair:
-        """A leaf for `names` (DNS names or IP addresses; the first is also the CN)."""
+    def issue(self, stem: str, names: list[str], *, client: bool = False, days: int = 30) -> Pair:
+        """A leaf for `names` (DNS names or IP addresses; the first is also the CN),
+        valid for `days` (negative: expired)."""
         key = ec.generate_private_key(ec.SECP256R1())
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
         ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        cert = (_builder(_name(names[0]), self.name, key.public_key())
+        cert = (_builder(_name(names[0]), self.name, key.public_key(), days)
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                 .add_extension(_leaf_usage(), critical=True)
                 .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)

@@ -105,6 +105,15 @@ def test_ca_trusts_only_that_ca(pki, tmp_path, upstream, porch):
     assert "certificate verify failed" in p.error_log_text(wait_for="certificate verify failed")
 
 
+def test_expired_certificate_is_502_saying_so(pki, upstream, porch):
+    old = pki.ca.issue("expired", ["localhost"], days=-1)
+    up = upstream(tls=(old.cert, old.key))
+    p = porch(site(f"https://localhost:{up.port}", tls_table(ca=pki.ca.cert)))
+    assert fetch(p)[0] == 502
+    log = p.error_log_text(wait_for="expired")
+    assert "certificate verify failed: certificate has expired (renew the upstream's certificate" in log, log
+
+
 def test_hostname_mismatch_is_502_and_server_name_fixes_it(pki, upstream, porch):
     named = pki.ca.issue("dav", ["dav.internal"])
     up = upstream(tls=(named.cert, named.key))

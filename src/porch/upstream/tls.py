@@ -63,6 +63,10 @@ _HINTS = {
 }
 
 
+# X509_V_ERR_* codes whose fix is not "trust the issuer" (openssl's x509_vfy.h).
+_NOT_YET_VALID, _EXPIRED = 9, 10
+
+
 def tls_failure(exc: BaseException) -> str:
     """Why a TLS connection to an upstream failed, for the error log: OpenSSL's reason
     without its library codes and source lines, and a hint when the fix is known.
@@ -76,6 +80,8 @@ def tls_failure(exc: BaseException) -> str:
         text = f"certificate verify failed: {exc.verify_message.rstrip('.')}"
         if "Hostname mismatch" in exc.verify_message or "IP address mismatch" in exc.verify_message:
             return text + " (connect by a name the certificate has, or set upstream_tls.server_name to one)"
+        if exc.verify_code in (_NOT_YET_VALID, _EXPIRED):
+            return text + " (renew the upstream's certificate, or check this machine's clock)"
         return f"{text} ({_HINTS['CERTIFICATE_VERIFY_FAILED']})"
     if isinstance(exc, ssl.SSLError):
         text = _LIB_NOISE.sub("", str(exc.args[1] if len(exc.args) > 1 else exc))
