@@ -13,7 +13,6 @@ Real processes on 127.0.0.1, each stopped by pid by the fixtures.
 from __future__ import annotations
 
 import hashlib
-import socket
 import threading
 import time
 from collections import Counter

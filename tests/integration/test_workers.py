@@ -10,6 +10,7 @@ Real processes on 127.0.0.1, each stopped by pid by the fixtures.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -20,7 +21,6 @@ import time
 from .helpers import (
     PORCH_BIN,
     RawConn,
-    children_of,
     curl_fetch,
     get,
     port_accepts,
@@ -228,8 +228,6 @@ def test_several_workers_never_split_access_log_lines(upstream, porch):
         t.join()
     assert sum(counts) == 600
     p.stop()
-    import json
-
     lines = p.access_log_path.read_text().splitlines()
     assert len(lines) == 600
     for line in lines:
