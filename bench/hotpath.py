@@ -80,6 +80,7 @@ class FakeServer:
         self.runtime = runtime
         self.scheme = b"http"
         self.connections: set = set()
+        self.draining = False
 
 
 def setup(access_log: str):
