@@ -5,6 +5,7 @@ from porch.server.client cimport ClientConnection
 from porch.upstream.connection cimport UpstreamConnection
 from porch.runtime cimport RouteRuntime, Runtime, SiteRuntime
 from porch.http.target cimport needs_a_look
+from porch.http.h1 cimport relayed_status_line
 cimport cython
 
 cdef class Exchange:

@@ -25,7 +25,7 @@ from porch.http import h1
 # Names, not h1.NAME: a module attribute lookup per use costs ~120 instructions compiled.
 from porch.http.h1 import (
     BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, IDEMPOTENT, LAST_CHUNK,
-    RH_CONNECTION, RH_LENGTH, RH_LOCATION, RH_TE,
+    RH_CONNECTION, RH_LENGTH, RH_LOCATION, RH_TE, relayed_status_line,
 )
 from porch.http.forwarding import real_client
 from porch.http.target import BadTarget, clean_path, needs_a_look
@@ -400,12 +400,12 @@ class Exchange:
         if status < 200:
             if status == 101:
                 if self.websocket:  # on_upstream_upgrade writes it: the switch is next
-                    self.switch_head = b"".join((h1.relayed_status_line(101, reason), *lines,
+                    self.switch_head = b"".join((relayed_status_line(101, reason), *lines,
                                                  WEBSOCKET_LINES, _CRLF))
                 return
             # 100 Continue was ours to give; other 1xx (103 Early Hints) pass to 1.1 clients.
             if status != 100 and self.version == b"1.1":
-                client.transport.write(b"".join((h1.relayed_status_line(status, reason), *lines, _CRLF)))
+                client.transport.write(b"".join((relayed_status_line(status, reason), *lines, _CRLF)))
             return
         self.t_upstream_header = client.loop.time()
         self.upstream_status = self.status = status
@@ -455,7 +455,7 @@ class Exchange:
             lines.append(self.hsts)
         lines.append(_CRLF)
         self.response_started = True
-        self.out = [b"".join((h1.relayed_status_line(status, reason), *lines))]
+        self.out = [b"".join((relayed_status_line(status, reason), *lines))]
 
     def _rewrite_location(self, value: bytes) -> bytes:
         route = self.route
