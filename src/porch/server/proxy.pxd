@@ -4,6 +4,7 @@
 from porch.server.client cimport ClientConnection
 from porch.upstream.connection cimport UpstreamConnection
 from porch.runtime cimport RouteRuntime, Runtime, SiteRuntime
+from porch.upstream.pool cimport Target
 from porch.http.target cimport needs_a_look
 from porch.http.h1 cimport relayed_status_line
 cimport cython
@@ -16,7 +17,8 @@ cdef class Exchange:
     cdef public bint chunked, expect_continue, keep_alive, retried, up_seen, request_done, websocket
     cdef public bint up_keep_alive, up_until_close, response_started, done
     cdef public str host, site, client_ip
-    cdef public object local, pending, replay, connect_task, chosen, out, error
+    cdef public object local, pending, replay, connect_task, out, error
+    cdef public Target chosen
     cdef public RouteRuntime route
     cdef public Runtime runtime
     cdef public UpstreamConnection upstream
@@ -31,8 +33,9 @@ cdef class Exchange:
     cpdef route_request(self)
     cpdef begin(self)
     cpdef bytes _upstream_head(self)
+    @cython.locals(target=Target)
     cpdef _find_upstream(self, bint fresh)
-    cpdef _attach(self, UpstreamConnection conn, target)
+    cpdef _attach(self, UpstreamConnection conn, Target target)
     cpdef on_request_body(self, bytes data)
     cpdef on_request_end(self)
     cpdef on_response_head(self, int status, bytes reason, list lines, special, bint keep_alive)

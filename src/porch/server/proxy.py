@@ -278,9 +278,10 @@ class Exchange:
         balancer = self.route.balancer
         targets = balancer.targets if balancer.single else balancer.order(now)
         if not fresh:
-            conn = targets[0].take_idle(now)
+            target = targets[0]
+            conn = target.take_idle(now)
             if conn is not None:
-                self._attach(conn, targets[0])  # type: ignore[arg-type]
+                self._attach(conn, target)  # type: ignore[arg-type]
                 return
         self.connect_task = loop.create_task(self._connect(targets))
 
