@@ -46,14 +46,8 @@ ensure_venv() {
 }
 
 # compiled_stale: true when a module setup.py compiles is missing its build or is
-# older than its .py/.pxd (reads src/porch/_compiled.py without importing porch).
+# older than its .py/.pxd (src/porch/_compiled.py, run as a script: porch not imported).
 compiled_stale() {
     [ "${PORCH_PURE_PYTHON:-}" = 1 ] && return 1
-    .venv/bin/python - <<'PY'
-import sys
-sys.path.insert(0, "src/porch")
-import _compiled
-compiled, stale = _compiled.status()
-sys.exit(0 if stale or len(compiled) < len(_compiled.MODULES) else 1)
-PY
+    .venv/bin/python src/porch/_compiled.py
 }

@@ -23,7 +23,7 @@ def _build_stale() -> None:
             raise SystemExit("PORCH_PURE_PYTHON=1 but compiled modules are present: "
                              "delete src/porch/**/*.so to test pure Python")
         return
-    if stale or len(compiled) < len(_compiled.MODULES):
+    if _compiled.needs_build():
         try:
             import Cython  # noqa: F401
         except ImportError:

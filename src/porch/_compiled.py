@@ -49,6 +49,13 @@ def status() -> tuple[list[str], list[str]]:
     return compiled, stale
 
 
+def needs_build() -> bool:
+    """A module is stale or has no compiled copy: what tests/conftest.py and
+    scripts/lib.sh (through `python src/porch/_compiled.py`) rebuild for."""
+    compiled, stale = status()
+    return bool(stale) or len(compiled) < len(MODULES)
+
+
 def describe() -> str:
     compiled, _ = status()
     if not compiled:
@@ -72,3 +79,7 @@ def check() -> None:
             f"`.venv/bin/python setup.py build_ext --inplace` in {os.path.dirname(_SRC)} "
             f"(or delete the .so files to run pure Python)"
         )
+
+
+if __name__ == "__main__":  # exit 0 when a build is needed, for scripts/lib.sh
+    raise SystemExit(0 if needs_build() else 1)
