@@ -87,6 +87,8 @@ class Runtime:
         keepalive_timeout: float,
         max_header_size: int,
         shutdown_timeout: float,
+        send_timeout: float = 60.0,
+        max_concurrent_streams: int = 100,
         access_log: AccessLog,
         error_log: ErrorLog,
         targets: tuple[Target, ...] = (),
@@ -99,6 +101,8 @@ class Runtime:
         self.keepalive_timeout = keepalive_timeout
         self.max_header_size = max_header_size
         self.shutdown_timeout = shutdown_timeout
+        self.send_timeout = send_timeout
+        self.max_concurrent_streams = max_concurrent_streams  # HTTP/2 (server/h2conn.py)
         self.access_log = access_log
         self.error_log = error_log
         self.targets = targets

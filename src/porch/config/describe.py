@@ -46,6 +46,7 @@ def _settings(porch: Global, sites: tuple[Site, ...]) -> list[tuple[str, str]]:
         ("trusted proxies", ", ".join(porch.trusted_proxies) or "none"),
         ("max header size", format_size(porch.max_header_size)),
         ("keep-alive", _duration_or_off(porch.keepalive_timeout)),
+        ("send timeout", format_duration(porch.send_timeout)),
         ("shutdown", f"drain for {format_duration(porch.shutdown_timeout)}"),
         ("reload", f"old workers drain for {format_duration(porch.drain_timeout)}"),
         ("state dir", porch.state_dir),
@@ -60,6 +61,10 @@ def _settings(porch: Global, sites: tuple[Site, ...]) -> list[tuple[str, str]]:
     if any(site.tls != "off" for site in sites):
         ciphers = porch.tls_ciphers or "Mozilla intermediate"
         settings.append(("tls", f"TLS {', '.join(porch.tls_protocols)}; ciphers {ciphers}"))
+        if porch.http2:
+            settings.append(("http/2", f"on (ALPN h2), {porch.max_concurrent_streams} streams per connection"))
+        else:
+            settings.append(("http/2", "off (ALPN http/1.1 only)"))
     return settings
 
 

@@ -179,6 +179,12 @@ class Global:
     on_certificate: str | None = None  # deploy hook for sites without their own
     tls_protocols: tuple[str, ...] = ("1.2", "1.3")
     tls_ciphers: str | None = None  # OpenSSL cipher list for TLS 1.2; None = Mozilla intermediate
+    http2: bool = True  # ALPN h2 on the HTTPS listener (nginx `http2 on`, Caddy's default)
+    # SETTINGS_MAX_CONCURRENT_STREAMS: nginx http2_max_concurrent_streams 128, Go 250,
+    # RFC 9113 6.5.2 recommends no less than 100.
+    max_concurrent_streams: int = 100
+    # A client that reads nothing of a response for this long is dropped (nginx send_timeout 60s).
+    send_timeout: float = 60.0
 
 
 @dataclass(frozen=True)

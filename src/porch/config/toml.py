@@ -246,6 +246,16 @@ def _duration(*, zero_ok: bool) -> Parser:
     return parse
 
 
+_STREAMS = "a whole number from 1 to 10000, such as 100"
+
+
+def _streams(value: Any) -> int:
+    _expect(_is_int(value), value, _STREAMS)
+    if not 1 <= value <= 10_000:
+        raise ValueError(f"{value} is out of range; expected {_STREAMS}")
+    return value
+
+
 def _bool(value: Any) -> bool:
     _expect(isinstance(value, bool), value, "true or false")
     return value
@@ -664,6 +674,9 @@ _GLOBAL_ONLY_KEYS: dict[str, Parser] = {
     "on_certificate": _command,
     "tls_protocols": _tls_protocols,
     "tls_ciphers": _tls_ciphers,
+    "http2": _bool,
+    "max_concurrent_streams": _streams,
+    "send_timeout": _duration(zero_ok=False),
 }
 # Keys a route takes, each (but path) also a site key whose value routes inherit.
 _ROUTE_KEYS: dict[str, Parser] = {

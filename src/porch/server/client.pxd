@@ -20,5 +20,6 @@ cdef class ClientConnection:
     @cython.locals(kind=int, ex=Exchange, headers=list)
     cpdef on_header(self, bytes name, bytes value)
     cpdef exchange_finished(self, Exchange ex)
+    cpdef _route_head(self, Exchange ex)
     cpdef block(self, int reason)
     cpdef unblock(self, int reason)

@@ -53,8 +53,6 @@ _D_NONE, _D_IDLE, _D_HEAD, _D_BODY, _D_LINGER = range(5)
 # nginx lingering_timeout 5s / lingering_time 30s; a short one suffices for the
 # client to read our answer before the connection goes.
 LINGER_TIMEOUT = 2.0
-# nginx send_timeout: a client that reads nothing of our response for this long is gone.
-SEND_TIMEOUT = 60.0
 
 
 class ClientConnection:
@@ -122,6 +120,21 @@ class ClientConnection:
         ))
         self.server.connections.add(self)
         self._set_deadline(_D_HEAD, runtime.header_timeout)
+        if self.scheme == b"https":
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+                self._speak_h2()
+
+    def _speak_h2(self) -> None:
+        """ALPN chose HTTP/2: an H2Connection (server/h2conn.py) takes the transport."""
+        from porch.server.h2conn import H2Connection  # imported here: it imports this module
+
+        self.server.connections.discard(self)
+        self.deadline_kind = _D_NONE
+        self.gone = self.closing = True  # any late call here is a no-op
+        conn = H2Connection(self)
+        self.transport.set_protocol(conn)
+        conn.start()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -253,8 +266,19 @@ class ClientConnection:
         version = parser.get_http_version()
         ex.version = _VERSIONS.get(version) or version.encode()
         ex.keep_alive = parser.should_keep_alive() and not self.closing and not self.server.draining
-        runtime = ex.runtime
         self._head_bytes = 0
+        self._route_head(ex)
+        if self.active is None:
+            self.active = ex
+            ex.begin()
+        else:
+            self._enqueue(ex)
+            self.block(self.B_PIPELINE)
+
+    def _route_head(self, ex: Exchange) -> None:
+        """The head is parsed (HTTP/1.1 here, HTTP/2 in h2stream.py): check its size and
+        route it, or prepare the error answer; then wait for its body, if any."""
+        runtime = ex.runtime
         if self._head_size > runtime.max_header_size:
             ex.answer(431, "", source_error=client_error(
                 431, f"request head of {self._head_size} bytes over max_header_size {runtime.max_header_size}"))
@@ -270,12 +294,6 @@ class ClientConnection:
             self._set_deadline(_D_BODY, ex.route.body_timeout)
         else:
             self.deadline_kind = _D_NONE
-        if self.active is None:
-            self.active = ex
-            ex.begin()
-        else:
-            self._enqueue(ex)
-            self.block(self.B_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
         ex = self.reading
@@ -383,9 +401,9 @@ class ClientConnection:
             elif now >= ex.up_deadline and not self.write_paused:
                 ex.on_upstream_timeout()
                 return
-        if self.write_paused and now - self.write_paused_at > SEND_TIMEOUT:
+        if self.write_paused and now - self.write_paused_at > self.server.runtime.send_timeout:
             if ex is not None:
-                ex.fail(client_error(0, f"client read nothing for {SEND_TIMEOUT:g}s"))
+                ex.fail(client_error(0, f"client read nothing for {self.server.runtime.send_timeout:g}s"))
             self.transport.abort()
 
     def _deadline_passed(self, kind: int) -> None:

@@ -39,6 +39,8 @@ cdef class Exchange:
     cpdef on_request_body(self, bytes data)
     cpdef on_request_end(self)
     cpdef on_response_head(self, int status, bytes reason, list lines, special, bint keep_alive)
+    @cython.locals(has_length=bint, has_te=bint)
+    cpdef list _relayed_lines(self, list lines, special)
     cpdef on_response_body(self, bytes data)
     cpdef flush(self)
     cpdef on_response_end(self)

@@ -130,7 +130,7 @@ class Exchange:
     def route_request(self) -> ProxyError | None:
         """Validate the head and pick the route.  Returns the error to answer with,
         or None (then either a route is chosen or a local answer, a redirect, is set)."""
-        if self.version not in (b"1.1", b"1.0"):
+        if self.version not in (b"1.1", b"1.0", b"2.0"):  # 2.0: server/h2stream.py
             if self.version < b"1.0":  # HTTP/0.9 has no headers to route by (nginx: 400)
                 return client_error(400, "HTTP/0.9 requests are not supported")
             return client_error(505, f"HTTP version {self.version.decode()} not supported")
@@ -148,7 +148,7 @@ class Exchange:
             else:
                 return client_error(400, "request target is not an absolute path")
         if host is None:
-            if self.version == b"1.1":
+            if self.version != b"1.0":
                 return client_error(400, "missing Host header")
             host = b""
         found = self.runtime.hosts.find(host)
@@ -205,10 +205,14 @@ class Exchange:
         if self.hsts:
             extra += self.hsts
         head_only = self.method == b"HEAD"
-        self.local = h1.simple_response(status, body, close=not self.keep_alive, extra=extra,
-                                        head_only=head_only)
+        self.local = self._render_local(status, body, extra, head_only)
         self.bytes_out = 0 if head_only else len(body)  # as nginx's $body_bytes_sent
         self.status = status
+
+    def _render_local(self, status: int, body: bytes, extra: bytes, head_only: bool) -> object:
+        """Porch's own response, as `_write_local` writes it (HTTP/2: h2stream.py)."""
+        return h1.simple_response(status, body, close=not self.keep_alive, extra=extra,
+                                  head_only=head_only)
 
     def answer_redirect(self, location: bytes) -> None:
         self.answer(301, "", extra=b"Location: %s\r\n" % location)
@@ -411,6 +415,37 @@ class Exchange:
         self.t_upstream_header = client.loop.time()
         self.upstream_status = self.status = status
         self.up_keep_alive = keep_alive
+        lines = self._relayed_lines(lines, special)
+        if self.method == b"HEAD" or status == 204 or status == 304:
+            self.framing = BODY_NONE
+        elif self.framing != BODY_LENGTH:
+            self.up_until_close = self.framing == BODY_CLOSE
+            if self.version == b"1.1":
+                self.framing = BODY_CHUNKED
+                lines.append(_CHUNKED_LINE)
+            else:
+                self.framing = BODY_CLOSE
+                self.keep_alive = False
+        else:
+            self.framing = BODY_LENGTH
+        if not self.request_done:
+            self.keep_alive = False  # an early answer: the rest of the body is unread
+        if not self.keep_alive or client.closing:
+            self.keep_alive = False
+            lines.append(_CLOSE_LINE)
+        elif self.version == b"1.0":
+            lines.append(_KEEPALIVE_LINE)
+        if self.hsts:
+            lines.append(self.hsts)
+        lines.append(_CRLF)
+        self.response_started = True
+        self.out = [b"".join((relayed_status_line(status, reason), *lines))]
+
+    def _relayed_lines(self, lines: list[bytes], special: list[tuple[int, bytes, bytes]] | None) -> list[bytes]:
+        """The upstream's response headers the client gets (`lines`, with the special
+        ones put back: Location rewritten, framing and hop-by-hop ones left out).
+        Sets `framing` to how the upstream delimits the body: BODY_LENGTH
+        (Content-Length), BODY_CHUNKED, or BODY_CLOSE (until it closes)."""
         has_length = has_te = False
         if special is not None:
             listed: set[bytes] | None = None
@@ -433,30 +468,8 @@ class Exchange:
                 lines = _without_listed(lines, listed)
         if self.hsts:  # the site's hsts replaces the app's: a browser heeds the first (RFC 6797 8.1)
             lines = _without_listed(lines, _STS)
-        if self.method == b"HEAD" or status == 204 or status == 304:
-            self.framing = BODY_NONE
-        elif has_te or not has_length:
-            self.up_until_close = not has_te
-            if self.version == b"1.1":
-                self.framing = BODY_CHUNKED
-                lines.append(_CHUNKED_LINE)
-            else:
-                self.framing = BODY_CLOSE
-                self.keep_alive = False
-        else:
-            self.framing = BODY_LENGTH
-        if not self.request_done:
-            self.keep_alive = False  # an early answer: the rest of the body is unread
-        if not self.keep_alive or client.closing:
-            self.keep_alive = False
-            lines.append(_CLOSE_LINE)
-        elif self.version == b"1.0":
-            lines.append(_KEEPALIVE_LINE)
-        if self.hsts:
-            lines.append(self.hsts)
-        lines.append(_CRLF)
-        self.response_started = True
-        self.out = [b"".join((relayed_status_line(status, reason), *lines))]
+        self.framing = BODY_CHUNKED if has_te else BODY_LENGTH if has_length else BODY_CLOSE
+        return lines
 
     def _rewrite_location(self, value: bytes) -> bytes:
         route = self.route
@@ -589,16 +602,19 @@ class Exchange:
                 self.keep_alive = False
             body = h1.error_body(err.status)
             self.bytes_out = len(body)
-            body = h1.simple_response(err.status, body, close=not self.keep_alive, extra=self.hsts)
             self.status = err.status
             self.response_started = True
-            client.transport.write(body)
+            self._write_error(err.status, body)
         else:
             self.keep_alive = False
             if not self.status:
                 self.status = 499 if err.source == "client" else 502
             client.close()
         self.finish()
+
+    def _write_error(self, status: int, body: bytes) -> None:
+        self.client.transport.write(
+            h1.simple_response(status, body, close=not self.keep_alive, extra=self.hsts))
 
     def client_gone(self) -> None:
         """The client closed its connection: abort the upstream side, log 499."""

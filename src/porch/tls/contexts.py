@@ -34,8 +34,9 @@ MOZILLA_INTERMEDIATE = ":".join((
     "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
     "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
 ))
-# ALPN, in our order of preference: HTTP/2 goes first here when it arrives.
-ALPN = ("http/1.1",)
+# ALPN, in our order of preference (RFC 7301: the server picks; h2 first, as nginx and Caddy).
+ALPN_H2 = ("h2", "http/1.1")
+ALPN_H1 = ("http/1.1",)
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -46,6 +47,7 @@ class TlsSettings:
 
     protocols: tuple[str, ...] = ("1.2", "1.3")
     ciphers: str | None = None  # None: MOZILLA_INTERMEDIATE
+    http2: bool = True  # offer h2 by ALPN
 
 
 def new_context(settings: TlsSettings) -> ssl.SSLContext:
@@ -61,7 +63,7 @@ def new_context(settings: TlsSettings) -> ssl.SSLContext:
     # server contexts; Mozilla intermediate would leave the choice to the client, and
     # since every suite in the list is strong, either order is fine (kept: testssl).
     ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
-    ctx.set_alpn_protocols(ALPN)
+    ctx.set_alpn_protocols(ALPN_H2 if settings.http2 else ALPN_H1)
     return ctx
 
 

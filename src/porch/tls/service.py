@@ -47,7 +47,7 @@ def build_tls(config: Config, log: ErrorLog) -> TlsService | None:
     if not sites:
         return None
     g = config.porch
-    settings = TlsSettings(g.tls_protocols, g.tls_ciphers)
+    settings = TlsSettings(g.tls_protocols, g.tls_ciphers, g.http2)
     storage = FileStorage(g.state_dir)
     slots: dict[str, CertSlot] = {}
     sources: list[Source] = []

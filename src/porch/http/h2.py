@@ -1,0 +1,149 @@
+"""HTTP/2 to clients: the rules Porch adds around the `h2` library's state machine.
+
+No sockets here: settings, the mapping between HTTP/2 header lists and what the
+HTTP/1.1 side needs, and the flood guard.  server/h2conn.py does the I/O.
+
+Limits and their precedent:
+- SETTINGS_MAX_CONCURRENT_STREAMS: `max_concurrent_streams` (default 100; RFC 9113
+  6.5.2 recommends no less than 100; nginx 128, Go 250).
+- SETTINGS_MAX_HEADER_LIST_SIZE: `max_header_size`, as for HTTP/1.1 heads; h2's HPACK
+  decoder refuses a bigger decoded list, which defeats HPACK bombs (one indexed
+  4 KiB entry referenced thousands of times).  h2 also caps a header block at 64
+  CONTINUATION frames (the 2024 CONTINUATION flood).
+- Flood guard: more than RESET_LIMIT streams reset by the client before their
+  response ended, or more than CONTROL_LIMIT PING and SETTINGS frames, within one
+  second, end the connection with GOAWAY ENHANCE_YOUR_CALM.  Rapid reset
+  (CVE-2023-44487) costs the attacker one HEADERS and one RST_STREAM per upstream
+  request; Envoy and HAProxy cut such connections the same way, counting "premature"
+  resets, nginx by capping new streams per read.
+"""
+
+from __future__ import annotations
+
+from h2.config import H2Configuration
+from h2.settings import SettingCodes
+
+# Receive windows.  A stream's window is what one upload may have in flight beyond
+# what the upstream took (nginx http2_body_preread_size 64k); the connection's is
+# shared by all streams (nginx http2_recv_buffer_size 256k).
+STREAM_WINDOW = 256 * 1024
+CONNECTION_WINDOW = 1024 * 1024
+# Response bytes held for a stream beyond what its window lets out, before reading
+# from its upstream pauses (flow control: memory per stream stays about this).
+SEND_BUFFER = 64 * 1024
+
+RESET_LIMIT = 100  # client resets of unfinished streams per second
+CONTROL_LIMIT = 100  # PING + SETTINGS frames per second
+
+# Headers with no meaning in HTTP/2 (RFC 9113 8.2.2): never sent to an HTTP/2 client.
+CONNECTION_SPECIFIC = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
+})
+
+
+def configuration() -> H2Configuration:
+    """The h2 state machine's configuration: server side, bytes headers, and its
+    header validation on both ways (RFC 9113 8.2: no uppercase names, no CR, LF or
+    NUL in values, no connection-specific headers, pseudo-headers well-formed)."""
+    return H2Configuration(
+        client_side=False, header_encoding=None, validate_inbound_headers=True,
+        normalize_inbound_headers=True, validate_outbound_headers=True,
+        normalize_outbound_headers=True,
+    )
+
+
+def local_settings(max_concurrent_streams: int, max_header_list_size: int) -> dict[int, int]:
+    return {
+        SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+        SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
+        SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+        SettingCodes.ENABLE_PUSH: 0,
+        SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,  # WebSockets over HTTP/2 (RFC 8441)
+    }
+
+
+class RequestFields:
+    """A request's pseudo-headers, and its other headers as the HTTP/1.1 side takes
+    them: `headers` in order, with the `cookie` crumbs joined back into one header
+    (RFC 9113 8.2.3: "; " between them), `host` for :authority or Host."""
+
+    __slots__ = ("method", "path", "scheme", "authority", "protocol", "headers")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.method = self.path = self.scheme = self.authority = self.protocol = b""
+        headers: list[tuple[bytes, bytes]] = []
+        cookies: list[bytes] = []
+        for name, value in raw:
+            if name[:1] == b":":
+                if name == b":method":
+                    self.method = value
+                elif name == b":path":
+                    self.path = value
+                elif name == b":authority":
+                    self.authority = value
+                elif name == b":scheme":
+                    self.scheme = value
+                elif name == b":protocol":
+                    self.protocol = value
+            elif name == b"cookie":
+                cookies.append(value)
+            else:
+                headers.append((name, value))
+        if cookies:
+            headers.append((b"cookie", b"; ".join(cookies)))
+        self.headers = headers
+
+
+def response_headers(status: int, lines: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """The HEADERS of a response from a flat [name, b": ", value, b"\\r\\n", ...]
+    list of HTTP/1.1 header lines: names lowercased, connection-specific ones dropped."""
+    headers = [(b":status", b"%d" % status)]
+    for i in range(0, len(lines) - 3, 4):
+        name = lines[i].lower()
+        if name not in CONNECTION_SPECIFIC:
+            headers.append((name, lines[i + 2]))
+    return headers
+
+
+def header_lines(block: bytes) -> list[bytes]:
+    """b"Name: value\\r\\n..." (the extra lines Porch adds to its own answers) as a
+    flat list for response_headers."""
+    out: list[bytes] = []
+    for line in block.split(b"\r\n"):
+        if line:
+            name, _, value = line.partition(b":")
+            out += (name, b": ", value.strip(), b"\r\n")
+    return out
+
+
+class FloodGuard:
+    """Counts what a client may not do too often, per one-second window."""
+
+    __slots__ = ("window_start", "resets", "control")
+
+    def __init__(self) -> None:
+        self.window_start = 0.0
+        self.resets = 0
+        self.control = 0
+
+    def _roll(self, now: float) -> None:
+        if now - self.window_start >= 1.0:
+            self.window_start = now
+            self.resets = self.control = 0
+
+    def reset(self, now: float) -> str | None:
+        """A stream reset by the client before its response ended.  Returns why the
+        connection must end, or None."""
+        self._roll(now)
+        self.resets += 1
+        if self.resets > RESET_LIMIT:
+            return f"more than {RESET_LIMIT} streams reset by the client within a second (rapid reset)"
+        return None
+
+    def control_frame(self, now: float, kind: str) -> str | None:
+        """A PING or SETTINGS frame from the client."""
+        self._roll(now)
+        self.control += 1
+        if self.control > CONTROL_LIMIT:
+            return f"more than {CONTROL_LIMIT} PING and SETTINGS frames within a second ({kind} flood)"
+        return None

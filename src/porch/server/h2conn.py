@@ -1,0 +1,307 @@
+"""An HTTP/2 client connection: asyncio.Protocol over the `h2` state machine.
+
+ALPN picks h2 on the HTTPS listener, and the ClientConnection made for the socket
+hands its transport to an H2Connection (client.py `_speak_h2`).  Each request
+stream gets an H2Stream and an H2Exchange (server/h2stream.py), so it runs the same
+request lifecycle as HTTP/1.1, to the same HTTP/1.1 upstream pools.
+
+What this class adds is the connection's share:
+- frames in -> h2 events -> streams; h2's output written once per read
+  (`flush`), so frames produced together leave in one send;
+- refusals: new streams while shutting down or beyond `max_concurrent_streams`
+  (RST_STREAM REFUSED_STREAM), flood guards (http/h2.py) -> GOAWAY ENHANCE_YOUR_CALM;
+- the socket's flow control: while the client does not read (write buffer over its
+  high-water mark), nothing more is read from it, so a client cannot pile up
+  PING and SETTINGS acknowledgements, and every stream pauses its upstream;
+- deadlines, from the server's sweeper: idle (`keepalive_timeout`), `send_timeout`,
+  and each stream's body and upstream deadlines (ClientConnection.check_deadlines);
+- graceful shutdown and reload: GOAWAY at once, streams in flight finish, then a
+  final GOAWAY and close.  h2 treats a GOAWAY it sends as the end of the connection
+  (it refuses to send anything after it), so the first one is written here
+  directly, and h2's own `close_connection` sends the last one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import h2.connection
+import h2.events as ev
+from h2.errors import ErrorCodes
+from h2.exceptions import ProtocolError
+from h2.settings import Settings
+from hyperframe.frame import GoAwayFrame
+
+from porch.http.h2 import CONNECTION_WINDOW, FloodGuard, configuration, local_settings
+from porch.server.h2stream import H2Stream
+
+if TYPE_CHECKING:
+    from porch.server.client import ClientConnection
+
+_DEFAULT_WINDOW = 65535  # RFC 9113 6.9.2: every connection starts with it
+
+
+class H2Connection:
+    __slots__ = ("server", "loop", "transport", "h2", "streams", "guard", "peer_ip",
+                 "peer_trusted", "local_port", "forwarding", "max_streams", "write_paused",
+                 "write_paused_at", "closing", "gone", "last_stream", "idle_since",
+                 "active", "reading", "queue", "deadline_kind", "deadline")
+
+    def __init__(self, client: ClientConnection) -> None:
+        self.server = client.server
+        self.loop = client.loop
+        self.transport: asyncio.Transport = client.transport
+        self.peer_ip = client.peer_ip
+        self.peer_trusted = client.peer_trusted
+        self.local_port = client.local_port
+        self.forwarding = client.forwarding
+        runtime = self.server.runtime
+        self.max_streams = runtime.max_concurrent_streams
+        self.h2 = h2.connection.H2Connection(config=configuration())
+        self.h2.local_settings = Settings(
+            client=False,
+            initial_values=local_settings(self.max_streams, runtime.max_header_size),
+        )
+        self.streams: dict[int, H2Stream] = {}
+        self.guard = FloodGuard()
+        self.write_paused = False
+        self.write_paused_at = 0.0
+        self.closing = False  # GOAWAY sent (or received): no new streams
+        self.gone = False
+        self.last_stream = 0  # the last stream the GOAWAY lets finish
+        self.idle_since = self.loop.time()
+        # What Server.shutdown() reads of every connection (HTTP/1.1's request slots)
+        self.active = self.reading = None
+        self.queue = ()
+        self.deadline_kind = 0
+        self.deadline = 0.0
+
+    def start(self) -> None:
+        self.server.connections.add(self)
+        self.h2.initiate_connection()  # our SETTINGS
+        self.h2.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
+        self.flush()
+
+    # -- asyncio.Protocol ------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.gone:
+            return
+        try:
+            events = self.h2.receive_data(data)
+        except ProtocolError as exc:
+            self._fail(exc.error_code or ErrorCodes.PROTOCOL_ERROR, f"HTTP/2 protocol error: {exc}")
+            return
+        for event in events:
+            handler = _HANDLERS.get(type(event))
+            if handler is not None:
+                handler(self, event)
+                if self.gone:
+                    return
+        self.flush()
+
+    def eof_received(self) -> bool | None:
+        return None  # close: HTTP/2 has no half-closed connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone = self.closing = True
+        self.server.connections.discard(self)
+        streams = list(self.streams.values())
+        self.streams.clear()
+        for stream in streams:
+            stream.reset_by_client()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.write_paused_at = self.loop.time()
+        self.transport.pause_reading()
+        for stream in list(self.streams.values()):
+            stream.sync_paused()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.gone:
+            self.transport.resume_reading()
+        for stream in list(self.streams.values()):
+            stream.pump()
+        self.flush()
+
+    # -- events ----------------------------------------------------------------
+
+    def _request(self, event: ev.RequestReceived) -> None:
+        sid = event.stream_id
+        if (self.closing and sid > self.last_stream) or len(self.streams) >= self.max_streams:
+            # After GOAWAY, or beyond the limit before the client acked our SETTINGS
+            # (after, h2 itself refuses it as a connection error).
+            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            return
+        stream = H2Stream(self, sid)
+        self.streams[sid] = stream
+        stream.start(event.headers, event.stream_ended is not None)
+
+    def _data(self, event: ev.DataReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None:
+            stream.data_in(event.data, event.flow_controlled_length)
+        else:  # a stream we reset: its bytes still count against the connection window
+            self.acknowledge(event.stream_id, event.flow_controlled_length)
+
+    def _stream_ended(self, event: ev.StreamEnded) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None and not stream.remote_ended:
+            stream.remote_end()
+
+    def _stream_reset(self, event: ev.StreamReset) -> None:
+        stream = self.streams.pop(event.stream_id, None)
+        if stream is None:
+            return
+        if not stream.ended:  # reset before its response ended
+            cause = self.guard.reset(self.loop.time())
+            if cause is not None:
+                stream.reset_by_client()
+                self._calm(cause)
+                return
+        stream.reset_by_client()
+        self._after_stream()
+
+    def _window(self, event: ev.WindowUpdated) -> None:
+        if event.stream_id:
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.pump()
+        else:
+            self._pump_all()
+
+    def _pump_all(self) -> None:
+        for stream in list(self.streams.values()):
+            if stream.buffered:
+                stream.pump()
+
+    def _settings(self, event: ev.RemoteSettingsChanged) -> None:
+        cause = self.guard.control_frame(self.loop.time(), "SETTINGS")
+        if cause is not None:
+            self._calm(cause)
+        else:  # a new initial window may have opened every stream's window
+            self._pump_all()
+
+    def _ping(self, event: ev.PingReceived) -> None:
+        cause = self.guard.control_frame(self.loop.time(), "PING")
+        if cause is not None:
+            self._calm(cause)
+
+    def _goaway(self, event: ev.ConnectionTerminated) -> None:
+        # h2 sends nothing after a GOAWAY from the peer: the streams are over.
+        self.closing = True
+        self.transport.close()
+
+    # -- used by the streams ---------------------------------------------------
+
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data:
+            self.transport.write(data)
+
+    def acknowledge(self, stream_id: int, length: int) -> None:
+        """Request bytes passed on: let the client send as many more (WINDOW_UPDATE;
+        h2 batches them)."""
+        if length and not self.gone:
+            self.h2.acknowledge_received_data(length, stream_id)
+
+    def reset_stream(self, stream: H2Stream, code: int) -> None:
+        if not self.gone:
+            try:
+                self.h2.reset_stream(stream.stream_id, code)
+            except ProtocolError:
+                pass  # h2 has closed it already
+        self.forget(stream)
+
+    def forget(self, stream: H2Stream) -> None:
+        """The stream is closed both ways."""
+        if self.streams.get(stream.stream_id) is stream:
+            del self.streams[stream.stream_id]
+            self._after_stream()
+
+    def _after_stream(self) -> None:
+        if not self.streams:
+            self.idle_since = self.loop.time()
+            if self.closing and not self.gone:
+                self._close(ErrorCodes.NO_ERROR)
+
+    # -- endings -----------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Graceful stop (SIGTERM, reload): GOAWAY now, close after the streams."""
+        if self.gone:
+            return
+        if not self.closing:
+            self.closing = True
+            self.last_stream = self.h2.highest_inbound_stream_id
+            frame = GoAwayFrame(0)
+            frame.last_stream_id = self.last_stream
+            frame.error_code = ErrorCodes.NO_ERROR
+            self.flush()
+            self.transport.write(frame.serialize())
+        if not self.streams:
+            self._close(ErrorCodes.NO_ERROR)
+
+    def _close(self, code: int) -> None:
+        """The last GOAWAY, through h2, then close (after what is written has gone)."""
+        try:
+            self.h2.close_connection(error_code=code, last_stream_id=self.h2.highest_inbound_stream_id)
+            self.flush()
+        except ProtocolError:
+            pass  # h2 has already ended the connection
+        self.closing = True
+        self.transport.close()
+
+    def _calm(self, cause: str) -> None:
+        self.server.runtime.error_log.error(cause, client=self.peer_ip)
+        self._end_streams()
+        self._close(ErrorCodes.ENHANCE_YOUR_CALM)
+        self.gone = True
+
+    def _fail(self, code: int, cause: str) -> None:
+        self.server.runtime.error_log.error(cause, client=self.peer_ip)
+        self._end_streams()
+        self._close(code)
+        self.gone = True
+
+    def _end_streams(self) -> None:
+        streams = list(self.streams.values())
+        self.streams.clear()
+        for stream in streams:
+            stream.reset_by_client()  # aborts each upstream request, logs 499
+
+    # -- deadlines (the server's sweeper) ----------------------------------------
+
+    def check_deadlines(self, now: float) -> None:
+        runtime = self.server.runtime
+        if self.write_paused and now - self.write_paused_at > runtime.send_timeout:
+            runtime.error_log.error(f"client read nothing for {runtime.send_timeout:g}s",
+                                    client=self.peer_ip)
+            self._end_streams()
+            self.transport.abort()
+            return
+        if self.server.draining and not self.closing:
+            self.shutdown()
+        if not self.streams:
+            if now - self.idle_since >= runtime.keepalive_timeout:
+                self._close(ErrorCodes.NO_ERROR)
+            return
+        for stream in list(self.streams.values()):
+            if stream.tunnel is None:
+                stream.check_deadlines(now)
+        self.flush()
+
+
+_HANDLERS = {
+    ev.RequestReceived: H2Connection._request,
+    ev.DataReceived: H2Connection._data,
+    ev.StreamEnded: H2Connection._stream_ended,
+    ev.StreamReset: H2Connection._stream_reset,
+    ev.WindowUpdated: H2Connection._window,
+    ev.RemoteSettingsChanged: H2Connection._settings,
+    ev.PingReceived: H2Connection._ping,
+    ev.ConnectionTerminated: H2Connection._goaway,
+}

@@ -1,0 +1,456 @@
+"""One HTTP/2 stream: to the request lifecycle (server/proxy.py), a client connection.
+
+An HTTP/2 request runs through the same Exchange as an HTTP/1.1 one: the same
+routing, policies, forwarding headers, upstream pools and log line.  Two classes
+adapt it:
+
+- `H2Stream` stands where ClientConnection stands for HTTP/1.1 (it derives from it,
+  so the Exchange's calls on its client are the same C calls when compiled): it owns
+  the stream's flow control both ways.  Response bytes beyond the client's window
+  wait in `buffered`; past SEND_BUFFER, reading from the upstream pauses.  Request
+  bytes are acknowledged (WINDOW_UPDATE) only once passed on upstream, so a client
+  cannot send faster than the upstream takes them.
+- `H2Exchange` writes the response as HEADERS and DATA frames instead of HTTP/1.1
+  bytes: it overrides only the methods that write to the client.
+
+WebSockets over HTTP/2 (RFC 8441): an extended CONNECT with `:protocol websocket`
+goes upstream as an HTTP/1.1 Upgrade request; the upstream's 101 becomes a 200 on
+the stream, and the stream and the upstream connection become a tunnel
+(server/tunnel.py) through `StreamTransport`, which makes the stream look like a
+transport.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import TYPE_CHECKING
+
+from h2.errors import ErrorCodes
+
+from porch.http.h1 import BODY_CLOSE, BODY_NONE
+from porch.http.h2 import SEND_BUFFER, RequestFields, header_lines, response_headers
+from porch.server.client import ClientConnection
+from porch.server.proxy import Exchange
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from porch.server.h2conn import H2Connection
+
+# Reasons the stream's request side is blocked (besides ClientConnection's B_*).
+B_TUNNEL = 16  # the tunnel's upstream side is not taking more
+
+_D_NONE = 0
+_D_BODY = 3  # server/client.py's deadline kinds
+_CONTINUE = [(b":status", b"100")]
+# RFC 8441 5: the upstream's 101 headers that belong to HTTP/1.1's handshake only.
+_SWITCH_ONLY = frozenset({b"sec-websocket-accept"})
+
+
+class H2Stream(ClientConnection):
+    """One stream of an HTTP/2 connection, as its Exchange's client."""
+
+    __slots__ = ("conn", "stream_id", "buffered", "buffered_size", "end_pending", "ended",
+                 "remote_ended", "reset_after", "unacked", "tunnel", "switch_headers")
+
+    def __init__(self, conn: H2Connection, stream_id: int) -> None:
+        # Not ClientConnection.__init__: no parser and no socket of its own.
+        self.server = conn.server
+        self.loop = conn.loop
+        self.scheme = b"https"
+        self.transport = StreamTransport(self)
+        self.parser = None
+        self.peer_ip = conn.peer_ip
+        self.peer_trusted = conn.peer_trusted
+        self.local_port = conn.local_port
+        self.forwarding = conn.forwarding
+        self.active = None
+        self.queue = ()
+        self.blocks = 0
+        self.write_paused = False
+        self.write_paused_at = 0.0
+        self.closing = False
+        self.gone = False
+        self.deadline = 0.0
+        self.deadline_kind = _D_NONE
+        self.reading = None
+        self._head_size = 0
+        self._head_bytes = 0
+        # per stream
+        self.conn = conn
+        self.stream_id = stream_id
+        self.buffered: list[bytes] = []  # response bytes waiting for window
+        self.buffered_size = 0
+        self.end_pending = False  # END_STREAM goes once `buffered` is out
+        self.ended = False  # END_STREAM or RST_STREAM sent: nothing more from us
+        self.remote_ended = False  # the client's END_STREAM came
+        self.reset_after = False  # RST_STREAM NO_ERROR once our END_STREAM is out
+        self.unacked = 0  # request bytes received while blocked, not yet acknowledged
+        self.tunnel: asyncio.Protocol | None = None  # RFC 8441: the tunnel's client end
+        self.switch_headers: list[tuple[bytes, bytes]] | None = None
+
+    # -- request side, driven by H2Connection ------------------------------------
+
+    def start(self, raw: list[tuple[bytes, bytes]], end_stream: bool) -> None:
+        """A request's HEADERS: make its Exchange, route it, send it on its way."""
+        fields = RequestFields(raw)
+        ex = H2Exchange(self, self.server.runtime, self.loop.time())
+        ex.version = b"2.0"
+        self.reading = ex
+        self._head_size = len(fields.path) + len(fields.method)
+        for name, value in fields.headers:
+            self.on_header(name, value)  # sorted as HTTP/1.1 headers are (client.py)
+        if fields.authority:
+            ex.host_header = fields.authority  # RFC 9113 8.3.1: it replaces Host
+        ex.target = fields.path
+        ex.method = fields.method
+        if fields.protocol:  # extended CONNECT (RFC 8441 4)
+            self._websocket(ex, fields.protocol)
+        elif not end_stream and ex.content_length is None:
+            ex.chunked = True  # no length: the body goes upstream chunked
+        ex.keep_alive = True  # the connection's business, not the request's
+        self._route_head(ex)
+        self.active = ex
+        if end_stream or ex.websocket:
+            self.reading = None
+        ex.begin()
+        if end_stream or ex.websocket:
+            # A WebSocket's stream stays open for the tunnel; its request is whole.
+            self.remote_ended = end_stream
+            ex.on_request_end()
+
+    def _websocket(self, ex: Exchange, protocol: bytes) -> None:
+        if ex.method != b"CONNECT" or protocol.lower() != b"websocket":
+            ex.local = b""  # answered 400 by _route_head
+            return
+        ex.method = b"GET"
+        ex.websocket = True
+        ex.connection_tokens = {b"upgrade"}
+        # The HTTP/1.1 handshake needs a key the HTTP/2 one has not (RFC 8441 5).
+        self.on_header(b"sec-websocket-key", base64.b64encode(os.urandom(16)))
+        self.block(self.B_UPGRADE)  # early bytes wait for the 101, as in HTTP/1.1
+
+    def data_in(self, data: bytes, flow_length: int) -> None:
+        if self.tunnel is not None:
+            self.tunnel.data_received(data)
+        else:
+            ex = self.active if self.reading is None else self.reading
+            if ex is not None and not ex.done:
+                if ex.websocket and ex.switch_head is None:
+                    ex.tunnel_early += data
+                else:
+                    if self.deadline_kind == _D_BODY:
+                        self.deadline = self.loop.time() + ex.route.body_timeout
+                    ex.on_request_body(data)
+        if self.blocks:
+            self.unacked += flow_length
+        else:
+            self.conn.acknowledge(self.stream_id, flow_length)
+
+    def remote_end(self) -> None:
+        """The client's END_STREAM: the request body is whole."""
+        self.remote_ended = True
+        if self.tunnel is not None:
+            if not self.tunnel.eof_received():
+                self.transport.close()
+            return
+        ex = self.reading
+        self.reading = None
+        if self.deadline_kind == _D_BODY:
+            self.deadline_kind = _D_NONE
+        if ex is not None and not ex.request_done:
+            ex.on_request_end()
+        if self.ended:
+            self.conn.forget(self)
+
+    def reset_by_client(self) -> None:
+        """RST_STREAM from the client, or the connection gone."""
+        self.gone = self.closing = self.ended = True
+        self.buffered = []
+        if self.tunnel is not None:
+            self.tunnel.connection_lost(None)
+            return
+        for ex in (self.active, self.reading):
+            if ex is not None:
+                ex.client_gone()
+        self.active = self.reading = None
+
+    # -- ClientConnection's interface to the Exchange ----------------------------
+
+    def block(self, reason: int) -> None:
+        self.blocks |= reason  # reads are acknowledged no more: the client's window closes
+
+    def unblock(self, reason: int) -> None:
+        if self.blocks & reason:
+            self.blocks &= ~reason
+            if not self.blocks and self.unacked and not self.gone:
+                self.conn.acknowledge(self.stream_id, self.unacked)
+                self.unacked = 0
+                self.conn.flush()
+
+    def exchange_finished(self, ex: Exchange) -> None:
+        if ex is not self.active:
+            return
+        self.active = None
+        self.deadline_kind = _D_NONE
+        if not self.ended:
+            self.end()  # the exchange wrote its last frame but END_STREAM (fail, local)
+        if not self.remote_ended and not self.gone:
+            # Answered before the whole body came: ask the client to stop sending
+            # (RFC 9113 8.1), once the response is out.
+            self.reading = None
+            self.stop_request()
+
+    def stop_request(self) -> None:
+        """Our response is complete but the client is still sending: RST_STREAM
+        NO_ERROR once the response is out (RFC 9113 8.1)."""
+        if self.ended:
+            if not self.remote_ended and self.conn.streams.get(self.stream_id) is self:
+                self.conn.reset_stream(self, ErrorCodes.NO_ERROR)
+        else:
+            self.reset_after = True
+
+    def close(self) -> None:
+        """The Exchange gave up on a response already started: reset the stream, so
+        the client knows it is cut short (HTTP/1.1 closes the connection instead)."""
+        self.reset(ErrorCodes.INTERNAL_ERROR)
+
+    def hand_over(self) -> StreamTransport:
+        self.active = None
+        self.deadline_kind = _D_NONE
+        return self.transport
+
+    def shutdown(self) -> None:
+        pass  # the connection sends GOAWAY; the stream finishes
+
+    # -- response side -----------------------------------------------------------
+
+    def send_headers(self, headers: list[tuple[bytes, bytes]], end: bool = False) -> None:
+        if not self.ended:
+            self.conn.h2.send_headers(self.stream_id, headers, end_stream=end)
+            if end:
+                self._ended()
+
+    def send_data(self, data: bytes) -> None:
+        if self.ended:
+            return
+        self.buffered.append(data)
+        self.buffered_size += len(data)
+        self.pump()
+
+    def end(self) -> None:
+        """END_STREAM once what is buffered has gone out."""
+        if not self.ended:
+            self.end_pending = True
+            self.pump()
+
+    def reset(self, code: int) -> None:
+        if not self.ended:
+            self.ended = True
+            self.end_pending = False
+            self.buffered = []
+            self.buffered_size = 0
+            self.conn.reset_stream(self, code)
+
+    def pump(self) -> None:
+        """Send what the stream's and the connection's windows allow."""
+        buffered = self.buffered
+        if buffered:
+            h2 = self.conn.h2
+            sid = self.stream_id
+            window = h2.local_flow_control_window(sid)
+            frame = h2.max_outbound_frame_size
+            while buffered and window > 0:
+                chunk = buffered[0]
+                n = min(len(chunk), window, frame)
+                if n < len(chunk):
+                    buffered[0] = chunk[n:]
+                    chunk = chunk[:n]
+                else:
+                    buffered.pop(0)
+                h2.send_data(sid, chunk)
+                window -= n
+                self.buffered_size -= n
+        if self.end_pending and not buffered and not self.ended:
+            self.conn.h2.end_stream(self.stream_id)
+            self._ended()
+        self.sync_paused()
+
+    def _ended(self) -> None:
+        self.ended = True
+        self.end_pending = False
+        if self.remote_ended:
+            self.conn.forget(self)
+        elif self.reset_after:
+            self.conn.reset_stream(self, ErrorCodes.NO_ERROR)
+
+    def sync_paused(self) -> None:
+        """Pause reading from the upstream while the stream holds more than
+        SEND_BUFFER, or while the client's socket does not drain."""
+        paused = self.buffered_size > SEND_BUFFER or self.conn.write_paused
+        if paused != self.write_paused:
+            if self.tunnel is not None:
+                self.write_paused = paused
+                if not paused:
+                    self.tunnel.resume_writing()
+                else:
+                    self.write_paused_at = self.loop.time()
+                    self.tunnel.pause_writing()
+            elif paused:
+                self.pause_writing()  # ClientConnection's: pauses the upstream's reads
+            else:
+                self.resume_writing()
+
+
+class H2Exchange(Exchange):
+    """An Exchange whose client is an H2Stream: the response goes out as frames."""
+
+    def begin(self) -> None:
+        if self.local is None and self.expect_continue and not self.request_done:
+            self.client.send_headers(_CONTINUE)  # RFC 9113 8.1: an interim HEADERS
+        Exchange.begin(self)
+
+    def _render_local(self, status: int, body: bytes, extra: bytes, head_only: bool) -> object:
+        lines = [b"content-type", b": ", b"text/plain; charset=utf-8", b"\r\n",
+                 b"content-length", b": ", b"%d" % len(body), b"\r\n", *header_lines(extra)]
+        return response_headers(status, lines), (b"" if head_only else body)
+
+    def _write_local(self) -> None:
+        self.response_started = True
+        headers, body = self.local
+        self._send_whole(headers, body)
+        self.finish()
+
+    def _write_error(self, status: int, body: bytes) -> None:
+        headers, body = self._render_local(status, body, self.hsts, self.method == b"HEAD")
+        self._send_whole(headers, body)
+
+    def _send_whole(self, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        stream = self.client
+        stream.send_headers(headers, end=not body)
+        if body:
+            stream.send_data(body)
+            stream.end()
+        stream.conn.flush()
+
+    def on_response_head(self, status: int, reason: bytes, lines: list[bytes],
+                         special: list[tuple[int, bytes, bytes]] | None, keep_alive: bool) -> None:
+        if self.done:
+            return
+        stream = self.client
+        if status < 200:
+            if status == 101:
+                if self.websocket:  # on_upstream_upgrade answers 200: the switch is next
+                    self.switch_head = b""
+                    headers = response_headers(200, lines)
+                    stream.switch_headers = [h for h in headers if h[0] not in _SWITCH_ONLY]
+                return
+            if status != 100:  # 100 Continue was ours to give; 103 Early Hints passes
+                stream.send_headers(response_headers(status, lines))
+                self.out = []
+            return
+        self.t_upstream_header = stream.loop.time()
+        self.upstream_status = self.status = status
+        self.up_keep_alive = keep_alive
+        lines = self._relayed_lines(lines, special)
+        if self.hsts:
+            lines += header_lines(self.hsts)
+        if self.method == b"HEAD" or status == 204 or status == 304:
+            self.framing = BODY_NONE
+        else:
+            self.up_until_close = self.framing == BODY_CLOSE  # the close ends it
+        self.response_started = True
+        stream.send_headers(response_headers(status, lines), end=self.framing == BODY_NONE)
+        self.out = []  # written by flush(), with the body this upstream read brought
+
+    def on_response_body(self, data: bytes) -> None:
+        if self.done or self.framing == BODY_NONE:
+            return
+        self.bytes_out += len(data)
+        self.client.send_data(data)
+        self.out = []
+
+    def flush(self) -> None:
+        self.out = None
+        self.client.conn.flush()
+
+    def on_response_end(self) -> None:
+        if self.done:
+            return
+        self.client.end()
+        self.out = []
+        self.finish()
+
+    def on_upstream_upgrade(self, transport: asyncio.Transport, rest: bytes) -> bool:
+        stream = self.client
+        if self.switch_head is None or self.done or stream.switch_headers is None:
+            return False
+        stream.send_headers(stream.switch_headers)  # RFC 8441 5: 200 opens the tunnel
+        stream.conn.flush()
+        return Exchange.on_upstream_upgrade(self, transport, rest)
+
+
+class StreamTransport:
+    """An HTTP/2 stream as the transport a tunnel (server/tunnel.py) writes to and
+    pauses: DATA frames out, END_STREAM for EOF, RST_STREAM for abort."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: H2Stream) -> None:
+        self.stream = stream
+
+    def set_protocol(self, protocol: asyncio.Protocol) -> None:
+        self.stream.tunnel = protocol
+
+    def get_protocol(self) -> asyncio.Protocol | None:
+        return self.stream.tunnel
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self.stream.send_data(data)
+            self.stream.conn.flush()
+
+    def writelines(self, parts: list[bytes]) -> None:
+        self.write(b"".join(parts))
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.stream.end()
+        self.stream.conn.flush()
+
+    def pause_reading(self) -> None:
+        self.stream.block(B_TUNNEL)
+
+    def resume_reading(self) -> None:
+        stream = self.stream
+        stream.unblock(stream.blocks)  # the tunnel decides alone from now on
+
+    def is_closing(self) -> bool:
+        return self.stream.ended
+
+    def close(self) -> None:
+        stream = self.stream
+        if not stream.ended:
+            stream.end()
+            stream.conn.flush()
+        if not stream.remote_ended:
+            stream.stop_request()
+
+    def abort(self) -> None:
+        stream = self.stream
+        if stream.ended:
+            if not stream.remote_ended and stream.conn.streams.get(stream.stream_id) is stream:
+                stream.conn.reset_stream(stream, ErrorCodes.CANCEL)
+        else:
+            stream.reset(ErrorCodes.CANCEL)
+        stream.conn.flush()
+
+    def get_write_buffer_size(self) -> int:
+        return self.stream.buffered_size
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self.stream.conn.transport.get_extra_info(name, default)
+
