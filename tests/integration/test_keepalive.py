@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 from .helpers import RawConn, curl_fetch, get
@@ -113,3 +114,26 @@ def test_stale_pooled_connection_retried_on_fresh_one(upstream, porch):
         r = curl_fetch(f"{p.url}/race/{i}", "-H", "Host: app.test")
         assert r.status == 200, f"request {i}: {r.status} {r.body[:200]!r}"
         assert r.json()["path"] == f"/race/{i}"
+
+
+def test_upstream_connection_paused_for_a_slow_client_is_reusable(upstream, porch):
+    """A response that ends while its client is not reading (Porch paused the upstream
+    connection for it) must not leave that connection paused in the pool: the next
+    request on it would hang until the upstream timeout."""
+    up = upstream()
+    p = porch(site(up.url))
+    with RawConn(p.port) as slow:
+        slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        slow.send(get("/stream?size=4M"))
+        # read slowly to the end: Porch's buffer to this client stays full, so the
+        # upstream is paused and resumed all along, and when its last bytes come
+        received = 0
+        while received < 4 * 1024 * 1024:
+            data = slow.sock.recv(32768)
+            assert data
+            received += len(data)
+            time.sleep(0.002)
+    start = time.monotonic()
+    r = curl_fetch(f"{p.url}/next", "-H", "Host: app.test", timeout=10)
+    assert r.status == 200 and time.monotonic() - start < 3
+    assert up.stats()["connections"] == 1  # the same upstream connection, reused

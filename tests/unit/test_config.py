@@ -534,12 +534,14 @@ GOLDEN_CHECK = """\
   trusted proxies  10.0.0.0/8
   max header size  16k
   keep-alive       75s
+  send timeout     1m
   shutdown         drain for 30s
   reload           old workers drain for 30s
   state dir        /var/lib/porch
   email            admin@example.org
   acme ca          https://acme-v02.api.letsencrypt.org/directory
   tls              TLS 1.2, 1.3; ciphers Mozilla intermediate
+  http/2           on (ALPN h2), 100 streams per connection
 
 site[0] cloud.example.org, www.cloud.example.org
   tls auto: ACME certificate in /var/lib/porch/certs/cloud.example.org/; http redirects to https; hsts max-age=31536000
@@ -579,3 +581,27 @@ def test_tls_files_relative_to_the_config_file(tmp_path):
     path.write_text(SITE + 'tls = { cert = "certs/fullchain.pem", key = "certs/privkey.pem" }\n')
     files = load(path).sites[0].tls
     assert files == TlsFiles(str(tmp_path / "certs/fullchain.pem"), str(tmp_path / "certs/privkey.pem"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[porch]\nhttp2 = "yes"\n' + SITE, 'porch.http2: "yes" is a string; expected true or false'),
+        ('[porch]\nmax_concurrent_streams = 0\n' + SITE,
+         "porch.max_concurrent_streams: 0 is out of range; expected a whole number from 1 to 10000, such as 100"),
+        ('[porch]\nmax_concurrent_streams = "100"\n' + SITE,
+         'porch.max_concurrent_streams: "100" is a string; expected a whole number from 1 to 10000, such as 100'),
+        ('[porch]\nsend_timeout = "0s"\n' + SITE,
+         'porch.send_timeout: "0s" would fail every request; expected a duration above 0'),
+        ('[porch]\nmax_concurent_streams = 10\n' + SITE,
+         "porch.max_concurent_streams: unknown key (did you mean max_concurrent_streams?)"),
+    ],
+)  # fmt: skip
+def test_http2_problems(text, message):
+    assert problem(text) == message
+
+
+def test_http2_keys():
+    cfg = config('[porch]\nhttp2 = false\nmax_concurrent_streams = 32\nsend_timeout = "5s"\n' + SITE)
+    assert (cfg.porch.http2, cfg.porch.max_concurrent_streams, cfg.porch.send_timeout) == (False, 32, 5.0)
+    assert config(SITE).porch.http2 is True

@@ -214,6 +214,7 @@ class H2Connection:
                 self.h2.reset_stream(stream.stream_id, code)
             except ProtocolError:
                 pass  # h2 has closed it already
+            self.flush()
         self.forget(stream)
 
     def forget(self, stream: H2Stream) -> None:

@@ -128,7 +128,7 @@ class H2Stream(ClientConnection):
         ex.websocket = True
         ex.connection_tokens = {b"upgrade"}
         # The HTTP/1.1 handshake needs a key the HTTP/2 one has not (RFC 8441 5).
-        self.on_header(b"sec-websocket-key", base64.b64encode(os.urandom(16)))
+        ex.headers += (b"Sec-WebSocket-Key", b": ", base64.b64encode(os.urandom(16)), b"\r\n")
         self.block(self.B_UPGRADE)  # early bytes wait for the 101, as in HTTP/1.1
 
     def data_in(self, data: bytes, flow_length: int) -> None:

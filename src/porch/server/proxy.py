@@ -647,6 +647,8 @@ class Exchange:
         if upstream is not None:
             self.upstream = None
             if self.up_keep_alive and self.request_done and not upstream.closed:
+                if client.write_paused:  # paused for this client's sake, not the next one's
+                    upstream.transport.resume_reading()
                 self.chosen.put_idle(upstream, now)
             else:
                 upstream.close()

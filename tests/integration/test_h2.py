@@ -1,0 +1,208 @@
+"""HTTP/2 to clients: ALPN, requests and bodies both ways, what the upstream sees,
+stream errors kept to their stream, Porch's own answers, WebSockets over HTTP/2.
+
+Real processes: Porch with a local-CA site, the echo upstream (HTTP/1.1), the
+`websockets` upstream; curl --http2 and a raw `h2` client (h2client.py).
+The attacks are in test_h2_attacks.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import struct
+
+import pytest
+
+from .h2client import H2Client
+from .helpers import curl, curl_fetch, free_port, refused_port, resolve, wait_for_port
+from .test_websocket import WsUpstream
+from .upstreams import pattern_sha256
+
+HOST = "app.test"
+
+
+@pytest.fixture
+def h2porch(porch):
+    """Factory: Porch serving `sites` over HTTPS (local CA) on `p.https_port`."""
+
+    def start(sites: str, **keys):
+        keys.setdefault("https_port", free_port())
+        keys.setdefault("tls", "internal")
+        p = porch(sites, **keys)
+        p.https_port = keys["https_port"]
+        wait_for_port(p.https_port, p.managed, what="porch https")
+        return p
+
+    return start
+
+
+def tls_site(proxy: str, extra: str = "", host: str = HOST) -> str:
+    return f'[[site]]\nhosts = ["{host}"]\nproxy = "{proxy}"\nredirect_http = false\n{extra}'
+
+
+def curl2(p, path: str, *args: str, timeout: float = 60.0):
+    return curl_fetch(f"https://{HOST}:{p.https_port}{path}", "--http2", "-k",
+                      *resolve(HOST, p.https_port), *args, timeout=timeout)
+
+
+def echo_of(result) -> dict:
+    return json.loads(bytes(result.data))
+
+
+def test_alpn_h2_get_and_what_the_upstream_sees(h2porch, upstream):
+    up = upstream()
+    p = h2porch(tls_site(up.url))
+    r = curl2(p, "/hello?x=1", "-H", "X-Forwarded-For: 6.6.6.6", "-H", "X-Remote-User: admin")
+    assert r.rc == 0, r.stderr
+    assert r.status == 200 and r.stderr == ""
+    seen = json.loads(r.body)
+    assert seen["version"] == "HTTP/1.1" and seen["target"] == "/hello?x=1"
+    headers = {k.lower(): v for k, v in seen["headers"]}
+    assert headers["host"] == f"{HOST}:{p.https_port}"  # :authority, as curl sends it
+    assert headers["x-forwarded-proto"] == "https"
+    assert headers["x-forwarded-for"] == "127.0.0.1"  # the client's own was dropped
+    assert "x-remote-user" not in headers
+    line = p.access_log_lines(1)[-1]
+    assert '"GET /hello?x=1 HTTP/2.0" 200' in line
+
+
+def test_curl_negotiates_http2(h2porch, upstream):
+    p = h2porch(tls_site(upstream().url))
+    out = curl("-sk", "--http2", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
+               *resolve(HOST, p.https_port), f"https://{HOST}:{p.https_port}/")
+    assert out.stdout == "200 2"
+
+
+def test_http2_off_offers_only_http11(h2porch, upstream):
+    p = h2porch(tls_site(upstream().url), http2=False)
+    with H2Client(p.https_port, alpn=("h2", "http/1.1")) as c:
+        pass
+    assert c.alpn == "http/1.1"
+    out = curl("-sk", "--http2", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
+               *resolve(HOST, p.https_port), f"https://{HOST}:{p.https_port}/")
+    assert out.stdout == "200 1.1"
+
+
+def test_bodies_both_ways_with_and_without_length(h2porch, upstream, tmp_path):
+    up = upstream()
+    p = h2porch(tls_site(up.url))
+    body = os.urandom(3 * 1024 * 1024 + 17)
+    src = tmp_path / "body.bin"
+    src.write_bytes(body)
+    sha = hashlib.sha256(body).hexdigest()
+    r = curl2(p, "/up", "--data-binary", f"@{src}")
+    seen = json.loads(r.body)
+    assert (seen["body_length"], seen["body_sha256"], seen["body_framing"]) == (len(body), sha, "length")
+    # no content-length on the HTTP/2 side: the upstream gets it chunked
+    with H2Client(p.https_port) as c:
+        res = c.response(c.request("/up", "POST", body=body), timeout=30)
+        seen = echo_of(res)
+        assert (seen["body_length"], seen["body_sha256"], seen["body_framing"]) == (len(body), sha, "chunked")
+        # a GET without a body goes without framing headers
+        seen = echo_of(c.get("/get"))
+        assert seen["body_framing"] == "none" and seen["method"] == "GET"
+    # 64 MiB down, checked
+    out = tmp_path / "down.bin"
+    r = curl("-k", "--http2", "-o", str(out), *resolve(HOST, p.https_port),
+             f"https://{HOST}:{p.https_port}/stream?size=64M", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == pattern_sha256(64 * 1024 * 1024)
+
+
+def test_cookie_crumbs_joined_and_authority_is_host(h2porch, upstream):
+    p = h2porch(tls_site(upstream().url))
+    with H2Client(p.https_port) as c:
+        res = c.get("/c", headers=[("cookie", "a=1"), ("accept", "*/*"), ("cookie", "b=2")])
+    headers = {}
+    for k, v in echo_of(res)["headers"]:
+        headers.setdefault(k.lower(), []).append(v)
+    assert headers["cookie"] == ["a=1; b=2"]
+    assert headers["host"] == [HOST]
+
+
+def test_many_streams_on_one_connection_and_a_broken_one_is_reset_alone(h2porch, upstream):
+    p = h2porch(tls_site(upstream().url))
+    with H2Client(p.https_port) as c:
+        big = c.request("/stream?size=4M")
+        broken = c.request("/close-mid-body")
+        small = [c.request(f"/n/{i}") for i in range(30)]
+        res = c.response(broken)
+        # the upstream closed mid-body: the stream is reset, never passed off as whole
+        assert res.reset is not None and not res.ended
+        assert res.status == 200 and len(res.data) < 100000
+        assert len(c.response(big, timeout=30).data) == 4 * 1024 * 1024
+        assert [echo_of(c.response(s))["path"] for s in small] == [f"/n/{i}" for i in range(30)]
+        assert c.get("/after").status == 200
+        assert not c.closed and c.goaway is None
+    assert "in the middle of the response" in p.error_log_text(wait_for="in the middle")
+
+
+def test_porchs_own_answers_over_h2(h2porch, upstream):
+    up = upstream()
+    sites = (tls_site(up.url, 'max_body = "1k"\n')
+             + f'\n[[site]]\nhosts = ["down.test"]\nproxy = "http://127.0.0.1:{refused_port()}"\n')
+    p = h2porch(sites)
+    with H2Client(p.https_port) as c:
+        res = c.get("/x", authority="nobody.test")
+        assert res.status == 404 and res.data
+        res = c.get("/x", authority="down.test")
+        assert res.status == 502 and res.data == b"502 Bad Gateway\n"
+        assert res.header(b"content-length") == b"16"
+        res = c.response(c.request("/x", "POST", body=b"x" * 5000))
+        assert res.status == 413
+        res = c.response(c.request("/x", "POST", headers=[("content-length", "5000")], body=b"y" * 5000))
+        assert res.status == 413
+        res = c.get("/x", method="HEAD", authority="down.test")
+        assert res.status == 502 and res.data == b"" and res.ended
+        assert c.get("/fine").status == 200  # the connection lives on
+    errors = p.error_log_text(wait_for="max_body")
+    assert "connecting to" in errors and "max_body" in errors
+
+
+def test_head_and_204_have_no_body(h2porch, upstream):
+    p = h2porch(tls_site(upstream().url))
+    with H2Client(p.https_port) as c:
+        res = c.get("/x", method="HEAD")
+        assert res.status == 200 and res.data == b"" and int(res.header(b"content-length")) > 0
+        res = c.get("/status/204")
+        assert res.status == 204 and res.data == b"" and res.ended
+
+
+def _ws_frame(payload: bytes, opcode: int = 1) -> bytes:
+    """A masked client frame (RFC 6455 5.2), payload under 126 bytes."""
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return struct.pack("!BB", 0x80 | opcode, 0x80 | len(payload)) + mask + masked
+
+
+def test_websocket_over_h2_rfc8441(h2porch, procs, tmp_path):
+    ws = WsUpstream(procs, tmp_path)
+    p = h2porch(tls_site(ws.url))
+    with H2Client(p.https_port) as c:
+        c.pump(lambda: c.remote_settings, 5)
+        assert c.remote_settings.get(8) == 1  # SETTINGS_ENABLE_CONNECT_PROTOCOL
+        sid = c.request("/echo", "CONNECT", end=False, extra_pseudo=[(":protocol", "websocket")],
+                        headers=[("sec-websocket-version", "13")])
+        stream = c.streams[sid]
+        assert c.pump(lambda: stream.headers or stream.done, 5)
+        assert stream.status == 200 and not stream.done
+        assert stream.header(b"sec-websocket-accept") is None
+        for text in (b"hello over h2", b"again"):
+            before = len(stream.data)
+            c.conn.send_data(sid, _ws_frame(text))
+            c.flush()
+            assert c.pump(lambda: len(stream.data) >= before + 2 + len(text), 5)
+            frame = bytes(stream.data[before:])
+            assert frame[0] == 0x81 and frame[1] == len(text) and frame[2:] == text  # server frames are unmasked
+        c.conn.send_data(sid, _ws_frame(struct.pack("!H", 1000) + b"bye", opcode=8))
+        c.flush()
+        assert c.pump(lambda: stream.done, 5)
+        assert c.get("/__stats").status in (200, 404)  # the connection is still usable
+    assert ws.stats()["close_codes"] == [1000]
+    # the upstream got a real HTTP/1.1 handshake (a key Porch made, since RFC 8441 has none)
+    headers = {k.lower(): v for k, v in ws.stats()["last_headers"]}
+    assert len(base64.b64decode(headers["sec-websocket-key"])) == 16
+    assert headers["upgrade"].lower() == "websocket"

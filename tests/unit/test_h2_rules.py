@@ -1,0 +1,55 @@
+"""HTTP/2's rules around the h2 state machine (porch.http.h2), without a network:
+header mapping both ways, and the flood guard's windows."""
+
+from __future__ import annotations
+
+from porch.http.h2 import CONTROL_LIMIT, RESET_LIMIT, FloodGuard, RequestFields, header_lines, response_headers
+
+
+def test_request_fields_split_pseudo_headers_and_join_cookies():
+    fields = RequestFields([
+        (b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"app.test"),
+        (b":path", b"/a?b=1"), (b"cookie", b"a=1"), (b"accept", b"*/*"), (b"cookie", b"b=2"),
+    ])
+    assert (fields.method, fields.scheme, fields.authority, fields.path, fields.protocol) == (
+        b"POST", b"https", b"app.test", b"/a?b=1", b"")
+    # RFC 9113 8.2.3: cookie crumbs go to HTTP/1.1 as one header, joined by "; "
+    assert fields.headers == [(b"accept", b"*/*"), (b"cookie", b"a=1; b=2")]
+
+
+def test_extended_connect_protocol():
+    fields = RequestFields([(b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":path", b"/ws")])
+    assert (fields.method, fields.protocol, fields.path) == (b"CONNECT", b"websocket", b"/ws")
+
+
+def test_response_headers_lowercase_and_drop_connection_specific():
+    lines = [b"Content-Type", b": ", b"text/html", b"\r\n",
+             b"Keep-Alive", b": ", b"timeout=5", b"\r\n",
+             b"Transfer-Encoding", b": ", b"chunked", b"\r\n",
+             b"X-App", b": ", b"Yes", b"\r\n"]
+    assert response_headers(404, lines) == [
+        (b":status", b"404"), (b"content-type", b"text/html"), (b"x-app", b"Yes")]
+
+
+def test_header_lines_parse_porchs_own_extra_lines():
+    block = b"Location: https://app.test/x\r\nStrict-Transport-Security: max-age=60\r\n"
+    assert response_headers(301, header_lines(block)) == [
+        (b":status", b"301"), (b"location", b"https://app.test/x"),
+        (b"strict-transport-security", b"max-age=60")]
+
+
+def test_flood_guard_counts_per_second():
+    guard = FloodGuard()
+    assert all(guard.reset(10.0 + i / 1000) is None for i in range(RESET_LIMIT))
+    assert "rapid reset" in guard.reset(10.5)
+    # a new second starts a new count
+    assert guard.reset(11.6) is None
+    for _ in range(CONTROL_LIMIT):
+        assert guard.control_frame(12.0, "PING") is None
+    assert "PING flood" in guard.control_frame(12.2, "PING")
+
+
+def test_flood_guard_allows_steady_resets():
+    guard = FloodGuard()
+    # a browser cancelling 50 streams a second, for a minute, is fine
+    assert all(guard.reset(t / 50) is None for t in range(50 * 60))
