@@ -179,11 +179,12 @@ def test_tls_13_and_12_work_11_is_refused(porch, upstream, certs):
                           "-servername", "a.test", "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"],
                          input="", capture_output=True, text=True, timeout=20)
     assert out.returncode != 0 and "BEGIN CERTIFICATE" not in out.stdout, out.stdout
-    # ALPN: http/1.1 when offered
+    # ALPN: h2 first when offered (test_h2.py), http/1.1 for a client offering only it
     ctx = client_context(certs.ca_path)
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    ctx.set_alpn_protocols(["http/1.1"])
     with TlsConn(p.https_port, "a.test", None, context=ctx) as c:
         assert c.sock.selected_alpn_protocol() == "http/1.1"
+        assert c.request(host="a.test").status == 200
 
 
 def test_tls_ciphers_setting(porch, upstream, certs):

@@ -248,6 +248,8 @@ class H2Connection:
 
     def _close(self, code: int) -> None:
         """The last GOAWAY, through h2, then close (after what is written has gone)."""
+        if self.transport.is_closing():
+            return
         try:
             self.h2.close_connection(error_code=code, last_stream_id=self.h2.highest_inbound_stream_id)
             self.flush()
