@@ -12,12 +12,14 @@ import base64
 import hashlib
 import json
 import os
+import socket
 import struct
+import time
 
 import pytest
 
 from .h2client import H2Client
-from .helpers import curl, curl_fetch, free_port, refused_port, resolve, wait_for_port
+from .helpers import RSSSampler, curl, curl_fetch, free_port, refused_port, resolve, wait_for_port
 from .test_websocket import WsUpstream
 from .upstreams import pattern_sha256
 
@@ -206,3 +208,63 @@ def test_websocket_over_h2_rfc8441(h2porch, procs, tmp_path):
     headers = {k.lower(): v for k, v in ws.stats()["last_headers"]}
     assert len(base64.b64decode(headers["sec-websocket-key"])) == 16
     assert headers["upgrade"].lower() == "websocket"
+
+
+RSS_LIMIT_KIB = 60 * 1024  # as the HTTP/1.1 tests: the worker alone is ~37 MiB of code
+
+
+def test_download_to_a_stalled_reader_is_flow_controlled(h2porch, upstream):
+    """A client that stops granting window: Porch holds a bounded amount, pauses the
+    upstream, and the stream carries on, whole, once the client reads again."""
+    p = h2porch(tls_site(upstream().url))
+    size = 200 * 1024 * 1024
+    with H2Client(p.https_port, auto_ack=False) as c, RSSSampler(p) as rss:
+        sid = c.request(f"/stream?size={size}")
+        stream = c.streams[sid]
+        c.pump(lambda: stream.done, 3)  # the windows fill (64 KiB), then nothing
+        stalled_at = len(stream.data)
+        assert stalled_at <= 65535 and not stream.done
+        # grant window as we read, from now on
+        c.auto_ack = True
+        c.conn.acknowledge_received_data(stalled_at, sid)
+        c.conn.increment_flow_control_window(8 * 1024 * 1024)
+        c.conn.increment_flow_control_window(8 * 1024 * 1024, sid)
+        c.flush()
+        assert c.response(sid, timeout=60).ended
+    assert len(stream.data) == size
+    assert hashlib.sha256(stream.data).hexdigest() == pattern_sha256(size)
+    assert rss.peak_kib < RSS_LIMIT_KIB, rss.peak_kib
+
+
+def test_upload_to_an_upstream_that_does_not_read_is_flow_controlled(h2porch, procs, tmp_path):
+    """Porch acknowledges request DATA only once the upstream took it: a client cannot
+    push more than the windows and socket buffers into Porch."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        accepted = []
+        listener.settimeout(10)
+        p = h2porch(tls_site(f"http://127.0.0.1:{listener.getsockname()[1]}"))
+        with H2Client(p.https_port) as c, RSSSampler(p) as rss:
+            sid = c.request("/upload", "POST", headers=[("content-length", str(1 << 30))], end=False)
+            accepted.append(listener.accept()[0])  # the upstream connection, never read
+            sent = 0
+            deadline = time.monotonic() + 3
+            chunk = b"u" * 16384
+            while time.monotonic() < deadline:
+                window = min(c.conn.local_flow_control_window(sid), len(chunk))
+                if window > 0:
+                    c.conn.send_data(sid, chunk[:window])
+                    sent += window
+                    c.flush()
+                else:
+                    try:
+                        c.read_once(timeout=0.2)
+                    except socket.timeout:
+                        pass
+            # what left the client: Porch's windows, plus what the kernel buffers hold
+            assert sent < 32 * 1024 * 1024, sent
+            assert rss.peak_kib < RSS_LIMIT_KIB, rss.peak_kib
+    finally:
+        for s in accepted:
+            s.close()
+        listener.close()
