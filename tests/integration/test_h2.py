@@ -14,12 +14,13 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import time
 
 import pytest
 
 from .h2client import H2Client
-from .helpers import RSSSampler, curl, curl_fetch, free_port, refused_port, resolve, wait_for_port
+from .helpers import RSSSampler, curl, curl_fetch, free_port, refused_port, resolve, wait_for_port, wait_until
 from .test_websocket import WsUpstream
 from .upstreams import pattern_sha256
 
@@ -268,3 +269,24 @@ def test_upload_to_an_upstream_that_does_not_read_is_flow_controlled(h2porch, pr
         for s in accepted:
             s.close()
         listener.close()
+
+
+def test_reload_sends_goaway_and_streams_in_flight_finish(h2porch, upstream):
+    """A reload retires the old worker: its HTTP/2 connections get GOAWAY, the request
+    in flight completes on it, and new connections reach the new config."""
+    old, new = upstream(), upstream()
+    p = h2porch(tls_site(old.url))
+    url = f"https://{HOST}:{p.https_port}/slow?delay=2"
+    inflight = subprocess.Popen(["curl", "-sk", "--http2", "-w", " %{http_version}", *resolve(HOST, p.https_port), url],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: old.stats()["requests"] == 1, timeout=5)
+        p.write_config(tls_site(new.url))
+        assert p.reload().returncode == 0
+        out, _ = inflight.communicate(timeout=20)
+    finally:
+        inflight.kill()
+    seen = json.loads(out.rsplit(" ", 1)[0])
+    assert out.endswith(" 2") and seen["path"] == "/slow" and seen["server_port"] == old.port
+    with H2Client(p.https_port) as c:
+        assert echo_of(c.get("/x"))["server_port"] == new.port
