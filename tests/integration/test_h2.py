@@ -290,3 +290,21 @@ def test_reload_sends_goaway_and_streams_in_flight_finish(h2porch, upstream):
     assert out.endswith(" 2") and seen["path"] == "/slow" and seen["server_port"] == old.port
     with H2Client(p.https_port) as c:
         assert echo_of(c.get("/x"))["server_port"] == new.port
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+def test_server_sent_events_arrive_one_by_one(h2porch, upstream, framing):
+    """Each event is on the client as soon as the upstream sends it, never held back
+    (with an end delimited by chunks, or by the upstream closing)."""
+    p = h2porch(tls_site(upstream().url))
+    with H2Client(p.https_port) as c:
+        sid = c.request(f"/events?count=6&interval=0.15&framing={framing}")
+        stream = c.streams[sid]
+        lags = []
+        for n in range(1, 7):
+            assert c.pump(lambda: stream.data.count(b"\n\n") >= n or stream.done, 5)
+            sent_at = float(bytes(stream.data).split(b"\n\n")[n - 1].split()[-1])
+            lags.append(time.time() - sent_at)
+        assert c.response(sid).ended
+    assert stream.header(b"content-type") == b"text/event-stream"
+    assert max(lags) < 0.1, lags
