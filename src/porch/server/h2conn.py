@@ -93,12 +93,16 @@ class H2Connection:
         except ProtocolError as exc:
             self._fail(exc.error_code or ErrorCodes.PROTOCOL_ERROR, f"HTTP/2 protocol error: {exc}")
             return
-        for event in events:
-            handler = _HANDLERS.get(type(event))
-            if handler is not None:
-                handler(self, event)
-                if self.gone:
-                    return
+        try:
+            for event in events:
+                handler = _HANDLERS.get(type(event))
+                if handler is not None:
+                    handler(self, event)
+                    if self.gone:
+                        return
+        except Exception as exc:  # a bug of ours: end this connection, not the worker's loop
+            self._fail(ErrorCodes.INTERNAL_ERROR, f"HTTP/2 connection failed: {exc!r}")
+            raise
         self.flush()
 
     def eof_received(self) -> bool | None:
