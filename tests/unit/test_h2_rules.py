@@ -3,7 +3,7 @@ header mapping both ways, and the flood guard's windows."""
 
 from __future__ import annotations
 
-from porch.http.h2 import CONTROL_LIMIT, RESET_LIMIT, FloodGuard, RequestFields, header_lines, response_headers
+from porch.http.h2 import CONTROL_LIMIT, RESET_LIMIT, FloodGuard, RequestFields, header_lines, limits_frame, response_headers
 
 
 def test_request_fields_split_pseudo_headers_and_join_cookies():
@@ -53,3 +53,11 @@ def test_flood_guard_allows_steady_resets():
     guard = FloodGuard()
     # a browser cancelling 50 streams a second, for a minute, is fine
     assert all(guard.reset(t / 50) is None for t in range(50 * 60))
+
+
+def test_limits_frame_announces_what_porch_enforces():
+    from hyperframe.frame import Frame
+
+    frame, length = Frame.parse_frame_header(memoryview(limits_frame(100, 16384)[:9]))
+    frame.parse_body(memoryview(limits_frame(100, 16384)[9:]))
+    assert frame.settings == {3: 100, 6: 16384}  # MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE

@@ -6,10 +6,11 @@ HTTP/1.1 side needs, and the flood guard.  server/h2conn.py does the I/O.
 Limits and their precedent:
 - SETTINGS_MAX_CONCURRENT_STREAMS: `max_concurrent_streams` (default 100; RFC 9113
   6.5.2 recommends no less than 100; nginx 128, Go 250).
-- SETTINGS_MAX_HEADER_LIST_SIZE: `max_header_size`, as for HTTP/1.1 heads; h2's HPACK
-  decoder refuses a bigger decoded list, which defeats HPACK bombs (one indexed
-  4 KiB entry referenced thousands of times).  h2 also caps a header block at 64
-  CONTINUATION frames (the 2024 CONTINUATION flood).
+- SETTINGS_MAX_HEADER_LIST_SIZE: `max_header_size`, as for HTTP/1.1 heads (431 past
+  it); h2's HPACK decoder refuses a decoded list over 64 KiB, which defeats HPACK
+  bombs (one indexed 4 KiB entry referenced thousands of times) by ending the
+  connection.  h2 also caps a header block at 64 CONTINUATION frames (the 2024
+  CONTINUATION flood).
 - Flood guard: more than RESET_LIMIT streams reset by the client before their
   response ended, or more than CONTROL_LIMIT PING and SETTINGS frames, within one
   second, end the connection with GOAWAY ENHANCE_YOUR_CALM.  Rapid reset
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from h2.config import H2Configuration
 from h2.settings import SettingCodes
+from hyperframe.frame import SettingsFrame
 
 # Receive windows.  A stream's window is what one upload may have in flight beyond
 # what the upstream took (nginx http2_body_preread_size 64k); the connection's is
@@ -57,14 +59,30 @@ def configuration() -> H2Configuration:
     )
 
 
-def local_settings(max_concurrent_streams: int, max_header_list_size: int) -> dict[int, int]:
+def local_settings() -> dict[int, int]:
+    """The settings h2 itself applies (they shape its flow control and validation)."""
     return {
-        SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
-        SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
         SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
         SettingCodes.ENABLE_PUSH: 0,
         SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,  # WebSockets over HTTP/2 (RFC 8441)
     }
+
+
+def limits_frame(max_concurrent_streams: int, max_header_list_size: int) -> bytes:
+    """A SETTINGS frame announcing the limits Porch enforces itself.
+
+    h2 would apply MAX_CONCURRENT_STREAMS from the start (not once acknowledged) and
+    treat a stream past it as a connection error, ending every stream of the
+    connection; RFC 9113 5.1.2 wants a stream error, as nginx gives (REFUSED_STREAM),
+    so h2 is not told and H2Connection counts.  The header list limit is checked
+    on the decoded head as for HTTP/1.1 (431); h2's HPACK decoder keeps its own
+    64 KiB cap, past which the connection ends (the HPACK bomb guard)."""
+    frame = SettingsFrame(0)
+    frame.settings = {
+        SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+        SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
+    }
+    return frame.serialize()
 
 
 class RequestFields:

@@ -9,7 +9,8 @@ What this class adds is the connection's share:
 - frames in -> h2 events -> streams; h2's output written once per read
   (`flush`), so frames produced together leave in one send;
 - refusals: new streams while shutting down or beyond `max_concurrent_streams`
-  (RST_STREAM REFUSED_STREAM), flood guards (http/h2.py) -> GOAWAY ENHANCE_YOUR_CALM;
+  (RST_STREAM REFUSED_STREAM: counted here, see http/h2.py `limits_frame`), flood
+  guards (http/h2.py) -> GOAWAY ENHANCE_YOUR_CALM;
 - the socket's flow control: while the client does not read (write buffer over its
   high-water mark), nothing more is read from it, so a client cannot pile up
   PING and SETTINGS acknowledgements, and every stream pauses its upstream;
@@ -33,7 +34,7 @@ from h2.exceptions import ProtocolError
 from h2.settings import Settings
 from hyperframe.frame import GoAwayFrame
 
-from porch.http.h2 import CONNECTION_WINDOW, FloodGuard, configuration, local_settings
+from porch.http.h2 import CONNECTION_WINDOW, FloodGuard, configuration, limits_frame, local_settings
 from porch.server.h2stream import H2Stream
 
 if TYPE_CHECKING:
@@ -59,10 +60,7 @@ class H2Connection:
         runtime = self.server.runtime
         self.max_streams = runtime.max_concurrent_streams
         self.h2 = h2.connection.H2Connection(config=configuration())
-        self.h2.local_settings = Settings(
-            client=False,
-            initial_values=local_settings(self.max_streams, runtime.max_header_size),
-        )
+        self.h2.local_settings = Settings(client=False, initial_values=local_settings())
         self.streams: dict[int, H2Stream] = {}
         self.guard = FloodGuard()
         self.write_paused = False
@@ -82,6 +80,8 @@ class H2Connection:
         self.h2.initiate_connection()  # our SETTINGS
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
         self.flush()
+        runtime = self.server.runtime
+        self.transport.write(limits_frame(self.max_streams, runtime.max_header_size))
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -136,8 +136,8 @@ class H2Connection:
     def _request(self, event: ev.RequestReceived) -> None:
         sid = event.stream_id
         if (self.closing and sid > self.last_stream) or len(self.streams) >= self.max_streams:
-            # After GOAWAY, or beyond the limit before the client acked our SETTINGS
-            # (after, h2 itself refuses it as a connection error).
+            # After GOAWAY, or past max_concurrent_streams (http/h2.py limits_frame):
+            # refused, so the client may retry it (RFC 9113 8.7).
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             return
         stream = H2Stream(self, sid)

@@ -224,6 +224,14 @@ class H2Stream(ClientConnection):
     def shutdown(self) -> None:
         pass  # the connection sends GOAWAY; the stream finishes
 
+    def check_deadlines(self, now: float) -> None:
+        """As ClientConnection's (body, upstream and send deadlines), but a client
+        that reads nothing of this stream gets CANCEL: nothing broke on our side."""
+        if (self.write_paused and not self.conn.write_paused
+                and now - self.write_paused_at > self.server.runtime.send_timeout):
+            self.reset(ErrorCodes.CANCEL)
+        ClientConnection.check_deadlines(self, now)
+
     # -- response side -----------------------------------------------------------
 
     def send_headers(self, headers: list[tuple[bytes, bytes]], end: bool = False) -> None:

@@ -28,6 +28,7 @@ SWEEP_INTERVAL = 0.5
 IDLE_GRACE = 0.5
 # Listen backlog: nginx uses 511 on Linux.
 BACKLOG = 511
+SSL_SHUTDOWN_TIMEOUT = 5.0
 
 
 class Server:
@@ -61,6 +62,9 @@ class Server:
                 # the handshake is part of the request head's time (nginx bounds it
                 # with client_header_timeout too)
                 ssl_handshake_timeout=self.runtime.header_timeout,
+                # A closing TLS connection waits this long for the client's close_notify
+                # (uvloop's default: 30 s, which could hold a draining worker as long).
+                ssl_shutdown_timeout=SSL_SHUTDOWN_TIMEOUT,
             )
         else:
             server = await self.loop.create_server(lambda: ClientConnection(self), sock=sock, backlog=BACKLOG)
