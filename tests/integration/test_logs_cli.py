@@ -441,3 +441,28 @@ def test_request_cut_at_shutdown_is_still_access_logged(upstream, porch):
         if p.access_log_path.exists() else []
     assert any("/slow?delay=8" in ln for ln in lines), \
         f"no access log line for the request cut at shutdown: {lines}"
+
+
+def test_sigusr1_reopens_the_log_files_after_logrotate_moved_them(upstream, porch):
+    """logrotate's `postrotate kill -USR1 <pid>` (nginx's reopen): lines before the move
+    stay in the moved files, lines after it go to new files by the configured names,
+    from every worker."""
+    up = upstream()
+    p = porch(site(up.url), workers=2)
+    p.wait_workers(2)
+    assert curl_fetch(f"{p.url}/before", "-H", "Host: app.test").status == 200
+    assert wait_until(lambda: "/before" in p.access_log_path.read_text(), timeout=5)
+    moved_access = p.access_log_path.with_suffix(".log.1")
+    moved_error = p.error_log_path.with_suffix(".log.1")
+    os.rename(p.access_log_path, moved_access)
+    os.rename(p.error_log_path, moved_error)
+    p.signal(signal.SIGUSR1)
+    assert wait_until(p.access_log_path.exists, timeout=5) and wait_until(p.error_log_path.exists, timeout=5)
+    for i in range(20):  # new connections: the kernel spreads them over both workers
+        assert curl_fetch(f"{p.url}/after/{i}", "-H", "Host: app.test").status == 200
+    p.stop()
+    new_lines = p.access_log_path.read_text().splitlines()
+    assert len(new_lines) == 20 and all("/after/" in ln for ln in new_lines)
+    assert "/before" in moved_access.read_text() and "/after/" not in moved_access.read_text()
+    assert "log files reopened" in p.error_log_path.read_text()
+    assert "porch serving" in moved_error.read_text()

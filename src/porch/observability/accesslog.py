@@ -102,6 +102,20 @@ class AccessLog:
         if self._sink is not None:
             self._sink.close()
 
+    def reopen(self) -> str | None:
+        """Open the file again by its name, as nginx's `reopen` (SIGUSR1): logrotate
+        moved it away.  Returns why it could not be, the old file kept, or None."""
+        if self._sink is None or self.path == "-":
+            return None
+        self.flush()
+        try:
+            sink = LineSink(self.path, 1)
+        except OSError as err:
+            return f"cannot reopen the access log {self.path}: {err.strerror}; still writing to the old file"
+        self._sink.close()
+        self._sink = sink
+        return None
+
     def _refresh_stamp(self, now: float) -> None:
         """$time_local, made once per second: `now` is the loop's clock; the wall
         clock is read only when the second it showed has passed."""

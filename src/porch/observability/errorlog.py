@@ -50,6 +50,11 @@ class ErrorLog:
         self._sink = sink
         self.path = path
 
+    def reopen_file(self) -> None:
+        """Open the same path again (SIGUSR1: logrotate moved the file away)."""
+        if self.path != "-":
+            self.reopen(self.path)
+
     def close(self) -> None:
         self._sink.close()
 

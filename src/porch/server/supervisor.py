@@ -31,6 +31,8 @@
 - SIGTERM / SIGINT: close the listening sockets, tell every worker to drain for
   `shutdown_timeout`, exit 0 when they are gone.  SIGQUIT, or a second SIGTERM /
   SIGINT: workers get SIGQUIT (they exit at once), exit 1.
+- SIGUSR1: reopen the log files, here and in every worker (logrotate's postrotate,
+  as nginx's `reopen`).
 
 Supervisor-only services (ACME, later the admin API) plug in through
 server/services.py: objects with async start/reload/stop, run in this loop.
@@ -224,6 +226,9 @@ class WorkerProcess:
         self.retiring = True
         self._signal(signal.SIGKILL)
 
+    def send_signal(self, sig: int) -> None:
+        self._signal(sig)
+
     def _signal(self, sig: int) -> None:
         if not self.exited.done():
             try:
@@ -351,6 +356,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal, "SIGINT")
         loop.add_signal_handler(signal.SIGQUIT, self._request_stop, "now")
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
         try:
             self.listeners.add(wanted, worker_count(config.porch.workers))
             self.workers = list(await self._start_generation(config, wanted))
@@ -367,6 +373,13 @@ class Supervisor:
             await self._call(service, "start", config, self.storage, self.log)
         how = await self._stop
         return await self._shutdown(how)
+
+    def _reopen_logs(self) -> None:
+        """SIGUSR1, as nginx's: logrotate moved the logs; every process opens them again."""
+        self.log.reopen_file()
+        for w in self._all_workers():
+            w.send_signal(signal.SIGUSR1)
+        self.log.info("log files reopened")
 
     def _on_stop_signal(self, name: str) -> None:
         if self._stop is not None and self._stop.done():

@@ -22,8 +22,8 @@ The control channel (a SOCK_STREAM socket pair, one per worker):
   own worker is dead and waits for a restart), `release FD\\n` stops (it is back).
 
 Signals sent to the worker itself: SIGTERM drains for shutdown_timeout (a service
-manager may signal the whole process group), SIGQUIT quits at once; SIGINT and SIGHUP
-are ignored: a terminal's Ctrl-C reaches the whole foreground group, and the
+manager may signal the whole process group), SIGQUIT quits at once, SIGUSR1 reopens
+the log files (the supervisor passes its own on); SIGINT and SIGHUP are ignored: a terminal's Ctrl-C reaches the whole foreground group, and the
 supervisor decides what it means.
 """
 
@@ -191,6 +191,7 @@ async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
     ctl.on_adopt = adopter.request
     loop.add_signal_handler(signal.SIGTERM, ctl.request_stop, g.shutdown_timeout, "SIGTERM")
     loop.add_signal_handler(signal.SIGQUIT, ctl.request_quit)
+    loop.add_signal_handler(signal.SIGUSR1, _reopen_logs, server)
     # Requests free their objects by reference counting; the cyclic collector only
     # has to find the rare cycle.  Collecting young objects every 700 allocations
     # cost 5% of the time per request (bench/); every 20,000 is plenty, and the
@@ -271,6 +272,15 @@ class _Adopter:
             self.adopted[fd] = listener
 
 
+def _reopen_logs(server: Server) -> None:
+    """SIGUSR1 (the supervisor passes its own on): the log files, opened again."""
+    runtime = server.runtime
+    runtime.error_log.reopen_file()
+    problem = runtime.access_log.reopen()
+    if problem is not None:
+        runtime.error_log.error(problem)
+
+
 def _quit_now(server) -> None:
     """Stop at once: what is logged so far is written, connections die with us."""
     server.runtime.access_log.flush()
@@ -286,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the loop handles it (log reopen)
     ctl = socket.socket(fileno=int(args[0]))
     spec = _read_spec(ctl)
     return uvloop.run(serve(spec, ctl))
