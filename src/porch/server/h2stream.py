@@ -55,28 +55,14 @@ class H2Stream(ClientConnection):
                  "remote_ended", "reset_after", "unacked", "tunnel", "switch_headers")
 
     def __init__(self, conn: H2Connection, stream_id: int) -> None:
-        # Not ClientConnection.__init__: no parser and no socket of its own.
-        self.server = conn.server
-        self.loop = conn.loop
-        self.scheme = b"https"
-        self.transport = StreamTransport(self)
+        ClientConnection.__init__(self, conn.server, b"https")
+        # no parser and no socket of its own: frames come through the connection
         self.parser = None
+        self.transport = StreamTransport(self)
         self.peer_ip = conn.peer_ip
         self.peer_trusted = conn.peer_trusted
         self.local_port = conn.local_port
         self.forwarding = conn.forwarding
-        self.active = None
-        self.queue = ()
-        self.blocks = 0
-        self.write_paused = False
-        self.write_paused_at = 0.0
-        self.closing = False
-        self.gone = False
-        self.deadline = 0.0
-        self.deadline_kind = _D_NONE
-        self.reading = None
-        self._head_size = 0
-        self._head_bytes = 0
         # per stream
         self.conn = conn
         self.stream_id = stream_id
