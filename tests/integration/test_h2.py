@@ -205,6 +205,8 @@ def test_websocket_over_h2_rfc8441(h2porch, procs, tmp_path):
         assert c.pump(lambda: stream.done, 5)
         assert c.get("/__stats").status in (200, 404)  # the connection is still usable
     assert ws.stats()["close_codes"] == [1000]
+    lines = [ln for ln in p.access_log_lines(2) if "/echo" in ln]
+    assert len(lines) == 1 and '"GET /echo HTTP/2.0" 200' in lines[0]  # one line, when it ended
     # the upstream got a real HTTP/1.1 handshake (a key Porch made, since RFC 8441 has none)
     headers = {k.lower(): v for k, v in ws.stats()["last_headers"]}
     assert len(base64.b64decode(headers["sec-websocket-key"])) == 16

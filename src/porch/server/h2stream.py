@@ -382,7 +382,9 @@ class H2Exchange(Exchange):
             return False
         stream.send_headers(stream.switch_headers)  # RFC 8441 5: 200 opens the tunnel
         stream.conn.flush()
-        return Exchange.on_upstream_upgrade(self, transport, rest)
+        switched = Exchange.on_upstream_upgrade(self, transport, rest)
+        self.status = 200  # what the client got (the upstream's 101 is upstream_status)
+        return switched
 
 
 class StreamTransport:
