@@ -15,6 +15,7 @@ import os
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -310,3 +311,31 @@ def test_server_sent_events_arrive_one_by_one(h2porch, upstream, framing):
         assert c.response(sid).ended
     assert stream.header(b"content-type") == b"text/event-stream"
     assert max(lags) < 0.1, lags
+
+
+def test_upstream_header_with_trailing_whitespace_reaches_an_http2_client(h2porch, tmp_path):
+    """HTTP/1.1 lets a header value end in spaces; HTTP/2 does not (RFC 9113 8.2.1), and
+    curl (nghttp2) fails the stream if it gets one.  Porch trims them."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Trailing: yes  \t\r\n"
+              b"X-Empty:\r\n\r\nok\n")
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        p = h2porch(tls_site(f"http://127.0.0.1:{listener.getsockname()[1]}"))
+        r = curl2(p, "/")
+        assert r.rc == 0 and r.status == 200 and r.body == b"ok\n", r.stderr
+        assert ("x-trailing", "yes") in r.headers
+    finally:
+        listener.close()

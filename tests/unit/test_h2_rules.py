@@ -61,3 +61,8 @@ def test_limits_frame_announces_what_porch_enforces():
     frame, length = Frame.parse_frame_header(memoryview(limits_frame(100, 16384)[:9]))
     frame.parse_body(memoryview(limits_frame(100, 16384)[9:]))
     assert frame.settings == {3: 100, 6: 16384}  # MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE
+
+
+def test_response_header_values_lose_trailing_whitespace():
+    lines = [b"X-A", b": ", b"one \t", b"\r\n", b"X-B", b": ", b"", b"\r\n"]
+    assert response_headers(200, lines)[1:] == [(b"x-a", b"one"), (b"x-b", b"")]

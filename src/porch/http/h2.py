@@ -119,12 +119,17 @@ class RequestFields:
 
 def response_headers(status: int, lines: list[bytes]) -> list[tuple[bytes, bytes]]:
     """The HEADERS of a response from a flat [name, b": ", value, b"\\r\\n", ...]
-    list of HTTP/1.1 header lines: names lowercased, connection-specific ones dropped."""
+    list of HTTP/1.1 header lines: names lowercased, connection-specific ones dropped,
+    whitespace after a value removed (HTTP/1.1 allows it; RFC 9113 8.2.1 does not, and
+    nghttp2 clients reset a stream that has it)."""
     headers = [(b":status", b"%d" % status)]
     for i in range(0, len(lines) - 3, 4):
         name = lines[i].lower()
         if name not in CONNECTION_SPECIFIC:
-            headers.append((name, lines[i + 2]))
+            value = lines[i + 2]
+            if value and (value[-1] == 32 or value[-1] == 9):
+                value = value.rstrip(b" \t")
+            headers.append((name, value))
     return headers
 
 
