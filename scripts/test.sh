@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the tests need on Debian (nginx, wrk, curl, pebble, openssl, icecast2;
+# Install what the tests need on Debian (nginx, wrk, curl, pebble, openssl, icecast2, h2load;
 # .venv with the test extras), then run the suite: bash scripts/test.sh [pytest args].  Exits with pytest's code.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
@@ -22,8 +22,9 @@ stop_nginx_service() {
 }
 
 missing=()
-for tool in nginx wrk curl pebble openssl icecast2; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+declare -A package_of=([h2load]=nghttp2-client)  # the command's package, where the names differ
+for tool in nginx wrk curl pebble openssl icecast2 h2load; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]:-$tool}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} (Debian packages)"

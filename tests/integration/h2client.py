@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import h2.config
 import h2.connection
 import h2.events as ev
+import h2.exceptions
 
 
 @dataclass
@@ -67,6 +68,11 @@ class H2Client:
         self.goaway: ev.ConnectionTerminated | None = None
         self.remote_settings: dict[int, int] = {}
         self.closed = False  # the server closed the TCP connection
+        # For the attack tests (test_h2_attacks.py): what came when, and how much.
+        self.goaway_at: float | None = None  # time.monotonic() of the GOAWAY
+        self.ping_acks = 0
+        self.settings_acks = 0
+        self._inbuf = bytearray()
         self.flush()
 
     def close(self) -> None:
@@ -93,8 +99,9 @@ class H2Client:
 
     def request(self, path: str = "/", method: str = "GET", *, headers: list[tuple[str, str]] = (),
                 body: bytes | None = None, end: bool = True, authority: str | None = None,
-                extra_pseudo: list[tuple[str, str]] = ()) -> int:
-        """Open a stream; END_STREAM after `body` (or on the HEADERS) when `end`."""
+                extra_pseudo: list[tuple[str, str]] = (), flush: bool = True) -> int:
+        """Open a stream; END_STREAM after `body` (or on the HEADERS) when `end`.
+        `flush=False` leaves the frames in `conn` (to send many in one write)."""
         sid = self.conn.get_next_available_stream_id()
         head = [(":method", method), (":scheme", "https"), (":authority", authority or self.server_name),
                 (":path", path), *extra_pseudo, *headers]
@@ -103,7 +110,8 @@ class H2Client:
         self.conn.send_headers(sid, encoded, end_stream=end and not body)
         if body:
             self.send_body(sid, body, end=end)
-        self.flush()
+        if flush:
+            self.flush()
         return sid
 
     def send_body(self, sid: int, body: bytes, end: bool = True) -> None:
@@ -134,9 +142,21 @@ class H2Client:
             data = b""
         if not data:
             self.closed = True
+            self.sock.close()  # as browsers and curl do: the server's TLS shutdown completes
             return False
-        for event in self.conn.receive_data(data):
-            self._event(event)
+        self._inbuf += data
+        # One frame at a time through h2: an error on one frame (one for a stream we
+        # reset, or anything after a GOAWAY) loses only that frame's events.
+        while len(self._inbuf) >= 9:
+            size = 9 + int.from_bytes(self._inbuf[:3], "big")
+            if len(self._inbuf) < size:
+                break
+            frame, self._inbuf = bytes(self._inbuf[:size]), self._inbuf[size:]
+            try:
+                for event in self.conn.receive_data(frame):
+                    self._event(event)
+            except h2.exceptions.ProtocolError:
+                continue
         self.flush()
         return True
 
@@ -158,6 +178,14 @@ class H2Client:
             stream.reset = event.error_code
         elif isinstance(event, ev.ConnectionTerminated):
             self.goaway = event
+            self.goaway_at = time.monotonic()
+            # h2 takes any GOAWAY as the end and refuses every later frame; a real
+            # client (RFC 9113 6.8) still reads the streams up to last_stream_id.
+            self.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+        elif isinstance(event, ev.PingAckReceived):
+            self.ping_acks += 1
+        elif isinstance(event, ev.SettingsAcknowledged):
+            self.settings_acks += 1
         elif isinstance(event, ev.RemoteSettingsChanged):
             self.remote_settings.update({k: v.new_value for k, v in event.changed_settings.items()})
 
