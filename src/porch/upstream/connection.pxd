@@ -2,17 +2,21 @@
 # Every attribute the class sets must be declared here: compiled, setting an undeclared one
 # raises AttributeError (the suite runs compiled: tests/conftest.py).
 from porch.server.proxy cimport Exchange
+from porch.http.response_head cimport parse_response_head
+cimport cython
 
 cdef class UpstreamConnection:
-    cdef public object target, transport, parser, _special
+    cdef public object target, transport, parser, _parts
     cdef public Exchange exchange
     cdef public double idle_since
-    cdef public bint closed, reused, _got_bytes, _skip_body, _final
-    cdef public bytes _reason
-    cdef public list _lines
+    cdef public bint closed, reused, _got_bytes, _skip_body, _final, _in_head
+    cdef public bytes _data
+    cdef public Py_ssize_t _pos, _kept
 
     cpdef lease(self, Exchange exchange, bint skip_body)
     cpdef release(self)
     cpdef bint is_usable(self)
     cpdef close(self)
     cpdef abort(self)
+    @cython.locals(data=bytes, start=Py_ssize_t, end=Py_ssize_t, status=int)
+    cpdef on_headers_complete(self)

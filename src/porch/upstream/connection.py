@@ -13,6 +13,13 @@ leases it (`self.exchange`), through a small interface:
     flush()                 after each read: write what the read produced, at once
 and sets `exchange.up_seen` on every read (the sweeper's upstream timeout).
 When no exchange leases it, it sits idle in its target's pool.
+
+httptools calls back for the head as a whole, not per header nor for the reason
+phrase: once llhttp has checked a head, http/response_head.py splits the same bytes
+(one C loop instead of a Python call per header).  For that the connection keeps
+track of where the awaited head begins: at the start of a read when the response
+before it has ended, right after a 1xx head, or in the bytes kept from earlier
+reads while it is incomplete.
 """
 
 from __future__ import annotations
@@ -23,17 +30,15 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from porch.http import h1
+from porch.http.response_head import parse_response_head
 from porch.upstream.tls import tls_failure
 
 if TYPE_CHECKING:
     from porch.upstream.pool import Target
 
-
-_KINDS = h1.RESPONSE_HEADERS
-_KINDS_SEEN = _KINDS.seen
-_SEP = h1.SEP
-_CRLF = h1.CRLF
+# A response head longer than this (all its header lines) is refused with a 502.
+# nginx refuses one over proxy_buffer_size (4 or 8 KiB) as "upstream sent too big header".
+MAX_HEAD = 1 << 20
 
 
 class UpstreamConnection:
@@ -48,9 +53,11 @@ class UpstreamConnection:
         "idle_since",
         "closed",
         "reused",
-        "_reason",
-        "_lines",
-        "_special",
+        "_data",
+        "_pos",
+        "_parts",
+        "_kept",
+        "_in_head",
         "_got_bytes",
         "_skip_body",
         "_final",
@@ -65,10 +72,13 @@ class UpstreamConnection:
         self.idle_since = 0.0
         self.closed = False
         self.reused = False
+        # where the head llhttp is reading begins (see the module docstring)
+        self._data = b""  # the read being parsed
+        self._pos = 0  # offset in it of the awaited head; -1: not in this read
+        self._parts: list[bytes] | None = None  # its bytes from earlier reads
+        self._kept = 0  # their length
+        self._in_head = True  # a head is awaited (or incomplete), no body is being read
         # per response
-        self._reason = b""
-        self._lines: list[bytes] = []
-        self._special: list[tuple[int, bytes, bytes]] | None = None
         self._got_bytes = False
         self._skip_body = False
         self._final = False  # the head parsed last was a final (not 1xx) response
@@ -86,8 +96,13 @@ class UpstreamConnection:
             return
         self._got_bytes = True
         exchange.up_seen = True
+        self._data = data
+        self._pos = 0 if self._in_head else -1
         try:
             self.parser.feed_data(data)
+            self._data = b""  # not kept: a body read can be 256 KiB
+            if self._in_head and self._pos >= 0:
+                self._keep_head_part(data)
             if exchange.out is not None:
                 exchange.flush()
         except httptools.HttpParserUpgrade as exc:
@@ -105,6 +120,20 @@ class UpstreamConnection:
             self.close()
             if exchange is not None:
                 exchange.on_upstream_lost(f"invalid response from upstream: {exc}", True)
+
+    def _keep_head_part(self, data: bytes) -> None:
+        """The read ended inside a head: keep its bytes for when the head is complete."""
+        part = data[self._pos:] if self._pos else data
+        if self._parts is None:
+            if not part.strip(b"\r\n"):
+                return  # nothing, or the CR/LF llhttp skips before a message
+            self._parts = [part]
+            self._kept = len(part)
+        else:
+            self._parts.append(part)
+            self._kept += len(part)
+        if self._kept > MAX_HEAD:
+            raise httptools.HttpParserError(f"response head over {MAX_HEAD} bytes")
 
     def eof_received(self) -> bool | None:
         exchange = self.exchange
@@ -169,41 +198,40 @@ class UpstreamConnection:
     # No on_message_begin (one callback fewer per response): the per-response
     # state is reset when a head has been handed over.
 
-    def on_status(self, status: bytes) -> None:
-        self._reason += status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        kind = _KINDS_SEEN.get(name)
-        if kind is None:
-            kind = _KINDS.kind(name)
-        if not kind:
-            lines = self._lines  # appends, not += (tuple): compiled, four C-level appends
-            lines.append(name)
-            lines.append(_SEP)
-            lines.append(value)
-            lines.append(_CRLF)
-        elif self._special is None:
-            self._special = [(kind, name, value)]
-        else:
-            self._special.append((kind, name, value))
+    # No on_status and no on_header either: the head is split from its bytes here.
 
     def on_headers_complete(self) -> None:
-        lines, special, reason = self._lines, self._special, self._reason
-        self._lines = []
-        self._special = None
-        self._reason = b""
         exchange = self.exchange
         if exchange is None:
+            # A head nobody asked for (after a response has ended): not reusable.
+            self.close()
             return
-        parser = self.parser
-        status = parser.get_status_code()
+        data = self._data
+        start = self._pos
+        if start < 0:
+            raise httptools.HttpParserError("response head in the middle of a read")
+        if self._parts is not None:  # the head began in earlier reads
+            self._parts.append(data[start:] if start else data)
+            data = b"".join(self._parts)
+            self._parts = None
+            start = 0
+        parsed = parse_response_head(data, start)
+        if parsed is None:
+            raise httptools.HttpParserError("response head not found where expected")
+        end, status, reason, lines, special = parsed
         self._final = status >= 200
-        exchange.on_response_head(status, reason, lines, special, parser.should_keep_alive())
+        if self._final:
+            self._in_head = False
+        else:  # a 1xx has no body: the next head follows it (offset in this read)
+            self._pos = end - (len(data) - len(self._data))
+        exchange.on_response_head(status, reason, lines, special, self.parser.should_keep_alive())
         if self._skip_body and status >= 200:
             # A response to HEAD has no body whatever its Content-Length says
             # (RFC 9110 9.3.2); httptools cannot be told, so the message ends here
             # and a fresh parser takes the next response.
             self.parser = httptools.HttpResponseParser(self)
+            self._in_head = True
+            self._pos = -1  # the fresh parser starts with the next read
             if self.exchange is exchange:
                 exchange.on_response_end()
 
@@ -212,6 +240,11 @@ class UpstreamConnection:
             self.exchange.on_response_body(body)
 
     def on_message_complete(self) -> None:
-        exchange = self.exchange
-        if exchange is not None and self._final:
-            exchange.on_response_end()
+        if self._final:
+            # The next head starts with the next read (a head right after this one
+            # in the same read was not asked for: on_headers_complete refuses it).
+            self._in_head = True
+            self._pos = -1
+            exchange = self.exchange
+            if exchange is not None:
+                exchange.on_response_end()
