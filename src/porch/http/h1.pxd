@@ -1,2 +1,6 @@
 # C-level functions for the compiled build (setup.py); the .py is the code.
 cpdef bytes relayed_status_line(int status, bytes reason_phrase)
+cimport cython
+
+@cython.locals(n=Py_ssize_t, eol=Py_ssize_t, p=cython.p_uchar, minor=cython.uchar)
+cpdef request_line_version(bytes data, Py_ssize_t start)

@@ -2,6 +2,7 @@
 # Every attribute the class sets must be declared here: compiled, setting an undeclared one
 # raises AttributeError (the suite runs compiled: tests/conftest.py).
 from porch.server.proxy cimport Exchange
+from porch.http.h1 cimport request_line_version
 cimport cython
 
 cdef int _H_FORWARD, _H_HOST, _H_CL, _H_TE, _H_CONNECTION, _H_EXPECT, _H_DROP, _H_XFF, _H_XFPROTO
@@ -15,7 +16,8 @@ cdef class ClientConnection:
     cdef public Exchange active, reading
     cdef public int blocks, deadline_kind
     cdef public double write_paused_at, deadline
-    cdef public Py_ssize_t _head_size, _head_bytes
+    cdef public Py_ssize_t _head_size, _head_bytes, _pos
+    cdef public bytes _data
 
     @cython.locals(kind=int, ex=Exchange, headers=list)
     cpdef on_header(self, bytes name, bytes value)

@@ -18,6 +18,7 @@ import httptools
 from porch.errors import client_error
 from porch.http import h1
 from porch.http.forwarding import FORWARDING, IDENTITY
+from porch.http.h1 import request_line_version
 from porch.http.upgrade import DROPPED, BodyAfterUpgrade, is_websocket
 from porch.server.proxy import Exchange
 
@@ -70,7 +71,7 @@ class ClientConnection:
         "server", "loop", "scheme", "transport", "parser", "peer_ip", "peer_trusted",
         "local_port", "forwarding", "active", "queue", "blocks", "write_paused",
         "write_paused_at", "closing", "gone", "deadline", "deadline_kind", "reading",
-        "_head_size", "_head_bytes",
+        "_head_size", "_head_bytes", "_data", "_pos",
     )
 
     def __init__(self, server: Server, scheme: bytes | None = None) -> None:
@@ -99,6 +100,10 @@ class ClientConnection:
         self.reading: Exchange | None = None
         self._head_size = 0  # parsed bytes of the head (request line + headers)
         self._head_bytes = 0  # raw bytes received while a head is incomplete
+        # The read being parsed, and where in it a request line begins (-1: not known):
+        # the version is read from there (h1.request_line_version).
+        self._data = b""
+        self._pos = -1
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -148,6 +153,9 @@ class ClientConnection:
                 self._reject(431, "request head too large")
                 return
             self._head_bytes += len(data)
+            if ex is None:  # no request under way: the next request line is in this read
+                self._data = data
+                self._pos = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -155,6 +163,8 @@ class ClientConnection:
         except httptools.HttpParserError as exc:
             if not self.closing:
                 self._reject(400, f"malformed request: {exc}")
+        self._pos = -1
+        self._data = b""  # an idle connection keeps no read
 
     def eof_received(self) -> bool | None:
         # The client finished sending.  With nothing in flight we are done; with a
@@ -263,8 +273,12 @@ class ClientConnection:
         ex = self.reading
         parser = self.parser
         ex.method = parser.get_method()
-        version = parser.get_http_version()
-        ex.version = _VERSIONS.get(version) or version.encode()
+        version = request_line_version(self._data, self._pos) if self._pos >= 0 else None
+        if version is None:  # the head began in an earlier read, or after another one
+            text = parser.get_http_version()
+            version = _VERSIONS.get(text) or text.encode()
+        self._pos = -1  # the next head in this read begins at an offset not known here
+        ex.version = version
         ex.keep_alive = parser.should_keep_alive() and not self.closing and not self.server.draining
         self._head_bytes = 0
         self._route_head(ex)
