@@ -5,6 +5,8 @@ cimport cython
 @cython.locals(c=cython.uchar)
 cpdef bint plain(bytes value)
 
+cdef bytes _V11
+
 cdef class AccessLog:
     cdef public str path
     cdef public bint enabled, json
@@ -12,7 +14,8 @@ cdef class AccessLog:
     cdef public list lines
     cdef public double _next_second
     cdef public bytes _stamp
-    cdef public dict _durations
+    cdef public dict _durations, _ips, _statuses, _sizes
 
     cpdef log(self, Exchange ex, double now)
+    @cython.locals(ms=long)
     cpdef bytes _combined(self, Exchange ex, double now)

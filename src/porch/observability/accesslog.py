@@ -81,8 +81,13 @@ class AccessLog:
         self.lines: list[bytes] = []
         self.json = fmt == "json"
         self._next_second = 0.0  # loop time at which the stamp goes stale
-        self._stamp = b""
-        self._durations: dict[int, bytes] = {}
+        self._stamp = b""  # ' - - [$time_local] "'
+        # Memos of the line's pieces (each is made once, then one dict lookup: an int's
+        # or str's formatting and encoding cost more than the rest of the line).
+        self._durations: dict[int, bytes] = {}  # ms -> b'" 0.004\n'
+        self._ips: dict[str, bytes] = {}
+        self._statuses: dict[int, bytes] = {}  # 200 -> b"200 "
+        self._sizes: dict[int, bytes] = {}  # $body_bytes_sent
 
     def log(self, ex: LoggedExchange, now: float) -> None:
         if self.enabled:
@@ -120,7 +125,8 @@ class AccessLog:
         """$time_local, made once per second: `now` is the loop's clock; the wall
         clock is read only when the second it showed has passed."""
         wall = time.time()
-        self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(wall)).encode()
+        stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(wall)).encode()
+        self._stamp = b' - - [' + stamp + b'] "'
         self._next_second = now + (1.0 - wall % 1.0)
 
     def _combined(self, ex: LoggedExchange, now: float) -> bytes:
@@ -134,17 +140,27 @@ class AccessLog:
         ms = int((now - ex.t_start) * 1000.0)
         duration = self._durations.get(ms)
         if duration is None:
-            duration = b"%d.%03d" % (ms // 1000, ms % 1000)
+            duration = b'" %d.%03d\n' % (ms // 1000, ms % 1000)
             if ms < 10_000:
                 self._durations[ms] = duration
+        ip = self._ips.get(ex.client_ip)
+        if ip is None:
+            ip = _remember(self._ips, ex.client_ip, ex.client_ip.encode())
+        status = self._statuses.get(ex.status)
+        if status is None:
+            status = _remember(self._statuses, ex.status, b"%d " % ex.status)
+        size = self._sizes.get(ex.bytes_out)
+        if size is None:
+            size = _remember(self._sizes, ex.bytes_out, b"%d" % ex.bytes_out)
+        version = ex.version
         referer = ex.referer
         agent = ex.user_agent
         return b"".join((
-            ex.client_ip.encode(), b" - - [", self._stamp, b'] "', ex.method, b" ", target,
-            b" HTTP/", ex.version, b'" ', str(ex.status).encode(), b" ", str(ex.bytes_out).encode(),
+            ip, self._stamp, ex.method, b" ", target,
+            _V11 if version == b"1.1" else b' HTTP/%s" ' % version, status, size,
             b' "', (referer if plain(referer) else escape(referer).encode()) if referer else b"-",
             b'" "', (agent if plain(agent) else escape(agent).encode()) if agent else b"-",
-            b'" ', duration, b"\n",
+            duration,
         ))
 
     def _json(self, ex: LoggedExchange, now: float) -> bytes:
@@ -170,6 +186,18 @@ class AccessLog:
             "error": str(ex.error) if ex.error else None,
         }
         return json.dumps(record, separators=(",", ":")).encode() + b"\n"
+
+
+_V11 = b' HTTP/1.1" '
+# Entries a memo keeps at most: a client or size never seen again costs nothing much.
+MEMO_LIMIT = 4096
+
+
+def _remember(memo: dict, key, value: bytes) -> bytes:
+    if len(memo) >= MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 def _since(start: float, t: float) -> float | None:
