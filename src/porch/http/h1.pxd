@@ -1,4 +1,7 @@
 # C-level functions for the compiled build (setup.py); the .py is the code.
+cdef int _last_status
+cdef bytes _last_reason, _last_line
+
 cpdef bytes relayed_status_line(int status, bytes reason_phrase)
 cimport cython
 

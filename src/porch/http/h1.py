@@ -98,14 +98,25 @@ def status_line(status: int, version: bytes = b"1.1") -> bytes:
 _RELAYED_LINES: dict[int, tuple[bytes, bytes]] = {}
 
 
+# The last line made (compiled: C variables, compared without a dict lookup).
+_last_status = 0
+_last_reason = b""
+_last_line = b""
+
+
 def relayed_status_line(status: int, reason_phrase: bytes) -> bytes:
     """The status line for an upstream's status and reason, memoised per status."""
+    global _last_status, _last_reason, _last_line
+    if status == _last_status and reason_phrase == _last_reason:
+        return _last_line
     known = _RELAYED_LINES.get(status)
     if known is not None and known[0] == reason_phrase:
-        return known[1]
-    line = b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase)
-    if 100 <= status <= 999:
-        _RELAYED_LINES[status] = (reason_phrase, line)
+        line = known[1]
+    else:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase)
+        if 100 <= status <= 999:
+            _RELAYED_LINES[status] = (reason_phrase, line)
+    _last_status, _last_reason, _last_line = status, reason_phrase, line
     return line
 
 

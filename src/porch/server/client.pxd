@@ -12,7 +12,7 @@ cdef class ClientConnection:
     cdef public object server, loop, transport, parser, queue
     cdef public bytes scheme, local_port, forwarding
     cdef public str peer_ip
-    cdef public bint peer_trusted, write_paused, closing, gone
+    cdef public bint peer_trusted, write_paused, closing, draining, gone
     cdef public Exchange active, reading
     cdef public int blocks, deadline_kind
     cdef public double write_paused_at, deadline

@@ -70,7 +70,7 @@ class ClientConnection:
     __slots__ = (
         "server", "loop", "scheme", "transport", "parser", "peer_ip", "peer_trusted",
         "local_port", "forwarding", "active", "queue", "blocks", "write_paused",
-        "write_paused_at", "closing", "gone", "deadline", "deadline_kind", "reading",
+        "write_paused_at", "closing", "draining", "gone", "deadline", "deadline_kind", "reading",
         "_head_size", "_head_bytes", "_data", "_pos",
     )
 
@@ -93,6 +93,7 @@ class ClientConnection:
         self.write_paused = False
         self.write_paused_at = 0.0
         self.closing = False
+        self.draining = server.draining  # answer with Connection: close (Server.stop_accepting)
         self.gone = False
         self.deadline = 0.0
         self.deadline_kind = _D_NONE
@@ -279,9 +280,13 @@ class ClientConnection:
             version = _VERSIONS.get(text) or text.encode()
         self._pos = -1  # the next head in this read begins at an offset not known here
         ex.version = version
-        ex.keep_alive = parser.should_keep_alive() and not self.closing and not self.server.draining
+        ex.keep_alive = parser.should_keep_alive() and not self.closing and not self.draining
         self._head_bytes = 0
         self._route_head(ex)
+        if not (ex.chunked or ex.content_length):
+            # No body (RFC 9112 6.3): the request is whole with its head, and the
+            # upstream's timeout starts when it is sent (Exchange._attach).
+            ex.request_done = True
         if self.active is None:
             self.active = ex
             ex.begin()

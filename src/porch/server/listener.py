@@ -41,7 +41,7 @@ class Server:
         self.servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task | None = None
         # Set by shutdown(): requests parsed from then on are answered with
-        # Connection: close (server/client.py reads it once per request head).
+        # Connection: close (each ClientConnection has its copy, read per request head).
         self.draining = False
 
     async def listen(self, sockets: list[socket.socket], tls_sockets: list[socket.socket] = ()) -> None:
@@ -99,6 +99,9 @@ class Server:
         """Close this process's listening sockets (others holding them keep accepting)
         and answer requests parsed from now on with Connection: close."""
         self.draining = True
+        for conn in self.connections:
+            if isinstance(conn, ClientConnection):  # not the HTTP/2 ones
+                conn.draining = True
         for server in self.servers:
             server.close()
 

@@ -29,13 +29,13 @@ cdef class Exchange:
     cdef public double up_deadline, t_upstream_connect, t_upstream_header, t_end, t_start
     cdef public list headers
 
-    @cython.locals(site=SiteRuntime, route=RouteRuntime)
+    @cython.locals(site=SiteRuntime, route=RouteRuntime, target=bytes, path=bytes, sep=bytes, query=bytes)
     cpdef route_request(self)
     cpdef begin(self)
     cpdef bytes _upstream_head(self)
     @cython.locals(target=Target)
     cpdef _find_upstream(self, bint fresh)
-    cpdef _attach(self, UpstreamConnection conn, Target target)
+    cpdef _attach(self, UpstreamConnection conn, Target target, double now)
     cpdef on_request_body(self, bytes data)
     cpdef on_request_end(self)
     cpdef on_response_head(self, int status, bytes reason, list lines, special, bint keep_alive)

@@ -138,7 +138,7 @@ class Exchange:
             return client_error(405, "CONNECT is not supported")
         host = self.host_header
         target = self.target
-        if target[:1] != b"/":
+        if not target or target[0] != 47:  # "/" (compiled: a C test, not a slice)
             if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
                 # absolute-form (RFC 9112 3.2.2): its authority replaces Host
                 authority, _, rest = target.split(b"//", 1)[1].partition(b"/")
@@ -166,7 +166,8 @@ class Exchange:
                 path = clean_path(path)
             except BadTarget as exc:
                 return client_error(400, str(exc))
-        query = sep + query
+        if sep:
+            query = b"?" + query  # with its "?" from here on (b"" without one)
         # ACME HTTP-01 first: never redirected, authenticated or rate-limited
         if site.challenge is not None and path[:28] == ACME_CHALLENGE and site.challenge.respond(self, path):
             return None
@@ -183,7 +184,10 @@ class Exchange:
         self.route = route
         if route.strip:
             path = path[len(route.strip) :] or b"/"
-        self.upstream_target = route.base_path + path + query if route.base_path else path + query
+        if route.base_path:
+            self.upstream_target = route.base_path + path + query
+        else:
+            self.upstream_target = path + query if query else path
         if route.max_body is not None and (self.content_length or 0) > route.max_body:
             return client_error(413, f"body of {self.content_length} bytes over max_body {route.max_body}")
         return None
@@ -285,7 +289,7 @@ class Exchange:
             target = targets[0]
             conn = target.take_idle(now)
             if conn is not None:
-                self._attach(conn, target)  # type: ignore[arg-type]
+                self._attach(conn, target, now)  # type: ignore[arg-type]
                 return
         self.connect_task = loop.create_task(self._connect(targets))
 
@@ -315,14 +319,14 @@ class Exchange:
                 if self.done:
                     conn.close()
                 else:
-                    self._attach(conn, target)
+                    self._attach(conn, target, loop.time())
                 return
             route.balancer.mark_failed(target, loop.time())
         self.connect_task = None
         if not self.done:
             self.fail(err)
 
-    def _attach(self, conn: UpstreamConnection, target: Target) -> None:
+    def _attach(self, conn: UpstreamConnection, target: Target, now: float) -> None:
         self.chosen = target
         self.upstream = conn
         conn.lease(self, self.method == b"HEAD")
@@ -339,7 +343,6 @@ class Exchange:
             self.pending = None
             self.pending_size = 0
             self.client.unblock(self.client.B_PENDING)
-        now = self.client.loop.time()
         self.t_upstream_connect = now
         if self.request_done:
             if self.chunked:
@@ -386,6 +389,8 @@ class Exchange:
                 self.client.block(self.client.B_PENDING)
 
     def on_request_end(self) -> None:
+        if self.request_done:
+            return  # no body: done with its head (server/client.py), deadline armed
         self.request_done = True
         upstream = self.upstream
         if upstream is not None and not self.done:
