@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -43,6 +44,35 @@ def test_upstream_never_answering_is_504(upstream, porch):
     assert_short_error_body(r.body)
     log = p.error_log_text(wait_for="time", since=mark)
     assert "timeout" in log.lower() or "timed out" in log.lower(), log
+
+
+def test_upstream_not_reading_the_request_body_is_504(porch):
+    """An upstream that accepts and never reads: the upload stalls on it, and after
+    upstream_timeout without it taking a byte the client gets 504 (nginx
+    proxy_send_timeout), not a request hanging for ever."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        p = porch(site(f"http://127.0.0.1:{listener.getsockname()[1]}", 'upstream_timeout = "1s"\n'))
+        mark = p.error_log_mark()
+        with RawConn(p.port, timeout=15) as c:
+            c.send(b"PUT /up HTTP/1.1\r\nHost: app.test\r\nContent-Length: 1073741824\r\n\r\n")
+            start = time.monotonic()
+            chunk = b"x" * 65536
+            c.sock.settimeout(0.2)
+            sent = 0
+            while time.monotonic() - start < 10:  # push until Porch stops taking it
+                try:
+                    sent += c.sock.send(chunk)
+                except (socket.timeout, BlockingIOError):
+                    break
+            c.sock.settimeout(15)
+            r = c.read_response()
+        assert r.status == 504 and time.monotonic() - start < 8
+        assert sent < 64 * 1024 * 1024  # held back, not buffered
+        log = p.error_log_text(wait_for="request body", since=mark)
+        assert "took none of the request body" in log, log
+    finally:
+        listener.close()
 
 
 def test_declared_body_over_max_body_is_413_at_once(upstream, porch):

@@ -339,3 +339,46 @@ def test_upstream_header_with_trailing_whitespace_reaches_an_http2_client(h2porc
         assert ("x-trailing", "yes") in r.headers
     finally:
         listener.close()
+
+
+def test_failed_uploads_do_not_shrink_the_connection_window(h2porch, upstream):
+    """Request bytes held back while an upstream did not take them are given back to
+    the connection's window when that request ends (here: 504s), so the connection's
+    other and later uploads still flow."""
+    listener = socket.socket()  # accepts, never reads or answers; a small window
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    try:
+        up = upstream()
+        sites = (tls_site(f"http://127.0.0.1:{listener.getsockname()[1]}", 'upstream_timeout = "1s"\n')
+                 + "\n" + tls_site(up.url, host="ok.test"))
+        p = h2porch(sites)
+        body = b"b" * (8 * 1024 * 1024)  # more than kernel buffers take (4 MiB at most)
+        with H2Client(p.https_port) as c:
+            assert c.pump(lambda: c.remote_settings, 5)  # stream windows of 256 KiB
+            left = {}
+            for _ in range(6):
+                sid = c.request("/up", "POST", headers=[("content-length", str(len(body)))], end=False)
+                left[sid] = len(body)
+            deadline = time.monotonic() + 20
+            # push as the windows allow until every upload has its 504: Porch holds
+            # back what the stalled upstreams do not take, up to the 1 MiB connection window
+            while not all(c.streams[sid].done for sid in left) and time.monotonic() < deadline:
+                for sid, n in left.items():
+                    if c.streams[sid].done:
+                        continue
+                    room = min(c.conn.local_flow_control_window(sid), c.conn.max_outbound_frame_size, n)
+                    if room > 0:
+                        c.conn.send_data(sid, body[:room], end_stream=room == n)
+                        left[sid] = n - room
+                c.flush()
+                try:
+                    c.read_once(timeout=0.05)
+                except socket.timeout:
+                    pass
+            assert [c.streams[sid].status if c.streams[sid].headers else c.streams[sid] for sid in left] == [504] * 6
+            res = c.response(c.request("/fine", "POST", body=body, authority="ok.test"), timeout=20)
+            assert res.status == 200 and echo_of(res)["body_length"] == len(body)
+    finally:
+        listener.close()

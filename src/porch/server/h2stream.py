@@ -153,6 +153,7 @@ class H2Stream(ClientConnection):
     def reset_by_client(self) -> None:
         """RST_STREAM from the client, or the connection gone."""
         self.gone = self.closing = self.ended = True
+        self._release()
         self.buffered = []
         if self.tunnel is not None:
             self.tunnel.connection_lost(None)
@@ -180,6 +181,7 @@ class H2Stream(ClientConnection):
             return
         self.active = None
         self.deadline_kind = _D_NONE
+        self._release()
         if not self.ended:
             self.end()  # the exchange wrote its last frame but END_STREAM (fail, local)
         if not self.remote_ended and not self.gone:
@@ -196,6 +198,16 @@ class H2Stream(ClientConnection):
                 self.conn.reset_stream(self, ErrorCodes.NO_ERROR)
         else:
             self.reset_after = True
+
+    def _release(self) -> None:
+        """No exchange holds the request side back any more: what came meanwhile is
+        acknowledged (else it would stay off the connection's window for good, and
+        every stream of the connection would stall once a few had failed), and what
+        comes from now on is, as it comes."""
+        self.blocks = 0
+        if self.unacked:
+            self.conn.acknowledge(self.stream_id, self.unacked)
+            self.unacked = 0
 
     def close(self) -> None:
         """The Exchange gave up on a response already started: reset the stream, so

@@ -529,10 +529,18 @@ class Exchange:
         self.finish()
 
     def on_upstream_paused(self, paused: bool) -> None:
+        """The upstream stopped (or resumed) taking the request body.  Stopped, it must
+        take more within upstream_timeout or it is a 504 (nginx proxy_send_timeout):
+        the client, held back meanwhile, has no body deadline to run out."""
+        client = self.client
         if paused:
-            self.client.block(self.client.B_UPSTREAM)
+            client.block(client.B_UPSTREAM)
+            if not self.up_deadline:
+                self.up_deadline = client.loop.time() + self.route.upstream_timeout
         else:
-            self.client.unblock(self.client.B_UPSTREAM)
+            client.unblock(client.B_UPSTREAM)
+            if not self.request_done:
+                self.up_deadline = 0.0  # the rest of the body is the client's to send
 
     def on_upstream_lost(self, cause: str, got_bytes: bool) -> None:
         if self.done:
@@ -578,7 +586,10 @@ class Exchange:
 
     def on_upstream_timeout(self) -> None:
         timeout = self.route.upstream_timeout if self.route else 0
-        self.fail(upstream_error(504, f"upstream timed out: nothing received for {timeout:g}s"))
+        if self.request_done:
+            self.fail(upstream_error(504, f"upstream timed out: nothing received for {timeout:g}s"))
+        else:
+            self.fail(upstream_error(504, f"upstream timed out: it took none of the request body for {timeout:g}s"))
 
     # -- endings -------------------------------------------------------------
 
