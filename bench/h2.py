@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/h2.py                  # 3 rounds of 10 s, small and 1 MiB, ~3 minutes
     .venv/bin/python bench/h2.py --rounds 5 --duration 15 --payloads small
+    .venv/bin/python bench/h2.py --profile 15      # py-spy of Porch under the /small load
 
 Same method as bench/run.py and bench/tls.py (whose helpers it imports): the origin
 nginx and the load generator on CPU 1, the proxy under test pinned to CPU 0, 3 s of
@@ -174,6 +175,25 @@ def summary_table(args, results: dict, names: list[str]) -> tuple[str, dict]:
     return "\n".join(lines) + "\n", summary
 
 
+def profile(args, procs: base.Procs, porch, out: Path) -> None:
+    """py-spy (raw stacks, native frames) on Porch while h2load runs /small; the
+    summary tables of bench/run.py's --profile."""
+    proc, port = porch
+    run_h2load(args, procs, port, proc, "small", 3, out / "profile-warmup.txt")
+    raw = out / "profile.raw"
+    spy = procs.start("py-spy", [args.py_spy, "record", "--native", "--subprocesses", "--rate", "100",
+                                 "--duration", str(args.profile), "--format", "raw", "-o", str(raw),
+                                 "--pid", str(proc.pid)],
+                      base.LOAD_CPU, stdout=open(out / "py-spy.log", "wb"), stderr=subprocess.STDOUT)
+    time.sleep(0.5)
+    r = run_h2load(args, procs, port, proc, "small", args.profile + 2, out / "profile-h2load.txt")
+    spy.wait(60)
+    base.log(f"under py-spy: {r['rps']:,.0f} req/s, Porch CPU {r['server_cpu']:.0f}%")
+    text, data = base.aggregate_raw(raw, 25)
+    (out / "profile-top.txt").write_text(text)
+    print("\n" + text)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=10, help="seconds per measured run (10)")
@@ -183,6 +203,9 @@ def main() -> int:
     ap.add_argument("-m", "--streams", type=int, default=10, help="streams in flight per connection (10)")
     ap.add_argument("--payloads", default="small,1m", help="comma list from small,1m (both)")
     ap.add_argument("--porch", default=str(base.REPO / ".venv" / "bin" / "porch"))
+    ap.add_argument("--profile", type=int, metavar="SECONDS",
+                    help="instead: py-spy Porch for SECONDS under the /small load, print where the time goes")
+    ap.add_argument("--py-spy", default=str(base.REPO / ".venv" / "bin" / "py-spy"))
     args = ap.parse_args()
     payloads = [x.strip() for x in args.payloads.split(",") if x.strip()]
     for tool in ("nginx", "h2load", "taskset"):
@@ -205,6 +228,9 @@ def main() -> int:
         names = list(servers)
         for name, (proc, port) in servers.items():
             check(args, procs, port, proc, out, name)
+        if args.profile:
+            profile(args, procs, servers["porch"], out)
+            return 0
         for payload in payloads:
             for name, (proc, port) in servers.items():
                 base.log(f"warm-up {name} {base.PAYLOADS[payload]} {args.warmup}s")
