@@ -6,8 +6,8 @@ stream gets an H2Stream and an H2Exchange (server/h2stream.py), so it runs the s
 request lifecycle as HTTP/1.1, to the same HTTP/1.1 upstream pools.
 
 What this class adds is the connection's share:
-- frames in -> h2 events -> streams; h2's output written once per read
-  (`flush`), so frames produced together leave in one send;
+- frames in -> h2 events -> streams; h2's output written once per turn of the
+  event loop (`want_flush`), so frames produced together leave in one send;
 - refusals: new streams while shutting down or beyond `max_concurrent_streams`
   (RST_STREAM REFUSED_STREAM: counted here, see http/h2.py `limits_frame`), flood
   guards (http/h2.py) -> GOAWAY ENHANCE_YOUR_CALM;
@@ -41,12 +41,14 @@ if TYPE_CHECKING:
     from porch.server.client import ClientConnection
 
 _DEFAULT_WINDOW = 65535  # RFC 9113 6.9.2: every connection starts with it
+FLUSH_NOW = 64 * 1024
 
 
 class H2Connection:
     __slots__ = ("server", "loop", "transport", "h2", "streams", "guard", "peer_ip",
                  "peer_trusted", "local_port", "forwarding", "max_streams", "write_paused",
-                 "write_paused_at", "closing", "gone", "last_stream", "idle_since",
+                 "write_paused_at", "closing", "gone", "last_stream", "idle_since", "flush_soon",
+                 "unflushed",
                  "active", "reading", "queue", "deadline_kind", "deadline")
 
     def __init__(self, client: ClientConnection) -> None:
@@ -69,6 +71,8 @@ class H2Connection:
         self.gone = False
         self.last_stream = 0  # the last stream the GOAWAY lets finish
         self.idle_since = self.loop.time()
+        self.flush_soon = False  # a write of h2's output is scheduled (want_flush)
+        self.unflushed = 0  # DATA bytes given to h2 since the last write
         # What Server.shutdown() reads of every connection (HTTP/1.1's request slots)
         self.active = self.reading = None
         self.queue = ()
@@ -103,7 +107,7 @@ class H2Connection:
         except Exception as exc:  # a bug of ours: end this connection, not the worker's loop
             self._fail(ErrorCodes.INTERNAL_ERROR, f"HTTP/2 connection failed: {exc!r}")
             raise
-        self.flush()
+        self.want_flush()
 
     def eof_received(self) -> bool | None:
         return None  # close: HTTP/2 has no half-closed connection
@@ -202,9 +206,28 @@ class H2Connection:
     # -- used by the streams ---------------------------------------------------
 
     def flush(self) -> None:
+        """Write what h2 has for the client now."""
+        self.unflushed = 0
         data = self.h2.data_to_send()
         if data:
             self.transport.write(data)
+
+    def want_flush(self) -> None:
+        """Write what h2 has once this turn of the loop is done: the frames of every
+        stream that moved in it leave in one TLS write and one send(2), not one per
+        upstream read (bench/RESULTS.md, HTTP/2: a sixth of the CPU went there).
+        Past FLUSH_NOW bytes of DATA, now: big bodies gain nothing from waiting, and
+        the socket's flow control (pause_writing) must see them as they come."""
+        if self.unflushed >= FLUSH_NOW:
+            self.flush()
+        elif not self.flush_soon:
+            self.flush_soon = True
+            self.loop.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self.flush_soon = False
+        if not self.gone and not self.transport.is_closing():
+            self.flush()
 
     def acknowledge(self, stream_id: int, length: int) -> None:
         """Request bytes passed on: let the client send as many more (WINDOW_UPDATE;
@@ -218,7 +241,7 @@ class H2Connection:
                 self.h2.reset_stream(stream.stream_id, code)
             except ProtocolError:
                 pass  # h2 has closed it already
-            self.flush()
+            self.want_flush()
         self.forget(stream)
 
     def forget(self, stream: H2Stream) -> None:

@@ -174,7 +174,7 @@ class H2Stream(ClientConnection):
             if not self.blocks and self.unacked and not self.gone:
                 self.conn.acknowledge(self.stream_id, self.unacked)
                 self.unacked = 0
-                self.conn.flush()
+                self.conn.want_flush()
 
     def exchange_finished(self, ex: Exchange) -> None:
         if ex is not self.active:
@@ -276,6 +276,7 @@ class H2Stream(ClientConnection):
                 else:
                     buffered.pop(0)
                 h2.send_data(sid, chunk)
+                self.conn.unflushed += n
                 window -= n
                 self.buffered_size -= n
         if self.end_pending and not buffered and not self.ended:
@@ -338,7 +339,7 @@ class H2Exchange(Exchange):
         if body:
             stream.send_data(body)
             stream.end()
-        stream.conn.flush()
+        stream.conn.want_flush()
 
     def on_response_head(self, status: int, reason: bytes, lines: list[bytes],
                          special: list[tuple[int, bytes, bytes]] | None, keep_alive: bool) -> None:
@@ -379,7 +380,7 @@ class H2Exchange(Exchange):
 
     def flush(self) -> None:
         self.out = None
-        self.client.conn.flush()
+        self.client.conn.want_flush()
 
     def on_response_end(self) -> None:
         if self.done:
@@ -393,7 +394,7 @@ class H2Exchange(Exchange):
         if self.switch_head is None or self.done or stream.switch_headers is None:
             return False
         stream.send_headers(stream.switch_headers)  # RFC 8441 5: 200 opens the tunnel
-        stream.conn.flush()
+        stream.conn.want_flush()
         switched = Exchange.on_upstream_upgrade(self, transport, rest)
         self.status = 200  # what the client got (the upstream's 101 is upstream_status)
         return switched
@@ -417,7 +418,7 @@ class StreamTransport:
     def write(self, data: bytes) -> None:
         if data:
             self.stream.send_data(data)
-            self.stream.conn.flush()
+            self.stream.conn.want_flush()
 
     def writelines(self, parts: list[bytes]) -> None:
         self.write(b"".join(parts))
@@ -427,7 +428,7 @@ class StreamTransport:
 
     def write_eof(self) -> None:
         self.stream.end()
-        self.stream.conn.flush()
+        self.stream.conn.want_flush()
 
     def pause_reading(self) -> None:
         self.stream.block(B_TUNNEL)
@@ -443,7 +444,7 @@ class StreamTransport:
         stream = self.stream
         if not stream.ended:
             stream.end()
-            stream.conn.flush()
+            stream.conn.want_flush()
         if not stream.remote_ended:
             stream.stop_request()
 
@@ -454,7 +455,7 @@ class StreamTransport:
                 stream.conn.reset_stream(stream, ErrorCodes.CANCEL)
         else:
             stream.reset(ErrorCodes.CANCEL)
-        stream.conn.flush()
+        stream.conn.want_flush()
 
     def get_write_buffer_size(self) -> int:
         return self.stream.buffered_size
