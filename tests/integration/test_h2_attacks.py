@@ -331,7 +331,7 @@ def test_sigterm_sends_goaway_and_streams_in_flight_complete(h2site):
     slow = [c.request("/slow?delay=1.5") for _ in range(3)]
     live = c.request("/events?count=15&interval=0.1")  # a body still arriving for 1.5 s
     assert c.pump(lambda: status(c.streams[live]) == 200, timeout=5)
-    assert wait_until(lambda: up.stats()["requests"] >= 4, timeout=5)
+    assert wait_until(lambda: up.stats()["requests"] >= 4, timeout=5), (up.stats(), c.streams, p.error_log_text())
     p.signal(signal.SIGTERM)
     termed = time.monotonic()
     assert c.pump(lambda: c.goaway is not None, timeout=3), "no GOAWAY after SIGTERM"
