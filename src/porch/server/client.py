@@ -394,6 +394,15 @@ class ClientConnection:
         else:
             self.transport.close()
 
+    def drain(self) -> None:
+        """The server stops (or this worker is replaced): requests not answered yet are
+        answered with Connection: close.  Not an answer already written, or built
+        (ex.local): its head says keep-alive, so the connection idles after it, and is
+        closed within the server's idle grace."""
+        for ex in (self.active, self.reading, *self.queue):
+            if ex is not None and not ex.response_started and ex.local is None:
+                ex.keep_alive = False
+
     def shutdown(self) -> None:
         """Graceful stop: idle connections close now, busy ones after their response."""
         self.closing = True

@@ -258,6 +258,12 @@ class H2Connection:
 
     # -- endings -----------------------------------------------------------------
 
+    def drain(self) -> None:
+        """The server stops (or this worker is replaced): GOAWAY at once (RFC 9113
+        6.8), so the client opens its next streams elsewhere, and not half a second
+        later as an idle HTTP/1.1 connection's close."""
+        self.shutdown()
+
     def shutdown(self) -> None:
         """Graceful stop (SIGTERM, reload): GOAWAY now, close after the streams."""
         if self.gone:

@@ -116,11 +116,7 @@ class Server:
         loop = self.loop
         start = loop.time()
         for conn in list(self.connections):
-            for ex in (conn.active, conn.reading, *conn.queue):
-                # Not an answer already written, or built (ex.local): its head says
-                # keep-alive, so the connection idles after it, within the grace.
-                if ex is not None and not ex.response_started and ex.local is None:
-                    ex.keep_alive = False
+            conn.drain()
         deadline = start + timeout
         keepalive = self.runtime.keepalive_timeout
         while self.connections:
