@@ -98,12 +98,16 @@ class H2Stream(ClientConnection):
         ex.keep_alive = True  # the connection's business, not the request's
         self._route_head(ex)
         self.active = ex
-        if end_stream or ex.websocket:
+        self.remote_ended = end_stream
+        if end_stream:
+            # No body: the request is whole with its head (as client.py does), and the
+            # upstream's timeout starts when it is sent (Exchange._attach).
+            ex.request_done = True
             self.reading = None
+        elif ex.websocket:
+            self.reading = None  # the stream stays open for the tunnel; no body to read
         ex.begin()
-        if end_stream or ex.websocket:
-            # A WebSocket's stream stays open for the tunnel; its request is whole.
-            self.remote_ended = end_stream
+        if ex.websocket and not ex.request_done:
             ex.on_request_end()
 
     def _websocket(self, ex: Exchange, protocol: bytes) -> None:
