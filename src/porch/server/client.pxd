@@ -7,6 +7,7 @@ cimport cython
 
 cdef int _H_FORWARD, _H_HOST, _H_CL, _H_TE, _H_CONNECTION, _H_EXPECT, _H_DROP, _H_XFF, _H_XFPROTO
 cdef int _H_XFHOST, _H_XFPORT, _H_REFERER, _H_UA, _H_UPGRADE
+cdef dict _SPECIAL_SEEN
 
 cdef class ClientConnection:
     cdef public object server, loop, transport, parser, queue
@@ -21,6 +22,7 @@ cdef class ClientConnection:
 
     @cython.locals(kind=int, ex=Exchange, headers=list)
     cpdef on_header(self, bytes name, bytes value)
+    cpdef _special_header(self, Exchange ex, int kind, bytes value)
     cpdef exchange_finished(self, Exchange ex)
     cpdef _route_head(self, Exchange ex)
     cpdef block(self, int reason)

@@ -2,13 +2,13 @@
 # Every attribute the class sets must be declared here: compiled, setting an undeclared one
 # raises AttributeError (the suite runs compiled: tests/conftest.py).
 from porch.server.proxy cimport Exchange
+from porch.upstream.pool cimport Pooled
 from porch.http.response_head cimport parse_response_head
 cimport cython
 
-cdef class UpstreamConnection:
+cdef class UpstreamConnection(Pooled):
     cdef public object target, transport, parser, _parts
     cdef public Exchange exchange
-    cdef public double idle_since
     cdef public bint closed, reused, _got_bytes, _skip_body, _final, _in_head
     cdef public bytes _data
     cdef public Py_ssize_t _pos, _kept

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from porch.http.response_head import parse_response_head
+from porch.upstream.pool import Pooled
 from porch.upstream.tls import tls_failure
 
 if TYPE_CHECKING:
@@ -41,16 +42,15 @@ if TYPE_CHECKING:
 MAX_HEAD = 1 << 20
 
 
-class UpstreamConnection:
+class UpstreamConnection(Pooled):
     # An asyncio.Protocol by its methods (asyncio and uvloop take any object that has
     # them): compiled, this is an extension type (connection.pxd declares its typed fields),
-    # and an extension type cannot derive from a Python class.
+    # and an extension type cannot derive from a Python class (pool.Pooled is one too).
     __slots__ = (
         "target",
         "transport",
         "parser",
         "exchange",
-        "idle_since",
         "closed",
         "reused",
         "_data",

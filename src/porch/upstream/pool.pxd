@@ -1,12 +1,24 @@
 # Typed fields and C-level methods for the compiled build (setup.py); the .py is the code.
+cimport cython
+
+cdef class Pooled:
+    cdef public double idle_since
+
+    cpdef bint is_usable(self)
+    cpdef release(self)
+    cpdef close(self)
+
+
 cdef class Target:
-    cdef public object spec, ssl, server_hostname, idle
+    cdef public object spec, ssl, server_hostname
+    cdef public list idle
     cdef public str host, label
     cdef public int port
     cdef public double down_until
 
+    @cython.locals(idle=list, conn=Pooled)
     cpdef take_idle(self, double now)
-    cpdef put_idle(self, conn, double now)
+    cpdef put_idle(self, Pooled conn, double now)
 
 
 cdef class Balancer:
