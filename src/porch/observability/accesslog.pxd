@@ -12,10 +12,11 @@ cdef class AccessLog:
     cdef public bint enabled, json
     cdef public object _sink
     cdef public list lines
+    cdef public int count
     cdef public double _next_second
     cdef public bytes _stamp
     cdef public dict _durations, _ips, _statuses, _sizes
 
     cpdef log(self, Exchange ex, double now)
-    @cython.locals(ms=long)
-    cpdef bytes _combined(self, Exchange ex, double now)
+    @cython.locals(ms=long, lines=list)
+    cpdef _combined(self, Exchange ex, double now)

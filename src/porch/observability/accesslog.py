@@ -78,7 +78,11 @@ class AccessLog:
         self.path = path
         self.enabled = path != "off"
         self._sink: LineSink | None = LineSink(path, 1) if self.enabled else None
+        # The lines not written yet, as pieces: a combined line is appended as the 13
+        # pieces it is made of and joined with the others at flush (one join per batch,
+        # not one per line: ~1,500 instructions a request, bench/hotpath.py).
         self.lines: list[bytes] = []
+        self.count = 0  # lines in it
         self.json = fmt == "json"
         self._next_second = 0.0  # loop time at which the stamp goes stale
         self._stamp = b""  # ' - - [$time_local] "'
@@ -91,15 +95,19 @@ class AccessLog:
 
     def log(self, ex: LoggedExchange, now: float) -> None:
         if self.enabled:
-            lines = self.lines
-            lines.append(self._json(ex, now) if self.json else self._combined(ex, now))
-            if len(lines) >= FLUSH_LINES:
+            if self.json:
+                self.lines.append(self._json(ex, now))
+            else:
+                self._combined(ex, now)
+            self.count += 1
+            if self.count >= FLUSH_LINES:
                 self.flush()
 
     def flush(self) -> None:
         if not self.lines or self._sink is None:
             return
         lines, self.lines = self.lines, []
+        self.count = 0
         self._sink.write(b"".join(lines))
 
     def close(self) -> None:
@@ -129,7 +137,8 @@ class AccessLog:
         self._stamp = b' - - [' + stamp + b'] "'
         self._next_second = now + (1.0 - wall % 1.0)
 
-    def _combined(self, ex: LoggedExchange, now: float) -> bytes:
+    def _combined(self, ex: LoggedExchange, now: float) -> None:
+        """Append the line's pieces to `lines`."""
         if now >= self._next_second:
             self._refresh_stamp(now)
         target = ex.target
@@ -155,13 +164,20 @@ class AccessLog:
         version = ex.version
         referer = ex.referer
         agent = ex.user_agent
-        return b"".join((
-            ip, self._stamp, ex.method, b" ", target,
-            _V11 if version == b"1.1" else b' HTTP/%s" ' % version, status, size,
-            b' "', (referer if plain(referer) else escape(referer).encode()) if referer else b"-",
-            b'" "', (agent if plain(agent) else escape(agent).encode()) if agent else b"-",
-            duration,
-        ))
+        lines = self.lines  # appends: compiled, C-level appends to a typed list
+        lines.append(ip)
+        lines.append(self._stamp)
+        lines.append(ex.method)
+        lines.append(b" ")
+        lines.append(target)
+        lines.append(_V11 if version == b"1.1" else b' HTTP/%s" ' % version)
+        lines.append(status)
+        lines.append(size)
+        lines.append(b' "')
+        lines.append((referer if plain(referer) else escape(referer).encode()) if referer else b"-")
+        lines.append(b'" "')
+        lines.append((agent if plain(agent) else escape(agent).encode()) if agent else b"-")
+        lines.append(duration)
 
     def _json(self, ex: LoggedExchange, now: float) -> bytes:
         start = ex.t_start
