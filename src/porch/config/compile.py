@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from porch.config.model import Config, Route, Site, UpstreamTLS
 from porch.http.forwarding import TrustedProxies
@@ -14,9 +15,11 @@ from porch.runtime import RouteRuntime, Runtime, SiteRuntime
 from porch.storage import FileStorage, Storage
 from porch.policies.https import HttpsPhase
 from porch.tls import challenge
-from porch.tls.service import TlsService, build_tls
 from porch.upstream.pool import Balancer, Target
 from porch.upstream.tls import client_context
+
+if TYPE_CHECKING:
+    from porch.tls.service import TlsService
 
 # One pool per address and TLS setting, shared by every route using it.
 _Targets = dict[tuple[str, str, int, UpstreamTLS | None], Target]
@@ -28,7 +31,13 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
     certificates (and makes local-CA ones): ConfigError if a site's files do not load."""
     g = config.porch
     error_log = error_log or ErrorLog(g.error_log)
-    tls = build_tls(config, error_log)
+    tls = None
+    if any(site.tls != "off" for site in config.sites):
+        # Imported here: it brings cryptography (~15 MiB a process) that a Porch
+        # serving plain HTTP only never needs.
+        from porch.tls.service import build_tls
+
+        tls = build_tls(config, error_log)
     targets: _Targets = {}
     storage = FileStorage(g.state_dir)
     sites = [(site.hosts, _compile_site(site, targets, storage, tls, g.https_port)) for site in config.sites]
