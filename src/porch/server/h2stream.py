@@ -30,7 +30,7 @@ from h2.errors import ErrorCodes
 
 from porch.http.h1 import BODY_CLOSE, BODY_NONE
 from porch.http.h2 import SEND_BUFFER, RequestFields, header_lines, response_headers
-from porch.server.client import ClientConnection
+from porch.server.client import _D_NONE, ClientConnection
 from porch.server.proxy import Exchange
 
 if TYPE_CHECKING:
@@ -41,8 +41,6 @@ if TYPE_CHECKING:
 # Reasons the stream's request side is blocked (besides ClientConnection's B_*).
 B_TUNNEL = 16  # the tunnel's upstream side is not taking more
 
-_D_NONE = 0
-_D_BODY = 3  # server/client.py's deadline kinds
 _CONTINUE = [(b":status", b"100")]
 # RFC 8441 5: the upstream's 101 headers that belong to HTTP/1.1's handshake only.
 _SWITCH_ONLY = frozenset({b"sec-websocket-accept"})
@@ -124,15 +122,12 @@ class H2Stream(ClientConnection):
     def data_in(self, data: bytes, flow_length: int) -> None:
         if self.tunnel is not None:
             self.tunnel.data_received(data)
+        elif self.reading is not None:
+            self.on_body(data)  # as HTTP/1.1's: the body deadline, then the exchange
         else:
-            ex = self.active if self.reading is None else self.reading
-            if ex is not None and not ex.done:
-                if ex.websocket and ex.switch_head is None:
-                    ex.tunnel_early += data
-                else:
-                    if self.deadline_kind == _D_BODY:
-                        self.deadline = self.loop.time() + ex.route.body_timeout
-                    ex.on_request_body(data)
+            ex = self.active  # a WebSocket's early bytes wait for the 101 (or are dropped)
+            if ex is not None and ex.websocket and ex.switch_head is None and not ex.done:
+                ex.tunnel_early += data
         if self.blocks:
             self.unacked += flow_length
         else:
@@ -145,12 +140,7 @@ class H2Stream(ClientConnection):
             if not self.tunnel.eof_received():
                 self.transport.close()
             return
-        ex = self.reading
-        self.reading = None
-        if self.deadline_kind == _D_BODY:
-            self.deadline_kind = _D_NONE
-        if ex is not None and not ex.request_done:
-            ex.on_request_end()
+        self.on_message_complete()  # as HTTP/1.1's: the body is whole
         if self.ended:
             self.conn.forget(self)
 
