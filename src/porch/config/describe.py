@@ -25,9 +25,27 @@ def describe(config: Config) -> str:
     It has no header line: the caller says which file is valid, then prints this.
     """
     lines = _aligned(_settings(config.porch, config.sites))
+    if config.streams:
+        lines += ["", *_streams(config)]
     for site in config.sites:
         lines += ["", *_site(site, config.porch.state_dir)]
     return "\n".join(lines)
+
+
+def _streams(config: Config) -> list[str]:
+    """The [[stream]] entries, in the order they are tried (config/streams.py)."""
+    lines = [f"streams on port {config.porch.https_port}, first match wins, before the sites:"]
+    for stream in config.streams:
+        if stream.protocol == "tls":
+            match = [f"sni {', '.join(stream.sni)}"] if stream.sni else []
+            match += [f"alpn {', '.join(stream.alpn)}"] if stream.alpn else []
+            what = "tls " + " and ".join(match) if match else "any tls"
+        else:
+            what = stream.protocol + (" (or a client silent for 2s)" if stream.protocol == "ssh" else "")
+        notes = [f"proxy protocol {stream.proxy_protocol}"] if stream.proxy_protocol else []
+        notes.append(f"idle {format_duration(stream.idle_timeout)}")
+        lines.append(f"  {stream.key_path} {what} -> passthrough {stream.target} ({', '.join(notes)})")
+    return lines
 
 
 def _settings(porch: Global, sites: tuple[Site, ...]) -> list[tuple[str, str]]:
@@ -44,6 +62,10 @@ def _settings(porch: Global, sites: tuple[Site, ...]) -> list[tuple[str, str]]:
         ("access log", access),
         ("error log", "stderr" if porch.error_log == "-" else porch.error_log),
         ("trusted proxies", ", ".join(porch.trusted_proxies) or "none"),
+    ]
+    if porch.accept_proxy_protocol:
+        settings.append(("proxy protocol from", ", ".join(porch.accept_proxy_protocol)))
+    settings += [
         ("max header size", format_size(porch.max_header_size)),
         ("keep-alive", _duration_or_off(porch.keepalive_timeout)),
         ("send timeout", format_duration(porch.send_timeout)),

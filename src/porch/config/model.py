@@ -162,6 +162,9 @@ class Global:
     https_port: int = 443
     bind: tuple[str, ...] = ("0.0.0.0", "::")
     trusted_proxies: tuple[str, ...] = ()  # CIDR strings, normalised
+    # Peers whose connections start with a PROXY v1/v2 header (sslh, HAProxy in front):
+    # its address is the client's.  CIDR strings, normalised; () = nobody.
+    accept_proxy_protocol: tuple[str, ...] = ()
     workers: int | Literal["auto"] = 1
     access_log: str = "-"  # path, "-" = stdout, "off"
     access_log_format: AccessLogFormat = "combined"
@@ -187,8 +190,40 @@ class Global:
     send_timeout: float = 60.0
 
 
+# `[[stream]] protocol`: "tls" (the ClientHello's sni/alpn decide) or a plain
+# protocol recognised by its first bytes (mux/probes.py).
+StreamProtocol = Literal["tls", "xmpp", "ssh", "http", "openvpn", "any"]
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A `[[stream]]`: connections on the HTTPS port passed through to `passthrough`
+    as raw TCP (sslh's job), matched in file order before Porch's own sites.
+
+    A TLS connection matches when its server name is one of `sni` (exact or
+    "*.example.org", any depth below) if set, and it offers one of `alpn` if set.
+    `protocol` other than "tls" matches plain first bytes instead."""
+
+    passthrough: tuple[str, int]  # host (name or IP literal), port
+    sni: tuple[str, ...] = ()  # lowercased
+    alpn: tuple[str, ...] = ()
+    protocol: StreamProtocol = "tls"
+    proxy_protocol: Literal["v1", "v2"] | None = None  # a PROXY header to the target
+    # No byte either way for this long closes the connection (sslh has none; nginx
+    # stream's proxy_timeout is 10m; XMPP clients ping every few minutes).
+    idle_timeout: float = 3600.0
+    connect_timeout: float = 10.0
+    key_path: str = ""
+
+    @property
+    def target(self) -> str:
+        host, port = self.passthrough
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True)
 class Config:
     porch: Global
     sites: tuple[Site, ...]
     source: str = "<memory>"
+    streams: tuple[Stream, ...] = ()

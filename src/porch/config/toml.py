@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from porch.config.errors import ConfigError
 from porch.config.model import (LETSENCRYPT, LETSENCRYPT_STAGING, Bundle, Config, Global, Hsts, Limits,
                                 Route, Site, TlsFiles, TlsMode, UpstreamTarget, UpstreamTLS, Webroot)
+from porch.config.streams import check_listener, read_streams
 from porch.config.units import parse_duration, parse_size
 from porch.tls.names import is_ip, is_local
 from porch.upstream import tls as tls_setup
@@ -657,6 +658,7 @@ _GLOBAL_ONLY_KEYS: dict[str, Parser] = {
     "https_port": _port,
     "bind": _bind,
     "trusted_proxies": _networks,
+    "accept_proxy_protocol": _networks,
     "workers": _workers,
     "access_log": _text('a file path, "-" for stdout, or "off"'),
     "access_log_format": _choice("combined", "json"),
@@ -713,7 +715,7 @@ _SITE_ACME_KEYS = ("acme_challenge", "on_certificate", "bundles")
 _SITE_DEFAULT_KEYS: dict[str, Parser] = {"tls": _tls_default}
 _GLOBAL_KEYS: dict[str, Parser] = {**_GLOBAL_ONLY_KEYS, "upstream_tls": _upstream_tls, **_LIMIT_KEYS,
                                    **_SITE_DEFAULT_KEYS}
-_TOP_KEYS: dict[str, Parser] = {"porch": _nested, "site": _nested}
+_TOP_KEYS: dict[str, Parser] = {"porch": _nested, "site": _nested, "stream": _nested}
 
 # Where each key belongs, for a key written in the wrong table.
 _HOME = {
@@ -751,9 +753,11 @@ class _Reader:
                          ' and proxy = "http://127.0.0.1:8080")')
         self.check_hosts([site for site, _ in drafts])
         sites = tuple(self.site(i, *draft, defaults) for i, draft in enumerate(drafts))
+        streams = read_streams(self.tables(data, "stream"), self.problem)  # config/streams.py
+        check_listener(streams, sites, self.problem)
         if self.problems:
             raise ConfigError(sorted(self.problems, key=_site_index))
-        return Config(porch=porch, sites=sites, source=self.source)
+        return Config(porch=porch, sites=sites, source=self.source, streams=streams)
 
     def read(self, table: Values, keys: Mapping[str, Parser], where: str, scope: str) -> Values:
         """Parse each key of `table` with its parser; record unknown and bad keys."""

@@ -103,6 +103,32 @@ class AccessLog:
             if self.count >= FLUSH_LINES:
                 self.flush()
 
+    def stream(self, client_ip: str, what: str, status: int, sent: int, received: int,
+               duration: float, now: float) -> None:
+        """One line for a passed-through connection (server/splice.py), when it ends:
+        `what` is the request field ("PASSTHROUGH stream[0] chat.example.com ->
+        127.0.0.1:5223"), `sent`/`received` the bytes to/from the client.  Combined
+        format: the size field is the bytes sent, the referer field the bytes received
+        (nginx stream's $bytes_sent / $bytes_received), the duration last."""
+        if not self.enabled:
+            return
+        if self.json:
+            record = {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "client": client_ip,
+                "stream": what, "status": status, "bytes_in": received, "bytes_out": sent,
+                "duration": round(duration, 6),
+            }
+            self.lines.append(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        else:
+            if now >= self._next_second:
+                self._refresh_stamp(now)
+            self.lines.append(b'%s%s%s" %d %d "%d" "-" %.3f\n' % (
+                client_ip.encode(), self._stamp, escape(what.encode()).encode(), status, sent,
+                received, duration))
+        self.count += 1
+        if self.count >= FLUSH_LINES:
+            self.flush()
+
     def flush(self) -> None:
         if not self.lines or self._sink is None:
             return

@@ -110,9 +110,11 @@ class ClientConnection:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
-        ip = peer[0] if peer else ""
+        ip = self.peer_ip  # set before when a PROXY protocol header named the client (server/mux.py)
+        if not ip:
+            peer = transport.get_extra_info("peername")
+            ip = peer[0] if peer else ""
         if ip.startswith("::ffff:"):
             ip = ip[7:]
         self.peer_ip = ip

@@ -17,6 +17,7 @@ import socket
 
 from porch.runtime import Runtime
 from porch.server.client import _D_IDLE, ClientConnection
+from porch.server.mux import Mux, MuxSettings
 from porch.server.tunnel import Tunnel
 
 SWEEP_INTERVAL = 0.5
@@ -43,6 +44,10 @@ class Server:
         # Set by shutdown(): requests parsed from then on are answered with
         # Connection: close (each ClientConnection has its copy, read per request head).
         self.draining = False
+        # The first protocol of the plain and the HTTPS listeners when they share their
+        # port ([[stream]]) or read PROXY headers (server/mux.py); None: as always.
+        self.mux_plain: MuxSettings | None = None
+        self.mux_tls: MuxSettings | None = None
 
     async def listen(self, sockets: list[socket.socket], tls_sockets: list[socket.socket] = ()) -> None:
         """Serve plain HTTP on `sockets` and HTTPS on `tls_sockets` (runtime.tls must
@@ -55,7 +60,10 @@ class Server:
 
     async def add_listener(self, sock: socket.socket, tls: bool) -> asyncio.AbstractServer:
         """Accept connections on one more socket (also after listen())."""
-        if tls:
+        mux = self.mux_tls if tls else self.mux_plain
+        if mux is not None:  # TLS, if any, is started by the Mux once it has read the hello
+            server = await self.loop.create_server(lambda: Mux(self, mux), sock=sock, backlog=BACKLOG)
+        elif tls:
             server = await self.loop.create_server(
                 lambda: ClientConnection(self, b"https"), sock=sock, backlog=BACKLOG,
                 ssl=self.runtime.tls.context,

@@ -164,6 +164,7 @@ async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
     """Serve until told to stop; return the exit code."""
     from porch.config.compile import compile_config
     from porch.server.listener import Server
+    from porch.server.mux import mux_settings
 
     loop = asyncio.get_running_loop()
     g = spec.config.porch
@@ -186,6 +187,7 @@ async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
             https = runtime.tls is not None and s.port == g.https_port
             (tls if https else plain).append(socket.socket(fileno=s.fd))
     server = Server(loop, runtime)
+    server.mux_plain, server.mux_tls = mux_settings(spec.config)  # port sharing, PROXY headers
     await server.listen(plain, tls)
     adopter = _Adopter(loop, server, spec, runtime.tls is not None)
     ctl.on_adopt = adopter.request

@@ -1,0 +1,316 @@
+"""The first protocol on a shared listener: PROXY header, ClientHello, probes, hand-over.
+
+Used only where it has work to do (server/listener.py): on the HTTPS listener when
+`[[stream]]`s are configured, and on any listener when `accept_proxy_protocol` is.
+Otherwise the listener is today's, untouched.
+
+A connection, in order:
+1. from an `accept_proxy_protocol` peer, a PROXY v1/v2 header is required and its
+   source becomes the client address; from anyone else, a PROXY header is answered
+   400 and logged (HAProxy's accept-proxy and nginx `proxy_protocol` are per
+   listener; here they are per peer, so a listener serves both kinds);
+2. on the HTTPS listener with streams: the ClientHello is read (tls/clienthello.py,
+   at most MAX_BYTES) and matched (mux/streams.py): a passthrough splices it
+   (server/splice.py); otherwise Porch's own TLS takes the connection with the bytes
+   already read (`_own_tls`: the same SSLProtocol create_server would have made, fed
+   those bytes; no extra round trip).  Non-TLS first bytes go through sslh's probes;
+   plain HTTP that no stream takes goes to Porch's plain-HTTP handling (a redirect
+   to https, as on port 80);
+3. bounded: a connection that has not decided within `header_timeout` is closed,
+   except that one silent from the start for SSH_WAIT goes to the ssh stream (the
+   SSH server speaks first: sslh's `timeout` and `on_timeout`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from porch.http.forwarding import TrustedProxies
+from porch.mux import probes
+from porch.mux import proxy_protocol as pp
+from porch.mux.streams import StreamTable
+from porch.server.client import ClientConnection
+from porch.server.splice import Splice
+from porch.tls import clienthello
+
+# sslh's default `timeout`: 2 s of silence, then the `on_timeout` protocol (ssh).
+SSH_WAIT = 2.0
+_BAD_REQUEST = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n"
+                b"Connection: close\r\n\r\nBad Request\n")
+
+
+@dataclass(frozen=True)
+class MuxSettings:
+    """What one listener's first protocol does, compiled once per (re)load."""
+
+    accept_proxy: TrustedProxies  # empty: nobody
+    streams: StreamTable | None  # None: no streams (or not the HTTPS listener)
+    tls: bool  # the HTTPS listener: Porch's own TLS unless a stream takes it
+    ssl_shutdown_timeout: float = 5.0
+
+
+def mux_settings(config) -> tuple[MuxSettings | None, MuxSettings | None]:
+    """The first protocols of the plain and the HTTPS listeners for `config` (a
+    config.model.Config); None where today's listener stays as it is."""
+    accept = TrustedProxies.parse(config.porch.accept_proxy_protocol)
+    table = None
+    if config.streams:
+        own = tuple(h for site in config.sites if site.tls != "off" for h in site.hosts)
+        table = StreamTable.build(config.streams, own)
+    plain = MuxSettings(accept, None, tls=False) if accept else None
+    tls = MuxSettings(accept, table, tls=True) if accept or table is not None else None
+    return plain, tls
+
+
+def _ssl_protocol_class(loop: asyncio.AbstractEventLoop):
+    """uvloop's SSLProtocol (Cython, what its create_server uses) on a uvloop loop,
+    asyncio's otherwise.  Both take (loop, app_protocol, context, waiter, server_side,
+    ...) and are buffered protocols: get_buffer/buffer_updated take bytes read."""
+    try:
+        import uvloop
+        from uvloop.loop import SSLProtocol
+        if isinstance(loop, uvloop.Loop):
+            return SSLProtocol
+    except ImportError:
+        pass
+    from asyncio.sslproto import SSLProtocol as AsyncioSSLProtocol
+    return AsyncioSSLProtocol
+
+
+class Mux(asyncio.Protocol):
+    """Owns the connection until it knows where it goes, then hands it over."""
+
+    __slots__ = ("server", "settings", "transport", "buf", "offset", "peer", "local", "client_ip",
+                 "proxy_source", "proxy_dest", "timer", "ssh_wait", "t_start", "decided")
+
+    def __init__(self, server, settings: MuxSettings) -> None:
+        self.server = server
+        self.settings = settings
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.buf = b""
+        self.offset = -1  # where the client's own bytes start (after a PROXY header); -1: not known
+        self.peer: tuple[str, int] = ("", 0)
+        self.local: tuple[str, int] = ("", 0)
+        self.client_ip = ""  # from the PROXY header when there is one
+        self.proxy_source: tuple[str, int] | None = None  # the PROXY header's addresses
+        self.proxy_dest: tuple[str, int] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.ssh_wait = False  # the timer is SSH_WAIT's, not header_timeout's
+        self.t_start = 0.0
+        self.decided = False
+
+    # -- asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("", 0)
+        local = transport.get_extra_info("sockname") or ("", 0)
+        self.peer = (_unmapped(peer[0]), peer[1])
+        self.local = (_unmapped(local[0]), local[1])
+        self.client_ip = self.peer[0]
+        loop = self.server.loop
+        self.t_start = loop.time()
+        settings = self.settings
+        if not settings.accept_proxy.contains(self.peer[0]):
+            self.offset = 0
+        if self.offset == 0:
+            self._wait_for_client()
+        else:
+            self.timer = loop.call_later(self.server.runtime.header_timeout, self._timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self.decided:
+            return
+        self.buf += data
+        if self.offset < 0 and not self._read_proxy_header():
+            return
+        if self.offset == 0 and _looks_like_proxy(self.buf):
+            self._refuse(f"PROXY protocol header from {self.peer[0]}, which is not in accept_proxy_protocol")
+            return
+        if self.settings.streams is None:
+            self._own(self.buf[self.offset:])
+        else:
+            self._route(self.buf[self.offset:])
+
+    def eof_received(self) -> bool | None:
+        if not self.decided:
+            self._close(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.decided:
+            self.decided = True
+            self._cancel_timer()
+
+    # -- steps -----------------------------------------------------------------
+
+    def _read_proxy_header(self) -> bool:
+        """From an accept_proxy_protocol peer: the header, required.  True once read."""
+        found = pp.parse(self.buf)
+        if found is pp.NEED_MORE:
+            return False
+        if not isinstance(found, pp.ProxyHeader):
+            self._refuse(f"{found.value} from {self.peer[0]} (accept_proxy_protocol: it must send one)")
+            return False
+        self.offset = found.size
+        if found.source is not None:
+            self.client_ip = found.source[0]
+            self.proxy_source, self.proxy_dest = found.source, found.dest
+        if len(self.buf) == self.offset:
+            self._cancel_timer()  # the client's own silence starts now
+            self._wait_for_client()
+        return True
+
+    def _wait_for_client(self) -> None:
+        """Nothing from the client yet: with an ssh stream, wait SSH_WAIT for it to
+        speak; otherwise (or once it has) header_timeout bounds the whole decision."""
+        table = self.settings.streams
+        if table is not None and table.ssh is not None:
+            self.ssh_wait = True
+            self.timer = self.server.loop.call_later(SSH_WAIT, self._silent)
+        else:
+            self._keep_waiting()
+
+    def _route(self, data: bytes) -> None:
+        """Streams first, in file order; Porch's own TLS or HTTP when none matches."""
+        if not data:
+            return
+        table = self.settings.streams
+        hello = clienthello.parse(data)
+        if hello is clienthello.NEED_MORE:
+            if len(data) > clienthello.MAX_BYTES:
+                self._own(data)  # not reachable by the parser's bounds; OpenSSL answers
+            else:
+                self._keep_waiting()
+            return
+        if isinstance(hello, clienthello.ClientHello):
+            stream = table.for_hello(hello)
+            if stream is None:
+                self._own(data)
+            else:
+                label = " ".join((stream.key_path, hello.server_name or "-", ",".join(hello.alpn) or "-"))
+                self._splice(stream, label, data)
+            return
+        if hello is clienthello.MALFORMED:
+            self._own(data)  # OpenSSL answers it with the right alert, as without streams
+            return
+        found = table.for_plain(data)
+        if not isinstance(found, str):
+            self._splice(found, f"{found.key_path} {found.protocol}", data)
+        elif found == probes.MAYBE or probes.http(data) == probes.MAYBE:
+            self._keep_waiting()
+        elif probes.http(data) == probes.MATCH:
+            self._own_http(data)
+        else:
+            self._close(f"first bytes are neither TLS nor a protocol of a [[stream]]: {data[:16]!r}")
+
+    def _keep_waiting(self) -> None:
+        """More bytes are needed: header_timeout (from the accept) bounds the wait."""
+        if self.timer is None or self.ssh_wait:
+            self._cancel_timer()
+            self.ssh_wait = False
+            remaining = self.t_start + self.server.runtime.header_timeout - self.server.loop.time()
+            self.timer = self.server.loop.call_later(max(remaining, 0.0), self._timed_out)
+
+    def _own(self, data: bytes) -> None:
+        if self.settings.tls:
+            self._own_tls(data)
+        else:
+            self._own_http(data)
+
+    def _own_http(self, data: bytes) -> None:
+        conn = self._hand_over(ClientConnection(self.server, b"http"))
+        self.transport.set_protocol(conn)
+        conn.connection_made(self.transport)
+        if data:
+            conn.data_received(data)
+
+    def _own_tls(self, data: bytes) -> None:
+        """Porch's TLS, as the listener would have set it up, fed the bytes read."""
+        server = self.server
+        loop = server.loop
+        conn = self._hand_over(ClientConnection(server, b"https"))
+        waiter = loop.create_future()
+        waiter.add_done_callback(_consume)
+        remaining = self.t_start + server.runtime.header_timeout - loop.time()
+        ssl_protocol = _ssl_protocol_class(loop)(
+            loop, conn, server.runtime.tls.context, waiter, server_side=True, server_hostname=None,
+            ssl_handshake_timeout=max(remaining, 0.1),
+            ssl_shutdown_timeout=self.settings.ssl_shutdown_timeout)
+        self.transport.set_protocol(ssl_protocol)
+        ssl_protocol.connection_made(self.transport)
+        view = memoryview(data)
+        while view:
+            buf = ssl_protocol.get_buffer(len(view))
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            ssl_protocol.buffer_updated(n)
+            view = view[n:]
+
+    def _hand_over(self, conn: ClientConnection) -> ClientConnection:
+        self.decided = True
+        self._cancel_timer()
+        if self.client_ip != self.peer[0]:
+            conn.peer_ip = self.client_ip  # connection_made keeps it (client.py)
+        return conn
+
+    def _splice(self, stream, label: str, data: bytes) -> None:
+        self.decided = True
+        self._cancel_timer()
+        self.transport.pause_reading()
+        splice = Splice(self.server, stream, label, self.client_ip, self.transport)
+        splice.start(data, self.proxy_source or self.peer, self.proxy_dest or self.local)
+
+    # -- endings ---------------------------------------------------------------
+
+    def _silent(self) -> None:
+        """SSH_WAIT with no byte from the client: an SSH client waiting for the banner."""
+        self.timer = None
+        self.ssh_wait = False
+        if self.decided:
+            return
+        if self.buf[max(self.offset, 0):]:
+            self._keep_waiting()
+            return
+        stream = self.settings.streams.ssh
+        self._splice(stream, f"{stream.key_path} ssh (client silent)", b"")
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if not self.decided:
+            self._close(f"nothing routable within header_timeout"
+                        f" {self.server.runtime.header_timeout:g}s ({len(self.buf)} bytes)")
+
+    def _refuse(self, cause: str) -> None:
+        """A PROXY header where none may be, or none where one must be: 400, logged."""
+        self.transport.write(_BAD_REQUEST)
+        self._close(cause)
+
+    def _close(self, cause: str | None) -> None:
+        self.decided = True
+        self._cancel_timer()
+        if cause is not None:
+            self.server.runtime.error_log.warn(cause, client=self.client_ip)
+        self.transport.close()
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+def _looks_like_proxy(data: bytes) -> bool:
+    """A PROXY header (or its start) from a peer that may not send one."""
+    return data.startswith(pp.V1_PREFIX) or data.startswith(pp.V2_SIGNATURE[:8])
+
+
+def _unmapped(ip: str) -> str:
+    return ip[7:] if ip.startswith("::ffff:") else ip
+
+
+def _consume(waiter: asyncio.Future) -> None:
+    """The handshake's outcome: a failure is the client's (logged nowhere, as with
+    create_server's), and must not be reported as an exception never retrieved."""
+    if not waiter.cancelled():
+        waiter.exception()

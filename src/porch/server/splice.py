@@ -1,0 +1,184 @@
+"""A passthrough: a client connection spliced to a `[[stream]]` target, bytes untouched.
+
+server/mux.py hands over the client's transport (reading paused) and what it has read
+so far; `Splice.start` connects to the target, sends the optional PROXY header and
+those bytes, then copies both ways as they arrive:
+
+- flow control both ways: when one side's write buffer passes its high-water mark
+  (pause_writing), reading from the other side pauses until it drains;
+- half-close: EOF from one side becomes write_eof on the other (a TLS session inside
+  is end to end, so TCP half-close is all there is); once both sides have ended, or
+  either connection is lost, both close;
+- idle timeout: no byte either way for the stream's `idle_timeout` closes both;
+- one access-log line when it ends: bytes each way and duration (AccessLog.stream).
+
+Reload: a splice sits in the server's `connections` like an HTTP connection with a
+request in flight, so a draining worker keeps it up to drain_timeout (then aborts it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from porch.mux.proxy_protocol import encode_v1, encode_v2
+
+if TYPE_CHECKING:
+    from porch.config.model import Stream
+    from porch.server.listener import Server
+
+# A closed side still holding bytes its peer does not read is aborted after this long
+# (as server/tunnel.py).
+CLOSE_FLUSH_TIMEOUT = 5.0
+
+
+class Splice:
+    """Owns both transports from the hand-over until it closes them.  Duck-typed as
+    a server connection (listener.py): `active`, `reading`, `check_deadlines`,
+    `drain`, `shutdown`, `transport`."""
+
+    __slots__ = ("server", "stream", "label", "client_ip", "client", "upstream", "transport",
+                 "t_start", "deadline", "seen", "closed", "status", "active", "reading",
+                 "deadline_kind")
+
+    def __init__(self, server: Server, stream: Stream, label: str, client_ip: str,
+                 transport: asyncio.Transport) -> None:
+        self.server = server
+        self.stream = stream
+        self.label = label  # what the log line says was matched
+        self.client_ip = client_ip
+        self.transport = transport  # the client's (Server.shutdown aborts it)
+        self.client = _End(self, transport)
+        self.upstream: _End | None = None
+        self.t_start = server.loop.time()
+        self.deadline = self.t_start + stream.connect_timeout
+        self.seen = False  # bytes moved since the sweeper last looked
+        self.closed = False
+        self.status = 200  # for the log: 502 when the target cannot be reached
+        self.active = self  # never idle for Server.shutdown: it waits for it
+        self.reading = None
+        self.deadline_kind = 0
+
+    def start(self, first: bytes, proxy_source: tuple[str, int], proxy_dest: tuple[str, int]) -> None:
+        """Connect to the target; `first`: the client's bytes read so far.
+        `proxy_*`: the addresses a PROXY header (if the stream sends one) carries."""
+        self.server.connections.add(self)
+        self.transport.set_protocol(self.client)
+        header = b""
+        version = self.stream.proxy_protocol
+        if version is not None:
+            header = (encode_v1 if version == "v1" else encode_v2)(proxy_source, proxy_dest)
+        self.server.loop.create_task(self._connect(header + first, len(first)))
+
+    async def _connect(self, first: bytes, counted: int) -> None:
+        loop = self.server.loop
+        host, port = self.stream.passthrough
+        end = _End(self, None)
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: end, host, port),
+                                   self.stream.connect_timeout)
+        except (OSError, asyncio.TimeoutError) as err:
+            cause = "timed out" if isinstance(err, asyncio.TimeoutError) else (err.strerror or str(err))
+            self.server.runtime.error_log.error(
+                f"passthrough to {self.stream.target} failed: {cause}", client=self.client_ip,
+                stream=self.stream.key_path)
+            self.status = 502
+            self.close()
+            return
+        if self.closed:  # the client left while connecting
+            end.transport.close()
+            return
+        self.upstream = end
+        self.client.peer, end.peer = end, self.client
+        self.client.received = counted
+        self.seen = True
+        self.deadline = loop.time() + self.stream.idle_timeout
+        end.transport.write(first)
+        if self.client.eof:
+            end.transport.write_eof()
+        else:
+            self.transport.resume_reading()
+
+    def check_deadlines(self, now: float) -> None:
+        """Called by the server's sweeper: close a splice idle for `idle_timeout`."""
+        if self.seen:
+            self.seen = False
+            self.deadline = now + self.stream.idle_timeout
+        elif now >= self.deadline:
+            if self.upstream is None:
+                return  # connecting: wait_for bounds it
+            self.close()
+
+    def drain(self) -> None:
+        pass  # no request to answer with Connection: close
+
+    def shutdown(self) -> None:
+        pass  # Server.shutdown aborts it once its drain time is over
+
+    def close(self) -> None:
+        """Close both connections (each after writing what it still holds) and log."""
+        if self.closed:
+            return
+        self.closed = True
+        self.server.connections.discard(self)
+        loop = self.server.loop
+        for end in (self.client, self.upstream):
+            if end is None or end.transport is None:
+                continue
+            transport = end.transport
+            transport.close()
+            if transport.get_write_buffer_size():
+                loop.call_later(CLOSE_FLUSH_TIMEOUT, transport.abort)
+        sent = self.upstream.received if self.upstream is not None else 0
+        now = loop.time()
+        what = f"PASSTHROUGH {self.label} -> {self.stream.target}"
+        self.server.runtime.access_log.stream(self.client_ip, what, self.status, sent,
+                                              self.client.received, now - self.t_start, now)
+
+
+class _End(asyncio.Protocol):
+    """One side of a splice: what it reads goes to `peer`'s transport."""
+
+    __slots__ = ("splice", "transport", "peer", "received", "eof", "write_paused")
+
+    def __init__(self, splice: Splice, transport: asyncio.Transport | None) -> None:
+        self.splice = splice
+        self.transport = transport
+        self.peer: _End | None = None  # None until the target is connected
+        self.received = 0
+        self.eof = False
+        self.write_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        self.splice.seen = True
+        self.peer.transport.write(data)  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        peer = self.peer
+        if peer is None:
+            return True  # connecting: the EOF is passed on once connected
+        if not peer.eof and peer.transport.can_write_eof():
+            peer.transport.write_eof()  # half-close: the other way stays open
+            return True
+        self.splice.close()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.splice.close()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        peer = self.peer
+        if peer is not None and not peer.transport.is_closing():
+            peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        peer = self.peer
+        if peer is not None and not peer.transport.is_closing() and not peer.eof:
+            peer.transport.resume_reading()
