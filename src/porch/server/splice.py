@@ -94,6 +94,7 @@ class Splice:
         self.seen = True
         self.deadline = loop.time() + self.stream.idle_timeout
         end.transport.write(first)
+        end.transport.resume_reading()
         if self.client.eof:
             end.transport.write_eof()
         else:
@@ -150,7 +151,10 @@ class _End(asyncio.Protocol):
         self.write_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The target's side, connected: it may speak first (SSH), before Splice._connect
+        # has joined the two sides; it reads once they are.
         self.transport = transport  # type: ignore[assignment]
+        transport.pause_reading()  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
