@@ -94,7 +94,13 @@ class Splice:
         self.seen = True
         self.deadline = loop.time() + self.stream.idle_timeout
         end.transport.write(first)
-        end.transport.resume_reading()
+        if end.early:
+            self.transport.write(end.early)
+            end.early = b""
+        if end.eof:  # the target spoke and closed before the join
+            self.transport.write_eof()
+        else:
+            end.transport.resume_reading()
         if self.client.eof:
             end.transport.write_eof()
         else:
@@ -140,7 +146,7 @@ class Splice:
 class _End(asyncio.Protocol):
     """One side of a splice: what it reads goes to `peer`'s transport."""
 
-    __slots__ = ("splice", "transport", "peer", "received", "eof", "write_paused")
+    __slots__ = ("splice", "transport", "peer", "received", "eof", "write_paused", "early")
 
     def __init__(self, splice: Splice, transport: asyncio.Transport | None) -> None:
         self.splice = splice
@@ -149,6 +155,8 @@ class _End(asyncio.Protocol):
         self.received = 0
         self.eof = False
         self.write_paused = False
+        self.early = b""  # read before the sides were joined (uvloop may deliver a read
+        # already under way when connection_made pauses reading)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The target's side, connected: it may speak first (SSH), before Splice._connect
@@ -159,7 +167,11 @@ class _End(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
         self.splice.seen = True
-        self.peer.transport.write(data)  # type: ignore[union-attr]
+        peer = self.peer
+        if peer is None:
+            self.early += data
+        else:
+            peer.transport.write(data)
 
     def eof_received(self) -> bool | None:
         self.eof = True
