@@ -11,6 +11,7 @@ cdef class RouteRuntime:
     cdef public object strip, upstream_host, max_body
     cdef public bytes base_path, extra_headers
     cdef public tuple location_from
+    cdef public bint allow_trace
     cdef public double body_timeout, upstream_connect_timeout, upstream_timeout, tunnel_idle_timeout
 
 
@@ -28,3 +29,4 @@ cdef class Runtime:
     cdef public Py_ssize_t max_header_size, max_concurrent_streams
     cdef public AccessLog access_log
     cdef public bytes scheme
+    cdef public bint underscores_in_headers

@@ -40,6 +40,7 @@ class RouteRuntime:
         upstream_connect_timeout: float,
         upstream_timeout: float,
         tunnel_idle_timeout: float,
+        allow_trace: bool = False,
     ) -> None:
         self.site = site  # the site's first host name, for logs
         self.path = path  # the route's prefix, for logs
@@ -54,6 +55,7 @@ class RouteRuntime:
         self.upstream_connect_timeout = upstream_connect_timeout
         self.upstream_timeout = upstream_timeout
         self.tunnel_idle_timeout = tunnel_idle_timeout
+        self.allow_trace = allow_trace  # else TRACE is answered 405 (server/proxy.py)
 
 
 class SiteRuntime:
@@ -89,6 +91,7 @@ class Runtime:
         shutdown_timeout: float,
         send_timeout: float = 60.0,
         max_concurrent_streams: int = 100,
+        underscores_in_headers: bool = False,
         access_log: AccessLog,
         error_log: ErrorLog,
         targets: tuple[Target, ...] = (),
@@ -103,6 +106,7 @@ class Runtime:
         self.shutdown_timeout = shutdown_timeout
         self.send_timeout = send_timeout
         self.max_concurrent_streams = max_concurrent_streams  # HTTP/2 (server/h2conn.py)
+        self.underscores_in_headers = underscores_in_headers  # server/client.py
         self.access_log = access_log
         self.error_log = error_log
         self.targets = targets

@@ -418,7 +418,7 @@ def test_tls_protocols_and_ciphers():
         ('[[sites]]\nproxy = "http://x:1"\n' + SITE, "sites: unknown key (did you mean site?)"),
         (SITE + "colour = 1\n", (
             "site[0].colour: unknown key (expected one of: hosts, tls, redirect_http, hsts, proxy, strip_prefix,"
-            " upstream_host, upstream_tls, max_body, header_timeout, body_timeout, upstream_connect_timeout, upstream_timeout,"
+            " upstream_host, allow_trace, upstream_tls, max_body, header_timeout, body_timeout, upstream_connect_timeout, upstream_timeout,"
             " tunnel_idle_timeout, acme_challenge, on_certificate, bundles, route)"
         )),
         ("http_port = 8080\n" + SITE, "http_port: not a top-level key (write it in [porch])"),
@@ -605,3 +605,28 @@ def test_http2_keys():
     cfg = config('[porch]\nhttp2 = false\nmax_concurrent_streams = 32\nsend_timeout = "5s"\n' + SITE)
     assert (cfg.porch.http2, cfg.porch.max_concurrent_streams, cfg.porch.send_timeout) == (False, 32, 5.0)
     assert config(SITE).porch.http2 is True
+
+
+def test_allow_trace_site_and_route_keys_and_check_output():
+    cfg = config(SITE + 'allow_trace = true\n[[site.route]]\npath = "/api/"\n'
+                 '[[site.route]]\npath = "/static/"\nallow_trace = false\n')
+    api, static, root = cfg.sites[0].routes
+    assert (api.allow_trace, static.allow_trace, root.allow_trace) == (True, False, True)
+    assert config(SITE).sites[0].routes[0].allow_trace is False
+    text = describe(cfg)
+    assert "/api/    -> http://127.0.0.1:8080  (allow_trace)" in text
+    assert "/static/ -> http://127.0.0.1:8080\n" in text
+    assert problem(SITE + 'allow_trace = "yes"\n') == 'site[0].allow_trace: "yes" is a string; expected true or false'
+
+
+def test_underscores_in_headers_and_error_log_level():
+    cfg = config('[porch]\nunderscores_in_headers = true\nerror_log_level = "debug"\n' + SITE)
+    assert (cfg.porch.underscores_in_headers, cfg.porch.error_log_level) == (True, "debug")
+    plain = config(SITE).porch
+    assert (plain.underscores_in_headers, plain.error_log_level) == (False, "info")
+    text = describe(cfg)
+    assert "underscores in headers  passed (names Porch sets are dropped in any spelling)" in text
+    assert "error log               stderr (level debug)" in text
+    assert "underscores" not in describe(config(SITE))
+    assert problem('[porch]\nerror_log_level = "verbose"\n' + SITE) == (
+        'porch.error_log_level: "verbose" is not supported; expected "debug" or "info" or "warn" or "error"')

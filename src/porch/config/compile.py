@@ -31,6 +31,7 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
     certificates (and makes local-CA ones): ConfigError if a site's files do not load."""
     g = config.porch
     error_log = error_log or ErrorLog(g.error_log)
+    error_log.set_level(g.error_log_level)
     tls = None
     if any(site.tls != "off" for site in config.sites):
         # Imported here: it brings cryptography (~15 MiB a process) that a Porch
@@ -53,6 +54,7 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
         shutdown_timeout=g.shutdown_timeout,
         send_timeout=g.send_timeout,
         max_concurrent_streams=g.max_concurrent_streams,
+        underscores_in_headers=g.underscores_in_headers,
         access_log=access_log or AccessLog(g.access_log, g.access_log_format),
         error_log=error_log,
         targets=tuple(targets.values()),
@@ -92,6 +94,7 @@ def _compile_route(site: Site, route: Route, targets: _Targets) -> RouteRuntime:
         strip=strip,
         base_path=base_path,
         upstream_host=route.upstream_host.encode() if route.upstream_host else None,
+        allow_trace=route.allow_trace,
         extra_headers=extra,
         location_from=_location_prefixes(route) if (strip or base_path) else (),
         max_body=route.limits.max_body,

@@ -60,7 +60,8 @@ def _settings(porch: Global, sites: tuple[Site, ...]) -> list[tuple[str, str]]:
         ("listen", "; ".join(listen)),
         ("workers", _workers(porch.workers)),
         ("access log", access),
-        ("error log", "stderr" if porch.error_log == "-" else porch.error_log),
+        ("error log", ("stderr" if porch.error_log == "-" else porch.error_log)
+         + ("" if porch.error_log_level == "info" else f" (level {porch.error_log_level})")),
         ("trusted proxies", ", ".join(porch.trusted_proxies) or "none"),
     ]
     if porch.accept_proxy_protocol:
@@ -73,6 +74,8 @@ def _settings(porch: Global, sites: tuple[Site, ...]) -> list[tuple[str, str]]:
         ("reload", f"old workers drain for {format_duration(porch.drain_timeout)}"),
         ("state dir", porch.state_dir),
     ]
+    if porch.underscores_in_headers:
+        settings.append(("underscores in headers", "passed (names Porch sets are dropped in any spelling)"))
     if porch.email:
         settings.append(("email", porch.email))
     if any(site.tls == "auto" for site in sites):
@@ -138,6 +141,8 @@ def _route(route: Route, width: int) -> list[str]:
     """The route's line, and a second one with its upstream TLS if it has https:// upstreams."""
     upstreams = ", ".join(target.url for target in route.upstreams)
     notes = ["strip_prefix"] if route.strip_prefix else []
+    if route.allow_trace:
+        notes.append("allow_trace")
     if route.upstream_host:
         notes.append(f"upstream_host {route.upstream_host}")
     notes += _limits(route.limits)

@@ -72,6 +72,7 @@ class Route:
     upstreams: tuple[UpstreamTarget, ...]
     strip_prefix: bool = False
     upstream_host: str | None = None  # Host sent upstream; None = the client's Host
+    allow_trace: bool = False  # TRACE passed upstream; else 405 (cross-site tracing)
     limits: Limits = field(default_factory=Limits)
     upstream_tls: UpstreamTLS = field(default_factory=UpstreamTLS)  # for https:// upstreams
     key_path: str = ""  # where it came from, for messages: "site[1].route[0]"
@@ -188,6 +189,10 @@ class Global:
     max_concurrent_streams: int = 100
     # A client that reads nothing of a response for this long is dropped (nginx send_timeout 60s).
     send_timeout: float = 60.0
+    # Request header names with "_" are passed (nginx underscores_in_headers, off by
+    # default); names Porch protects are dropped in any spelling all the same.
+    underscores_in_headers: bool = False
+    error_log_level: Literal["debug", "info", "warn", "error"] = "info"  # the least written
 
 
 # `[[stream]] protocol`: "tls" (the ClientHello's sni/alpn decide) or a plain

@@ -679,6 +679,8 @@ _GLOBAL_ONLY_KEYS: dict[str, Parser] = {
     "http2": _bool,
     "max_concurrent_streams": _streams,
     "send_timeout": _duration(zero_ok=False),
+    "underscores_in_headers": _bool,
+    "error_log_level": _choice("debug", "info", "warn", "error"),
 }
 # Keys a route takes, each (but path) also a site key whose value routes inherit.
 _ROUTE_KEYS: dict[str, Parser] = {
@@ -686,11 +688,12 @@ _ROUTE_KEYS: dict[str, Parser] = {
     "proxy": _proxy,
     "strip_prefix": _bool,
     "upstream_host": _upstream_host,
+    "allow_trace": _bool,
     # merged key by key: route over site over [porch]
     "upstream_tls": _upstream_tls,
     **_LIMIT_KEYS,
 }
-_INHERITED = ("proxy", "strip_prefix", "upstream_host")
+_INHERITED = ("proxy", "strip_prefix", "upstream_host", "allow_trace")
 
 
 def _nested(value: Any) -> Any:
@@ -961,6 +964,7 @@ class _Reader:
             upstreams=values["proxy"],
             strip_prefix=values.get("strip_prefix", False),
             upstream_host=values.get("upstream_host"),
+            allow_trace=values.get("allow_trace", False),
             limits=Limits(**_layered([defaults, site, route], _LIMIT_KEYS)),
             upstream_tls=self.upstream_tls(where, [defaults, site, route], _has_https(values["proxy"])),
             key_path=where,

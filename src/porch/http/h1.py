@@ -49,17 +49,30 @@ class HeaderKinds:
     memo without bound, it only pays the lowercasing.
     """
 
-    __slots__ = ("table", "seen", "limit")
+    __slots__ = ("table", "seen", "limit", "underscore", "protected")
 
-    def __init__(self, table: dict[bytes, int], limit: int = 2048) -> None:
+    def __init__(self, table: dict[bytes, int], limit: int = 2048, *, underscore: int = 0,
+                 protected: int = 0) -> None:
         self.table = table  # lowercase name -> kind
         self.seen: dict[bytes, int] = {}
         self.limit = limit
+        # Request headers only: the kind of a name with "_" (0: as any other name), and
+        # of one that is a name of `table` once "_" is read as "-" (see `kind`).
+        self.underscore = underscore
+        self.protected = protected
 
     def kind(self, name: bytes) -> int:
         kind = self.seen.get(name)
         if kind is None:
-            kind = self.table.get(name.lower(), 0)
+            lower = name.lower()
+            kind = self.table.get(lower, 0)
+            if kind == 0 and self.underscore and b"_" in lower:
+                # CGI and WSGI servers read X_Remote_User as X-Remote-User (both become
+                # HTTP_X_REMOTE_USER): a name of the table spelled with "_" is never
+                # passed, whatever underscores_in_headers says.  Only new names pay
+                # this: the kind is remembered in `seen`.
+                dashed = lower.replace(b"_", b"-")
+                kind = self.protected if dashed in self.table else self.underscore
             if len(self.seen) < self.limit:
                 self.seen[name] = kind
         return kind
@@ -199,14 +212,51 @@ def simple_response(
     return b"".join(head) + body
 
 
-def parse_transfer_encoding(value: bytes) -> bool:
-    """True when the Transfer-Encoding is exactly "chunked" (any case).
+def transfer_encoding_error(value: bytes) -> int:
+    """0 when a request's Transfer-Encoding is exactly "chunked" (any case); else the
+    status to answer with.
 
-    RFC 9112 6.1 allows codings before chunked, but a proxy that forwards a
-    body it re-frames cannot pass them on honestly, and anything but "chunked"
-    is a known smuggling vector; nginx answers them with an error too.
+    RFC 9112 6.3: chunked not last (or absent) leaves the body's length unknown: 400,
+    and close.  RFC 9112 6.1: a coding we do not decode before it ("gzip, chunked")
+    gets 501, as nginx answers anything but "chunked".  A proxy that re-frames the
+    body cannot pass codings on honestly, and they are a known smuggling vector.
     """
-    return value.strip().lower() == b"chunked"
+    if value.strip().lower() == b"chunked":
+        return 0
+    codings = [c.strip().lower() for c in value.split(b",")]
+    return 501 if codings[-1] == b"chunked" else 400
+
+
+# A chunk size above 2^53 (JavaScript's exact integers; 14 hex digits) is refused:
+# no body that large is real, and back ends that read sizes as doubles miscount it.
+MAX_CHUNK_SIZE = 2**53
+# Bytes looked back for the start of a chunk-size line split across reads; a longer
+# line (a chunk extension over 1 KiB) is refused, as node does since CVE-2024-22019.
+CHUNK_LINE_LOOKBACK = 1024
+
+
+def chunk_size_error(before: bytes) -> str | None:
+    """Why the chunk-size line that `before` ends with (its CRLF last) is refused, or
+    None.  `before` is what was received up to the line's end, at least the line
+    itself and the LF before it when it holds one (a caller keeps CHUNK_LINE_LOOKBACK
+    bytes)."""
+    end = len(before) - 1
+    if end > 0 and before[end - 1] == 13:  # CR
+        end -= 1
+    start = before.rfind(b"\n", 0, end) + 1
+    if start == 0 and len(before) > CHUNK_LINE_LOOKBACK:
+        return f"chunk-size line over {CHUNK_LINE_LOOKBACK} bytes"
+    line = before[start:end]
+    n = 0
+    while n < len(line) and line[n] in _HEX_DIGITS:
+        n += 1
+    digits = line[:n].lstrip(b"0")
+    if len(digits) > 14 or (digits and int(digits, 16) > MAX_CHUNK_SIZE):
+        return f"chunk size 0x{line[:n].decode()} over 2^53"
+    return None
+
+
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
 
 def connection_tokens(value: bytes) -> set[bytes]:

@@ -15,19 +15,34 @@ import time
 from porch.observability.sink import LineSink
 
 
+# error_log_level: the least severe level written (nginx's error_log LEVEL).
+_RANK = {"debug": 0, "info": 1, "warn": 2, "error": 3}
+
+
 class ErrorLog:
-    def __init__(self, path: str = "-") -> None:
+    def __init__(self, path: str = "-", level: str = "info") -> None:
         self.path = path
         self._sink = LineSink(path, 2)
         self._pid = os.getpid()
+        self._least = _RANK[level]
+        self.debugging = self._least == 0  # callers test it before building a debug message
+
+    def set_level(self, level: str) -> None:
+        self._least = _RANK[level]
+        self.debugging = self._least == 0
 
     def write(self, level: str, message: str, **fields: object) -> None:
+        if _RANK[level] < self._least:
+            return
         stamp = time.strftime("%Y/%m/%d %H:%M:%S")
         extra = " ".join(f"{k}={_quote(v)}" for k, v in fields.items() if v is not None)
         line = f"{stamp} [{level}] {self._pid}: {message}"
         if extra:
             line += " " + extra
         self._sink.write((line + "\n").encode("utf-8", "backslashreplace"))
+
+    def debug(self, message: str, **fields: object) -> None:
+        self.write("debug", message, **fields)
 
     def error(self, message: str, **fields: object) -> None:
         self.write("error", message, **fields)

@@ -6,7 +6,7 @@ from porch.http.h1 cimport request_line_version
 cimport cython
 
 cdef int _H_FORWARD, _H_HOST, _H_CL, _H_TE, _H_CONNECTION, _H_EXPECT, _H_DROP, _H_XFF, _H_XFPROTO
-cdef int _H_XFHOST, _H_XFPORT, _H_REFERER, _H_UA, _H_UPGRADE
+cdef int _H_XFHOST, _H_XFPORT, _H_REFERER, _H_UA, _H_UPGRADE, _H_UNDERSCORE
 cdef dict _SPECIAL_SEEN
 
 cdef class ClientConnection:
@@ -17,12 +17,12 @@ cdef class ClientConnection:
     cdef public Exchange active, reading
     cdef public int blocks, deadline_kind
     cdef public double write_paused_at, deadline
-    cdef public Py_ssize_t _head_size, _head_bytes, _pos
-    cdef public bytes _data
+    cdef public Py_ssize_t _head_size, _head_bytes, _pos, _chunk_at
+    cdef public bytes _data, _tail
 
     @cython.locals(kind=int, ex=Exchange, headers=list)
     cpdef on_header(self, bytes name, bytes value)
-    cpdef _special_header(self, Exchange ex, int kind, bytes value)
+    cpdef _special_header(self, Exchange ex, int kind, bytes name, bytes value)
     cpdef exchange_finished(self, Exchange ex)
     cpdef _route_head(self, Exchange ex)
     cpdef block(self, int reason)

@@ -28,7 +28,10 @@ if TYPE_CHECKING:
 # Header names the parser looks at (lowercase) -> what to do with them.
 _H_FORWARD = 0
 (_H_HOST, _H_CL, _H_TE, _H_CONNECTION, _H_EXPECT, _H_DROP, _H_XFF, _H_XFPROTO,
- _H_XFHOST, _H_XFPORT, _H_REFERER, _H_UA, _H_UPGRADE) = range(1, 14)
+ _H_XFHOST, _H_XFPORT, _H_REFERER, _H_UA, _H_UPGRADE, _H_UNDERSCORE) = range(1, 15)
+# Names with "_" are dropped unless `underscores_in_headers` (nginx's default, since
+# CGI and WSGI servers read "_" and "-" alike); one of these names spelled with "_"
+# (X_Remote_User, X_Forwarded_For, Transfer_Encoding) always (h1.HeaderKinds.kind).
 _SPECIAL = h1.HeaderKinds({
     **{name: _H_DROP for name in h1.HOP_BY_HOP | FORWARDING | IDENTITY | DROPPED},
     b"upgrade": _H_UPGRADE,
@@ -43,7 +46,7 @@ _SPECIAL = h1.HeaderKinds({
     b"x-forwarded-port": _H_XFPORT,
     b"referer": _H_REFERER,
     b"user-agent": _H_UA,
-})
+}, underscore=_H_UNDERSCORE, protected=_H_DROP)
 _SPECIAL_SEEN = _SPECIAL.seen
 _SEP = h1.SEP
 _CRLF = h1.CRLF
@@ -51,6 +54,13 @@ _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 
 # Deadline kinds
 _D_NONE, _D_IDLE, _D_HEAD, _D_BODY, _D_LINGER = range(5)
+
+
+class _NoMoreRequests(Exception):
+    """Raised in a parser callback to stop llhttp at a request that must not be
+    parsed: one after a response that closes the connection."""
+
+
 # nginx lingering_timeout 5s / lingering_time 30s; a short one suffices for the
 # client to read our answer before the connection goes.
 LINGER_TIMEOUT = 2.0
@@ -65,13 +75,14 @@ class ClientConnection:
     B_PENDING = 2  # the upstream connection is not there yet
     B_UPSTREAM = 4  # the upstream is not taking the body as fast as it comes
     B_UPGRADE = 8  # after a WebSocket upgrade request, until the upstream answers it
+    B_CLOSING = 32  # the last request is parsed: nothing after it is read (16: h2stream.py)
 
     # Slots: an idle keep-alive connection is mostly this object (bench/ --idle).
     __slots__ = (
         "server", "loop", "scheme", "transport", "parser", "peer_ip", "peer_trusted",
         "local_port", "forwarding", "active", "queue", "blocks", "write_paused",
         "write_paused_at", "closing", "draining", "gone", "deadline", "deadline_kind", "reading",
-        "_head_size", "_head_bytes", "_data", "_pos",
+        "_head_size", "_head_bytes", "_data", "_pos", "_chunk_at", "_tail",
     )
 
     def __init__(self, server: Server, scheme: bytes | None = None) -> None:
@@ -105,6 +116,10 @@ class ClientConnection:
         # the version is read from there (h1.request_line_version).
         self._data = b""
         self._pos = -1
+        # Chunked request bodies: body bytes since the last chunk-size line in this read
+        # (-1: none to check), and the end of the read before (h1.chunk_size_error).
+        self._chunk_at = -1
+        self._tail = b""
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -168,6 +183,11 @@ class ClientConnection:
                 self._reject(400, f"malformed request: {exc}")
         self._pos = -1
         self._data = b""  # an idle connection keeps no read
+        if self._chunk_at >= 0:
+            self._check_chunk_size(data)
+        ex = self.reading
+        if ex is not None and ex.chunked:
+            self._tail = data[-h1.CHUNK_LINE_LOOKBACK:]
 
     def eof_received(self) -> bool | None:
         # The client finished sending.  With nothing in flight we are done; with a
@@ -214,6 +234,8 @@ class ClientConnection:
     def on_url(self, url: bytes) -> None:
         ex = self.reading
         if ex is None:
+            if self.closing or self._last_parsed():
+                self._stop_parsing()
             now = self.loop.time()
             ex = self.reading = Exchange(self, self.server.runtime, now)
             ex.target = url
@@ -245,18 +267,19 @@ class ClientConnection:
             headers.append(value)
             headers.append(_CRLF)
         else:
-            self._special_header(ex, kind, value)
+            self._special_header(ex, kind, name, value)
 
-    def _special_header(self, ex: Exchange, kind: int, value: bytes) -> None:
+    def _special_header(self, ex: Exchange, kind: int, name: bytes, value: bytes) -> None:
         if kind == _H_HOST:
-            if ex.host_header is not None:
-                ex.local = b""  # marker: reject after the head (duplicate Host)
+            if ex.host_header is not None:  # RFC 9112 3.2
+                ex.head_error = client_error(400, "duplicate Host header")
             ex.host_header = value
         elif kind == _H_CL:
             ex.content_length = int(value)  # llhttp has checked the digits
         elif kind == _H_TE:
-            if not h1.parse_transfer_encoding(value):
-                ex.local = b""  # marker: rejected once the head is complete
+            status = h1.transfer_encoding_error(value)
+            if status:  # answered once the head is complete (_route_head)
+                ex.head_error = client_error(status, f"unsupported Transfer-Encoding {value.decode('latin-1')!r}")
             ex.chunked = True
         elif kind == _H_CONNECTION:
             tokens = h1.connection_tokens(value) - {b"close", b"keep-alive"}
@@ -274,6 +297,17 @@ class ClientConnection:
             ex.xf_port = value
         elif kind == _H_UPGRADE:
             ex.websocket = is_websocket(value)
+        elif kind == _H_UNDERSCORE:
+            self._underscore_header(ex, name, value)
+
+    def _underscore_header(self, ex: Exchange, name: bytes, value: bytes) -> None:
+        runtime = ex.runtime
+        if runtime.underscores_in_headers:
+            ex.headers += (name, _SEP, value, _CRLF)
+        elif runtime.error_log.debugging:  # nginx drops them silently
+            runtime.error_log.debug(f"request header {name.decode('latin-1')!r} dropped: its name has"
+                                    " an underscore (underscores_in_headers = true passes it)",
+                                    client=self.peer_ip)
 
     def on_headers_complete(self) -> None:
         ex = self.reading
@@ -286,6 +320,10 @@ class ClientConnection:
         self._pos = -1  # the next head in this read begins at an offset not known here
         ex.version = version
         ex.keep_alive = parser.should_keep_alive() and not self.closing and not self.draining
+        if ex.chunked and version == b"1.0":
+            # RFC 9112 6.1: HTTP/1.0 with Transfer-Encoding: its framing is suspect;
+            # answer it, then close.
+            ex.keep_alive = False
         self._head_bytes = 0
         self._route_head(ex)
         if not (ex.chunked or ex.content_length):
@@ -306,10 +344,11 @@ class ClientConnection:
         if self._head_size > runtime.max_header_size:
             ex.answer(431, "", source_error=client_error(
                 431, f"request head of {self._head_size} bytes over max_header_size {runtime.max_header_size}"))
-        elif ex.local is not None:
+        elif ex.head_error is not None:
+            ex.answer(ex.head_error.status, "", source_error=ex.head_error)
+        elif ex.local is not None:  # marker set by h2stream.py
             ex.local = None
-            ex.answer(400, "", source_error=client_error(
-                400, "duplicate Host or unsupported Transfer-Encoding"))
+            ex.answer(400, "", source_error=client_error(400, "malformed request"))
         else:
             err = ex.route_request()
             if err is not None:
@@ -320,11 +359,32 @@ class ClientConnection:
             self.deadline_kind = _D_NONE
 
     def on_body(self, body: bytes) -> None:
+        if self._chunk_at >= 0:
+            self._chunk_at += len(body)
         ex = self.reading
         if ex is not None and body:
             if self.deadline_kind == _D_BODY:
                 self.deadline = self.loop.time() + ex.route.body_timeout
             ex.on_request_body(body)
+
+    def on_chunk_header(self) -> None:
+        self._chunk_at = 0  # its size line ends where its data begins: checked after the read
+
+    def on_chunk_complete(self) -> None:
+        self._chunk_at = -1  # whole within one read: its size is no larger than the read
+
+    def _check_chunk_size(self, data: bytes) -> None:
+        """A chunk began in this read and runs past its end: the data after its
+        size line is what followed in the read, so the line ends `_chunk_at` bytes
+        before the read's end.  Refuse a size over 2^53 (h1.chunk_size_error)."""
+        end = len(data) - self._chunk_at
+        self._chunk_at = -1
+        before = data[max(0, end - h1.CHUNK_LINE_LOOKBACK - 1):end]
+        if end <= h1.CHUNK_LINE_LOOKBACK:
+            before = self._tail + before
+        cause = h1.chunk_size_error(before)
+        if cause is not None and self.reading is not None and not self.closing:
+            self._reject(400, cause)
 
     def on_message_complete(self) -> None:
         ex = self.reading
@@ -333,6 +393,20 @@ class ClientConnection:
             self.deadline_kind = _D_NONE
         if ex is not None:
             ex.on_request_end()
+
+    def _last_parsed(self) -> bool:
+        """The request before the one beginning is answered with Connection: close."""
+        prev = self.queue[-1] if self.queue else self.active  # type: ignore[index]
+        return prev is not None and not prev.keep_alive
+
+    def _stop_parsing(self) -> None:
+        """A request begins after one whose response closes the connection (or while
+        closing): it is never parsed, routed, forwarded or logged (a pipelined
+        request behind a 400 would otherwise reach the upstream unseen).  Reading
+        stops; close() lingers, discarding what comes, then closes."""
+        self.closing = True
+        self.block(self.B_CLOSING)
+        raise _NoMoreRequests
 
     # -- driven by exchanges ---------------------------------------------------
 

@@ -17,7 +17,7 @@ cdef class Exchange:
     cdef public bint chunked, expect_continue, keep_alive, retried, up_seen, request_done, websocket
     cdef public bint up_keep_alive, up_until_close, response_started, done
     cdef public str host, site, client_ip
-    cdef public object local, pending, replay, connect_task, out, error
+    cdef public object head_error, local, pending, replay, connect_task, out, error
     cdef public Target chosen
     cdef public RouteRuntime route
     cdef public Runtime runtime
@@ -29,7 +29,8 @@ cdef class Exchange:
     cdef public double up_deadline, t_upstream_connect, t_upstream_header, t_end, t_start
     cdef public list headers
 
-    @cython.locals(site=SiteRuntime, route=RouteRuntime, target=bytes, path=bytes, sep=bytes, query=bytes)
+    @cython.locals(site=SiteRuntime, route=RouteRuntime, target=bytes, path=bytes, sep=bytes, query=bytes,
+                   asterisk=bint)
     cpdef route_request(self)
     cpdef begin(self)
     cpdef bytes _upstream_head(self)

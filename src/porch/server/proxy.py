@@ -56,6 +56,9 @@ _CRLF = h1.CRLF
 _CLOSE_OR_KEEPALIVE = frozenset({b"close", b"keep-alive"})
 _PLAIN_CONNECTION = frozenset({b"close", b"keep-alive", b"Close", b"Keep-Alive"})
 _STS = frozenset({b"strict-transport-security"})
+# RFC 9110 15.5.6: a 405 lists what is allowed; the upstream's own methods are not
+# known here, so the common ones (TRACE and CONNECT left out).
+_ALLOW_LINE = b"Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n"
 
 
 class Exchange:
@@ -87,6 +90,7 @@ class Exchange:
         self.referer = b""
         self.user_agent = b""
         self.keep_alive = True
+        self.head_error: ProxyError | None = None  # found while parsing: answered once the head is whole
         # request phase
         self.host = ""
         self.site = "-"
@@ -138,13 +142,17 @@ class Exchange:
             return client_error(405, "CONNECT is not supported")
         host = self.host_header
         target = self.target
+        asterisk = False
         if not target or target[0] != 47:  # "/" (compiled: a C test, not a slice)
             if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
-                # absolute-form (RFC 9112 3.2.2): its authority replaces Host
+                # absolute-form (RFC 9112 3.2.2): its authority replaces Host, for
+                # routing and for what the upstream is told (Host, X-Forwarded-Host)
                 authority, _, rest = target.split(b"//", 1)[1].partition(b"/")
                 host, target = authority, b"/" + rest
+                self.host_header = authority
             elif self.method == b"OPTIONS" and target == b"*":
-                target = b"/"
+                target = b"/"  # routed as the site's root, sent on as "*" (RFC 9112 3.2.4)
+                asterisk = True
             else:
                 return client_error(400, "request target is not an absolute path")
         if host is None:
@@ -182,9 +190,18 @@ class Exchange:
             if route is None:
                 return client_error(404, "no route for path")
         self.route = route
+        if not route.allow_trace and self.method == b"TRACE":
+            # Cross-site tracing: an app echoing TRACE gives a page the cookies and
+            # credentials it cannot read otherwise (nginx answers 405 too).
+            self.answer(405, "", source_error=client_error(
+                405, "TRACE is not allowed (allow_trace = true on the route passes it)"),
+                extra=_ALLOW_LINE)
+            return None
         if route.strip:
             path = path[len(route.strip) :] or b"/"
-        if route.base_path:
+        if asterisk:
+            self.upstream_target = b"*"
+        elif route.base_path:
             self.upstream_target = route.base_path + path + query
         else:
             self.upstream_target = path + query if query else path
