@@ -73,7 +73,9 @@ def _check(path: str) -> int:
     config = _load(path)
     if config is None:
         return 1
-    print(f"{path}: configuration is valid")
+    print(f"{path}: configuration is valid" + (f", with {len(config.warnings)} warning(s)" if config.warnings else ""))
+    for line in config.warnings:
+        print(f"warning: {line}")
     print(describe(config))
     return 0
 
@@ -85,9 +87,13 @@ def _trust(path: str) -> int:
     if config is None:
         return 1
     from porch.storage import FileStorage, StorageError
-    from porch.tls.trust import instructions, root_pem
+    from porch.tls.trust import instructions, no_local_ca, root_pem
 
     storage = FileStorage(config.porch.state_dir)
+    refusal = no_local_ca(config, storage, path)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 1
     try:
         pem = root_pem(storage)
     except StorageError as err:
@@ -105,6 +111,8 @@ def _run(path: str) -> int:
         return 1
     from porch.server.app import StartError, run
 
+    for line in config.warnings:  # what `porch check` says too; stderr is the journal under systemd
+        print(f"porch: warning: {line}", file=sys.stderr)
     try:
         return run(path, config)
     except StartError as err:

@@ -233,7 +233,7 @@ def test_forced_renewal_replaces_files_runs_hook_and_bundle(acme, porch, upstrea
     listing = porch_cli(p)
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
-    assert lines[0].split() == ["NAMES", "SOURCE", "ISSUER", "NOT", "AFTER", "DAYS", "STATE"]
+    assert lines[0].split() == ["NAMES", "SOURCE", "ISSUER", "NOT", "AFTER", "LEFT", "STATE"]
     a_row = next(ln for ln in lines if ln.startswith("a.example.com, www.a.example.com"))
     assert " acme " in a_row and "Pebble Intermediate" in a_row and a_row.endswith("valid")
     assert first["not_after"] in a_row

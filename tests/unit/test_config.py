@@ -357,10 +357,29 @@ def test_tls_defaults_catch_all_off_and_porch_level_default():
     assert [s.tls for s in cfg.sites] == ["off", "auto"]
 
 
+def _pair(directory):
+    """A self-signed certificate and its key, as fullchain.pem and privkey.pem."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "example.org")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "fullchain.pem", directory / "privkey.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
 def test_tls_files_and_hsts(tmp_path):
-    cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
-    cert.write_text("x")
-    key.write_text("x")
+    cert, key = _pair(tmp_path)
     cfg = config(SITE + f'tls = {{ cert = "{cert}", key = "{key}" }}\nhsts = {{ max_age = "1y", include_subdomains = true }}\n'
                  "redirect_http = false\n")
     site = cfg.sites[0]
@@ -575,8 +594,7 @@ def test_describe_access_log_off_and_keepalive_off():
 
 def test_tls_files_relative_to_the_config_file(tmp_path):
     (tmp_path / "certs").mkdir()
-    for name in ("fullchain.pem", "privkey.pem"):
-        (tmp_path / "certs" / name).write_text("x")
+    _pair(tmp_path / "certs")
     path = tmp_path / "porch.toml"
     path.write_text(SITE + 'tls = { cert = "certs/fullchain.pem", key = "certs/privkey.pem" }\n')
     files = load(path).sites[0].tls

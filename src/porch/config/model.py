@@ -105,10 +105,13 @@ LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 @dataclass(frozen=True)
 class TlsFiles:
     """`tls = { cert = "...", key = "..." }`: a certificate chain and key on disk
-    (certbot's fullchain.pem and privkey.pem), re-read when they change."""
+    (certbot's fullchain.pem and privkey.pem), re-read when they change.  `chain`:
+    the intermediates in a file of their own (Apache's SSLCertificateChainFile, an
+    older certbot's chain.pem), appended to `cert` when the context is built."""
 
     cert: str
     key: str
+    chain: str | None = None
 
 
 # "auto": ACME (files written by the certificate manager under state_dir);
@@ -232,3 +235,6 @@ class Config:
     sites: tuple[Site, ...]
     source: str = "<memory>"
     streams: tuple[Stream, ...] = ()
+    # What a front-end accepted but a person should hear about, one line each, with
+    # the key path and the fix, like ConfigError's problems (config/checks.py).
+    warnings: tuple[str, ...] = ()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from porch.config import checks
 from porch.config.errors import ConfigError
 from porch.config.model import (LETSENCRYPT, LETSENCRYPT_STAGING, Bundle, Config, Global, Hsts, Limits,
                                 Route, Site, TlsFiles, TlsMode, UpstreamTarget, UpstreamTLS, Webroot)
@@ -62,7 +63,7 @@ def loads(text: str, source: str = "<string>", base: str | None = None) -> Confi
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{source}: {e}"]) from None
-    return _Reader(source, base or os.getcwd()).config(data)
+    return checks.checked(_Reader(source, base or os.getcwd()).config(data))
 
 
 # --- reading one value ---------------------------------------------------------
@@ -263,7 +264,7 @@ def _bool(value: Any) -> bool:
 
 
 _TLS = '"auto", "internal", "off", or { cert = "/path/fullchain.pem", key = "/path/privkey.pem" }'
-_TLS_FILE_KEYS = ("cert", "key")
+_TLS_FILE_KEYS = ("cert", "key", "chain")  # chain: optional
 
 
 def _tls(value: Any) -> TlsMode | TlsFiles:
@@ -279,14 +280,15 @@ def _tls_files(table: Values) -> TlsFiles:
     for key in table:
         if key not in _TLS_FILE_KEYS:
             close = difflib.get_close_matches(key, _TLS_FILE_KEYS, n=1)
-            hint = f"did you mean {close[0]}?" if close else "expected cert and key"
+            hint = f"did you mean {close[0]}?" if close else "expected cert, key and chain"
             raise ValueError(f"{{...}} has unknown key {key} ({hint})")
     paths = []
-    for key in _TLS_FILE_KEYS:
+    for key in ("cert", "key"):
         if key not in table:
             raise ValueError(f'{{...}} has no {key}; write {{ cert = "fullchain.pem", key = "privkey.pem" }}')
         paths.append(_text("a file path")(table[key]))
-    return TlsFiles(*paths)  # made absolute and checked by _Reader.site_tls_files
+    chain = _text("a file path")(table["chain"]) if "chain" in table else None
+    return TlsFiles(*paths, chain)  # made absolute and checked by _Reader.site_tls_files
 
 
 def _tls_default(value: Any) -> TlsMode:
@@ -467,6 +469,10 @@ def _proxy(value: Any) -> tuple[UpstreamTarget, ...]:
 
 def _route_path(value: Any) -> str:
     _expect(isinstance(value, str), value, 'a path prefix like "/api/"')
+    if not value.startswith("/") or "*" in value:  # what would be refused: a regex, maybe
+        regex = checks.regex_path_problem(value)
+        if regex:
+            raise ValueError(regex)
     if not value.startswith("/"):
         raise ValueError(f"{_show(value)} does not start with /; write {_show('/' + value)}")
     if "*" in value:
@@ -788,16 +794,19 @@ class _Reader:
     def site_tls_files(self, where: str, files: TlsFiles) -> TlsFiles | Any:
         """`tls = { cert, key }` with absolute paths (relative ones start at the config
         file's directory, as for upstream_tls); _BAD (reported) when one is missing.
-        Whether they load is checked at start (porch run), where Porch reads them."""
+        Whether they load together is checked once the model is built (config/checks.py)."""
         out = []
-        for kind, text in (("cert", files.cert), ("key", files.key)):
+        for kind, text in (("cert", files.cert), ("key", files.key), ("chain", files.chain)):
+            if text is None:
+                out.append(None)
+                continue
             path = os.path.normpath(os.path.join(self.base, os.path.expanduser(text)))
             if not os.path.exists(path):
                 whence = "" if os.path.isabs(text) else f" (as {path}: {_RELATIVE})"
                 self.problem(f"{where}.{kind}", f"{_path(text)} does not exist{whence};"
                              " give the path of a PEM file")
             out.append(path)
-        return TlsFiles(*out) if len(out) == 2 and all(os.path.exists(p) for p in out) else _BAD
+        return TlsFiles(*out) if all(p is None or os.path.exists(p) for p in out) else _BAD
 
     def tls_files(self, where: str, table: Values) -> Any:
         """`table` with its file paths made absolute, once each file is read and looks

@@ -41,6 +41,7 @@ class Service(Protocol):
 
 def supervisor_services(config: Config) -> list[Service]:
     """The services `porch run` starts in the supervisor for `config`: add yours here."""
+    from porch.tls.file_deploy import FileDeployService  # bundles and hooks for tls = { cert, key }
     from porch.tls.manager import AcmeService  # ACME certificates (idle unless a site wants them)
 
-    return [AcmeService()]
+    return [AcmeService(), FileDeployService()]

@@ -20,6 +20,7 @@ it, established connections are untouched.
 
 from __future__ import annotations
 
+import os
 import ssl
 from dataclasses import dataclass
 
@@ -67,12 +68,34 @@ def new_context(settings: TlsSettings) -> ssl.SSLContext:
     return ctx
 
 
-def certificate_context(settings: TlsSettings, certfile: str, keyfile: str) -> ssl.SSLContext:
-    """A context serving one certificate chain (PEM: leaf first) and its key.
+def certificate_context(settings: TlsSettings, certfile: str, keyfile: str,
+                        chainfile: str | None = None) -> ssl.SSLContext:
+    """A context serving one certificate chain (PEM: leaf first) and its key;
+    `chainfile`'s certificates, when given, are sent after `certfile`'s.
     Raises ssl.SSLError or OSError when the files are unreadable or do not match."""
     ctx = new_context(settings)
-    ctx.load_cert_chain(certfile, keyfile)
+    if chainfile is None:
+        ctx.load_cert_chain(certfile, keyfile)
+    else:
+        load_with_chain(ctx, certfile, keyfile, chainfile)
     return ctx
+
+
+def load_with_chain(ctx: ssl.SSLContext, certfile: str, keyfile: str, chainfile: str) -> None:
+    """Apache-style separate files (SSLCertificateChainFile): Python's ssl loads a
+    chain from one file only, so the two are joined in an anonymous memory file
+    (public certificates only; nothing is written to disk)."""
+    with open(certfile, "rb") as f:
+        data = f.read()
+    with open(chainfile, "rb") as f:
+        chain = f.read()
+    joined = data if data.endswith(b"\n") else data + b"\n"
+    fd = os.memfd_create("porch-chain", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, joined + chain)
+        ctx.load_cert_chain(f"/proc/self/fd/{fd}", keyfile)
+    finally:
+        os.close(fd)
 
 
 class CertSlot:

@@ -13,6 +13,9 @@ deploy hooks get RENEWED_LINEAGE and RENEWED_DOMAINS):
     PORCH_CERT_KEY         path of privkey.pem
     PORCH_CERT_DIR         the directory holding both
     PORCH_CERT_NOT_AFTER   expiry, ISO-8601 UTC
+For `tls = { cert, key }` sites (tls/file_deploy.py) the paths are the site's own
+files (PORCH_CERT_FULLCHAIN is `cert`, which holds the chain unless `chain` is set:
+then PORCH_CERT_CHAIN is that file too).
 A failure is returned as text (logged, kept in meta.json as deploy_error) and is
 never fatal: the next renewal runs everything again.
 """
@@ -35,16 +38,23 @@ def deploy(storage: FileStorage, name: str, meta: Meta, bundles: tuple[Bundle, .
            command: str | None) -> str | None:
     """Write `bundles` and run `command` for the certificate stored under `name`;
     None when all went well, else what failed."""
-    problems = []
     fullchain = storage.get(f"{cert_dir(name)}/fullchain.pem") or b""
     key = storage.get(f"{cert_dir(name)}/privkey.pem") or b""
+    return deploy_pem(fullchain, key, bundles, command, hook_env(storage, name, meta))
+
+
+def deploy_pem(fullchain: bytes, key: bytes, bundles: tuple[Bundle, ...], command: str | None,
+               env: dict[str, str]) -> str | None:
+    """Write `bundles` from these PEM bytes, then run `command` with `env` added to
+    the environment; None when all went well, else what failed."""
+    problems = []
     for bundle in bundles:
         try:
             write_bundle(bundle, fullchain, key)
         except (OSError, KeyError) as e:
             problems.append(f"bundle {bundle.path}: {_why(e)}")
     if command:
-        problem = run_hook(command, hook_env(storage, name, meta))
+        problem = run_hook(command, env)
         if problem:
             problems.append(problem)
     return "; ".join(problems) or None

@@ -69,7 +69,7 @@ def build_tls(config: Config, log: ErrorLog) -> TlsService | None:
 
 def _source(site: Site, slot: CertSlot, storage: FileStorage) -> Source:
     if isinstance(site.tls, TlsFiles):
-        return FileSource(slot, site.tls.cert, site.tls.key)
+        return FileSource(slot, site.tls.cert, site.tls.key, site.tls.chain)
     if site.tls == "internal":
         return InternalSource(slot, storage, site.name, site.hosts)
     return StoreSource(slot, storage, site.name)

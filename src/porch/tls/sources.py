@@ -37,6 +37,7 @@ class Source:
     slot: CertSlot
     describe = ""
     where = ""  # the config key, for errors at start: "site[0].tls"
+    chain: str | None = None  # intermediates in a file of their own (FileSource)
 
     def stamp(self) -> Stamp | None:  # None: nothing there (yet)
         raise NotImplementedError
@@ -57,21 +58,25 @@ class Source:
         """True while the files were changed in the last moments: a writer may be
         between the key and the chain (a failed load then is retried, not logged)."""
         try:
-            newest = max(os.stat(path).st_mtime for path in self.paths())
+            newest = max(os.stat(path).st_mtime for path in self.files())
         except OSError:
             return False
         return now - newest < SETTLE_TIME
 
+    def files(self) -> tuple[str, ...]:
+        """Every file the certificate is read from."""
+        return self.paths() + ((self.chain,) if self.chain else ())
+
 
 class FileSource(Source):
-    def __init__(self, slot: CertSlot, cert: str, key: str) -> None:
+    def __init__(self, slot: CertSlot, cert: str, key: str, chain: str | None = None) -> None:
         self.slot = slot
-        self.cert, self.key = cert, key
-        self.describe = f"files {cert}, {key}"
+        self.cert, self.key, self.chain = cert, key, chain
+        self.describe = f"files {cert}, {key}" + (f", chain {chain}" if chain else "")
 
     def stamp(self) -> Stamp | None:
         out = []
-        for path in (self.cert, self.key):
+        for path in self.files():
             try:
                 st = os.stat(path)
             except OSError:
@@ -190,13 +195,13 @@ class Watcher:
             return None
         self.stamps[id(source)] = stamp
         try:
-            ctx = certificate_context(self.settings, *source.paths())
+            ctx = certificate_context(self.settings, *source.paths(), source.chain)
         except (ssl.SSLError, OSError) as exc:
             if settle and source.settling(now):
                 del self.stamps[id(source)]  # try again at the next sweep
                 return None
             why = getattr(exc, "reason", None) or exc.strerror or str(exc)
-            return self._failed(source, f"cannot load {' and '.join(source.paths())}: {why}")
+            return self._failed(source, f"cannot load {' and '.join(source.files())}: {why}")
         first = slot.context is None
         slot.context = ctx
         self.log.info(f"site {slot.site}: {'certificate loaded' if first else 'new certificate in use'}",

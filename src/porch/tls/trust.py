@@ -5,10 +5,27 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from porch.config.model import Config
 from porch.storage import FileStorage
 from porch.tls.local_ca import ROOT_CERT, LocalCA
 
 INSTALL_NAME = "porch-local-ca.crt"
+
+
+def no_local_ca(config: Config, storage: FileStorage, config_path: str) -> str | None:
+    """Why `porch trust` prints nothing for `config`, or None when it should: a site
+    uses the local CA, or its root exists already.  Making a CA nobody uses would
+    leave a signing key in state_dir, and a root people install for nothing."""
+    if any(site.tls == "internal" for site in config.sites) or storage.get(ROOT_CERT) is not None:
+        return None
+    return f"""\
+porch: no site in {config_path} uses Porch's local CA (tls = "internal"), so there is
+no root certificate to trust; nothing was created in {storage.root}.
+  tls = "auto" sites get certificates from a public CA (acme_ca) that browsers and
+  curl trust already; tls = {{ cert, key }} sites are trusted through whoever issued
+  those files.
+For HTTPS on a local name (localhost, an IP address, *.test, *.internal), give a site
+that name (tls = "internal" is the default for such names), then run porch trust again."""
 
 
 def root_pem(storage: FileStorage) -> bytes:

@@ -1,0 +1,88 @@
+"""Checks run once on the built model, whatever front-end built it.
+
+A front-end (porch.toml today; nginx and Apache subsets later) reads its syntax and
+reports what it cannot read; what needs the whole model, or the machine (files on
+disk, ports), is checked here, once, after it.  `checked(config)` raises ConfigError
+with the problems (the config cannot be served) and returns the config with its
+warnings (it can, but a person should hear about it: `porch check` prints them,
+`porch run` logs them).  Each line names the key path, the value and the fix, as
+ConfigError's problems do.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from porch.config.errors import ConfigError
+from porch.config.model import Config, Site, TlsFiles
+
+Lines = list[str]
+
+
+def checked(config: Config) -> Config:
+    """`config` with its warnings; raises ConfigError if a check found a problem."""
+    problems: Lines = []
+    warnings: Lines = list(config.warnings)
+    for site in config.sites:
+        if isinstance(site.tls, TlsFiles):
+            _tls_files(site, problems, warnings)
+    warnings += acme_port_warnings(config)
+    if problems:
+        raise ConfigError(problems)
+    return replace(config, warnings=tuple(warnings))
+
+
+def _tls_files(site: Site, problems: Lines, warnings: Lines) -> None:
+    """The certificate, key and chain load together as the server will load them."""
+    from porch.tls.pemcheck import check_pair  # cryptography: only for sites with files
+
+    assert isinstance(site.tls, TlsFiles)
+    found = check_pair(site.tls.cert, site.tls.key, site.tls.chain)
+    where = f"{site.key_path}.tls"
+    problems += [f"{where}.{key}: {text}" if key else f"{where}: {text}" for key, text in found.problems]
+    warnings += [f"{where}.{key}: {text}" if key else f"{where}: {text}" for key, text in found.warnings]
+
+
+def acme_port_warnings(config: Config) -> Lines:
+    """HTTP-01 is the only ACME challenge Porch answers (tls/acme.py), and the CA
+    always sends it to port 80 (RFC 8555 section 8.3): with http_port elsewhere, an
+    "auto" site gets a certificate only if something forwards port 80 to Porch."""
+    from porch.tls.auto import acme_names, wants_acme
+
+    port = config.porch.http_port
+    if port == 80:
+        return []
+    sites = [site for site in config.sites if wants_acme(site)]
+    if not sites:
+        return []
+    named = ", ".join(f"{site.key_path} ({', '.join(acme_names(site)[:2])})" for site in sites[:3])
+    more = f" and {len(sites) - 3} more" if len(sites) > 3 else ""
+    return [f"porch.http_port: {port} is not 80, and {named}{more} get certificates from ACME over"
+            " HTTP-01, the only challenge Porch answers, which the CA sends to port 80 of each name:"
+            f" validation fails unless something forwards port 80 to {port} (a NAT or firewall"
+            " rule, another proxy); set http_port = 80, or give these sites tls = { cert, key }"
+            ' files or tls = "internal"']
+
+
+# nginx location modifiers ("~", "~*", "=", "^~") and regex metacharacters that
+# never appear in a plain path prefix.
+_REGEX_HINTS = re.compile(r"^\s*(?:~\*?|\^~|=)\s|[$^|()\[\]]|\\[.dwsb]|\.\*|\.\+")
+
+
+def regex_path_problem(value: str) -> str | None:
+    """For a route `path` refused as a prefix (no leading "/", or a "*") that reads
+    like a regular expression (nginx's `location ~* \\.(jpg|png)$`): say that, not
+    "write /~* ..."."""
+    if not _REGEX_HINTS.search(value):
+        return None
+    return (f"{_quote(value)} looks like a regular expression; route paths are prefixes, and"
+            " regex paths are not supported yet (they come with the policies work, as a"
+            ' route matcher regex = "..."): use a prefix such as "/images/" for now')
+
+
+def _quote(value: str) -> str:
+    import json
+
+    text = value if len(value) <= 60 else value[:57] + "..."
+    return json.dumps(text, ensure_ascii=False)
