@@ -8,7 +8,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from porch.config.errors import ConfigError
 from porch.config.model import TlsFiles

@@ -2,9 +2,10 @@
 `porch certs renew [--force] [--dry-run]`.
 
 The table reads storage, the config and the files it names (never a running Porch),
-so it works while Porch runs, and on a machine where it does not.  `renew` does what the CertManager does, in this process, under the same
-storage locks: a running Porch answers the HTTP-01 challenges (its workers read the
-key authorizations from storage) and picks the new files up without restart.
+so it works while Porch runs, and on a machine where it does not.  `renew` does what
+the CertManager does, in this process, under the same storage locks: a running Porch
+answers the HTTP-01 challenges (its workers read the key authorizations from storage)
+and picks the new files up without restart.
 `--dry-run` is certbot's: against Let's Encrypt's staging CA when acme_ca is
 Let's Encrypt, else against acme_ca itself; nothing is stored and no hook runs.
 """
