@@ -155,6 +155,7 @@ class ClientConnection:
         self.server.connections.discard(self)
         self.deadline_kind = _D_NONE
         self.gone = self.closing = True  # any late call here is a no-op
+        self.parser = None  # it holds this object's bound methods: a cycle (see connection_lost)
         conn = H2Connection(self)
         self.transport.set_protocol(conn)
         conn.start()
@@ -210,6 +211,11 @@ class ClientConnection:
                 ex.client_gone()
         self.queue = ()
         self.active = self.reading = None
+        # The parser holds this object's bound methods (its callbacks): a reference
+        # cycle, which with TLS also keeps the transport's SSLProtocol, SSLObject and
+        # buffers (~0.28 MiB) until a cyclic collection, and the worker runs those
+        # rarely (worker.py).  Dropped, reference counting frees it all now.
+        self.parser = None
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -601,4 +607,5 @@ class ClientConnection:
         self.active = None
         self.gone = self.closing = True  # any late call here is a no-op
         self.deadline_kind = _D_NONE
+        self.parser = None  # a cycle with this object (see connection_lost)
         return self.transport

@@ -56,7 +56,7 @@ class H2Stream(ClientConnection):
         ClientConnection.__init__(self, conn.server, b"https")
         # no parser and no socket of its own: frames come through the connection
         self.parser = None
-        self.transport = StreamTransport(self)
+        self.transport = StreamTransport(conn, stream_id)
         self.peer_ip = conn.peer_ip
         self.peer_trusted = conn.peer_trusted
         self.local_port = conn.local_port
@@ -396,23 +396,37 @@ class H2Exchange(Exchange):
 
 class StreamTransport:
     """An HTTP/2 stream as the transport a tunnel (server/tunnel.py) writes to and
-    pauses: DATA frames out, END_STREAM for EOF, RST_STREAM for abort."""
+    pauses: DATA frames out, END_STREAM for EOF, RST_STREAM for abort.
 
-    __slots__ = ("stream",)
+    It finds its stream through the connection, not by holding it: the stream holds
+    its transport, and a reference back would make each stream a cycle that only the
+    cyclic collector frees (issue 11).  Once the connection has forgotten the stream
+    (closed both ways, reset, or the connection gone) the calls do nothing."""
 
-    def __init__(self, stream: H2Stream) -> None:
-        self.stream = stream
+    __slots__ = ("conn", "stream_id")
+
+    def __init__(self, conn: H2Connection, stream_id: int) -> None:
+        self.conn = conn
+        self.stream_id = stream_id
+
+    @property
+    def stream(self) -> H2Stream | None:
+        return self.conn.streams.get(self.stream_id)
 
     def set_protocol(self, protocol: asyncio.Protocol) -> None:
-        self.stream.tunnel = protocol
+        stream = self.stream
+        if stream is not None:
+            stream.tunnel = protocol
 
     def get_protocol(self) -> asyncio.Protocol | None:
-        return self.stream.tunnel
+        stream = self.stream
+        return None if stream is None else stream.tunnel
 
     def write(self, data: bytes) -> None:
-        if data:
-            self.stream.send_data(data)
-            self.stream.conn.want_flush()
+        stream = self.stream
+        if data and stream is not None:
+            stream.send_data(data)
+            self.conn.want_flush()
 
     def writelines(self, parts: list[bytes]) -> None:
         self.write(b"".join(parts))
@@ -421,39 +435,49 @@ class StreamTransport:
         return True
 
     def write_eof(self) -> None:
-        self.stream.end()
-        self.stream.conn.want_flush()
+        stream = self.stream
+        if stream is not None:
+            stream.end()
+            self.conn.want_flush()
 
     def pause_reading(self) -> None:
-        self.stream.block(B_TUNNEL)
+        stream = self.stream
+        if stream is not None:
+            stream.block(B_TUNNEL)
 
     def resume_reading(self) -> None:
         stream = self.stream
-        stream.unblock(stream.blocks)  # the tunnel decides alone from now on
+        if stream is not None:
+            stream.unblock(stream.blocks)  # the tunnel decides alone from now on
 
     def is_closing(self) -> bool:
-        return self.stream.ended
+        stream = self.stream
+        return stream is None or stream.ended
 
     def close(self) -> None:
         stream = self.stream
+        if stream is None:
+            return
         if not stream.ended:
             stream.end()
-            stream.conn.want_flush()
+            self.conn.want_flush()
         if not stream.remote_ended:
             stream.stop_request()
 
     def abort(self) -> None:
         stream = self.stream
+        if stream is None:
+            return
         if stream.ended:
-            if not stream.remote_ended and stream.conn.streams.get(stream.stream_id) is stream:
-                stream.conn.reset_stream(stream, ErrorCodes.CANCEL)
+            if not stream.remote_ended:
+                self.conn.reset_stream(stream, ErrorCodes.CANCEL)
         else:
             stream.reset(ErrorCodes.CANCEL)
-        stream.conn.want_flush()
+        self.conn.want_flush()
 
     def get_write_buffer_size(self) -> int:
-        return self.stream.buffered_size
+        stream = self.stream
+        return 0 if stream is None else stream.buffered_size
 
     def get_extra_info(self, name: str, default: object = None) -> object:
-        return self.stream.conn.transport.get_extra_info(name, default)
-
+        return self.conn.transport.get_extra_info(name, default)

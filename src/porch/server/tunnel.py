@@ -7,9 +7,12 @@ the other side, as it arrives.
 - Flow control both ways: when one side's write buffer passes its high-water mark
   (pause_writing), reading from the other side pauses until it drains, so a fast
   sender cannot grow Porch's memory past about one buffer per direction.
-- Half-close: EOF from one side becomes write_eof on the other when its transport
-  can (TCP; TLS cannot, and then the tunnel closes); once both sides have ended, or
-  as soon as either connection is lost, both are closed.
+- Half-close: EOF from one side becomes write_eof on the other when both transports
+  can half-close (TCP, HTTP/2 streams; TLS cannot: after close_notify the TLS
+  transport closes whatever eof_received returns, and it cannot send one and keep
+  reading), else the tunnel closes; once both sides have ended, or as soon as
+  either connection is lost, both are closed.  Nothing is written to a transport
+  already closing (a reload closes tunnels while EOFs are on their way).
 - Idle timeout: no byte either way for the route's `tunnel_idle_timeout` closes the
   tunnel; the server's sweeper checks it, as it does request deadlines.
 - The upstream connection never goes back to the pool: it is not HTTP any more.
@@ -97,6 +100,11 @@ class Tunnel:
         if error is not None:
             ex.error = error
         ex.runtime.access_log.log(ex, loop.time())
+        # The ends and the tunnel refer to each other (and through the exchange, an
+        # HTTP/2 stream to its end): cycles the worker's rare cyclic collections would
+        # leave in memory.  Closed, the tunnel needs none of it (issue 11).
+        self.client.peer = self.upstream.peer = None
+        self.client = self.upstream = self.exchange = None
 
 
 class _End(asyncio.Protocol):
@@ -107,21 +115,29 @@ class _End(asyncio.Protocol):
     def __init__(self, tunnel: Tunnel, transport: asyncio.Transport) -> None:
         self.tunnel = tunnel
         self.transport = transport
-        self.peer: _End = self
+        self.peer: _End | None = None  # set by the tunnel; None once it has closed
         self.received = 0
         self.eof = False
         self.write_paused = False
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
-        self.tunnel.seen = True
-        self.peer.transport.write(data)
+        peer = self.peer
+        if peer is not None:  # not after the close: the bytes have nowhere to go
+            self.tunnel.seen = True
+            peer.transport.write(data)
 
     def eof_received(self) -> bool | None:
         self.eof = True
         peer = self.peer
-        if not peer.eof and peer.transport.can_write_eof():
-            peer.transport.write_eof()  # half-close: the other way stays open
+        if peer is None:  # closed already (a TLS transport reports close_notify late)
+            return None
+        # Half-close needs both transports: this one kept open for reading after its
+        # EOF, the peer able to send one (a TLS transport can do neither; returning
+        # True from it only earns a warning from the event loop).
+        if (not peer.eof and self.transport.can_write_eof() and peer.transport.can_write_eof()
+                and not peer.transport.is_closing()):
+            peer.transport.write_eof()  # the other way stays open
             return True
         self.tunnel.close()
         return None
@@ -136,12 +152,12 @@ class _End(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        peer = self.peer.transport
-        if not peer.is_closing():
-            peer.pause_reading()
+        peer = self.peer
+        if peer is not None and not peer.transport.is_closing():
+            peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        peer = self.peer.transport
-        if not peer.is_closing() and not self.peer.eof:
-            peer.resume_reading()
+        peer = self.peer
+        if peer is not None and not peer.transport.is_closing() and not peer.eof:
+            peer.transport.resume_reading()

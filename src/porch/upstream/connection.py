@@ -111,6 +111,7 @@ class UpstreamConnection(Pooled):
             exchange = self.exchange
             self.exchange = None
             self.closed = True
+            self.parser = None  # no more HTTP here; and it holds our bound methods (a cycle)
             if exchange is None or not exchange.on_upstream_upgrade(self.transport, data[exc.args[0]:]):
                 if exchange is not None:
                     exchange.on_upstream_lost("upstream switched protocols", True)
@@ -146,6 +147,7 @@ class UpstreamConnection(Pooled):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.parser = None  # it holds our bound methods: a cycle (server/client.py connection_lost)
         exchange = self.exchange
         self.exchange = None
         if exchange is not None:
