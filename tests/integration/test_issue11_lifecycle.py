@@ -77,3 +77,69 @@ def test_closed_tls_connections_leave_no_memory_behind(porch, upstream):
     _short_tls_requests(p.https_port, 2000)
     grown = rss_kib(worker) - before
     assert grown < 6 * 1024, f"worker RSS grew by {grown / 1024:.1f} MiB over 2,000 closed TLS connections"
+
+
+# -- item 4: :method and :path that are not a request line ---------------------------
+
+
+def _unchecked(client: H2Client) -> H2Client:
+    """Let the h2 client send what it would refuse (the attacker's side)."""
+    client.conn.config.validate_outbound_headers = False
+    client.conn.config.normalize_outbound_headers = False
+    return client
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET /be/x", "/be/h2methsp"),  # issue 11: reached the upstream as `GET /be/x /be/h2methsp`
+    ("GET", "/be/a b"),
+    ("GET", "/be/a\tb"),
+    ("G\"T", "/be/quote"),
+    ("GET", "be/no-slash"),
+    ("GET", "*"),
+])
+def test_h2_method_and_path_must_make_a_request_line(porch, upstream, method, path):
+    up = upstream()
+    p = https_porch(porch, tls_site(up.url))
+    with _unchecked(H2Client(p.https_port, HOST)) as c:
+        bad = c.get(path, method=method)
+        assert bad.status == 400 and bad.ended, bad
+        good = c.get("/be/after")  # the same connection goes on
+        assert good.status == 200, good
+    stats = up.stats()
+    assert stats["targets"] == ["GET /be/after"], stats["targets"]
+    assert wait_until(lambda: ":path" in p.error_log_text() or ":method" in p.error_log_text(), timeout=3)
+    assert ' 400 ' in p.access_log_lines(2)[0]
+
+
+def test_h2_options_asterisk_is_a_request_line(porch, upstream):
+    # What target it becomes upstream is item 10's business; it is not refused here.
+    up = upstream()
+    p = https_porch(porch, tls_site(up.url))
+    with H2Client(p.https_port, HOST) as c:
+        assert c.get("*", method="OPTIONS").status == 200
+    assert [t.split()[0] for t in up.stats()["targets"]] == ["OPTIONS"]
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Evil: 1", "a\nX-Evil: 1", "a\x00b"])
+def test_h2_header_values_with_cr_lf_nul_never_reach_the_upstream(porch, upstream, value):
+    # h2 validates what clients send (RFC 9113 8.2.1); the connection ends with a
+    # GOAWAY PROTOCOL_ERROR, and nothing of the request goes upstream.
+    up = upstream()
+    p = https_porch(porch, tls_site(up.url))
+    with _unchecked(H2Client(p.https_port, HOST)) as c:
+        c.request("/be/inj", headers=[("x-inj", value)])
+        assert c.pump(lambda: c.goaway is not None, timeout=5)
+    assert c.goaway.error_code == 1  # PROTOCOL_ERROR
+    assert up.stats()["requests"] == 0
+    # item 11: the message quoting the value (h2's) is one line, its bytes escaped
+    text = p.error_log_text(wait_for="illegal character")
+    assert "Illegal character" in text
+    _assert_one_line_each(p)
+
+
+def _assert_one_line_each(p) -> None:
+    """Every line of Porch's error log is a whole entry: nothing a client sent split it."""
+    raw = p.error_log_path.read_bytes()
+    assert b"\r" not in raw and b"\x00" not in raw, raw[-600:]
+    for line in raw.decode("utf-8").splitlines():
+        assert re.match(r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[\w+\] \d+: ", line), line

@@ -3,7 +3,10 @@ header mapping both ways, and the flood guard's windows."""
 
 from __future__ import annotations
 
-from porch.http.h2 import CONTROL_LIMIT, RESET_LIMIT, FloodGuard, RequestFields, header_lines, limits_frame, response_headers
+import pytest
+
+from porch.http.h2 import (CONTROL_LIMIT, RESET_LIMIT, FloodGuard, RequestFields, header_lines, limits_frame,
+                           request_line_problem, response_headers)
 
 
 def test_request_fields_split_pseudo_headers_and_join_cookies():
@@ -66,3 +69,41 @@ def test_limits_frame_announces_what_porch_enforces():
 def test_response_header_values_lose_trailing_whitespace():
     lines = [b"X-A", b": ", b"one \t", b"\r\n", b"X-B", b": ", b"", b"\r\n"]
     assert response_headers(200, lines)[1:] == [(b"x-a", b"one"), (b"x-b", b"")]
+
+
+def _line_problem(method: bytes, path: bytes, protocol: bytes = b"") -> str | None:
+    raw = [(b":method", method), (b":scheme", b"https"), (b":authority", b"app.test")]
+    if path:
+        raw.append((b":path", path))
+    if protocol:
+        raw.append((b":protocol", protocol))
+    return request_line_problem(RequestFields(raw))
+
+
+@pytest.mark.parametrize("method, path", [
+    (b"GET", b"/"), (b"GET", b"/a/b?c=d&e=%20f"), (b"PROPFIND", b"/dav/"),
+    (b"M-SEARCH", b"/x"), (b"OPTIONS", b"*"), (b"GET", b"/~!$&'()*+,;=:@[]{}|^`\\\"<>#"),
+    (b"CONNECT", b""), (b"CONNECT", b"/ws"),
+])
+def test_request_lines_that_http11_takes_pass(method, path):
+    protocol = b"websocket" if method == b"CONNECT" and path else b""
+    assert _line_problem(method, path, protocol) is None
+
+
+@pytest.mark.parametrize("method, path, says", [
+    (b"GET /be/x", b"/be/h2methsp", "invalid :method"),  # issue 11: became `GET /be/x /be/h2methsp`
+    (b"GET\t", b"/", "invalid :method"),
+    (b"G(ET)", b"/", "invalid :method"),
+    (b"", b"/", "invalid :method"),
+    (b"GET", b"/a b", "invalid :path"),
+    (b"GET", b"/a\tb", "invalid :path"),
+    (b"GET", b"/a\x7fb", "invalid :path"),
+    (b"GET", b"/caf\xc3\xa9", "invalid :path"),  # llhttp refuses it in HTTP/1.1 too
+    (b"GET", b"/a\x01", "invalid :path"),
+    (b"GET", b"a/b", "invalid :path"),
+    (b"GET", b"http://other.test/x", "invalid :path"),
+    (b"GET", b"*", ':path "*" is for OPTIONS only'),
+])
+def test_request_lines_that_cannot_be_written_are_refused(method, path, says):
+    problem = _line_problem(method, path)
+    assert problem is not None and problem.startswith(says), problem

@@ -117,6 +117,44 @@ class RequestFields:
         self.headers = headers
 
 
+# RFC 9110 5.6.2: token = 1*tchar (a method is a token, 9.1).
+_TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# What llhttp accepts in an HTTP/1.1 request target: visible ASCII (no space, control,
+# DEL or byte past 0x7E).  An HTTP/2 :path takes the same bytes, so that a request is
+# refused or passed alike whichever version brings it.
+_VCHAR = bytes(range(0x21, 0x7F))
+
+
+def request_line_problem(fields: RequestFields) -> str | None:
+    """Why `fields`' :method and :path cannot make an HTTP/1.1 request line, or None.
+
+    HTTP/2 carries them as header values, in which h2 only refuses CR, LF, NUL and
+    surrounding whitespace; Porch writes them into the request line it sends
+    upstream, where a space would let the client choose another target than the one
+    routed (`:method: GET /x` with `:path: /y` went upstream as `GET /x /y`).  So:
+    :method must be a token (RFC 9110 5.6.2), :path an origin-form target
+    (RFC 9113 8.3.1, RFC 9112 3.2.1: "/" then visible characters), or "*" for
+    OPTIONS (RFC 9112 3.2.4).  A plain CONNECT has no :path (RFC 9113 8.5): h2 has
+    checked that; it is refused later as in HTTP/1.1.  nginx answers such requests
+    400, as Porch does."""
+    method, path = fields.method, fields.path
+    if not method or method.translate(None, _TCHAR):
+        return f"invalid :method {_shown(method)}: not a token (RFC 9110 5.6.2)"
+    if path[:1] == b"/":
+        if not path.translate(None, _VCHAR):
+            return None
+    elif path == b"*":
+        return None if method == b"OPTIONS" else ':path "*" is for OPTIONS only (RFC 9112 3.2.4)'
+    elif not path and method == b"CONNECT" and not fields.protocol:
+        return None
+    return f"invalid :path {_shown(path)}: not an origin-form target (RFC 9113 8.3.1)"
+
+
+def _shown(value: bytes) -> str:
+    """A client's bytes in a message, quoted (the error log escapes what is not printable)."""
+    return '"' + value[:200].decode("latin-1") + ('..."' if len(value) > 200 else '"')
+
+
 def response_headers(status: int, lines: list[bytes]) -> list[tuple[bytes, bytes]]:
     """The HEADERS of a response from a flat [name, b": ", value, b"\\r\\n", ...]
     list of HTTP/1.1 header lines: names lowercased, connection-specific ones dropped,

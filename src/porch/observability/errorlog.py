@@ -5,6 +5,12 @@ Lines look like nginx's, with key=value fields that say where and why:
     upstream=http://127.0.0.1:5232 client=203.0.113.7 request="GET / HTTP/1.1"
 Errors are rare, so each line is written at once, in one write(2) (see
 observability/sink.py: workers sharing the file never split each other's lines).
+
+Messages and fields often quote what a client sent (a header h2 refused, a request
+line), so every character that is not printable is escaped here, whoever the caller,
+as the access log escapes bytes: `\\xHH` (`\\uHHHH` past Latin-1).  A CR, LF or NUL
+from a client never splits a line or forges one.  Field values with a space, `"` or
+`\\` are quoted, `"` and `\\` inside escaped the same way.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ class ErrorLog:
             return
         stamp = time.strftime("%Y/%m/%d %H:%M:%S")
         extra = " ".join(f"{k}={_quote(v)}" for k, v in fields.items() if v is not None)
-        line = f"{stamp} [{level}] {self._pid}: {message}"
+        line = f"{stamp} [{level}] {self._pid}: {escape(message)}"
         if extra:
             line += " " + extra
         self._sink.write((line + "\n").encode("utf-8", "backslashreplace"))
@@ -74,8 +80,22 @@ class ErrorLog:
         self._sink.close()
 
 
+def escape(text: str, quoted: bool = False) -> str:
+    """`text` with what is not printable as `\\xHH` / `\\uHHHH` (and, `quoted`, `"`
+    and `\\` too: the text goes between quotes)."""
+    if text.isprintable() and not (quoted and ('"' in text or "\\" in text)):
+        return text
+    return "".join(_escaped(c) if not c.isprintable() or (quoted and c in '"\\') else c
+                   for c in text)
+
+
+def _escaped(c: str) -> str:
+    n = ord(c)
+    return "\\x%02X" % n if n < 0x100 else "\\u%04X" % n if n < 0x10000 else "\\U%08X" % n
+
+
 def _quote(value: object) -> str:
     text = str(value)
     if not text or any(c in text for c in ' "\\') or not text.isprintable():
-        return '"' + text.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+        return '"' + escape(text, quoted=True) + '"'
     return text

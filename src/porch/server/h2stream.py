@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
 
+from porch.errors import client_error
 from porch.http.h1 import BODY_CLOSE, BODY_NONE
-from porch.http.h2 import SEND_BUFFER, RequestFields, header_lines, response_headers
+from porch.http.h2 import SEND_BUFFER, RequestFields, header_lines, request_line_problem, response_headers
+from porch.observability.accesslog import escape
 from porch.server.client import _D_NONE, ClientConnection
 from porch.server.proxy import Exchange
 
@@ -94,7 +96,12 @@ class H2Stream(ClientConnection):
         elif not end_stream and ex.content_length is None:
             ex.chunked = True  # no length: the body goes upstream chunked
         ex.keep_alive = True  # the connection's business, not the request's
-        self._route_head(ex)
+        problem = request_line_problem(fields)
+        if problem is None:
+            self._route_head(ex)
+        else:  # 400 on this stream only; the connection goes on (RFC 9113 8.1.1)
+            ex.method = escape(ex.method).encode()  # logged as it came, in one line
+            ex.answer(400, problem, source_error=client_error(400, problem))
         self.active = ex
         self.remote_ended = end_stream
         if end_stream:
