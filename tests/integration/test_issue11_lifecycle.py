@@ -143,3 +143,85 @@ def _assert_one_line_each(p) -> None:
     assert b"\r" not in raw and b"\x00" not in raw, raw[-600:]
     for line in raw.decode("utf-8").splitlines():
         assert re.match(r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[\w+\] \d+: ", line), line
+
+
+# -- item 18: wss tunnels closed by a reload ------------------------------------------
+
+
+def _wss_porch(porch, tmp_path, upstream_url: str, **keys):
+    """Porch with app.test over HTTPS from a test CA's files (as test_websocket's wss)."""
+    ca = TestCA(tmp_path)
+    cert, key, _ = ca.leaf([HOST], "app")
+    keys.setdefault("https_port", free_port())
+    p = porch(f'[[site]]\nhosts = ["{HOST}"]\ntls = {{ cert = "{cert}", key = "{key}" }}\n'
+              f'proxy = "{upstream_url}"\n', **keys)
+    wait_for_port(keys["https_port"], p.managed, what="porch https")
+    p.ws_scheme, p.ws_port = "wss", keys["https_port"]
+    p.ssl = ssl.create_default_context(cafile=str(ca.ca_path))
+    return p
+
+
+TRACEBACK_SIGNS = ("Traceback", "Error calling", "returning true from eof_received", "RuntimeError")
+
+
+def test_wss_tunnels_closed_by_a_reload_leave_no_traceback(porch, procs, tmp_path):
+    # Issue 11: each wss tunnel open during a reload printed `Error calling
+    # eof_received()` ... `peer.transport.write_eof()` `RuntimeError: ... closed=True`
+    # and "returning true from eof_received() has no effect when using ssl" on stderr.
+    wsup = WsUpstream(procs, tmp_path)
+    p = _wss_porch(porch, tmp_path, wsup.url, shutdown_timeout="30s")
+    p.wait_workers(1)
+    mark = p.error_log_mark()
+
+    async def tunnels() -> None:
+        clients = [await ws(p, "/echo").__aenter__() for _ in range(30)]
+        for i, c in enumerate(clients):
+            await c.send(f"before {i}")
+            assert await c.recv() == f"before {i}"
+        r = await asyncio.to_thread(p.reload)
+        assert r.returncode == 0, r.stdout + r.stderr
+        for c in clients:  # the old worker closes them; each client sees its end
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(c.recv(), 10)
+        async with ws(p, "/echo") as new:  # the new worker serves
+            await new.send("after")
+            assert await new.recv() == "after"
+
+    asyncio.run(asyncio.wait_for(tunnels(), 60))
+    # the old worker has finished (its lines are all written) before looking
+    assert p.error_log_text(wait_for="worker stopping", since=mark)
+    assert wait_until(lambda: len(p.workers()) == 1, timeout=10)
+    _assert_no_traceback(p, mark)
+
+
+def test_wss_client_close_notify_ends_the_tunnel_without_a_warning(porch, procs, tmp_path):
+    # TLS has no half-close: after the client's close_notify the TLS transport
+    # closes whatever eof_received answers, and answering True (to keep the other
+    # way open, as over TCP) only made the event loop warn on stderr.
+    wsup = WsUpstream(procs, tmp_path)
+    p = _wss_porch(porch, tmp_path, wsup.url)
+    p.wait_workers(1)
+    mark = p.error_log_mark()
+    raw = socket.create_connection(("127.0.0.1", p.ws_port), timeout=5)
+    with p.ssl.wrap_socket(raw, server_hostname=HOST) as s:
+        s.sendall(f"GET /echo HTTP/1.1\r\nHost: {HOST}\r\nConnection: Upgrade\r\n"
+                  "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(4096)
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        s.unwrap()  # close_notify: done sending, still reading
+    assert wait_until(lambda: wsup.stats()["open"] == 0, timeout=5)  # the tunnel ended
+    assert p.access_log_lines(1)
+    _assert_no_traceback(p, mark)
+
+
+def _assert_no_traceback(p, mark: int) -> None:
+    """Nothing on Porch's stderr or in its error log (from `mark`) looks like a traceback
+    or an event loop's complaint."""
+    stderr = p.managed.stderr_path.read_text(errors="replace")
+    log = p.error_log_text(since=mark)
+    for sign in TRACEBACK_SIGNS:
+        assert sign not in stderr, stderr[-3000:]
+        assert sign not in log, log[-3000:]

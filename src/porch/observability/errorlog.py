@@ -15,8 +15,10 @@ from a client never splits a line or forges one.  Field values with a space, `"`
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+import traceback
 
 from porch.observability.sink import LineSink
 
@@ -78,6 +80,35 @@ class ErrorLog:
 
     def close(self) -> None:
         self._sink.close()
+
+
+class _Bridge(logging.Handler):
+    """Python's logging as error-log lines: what asyncio and uvloop report (an
+    exception in a protocol callback, a misused transport) lands in the error log,
+    traceback included in the line, not on stderr."""
+
+    def __init__(self, log: ErrorLog) -> None:
+        super().__init__(logging.WARNING)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info and record.exc_info[0] is not None:
+                message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            level = "error" if record.levelno >= logging.ERROR else "warn"
+            self.log.write(level, message, logger=record.name)
+        except Exception:  # never let logging raise into the event loop
+            self.handleError(record)
+
+
+def capture_logging(log: ErrorLog) -> None:
+    """Send Python's logging (warnings and errors, every logger) to `log` from now on."""
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    root.addHandler(_Bridge(log))
+    root.setLevel(logging.WARNING)
 
 
 def escape(text: str, quoted: bool = False) -> str:

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 from porch.config.errors import ConfigError
 from porch.config.model import Config
+from porch.observability.errorlog import capture_logging
 
 _LENGTH = struct.Struct("!Q")
 
@@ -181,6 +182,9 @@ async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
     except Exception as err:  # the config was validated: this is a bug, but say it
         ctl.send_error(f"cannot compile the config: {err!r}")
         return 1
+    # asyncio's and uvloop's own reports (an exception in a callback) go to the
+    # error log too: nothing leaves a worker as a bare traceback on stderr.
+    capture_logging(runtime.error_log)
     plain, tls = [], []
     for s in spec.sockets:
         if s.own:
