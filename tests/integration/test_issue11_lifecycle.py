@@ -225,3 +225,65 @@ def _assert_no_traceback(p, mark: int) -> None:
     for sign in TRACEBACK_SIGNS:
         assert sign not in stderr, stderr[-3000:]
         assert sign not in log, log[-3000:]
+
+
+# -- item 19: what a drain that runs out logs -----------------------------------------
+
+
+def _recv_until(conn: RawConn, marker: bytes) -> bytes:
+    got = b""
+    while marker not in got:
+        data = conn.sock.recv(65536)
+        assert data, f"closed; had {got[:300]!r}"
+        got += data
+    return got
+
+
+@pytest.mark.parametrize("how", ["reload", "stop"])
+def test_connections_cut_at_the_drain_timeout_are_logged_as_cut(porch, upstream, how):
+    # Issue 11: a half-sent head was logged `499 "client closed the connection"` with
+    # an empty method, a response cut short as a plain 200, and the error log said
+    # nothing.
+    up = upstream()
+    p = https_porch(porch, tls_site(up.url), drain_timeout="1s", shutdown_timeout="1s",
+                    access_log_format="json")
+    p.wait_workers(1)
+    slow = RawConn(p.port, timeout=15)  # its upstream answers after the drain timeout
+    slow.send(f"GET /slow?delay=20 HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+    events = RawConn(p.port, timeout=15)  # a response under way
+    events.send(f"GET /events?count=1000&interval=0.2 HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+    assert _recv_until(events, b"data: ").startswith(b"HTTP/1.1 200 ")
+    half = RawConn(p.port, timeout=15)  # a head never finished
+    half.send(b"POST /half HTTP/1.1\r\nHost: app.te")
+    h2 = H2Client(p.https_port, HOST, timeout=15)  # an HTTP/2 stream waiting for its upstream
+    sid = h2.request("/slow?delay=20")
+    assert wait_until(lambda: up.stats()["requests"] >= 3, timeout=5)
+    mark = p.error_log_mark()
+    if how == "reload":
+        assert p.reload().returncode == 0
+    else:
+        p.signal()  # SIGTERM: the same drain, for shutdown_timeout
+    t0 = time.monotonic()
+    for conn in (slow, half):
+        with pytest.raises(ClosedBeforeResponse):
+            conn.read_response()
+    events.read_until_closed()
+    assert h2.pump(lambda: h2.closed or h2.streams[sid].done, timeout=10)
+    assert time.monotonic() - t0 < 6
+    for conn in (slow, events, half, h2):
+        conn.close()
+    text = p.error_log_text(wait_for="drain timeout", since=mark, timeout=10)
+    assert re.search(r"\[warn\] \d+: drain timeout: 4 connection\(s\) still open after 1s cut, "
+                     r"4 request\(s\) unfinished", text), text
+    lines = _json_lines(p, 4)
+    got = sorted((r["method"], r["uri"], r["protocol"], r["status"], r["error"]) for r in lines)
+    assert got == [
+        ("GET", "/events?count=1000&interval=0.2", "HTTP/1.1", 200, "internal: drain timeout"),
+        ("GET", "/slow?delay=20", "HTTP/1.1", 444, "internal: drain timeout"),
+        ("GET", "/slow?delay=20", "HTTP/2.0", 444, "internal: drain timeout"),
+        ("POST", "/half", "HTTP/1.1", 444, "internal: drain timeout"),
+    ], lines
+
+
+def _json_lines(p, count: int) -> list[dict]:
+    return [json.loads(line) for line in p.access_log_lines(count, timeout=10)]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from porch.errors import client_error
+from porch.errors import ProxyError, client_error
 from porch.http import h1
 from porch.http.forwarding import FORWARDING, IDENTITY
 from porch.http.h1 import request_line_version
@@ -64,6 +64,14 @@ class _NoMoreRequests(Exception):
 # nginx lingering_timeout 5s / lingering_time 30s; a short one suffices for the
 # client to read our answer before the connection goes.
 LINGER_TIMEOUT = 2.0
+
+
+def _parsed_method(parser: object) -> bytes:
+    """The method of a request line llhttp has read, or b"" (not that far yet)."""
+    try:
+        return parser.get_method()  # type: ignore[attr-defined]
+    except Exception:  # httptools raises when no method was parsed
+        return b""
 
 
 class ClientConnection:
@@ -203,12 +211,21 @@ class ClientConnection:
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._end(None)
+
+    def _end(self, cut: ProxyError | None) -> int:
+        """The connection is over: end (and log) its requests, as the client's doing
+        (`cut` None) or Porch's (`cut`, see Exchange.client_gone); how many."""
         self.gone = True
         self.closing = True
         self.server.connections.discard(self)
+        count = 0
         for ex in (self.active, self.reading, *self.queue):
-            if ex is not None:
-                ex.client_gone()
+            if ex is not None and not ex.done:
+                count += 1
+                if cut is not None and ex is self.reading and not ex.method and self.parser is not None:
+                    ex.method = _parsed_method(self.parser)  # a head cut short
+                ex.client_gone(cut)
         self.queue = ()
         self.active = self.reading = None
         # The parser holds this object's bound methods (its callbacks): a reference
@@ -216,6 +233,15 @@ class ClientConnection:
         # buffers (~0.28 MiB) until a cyclic collection, and the worker runs those
         # rarely (worker.py).  Dropped, reference counting frees it all now.
         self.parser = None
+        return count
+
+    def cut(self, cause: ProxyError) -> int:
+        """The drain timeout ran out (Server.shutdown): end what is in flight, logged
+        with `cause` (not as a client that left), and drop the connection.  Returns
+        how many requests were cut."""
+        count = self._end(cause)
+        self.transport.abort()
+        return count
 
     def pause_writing(self) -> None:
         self.write_paused = True

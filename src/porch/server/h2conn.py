@@ -38,6 +38,7 @@ from porch.http.h2 import CONNECTION_WINDOW, FloodGuard, configuration, limits_f
 from porch.server.h2stream import H2Stream
 
 if TYPE_CHECKING:
+    from porch.errors import ProxyError
     from porch.server.client import ClientConnection
 
 _DEFAULT_WINDOW = 65535  # RFC 9113 6.9.2: every connection starts with it
@@ -303,11 +304,21 @@ class H2Connection:
         self._close(code)
         self.gone = True
 
-    def _end_streams(self) -> None:
+    def _end_streams(self, cut: ProxyError | None = None) -> int:
         streams = list(self.streams.values())
         self.streams.clear()
         for stream in streams:
-            stream.reset_by_client()  # aborts each upstream request, logs 499
+            stream.reset_by_client(cut)  # aborts each upstream request, logs 499 (or `cut`)
+        return len(streams)
+
+    def cut(self, cause: ProxyError) -> int:
+        """The drain timeout ran out (Server.shutdown): end the streams in flight,
+        logged with `cause`, and drop the connection.  Returns how many were cut."""
+        self.gone = self.closing = True
+        self.server.connections.discard(self)
+        count = self._end_streams(cause)
+        self.transport.abort()
+        return count
 
     # -- deadlines (the server's sweeper) ----------------------------------------
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
 
-from porch.errors import client_error
+from porch.errors import ProxyError, client_error
 from porch.http.h1 import BODY_CLOSE, BODY_NONE
 from porch.http.h2 import SEND_BUFFER, RequestFields, header_lines, request_line_problem, response_headers
 from porch.observability.accesslog import escape
@@ -151,8 +151,9 @@ class H2Stream(ClientConnection):
         if self.ended:
             self.conn.forget(self)
 
-    def reset_by_client(self) -> None:
-        """RST_STREAM from the client, or the connection gone."""
+    def reset_by_client(self, cut: ProxyError | None = None) -> None:
+        """RST_STREAM from the client, or the connection gone (`cut`: Porch cut it,
+        see Exchange.client_gone)."""
         self.gone = self.closing = self.ended = True
         self._release()
         self.buffered = []
@@ -161,7 +162,7 @@ class H2Stream(ClientConnection):
             return
         for ex in (self.active, self.reading):
             if ex is not None:
-                ex.client_gone()
+                ex.client_gone(cut)
         self.active = self.reading = None
 
     # -- ClientConnection's interface to the Exchange ----------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from porch.errors import INTERNAL, ProxyError
 from porch.runtime import Runtime
 from porch.server.client import _D_IDLE, ClientConnection
 from porch.server.mux import Mux, MuxSettings
@@ -30,6 +31,8 @@ IDLE_GRACE = 0.5
 # Listen backlog: nginx uses 511 on Linux.
 BACKLOG = 511
 SSL_SHUTDOWN_TIMEOUT = 5.0
+# What the requests cut when a drain runs out are logged with (not "client closed").
+DRAIN_TIMEOUT = ProxyError(0, INTERNAL, "drain timeout")
 
 
 class Server:
@@ -119,6 +122,9 @@ class Server:
         Requests whose response has not started are answered with Connection: close.
         A connection idle now, or idle after its response, is closed once it has been
         idle for `idle_grace` seconds since the drain began (see IDLE_GRACE).
+        Connections still open at `timeout` are cut: their requests are logged with
+        the cause `drain timeout` (not as clients that left), and the error log says
+        how many were cut.
         """
         self.stop_accepting()
         loop = self.loop
@@ -139,8 +145,8 @@ class Server:
                     if now >= idle_since + idle_grace:
                         conn.shutdown()
             await asyncio.sleep(0.05)
-        for conn in list(self.connections):
-            conn.transport.abort()
+        if self.connections:
+            self._cut(timeout)
         # Tunnels have no request to finish: they close once the requests are done,
         # as Caddy closes WebSockets on reload (stream_close_delay 0); clients reconnect.
         for tunnel in list(self.tunnels):
@@ -154,6 +160,16 @@ class Server:
         for target in self.runtime.targets:
             target.close_all()
         self.runtime.access_log.close()
+
+    def _cut(self, timeout: float) -> None:
+        """The drain ran out of time: cut what is still open, and say so once."""
+        requests = 0
+        connections = list(self.connections)
+        for conn in connections:
+            requests += conn.cut(DRAIN_TIMEOUT)
+        self.runtime.error_log.warn(
+            f"drain timeout: {len(connections)} connection(s) still open after {timeout:g}s cut, "
+            f"{requests} request(s) unfinished", connections=len(connections), requests=requests)
 
 
 def bind_sockets(addresses: tuple[str, ...], port: int, reuse_port: bool = False,

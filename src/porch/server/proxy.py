@@ -649,13 +649,16 @@ class Exchange:
         self.client.transport.write(
             h1.simple_response(status, body, close=not self.keep_alive, extra=self.hsts))
 
-    def client_gone(self) -> None:
-        """The client closed its connection: abort the upstream side, log 499."""
+    def client_gone(self, cut: ProxyError | None = None) -> None:
+        """The client connection is gone: abort the upstream side and log the request.
+        It closed (`cut` None): 499, nginx's "client closed request".  Porch cut it
+        (`cut`: the drain timeout ran out): that cause, and 444 when no response
+        had begun (nginx's "closed without a response")."""
         if self.done:
             return
         if not self.response_started:
-            self.status = 499  # nginx's "client closed request"
-        self.error = client_error(0, "client closed the connection")
+            self.status = 499 if cut is None else 444
+        self.error = client_error(0, "client closed the connection") if cut is None else cut
         self._drop_upstream()
         self.finish()
 
