@@ -49,7 +49,7 @@ class RouteRuntime:
         self.base_path = base_path  # path of the proxy URL, prepended upstream ("" usually)
         self.upstream_host = upstream_host
         self.extra_headers = extra_headers  # pre-encoded lines added upstream (X-Script-Name ...)
-        self.location_from = location_from  # upstream URL prefixes rewritten in Location
+        self.location_from = location_from  # the proxy URLs' origins, rewritten in Location
         self.max_body = max_body
         self.body_timeout = body_timeout
         self.upstream_connect_timeout = upstream_connect_timeout

@@ -27,7 +27,6 @@ HEADS = [
     b"Connection: Keep-Alive, X-Hop\r\nX-Hop: 1\r\nX-Accel-Buffering: no\r\nTE: trailers\r\n"
     b"PROXY-CONNECTION: close\r\nUpgrade: h2c\r\nx-accel-redirect: /a\r\n\r\n",
     b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n",
-    b"RTSP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * i) for i in range(70))
     + b"X-" + b"n" * 80 + b": long name\r\nContent-Length: 0\r\n\r\n",
 ]
@@ -90,3 +89,13 @@ def test_every_name_with_a_kind_passes_the_gate():
             head = b"HTTP/1.1 200 OK\r\n" + variant + b": v\r\n\r\n"
             _, _, _, lines, special = parse_response_head(head, 0)
             assert lines == [] and special == [(h1.RESPONSE_HEADERS.kind(name), variant, b"v")]
+
+
+def test_a_status_line_not_of_http_is_refused():
+    # llhttp accepts RTSP/1.0 (and any protocol name) in a status line; a head that does
+    # not begin with HTTP/ is not what Porch can relay (nginx: "upstream sent no valid
+    # HTTP/1.0 header"), nor where a head was expected (issue 11: a head's tail).
+    for parse in (parse_response_head, _parse_split):
+        assert parse(b"RTSP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 0) is None
+        assert parse(b"Content-Length: 8\r\n\r\npoisoned", 0) is None
+        assert parse(b"\r\nHTTP/1.1 200 OK\r\n\r\n", 0) is not None

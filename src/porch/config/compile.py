@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from porch.config.model import Config, Route, Site, UpstreamTLS
+from porch.http import location
 from porch.http.forwarding import TrustedProxies
 from porch.observability.accesslog import AccessLog
 from porch.observability.errorlog import ErrorLog
@@ -43,6 +44,8 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
     storage = FileStorage(g.state_dir)
     sites = [(site.hosts, _compile_site(site, targets, storage, tls, g.https_port)) for site in config.sites]
     routes = [r for s in config.sites for r in s.routes]
+    for target in targets.values():
+        target.error_log = error_log
     return Runtime(
         hosts=HostTable.build(sites),
         trusted=TrustedProxies.parse(g.trusted_proxies),
@@ -96,7 +99,7 @@ def _compile_route(site: Site, route: Route, targets: _Targets) -> RouteRuntime:
         upstream_host=route.upstream_host.encode() if route.upstream_host else None,
         allow_trace=route.allow_trace,
         extra_headers=extra,
-        location_from=_location_prefixes(route) if (strip or base_path) else (),
+        location_from=_upstream_origins(route),
         max_body=route.limits.max_body,
         body_timeout=route.limits.body_timeout,
         upstream_connect_timeout=route.limits.upstream_connect_timeout,
@@ -117,13 +120,11 @@ def _tls_for(tls: UpstreamTLS | None, targets: _Targets) -> tuple[ssl.SSLContext
     return ctx, tls.server_name
 
 
-def _location_prefixes(route: Route) -> tuple[bytes, ...]:
-    """Upstream URL prefixes a Location header may start with (nginx proxy_redirect
-    default): the proxy URL as written, with and without its default port."""
+def _upstream_origins(route: Route) -> tuple[bytes, ...]:
+    """The origins (lowercase scheme://authority) of a route's proxy URLs, as a Location
+    header may spell them: rewritten to the client's on every route (nginx's
+    proxy_redirect default; server/proxy.py adds the Host sent and the address reached)."""
     out: list[bytes] = []
     for t in route.upstreams:
-        host = f"[{t.host}]" if ":" in t.host else t.host
-        out.append(f"{t.scheme}://{host}:{t.port}{t.path}".encode())
-        if (t.scheme, t.port) in (("http", 80), ("https", 443)):
-            out.append(f"{t.scheme}://{host}{t.path}".encode())
+        out += location.authorities(t.scheme, t.host, t.port)
     return tuple(out)

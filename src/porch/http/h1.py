@@ -84,14 +84,18 @@ class HeaderKinds:
 PROXY_ONLY = frozenset({b"x-accel-buffering", b"x-accel-redirect", b"x-accel-expires",
                         b"x-accel-limit-rate", b"x-accel-charset"})
 
-# Response headers that need a look (the rest are copied as received).
-RH_DROP, RH_LENGTH, RH_TE, RH_CONNECTION, RH_LOCATION = range(1, 6)
+# Response headers that need a look (the rest are copied as received).  Location and
+# Content-Location hold a URL, Refresh one after `url=`: the upstream's own URLs in them
+# are rewritten to the client's (server/proxy.py, nginx's proxy_redirect default).
+RH_DROP, RH_LENGTH, RH_TE, RH_CONNECTION, RH_LOCATION, RH_REFRESH = range(1, 7)
 RESPONSE_HEADERS = HeaderKinds({
     **{name: RH_DROP for name in HOP_BY_HOP | PROXY_ONLY},
     b"content-length": RH_LENGTH,
     b"transfer-encoding": RH_TE,
     b"connection": RH_CONNECTION,
     b"location": RH_LOCATION,
+    b"content-location": RH_LOCATION,
+    b"refresh": RH_REFRESH,
 })
 
 # Methods that RFC 9110 9.2.2 calls idempotent: safe to send again on a fresh

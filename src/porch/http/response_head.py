@@ -10,7 +10,8 @@ h1.RESPONSE_HEADERS flags as [(kind, name, value)].
 
 What llhttp lets through, and so all `parse_response_head()` has to handle (strict mode, checked
 in tests/unit/test_response_head.py): CR/LF before the status line; a status line
-`PROTOCOL SP 3DIGIT [SP reason] CRLF`; header lines `name ":" OWS value CRLF` with
+`PROTOCOL SP 3DIGIT [SP reason] CRLF` (refused here unless PROTOCOL begins with
+"HTTP/"); header lines `name ":" OWS value CRLF` with
 the value's trailing whitespace kept (as llhttp reports it); no obs-fold, no bare CR
 or LF.  Compiled (response_head.pxd), the walk is a C loop over the bytes.
 """
@@ -26,13 +27,15 @@ _KINDS_SEEN = RESPONSE_HEADERS.seen
 
 
 def _gate(names) -> bytes:
-    """A byte per (name length < 64, first letter folded to 5 bits): 1 when some name
-    with a kind has them.  Most header names fail it and skip the dictionary lookup
-    (hashing a new bytes object costs ~400 instructions a name)."""
+    """A byte per (name length < 64, first letter folded to 5 bits), whose bit k is set
+    when some name with a kind has them and a last letter folded to 3 bits equal to k.
+    Most header names fail it and skip the dictionary lookup (hashing a new bytes
+    object costs ~400 instructions a name): the last letter tells Content-Location
+    from Content-Encoding and Content-Language, which share its length and first."""
     gate = bytearray(64 * 32)
     for name in names:
         if len(name) < 64:
-            gate[len(name) * 32 + (name[0] | 0x20) % 32] = 1
+            gate[len(name) * 32 + (name[0] | 0x20) % 32] |= 1 << ((name[-1] | 0x20) % 8)
     if any(len(name) >= 64 for name in names):
         raise ValueError("header names with a kind must be under 64 bytes")
     return bytes(gate)
@@ -57,6 +60,10 @@ def parse_response_head(head: bytes, start: int) -> tuple[int, int, bytes, list[
     i = start
     while i < n and (p[i] == 13 or p[i] == 10):  # llhttp skips CR/LF before a message
         i += 1
+    # A status line begins with HTTP-version (RFC 9112 4): anything else means the
+    # bookkeeping of where the head begins is off, and is never relayed as a status.
+    if i + 5 > n or p[i] != 72 or p[i + 1] != 84 or p[i + 2] != 84 or p[i + 3] != 80 or p[i + 4] != 47:
+        return None
     sp = i
     while sp < n and p[sp] != 32:
         sp += 1
@@ -89,7 +96,7 @@ def parse_response_head(head: bytes, start: int) -> tuple[int, int, bytes, list[
         value = p[v:e]
         length = colon - i
         kind = 0
-        if length < 64 and gate[length * 32 + (p[i] | 0x20) % 32]:
+        if length < 64 and gate[length * 32 + (p[i] | 0x20) % 32] & (1 << ((p[colon - 1] | 0x20) % 8)):
             # The two in most responses, as most servers spell them, by a compare;
             # the rest by a lookup (hashing a new name: ~400 instructions).
             if length == 14 and name == b"Content-Length":
@@ -119,6 +126,8 @@ def _parse_split(head: bytes, start: int) -> tuple[int, int, bytes, list[bytes],
     n = len(head)
     while i < n and head[i] in (13, 10):
         i += 1
+    if not head.startswith(b"HTTP/", i):
+        return None
     end = head.find(b"\r\n\r\n", i)
     if end < 0:
         # a head without header lines ends at its status line's CRLF + CRLF

@@ -363,6 +363,9 @@ class H2Exchange(Exchange):
         self.upstream_status = self.status = status
         self.up_keep_alive = keep_alive
         lines = self._relayed_lines(lines, special)
+        if lines is None:  # not relayable as it is (the cause is in self.error)
+            self.fail(self.error)
+            return
         if self.hsts:
             lines += header_lines(self.hsts)
         if self.method == b"HEAD" or status == 204 or status == 304:

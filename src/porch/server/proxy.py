@@ -4,8 +4,8 @@ Phases, in order (see DESIGN.md):
 1. request          `route_request()`: route, limits; may answer at once (404, 301, 413, 400)
 2. upstream_request `_upstream_head()`: the head the upstream sees (prefix strip,
                     forwarding headers, hop-by-hop removal)
-3. response         `on_response_head()`: the head the client sees (Location rewrite,
-                    framing, Connection)
+3. response         `on_response_head()`: the head the client sees (the upstream's
+                    own URLs rewritten, framing, Connection)
 4. body             `on_response_body()`: chunks forwarded as they arrive
 5. log              `finish()`: exactly once, also for errors and aborted requests
 
@@ -21,11 +21,11 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from porch.errors import ProxyError, client_error, upstream_error
-from porch.http import h1
+from porch.http import h1, location
 # Names, not h1.NAME: a module attribute lookup per use costs ~120 instructions compiled.
 from porch.http.h1 import (
     BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, IDEMPOTENT, LAST_CHUNK,
-    RH_CONNECTION, RH_LENGTH, RH_LOCATION, RH_TE, relayed_status_line,
+    RH_CONNECTION, RH_LENGTH, RH_LOCATION, RH_REFRESH, RH_TE, relayed_status_line,
 )
 from porch.http.forwarding import real_client
 from porch.http.target import BadTarget, clean_path, needs_a_look
@@ -427,8 +427,9 @@ class Exchange:
         if status < 200:
             if status == 101:
                 if self.websocket:  # on_upstream_upgrade writes it: the switch is next
+                    # with the site's HSTS, as every other response (RFC 6797 7.1)
                     self.switch_head = b"".join((relayed_status_line(101, reason), *lines,
-                                                 WEBSOCKET_LINES, _CRLF))
+                                                 WEBSOCKET_LINES, self.hsts, _CRLF))
                 return
             # 100 Continue was ours to give; other 1xx (103 Early Hints) pass to 1.1 clients.
             if status != 100 and self.version == b"1.1":
@@ -438,6 +439,9 @@ class Exchange:
         self.upstream_status = self.status = status
         self.up_keep_alive = keep_alive
         lines = self._relayed_lines(lines, special)
+        if lines is None:  # not relayable as it is (the cause is in self.error)
+            self.fail(self.error)
+            return
         if self.method == b"HEAD" or status == 204 or status == 304:
             self.framing = BODY_NONE
         elif self.framing != BODY_LENGTH:
@@ -460,14 +464,16 @@ class Exchange:
         if self.hsts:
             lines.append(self.hsts)
         lines.append(_CRLF)
-        self.response_started = True
+        # Not response_started yet: flush() writes the head, and an upstream error
+        # before that (a bad chunk size in the same read) can still be a clean 502.
         self.out = [b"".join((relayed_status_line(status, reason), *lines))]
 
     def _relayed_lines(self, lines: list[bytes], special: list[tuple[int, bytes, bytes]] | None) -> list[bytes]:
         """The upstream's response headers the client gets (`lines`, with the special
         ones put back: Location rewritten, framing and hop-by-hop ones left out).
         Sets `framing` to how the upstream delimits the body: BODY_LENGTH
-        (Content-Length), BODY_CHUNKED, or BODY_CLOSE (until it closes)."""
+        (Content-Length), BODY_CHUNKED, or BODY_CLOSE (until it closes).
+        None (and `error` set) for a response that cannot be relayed as it is."""
         has_length = has_te = False
         if special is not None:
             listed: set[bytes] | None = None
@@ -475,9 +481,20 @@ class Exchange:
                 if kind == RH_LENGTH:
                     has_length = True
                 elif kind == RH_LOCATION:
-                    if self.route.location_from:
-                        value = self._rewrite_location(value)
+                    value = self._rewrite_location(value)
+                elif kind == RH_REFRESH:
+                    value = self._rewrite_refresh(value)
                 elif kind == RH_TE:
+                    if value != b"chunked" and value.strip().lower() != b"chunked":
+                        # `gzip, chunked`: llhttp takes the chunks off and the body is
+                        # still gzip-coded, which a client cannot know once the header is
+                        # gone.  Decoding it here would take a streaming inflater per
+                        # response, bounded against decompression bombs, for a coding
+                        # no server sends unasked: 502, as nginx ("upstream sent unknown
+                        # Transfer-Encoding"); RFC 9112 6.1 lets a proxy refuse it.
+                        self.error = upstream_error(
+                            502, f"upstream sent unknown Transfer-Encoding {value.decode('latin-1')!r}")
+                        return None
                     has_te = True
                     continue
                 else:
@@ -494,21 +511,52 @@ class Exchange:
         return lines
 
     def _rewrite_location(self, value: bytes) -> bytes:
+        """A URL of the upstream's own (see `_upstream_origin`) becomes the client's
+        scheme, host and port plus the route's stripped prefix, on every route (nginx's
+        `proxy_redirect default`, Apache's ProxyPassReverse); on a strip_prefix route, a
+        path-absolute URL gets the prefix.  Other URLs are passed as they are."""
         route = self.route
         prefix = route.strip or b""
-        for origin in route.location_from:
-            if value.startswith(origin):
-                rest = value[len(origin) :]
-                if rest[:1] in (b"", b"/", b"?"):
-                    rest = rest[len(route.base_path) :] if route.base_path and rest.startswith(route.base_path) else rest
-                    host = self.xf_host if self.client.peer_trusted and self.xf_host else self.host_header
-                    scheme = self.xf_proto if self.client.peer_trusted and self.xf_proto else self.client.scheme
-                    return b"%s://%s%s%s" % (scheme, host or b"", prefix, rest or b"/")
-        if prefix and value.startswith(b"/") and not value.startswith(b"//"):
-            if value == prefix or value.startswith(prefix + b"/") or value.startswith(prefix + b"?"):
-                return value  # the app already knows its prefix (X-Script-Name)
-            return prefix + value
-        return value
+        if value[:1] == b"/":
+            if prefix and value[:2] != b"//" and not location.under(value, prefix):
+                return prefix + value
+            return value  # (with the prefix: the app knows it, from X-Script-Name)
+        split = location.split_origin(value)
+        if split is None or not self._upstream_origin(split[0]):
+            return value
+        rest = location.after_base(split[1], route.base_path)
+        client = self.client
+        trusted = client.peer_trusted
+        host = self.xf_host if trusted and self.xf_host else self.host_header
+        scheme = self.xf_proto if trusted and self.xf_proto else client.scheme
+        return b"%s://%s%s%s" % (scheme, host or b"", prefix, rest)
+
+    def _upstream_origin(self, origin: bytes) -> bool:
+        """Whether `origin` (lowercase scheme://authority) is the upstream's own: one of
+        the route's proxy URLs, the address its connection reached (`localhost` as
+        127.0.0.1), or the Host it was sent (an app building URLs from its request)."""
+        route = self.route
+        if origin in route.location_from:
+            return True
+        chosen = self.chosen
+        if chosen is None:
+            return False
+        scheme = chosen.spec.scheme
+        sent = route.upstream_host or self.host_header
+        if sent and origin == b"%s://%s" % (scheme.encode(), sent.lower()):
+            return True
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            peer = upstream.transport.get_extra_info("peername")
+            if peer:
+                return origin in location.authorities(scheme, peer[0], peer[1])
+        return False
+
+    def _rewrite_refresh(self, value: bytes) -> bytes:
+        parts = location.refresh_url(value)
+        if parts is None:
+            return value
+        return parts[0] + self._rewrite_location(parts[1]) + parts[2]
 
     def on_response_body(self, data: bytes) -> None:
         if self.done or self.framing == BODY_NONE:
@@ -530,6 +578,7 @@ class Exchange:
         out = self.out
         if out is not None:
             self.out = None
+            self.response_started = True  # the head is in `out` until its first flush
             if len(out) == 1:
                 self.client.transport.write(out[0])
             else:

@@ -9,7 +9,7 @@ cimport cython
 cdef class UpstreamConnection(Pooled):
     cdef public object target, transport, parser, _parts
     cdef public Exchange exchange
-    cdef public bint closed, reused, _got_bytes, _skip_body, _final, _in_head
+    cdef public bint closed, reused, _got_bytes, _skip_body, _final, _in_head, _ended
     cdef public bytes _data
     cdef public Py_ssize_t _pos, _kept
 
@@ -18,5 +18,6 @@ cdef class UpstreamConnection(Pooled):
     cpdef bint is_usable(self)
     cpdef close(self)
     cpdef abort(self)
+    cpdef on_message_begin(self)
     @cython.locals(data=bytes, start=Py_ssize_t, end=Py_ssize_t, status=int)
     cpdef on_headers_complete(self)

@@ -14,6 +14,13 @@ leases it (`self.exchange`), through a small interface:
 and sets `exchange.up_seen` on every read (the sweeper's upstream timeout).
 When no exchange leases it, it sits idle in its target's pool.
 
+A connection serves one response at a time, so the bytes after a complete final
+response (a 101 aside: past it the bytes are the tunnel's) can only be a broken or
+hostile upstream: a second response nobody asked for, a body after a response to
+HEAD or a 204/304.  Such a connection is closed, never pooled: were it kept, the
+next client's request, on another connection and another path, would be answered
+with those bytes (a response-splitting attack on the pool; nginx closes it too).
+
 httptools calls back for the head as a whole, not per header nor for the reason
 phrase: once llhttp has checked a head, http/response_head.py splits the same bytes
 (one C loop instead of a Python call per header).  For that the connection keeps
@@ -61,6 +68,7 @@ class UpstreamConnection(Pooled):
         "_got_bytes",
         "_skip_body",
         "_final",
+        "_ended",
     )
 
     def __init__(self, target: Target) -> None:
@@ -82,6 +90,7 @@ class UpstreamConnection(Pooled):
         self._got_bytes = False
         self._skip_body = False
         self._final = False  # the head parsed last was a final (not 1xx) response
+        self._ended = False  # this lease's final response has ended: nothing may follow
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -118,9 +127,14 @@ class UpstreamConnection(Pooled):
                 self.transport.close()
         except httptools.HttpParserError as exc:
             exchange = self.exchange
+            was_closed = self.closed
             self.close()
+            if isinstance(exc, httptools.HttpParserCallbackError) and exc.__context__ is not None:
+                exc = exc.__context__  # raised by a callback below: it says why
             if exchange is not None:
                 exchange.on_upstream_lost(f"invalid response from upstream: {exc}", True)
+            elif self._ended and not was_closed:
+                self._log_broken(str(exc))
 
     def _keep_head_part(self, data: bytes) -> None:
         """The read ended inside a head: keep its bytes for when the head is complete."""
@@ -175,6 +189,7 @@ class UpstreamConnection(Pooled):
         self.exchange = exchange
         self._skip_body = skip_body
         self._got_bytes = False
+        self._ended = False
 
     def release(self) -> None:
         self.exchange = None
@@ -195,12 +210,23 @@ class UpstreamConnection(Pooled):
         if self.transport is not None:
             self.transport.abort()
 
+    def _log_broken(self, why: str) -> None:
+        """The response was relayed whole, but the connection is broken: say so."""
+        log = self.target.error_log
+        if log is not None:
+            log.error(f"{why}: upstream connection closed, not reused", upstream=self.target.label)
+
     # -- httptools callbacks ---------------------------------------------------
 
-    # No on_message_begin (one callback fewer per response): the per-response
-    # state is reset when a head has been handed over.
+    def on_message_begin(self) -> None:
+        # A callback per response (~1% of a small request's instructions) buys the one
+        # sure sign of bytes after the response: llhttp begins a message with them
+        # (the CR/LF it skips between messages aside).  The per-response state is
+        # reset when a head has been handed over.
+        if self._ended:
+            raise httptools.HttpParserError("upstream sent bytes after a complete response")
 
-    # No on_status and no on_header either: the head is split from its bytes here.
+    # No on_status and no on_header: the head is split from its bytes here.
 
     def on_headers_complete(self) -> None:
         exchange = self.exchange
@@ -221,6 +247,10 @@ class UpstreamConnection(Pooled):
         if parsed is None:
             raise httptools.HttpParserError("response head not found where expected")
         end, status, reason, lines, special = parsed
+        if status < 100:
+            # RFC 9110 15: status codes are 100-599; llhttp takes any 3 digits
+            # (nginx: "upstream sent no valid HTTP/1.0 header", 502).
+            raise httptools.HttpParserError(f"status {status:03d} is not a status code")
         self._final = status >= 200
         if self._final:
             self._in_head = False
@@ -234,6 +264,12 @@ class UpstreamConnection(Pooled):
             self.parser = httptools.HttpResponseParser(self)
             self._in_head = True
             self._pos = -1  # the fresh parser starts with the next read
+            self._ended = True  # (the old parser calls on_message_begin if more follows)
+            if end < len(data) and data[end:].strip(b"\r\n"):
+                # Bytes after the head of a response to HEAD (its body, or whatever
+                # it is): the upstream's framing is not ours, the connection is broken.
+                self.closed = True  # Exchange.finish() closes it instead of pooling it
+                self._log_broken("upstream sent a body after its response to HEAD")
             if self.exchange is exchange:
                 exchange.on_response_end()
 
@@ -244,9 +280,10 @@ class UpstreamConnection(Pooled):
     def on_message_complete(self) -> None:
         if self._final:
             # The next head starts with the next read (a head right after this one
-            # in the same read was not asked for: on_headers_complete refuses it).
+            # in the same read was not asked for: on_message_begin refuses it).
             self._in_head = True
             self._pos = -1
+            self._ended = True
             exchange = self.exchange
             if exchange is not None:
                 exchange.on_response_end()

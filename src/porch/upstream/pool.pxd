@@ -10,7 +10,7 @@ cdef class Pooled:
 
 
 cdef class Target:
-    cdef public object spec, ssl, server_hostname
+    cdef public object spec, ssl, server_hostname, error_log
     cdef public list idle
     cdef public str host, label
     cdef public int port

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from porch.config.model import UpstreamTarget
+    from porch.observability.errorlog import ErrorLog
 
 # Idle connections kept per target per worker.  nginx's `keepalive 32` in most
 # guides; we keep a little more since we have no separate upstream block.
@@ -45,12 +46,14 @@ class Pooled:
 class Target:
     """One upstream address and its pool of idle keep-alive connections."""
 
-    __slots__ = ("spec", "host", "port", "label", "ssl", "server_hostname", "idle", "down_until")
+    __slots__ = ("spec", "host", "port", "label", "ssl", "server_hostname", "idle", "down_until",
+                 "error_log")
 
     def __init__(self, spec: UpstreamTarget, tls: ssl.SSLContext | None = None,
-                 server_hostname: str | None = None) -> None:
+                 server_hostname: str | None = None, error_log: ErrorLog | None = None) -> None:
         """`tls` (built at load, see upstream/tls.py) for an https:// target, with the
-        name sent as SNI and checked in the certificate (the URL's host by default)."""
+        name sent as SNI and checked in the certificate (the URL's host by default).
+        `error_log`: where its connections say why they closed between exchanges."""
         self.spec = spec
         self.host = spec.host
         self.port = spec.port
@@ -60,6 +63,7 @@ class Target:
         self.server_hostname = (server_hostname or spec.host) if tls is not None else None
         self.idle: list[Pooled] = []  # oldest first (at most MAX_IDLE: pop(0) is cheap)
         self.down_until = 0.0
+        self.error_log = error_log
 
     def take_idle(self, now: float) -> Pooled | None:
         """The most recently used live connection, or None.  LIFO keeps few warm."""
