@@ -15,7 +15,11 @@ import threading
 
 import pytest
 
+from .h2client import H2Client
 from .helpers import RawConn, get, site, wait_until
+from .test_h2 import curl2, h2porch, tls_site  # noqa: F401 (h2porch: a fixture)
+from .test_tls import TlsConn, certs, files, tls_porch  # noqa: F401 (certs: a fixture)
+from .test_websocket import WsUpstream
 
 
 class RawUpstream:
@@ -223,3 +227,110 @@ def test_chunk_error_after_the_head_was_sent_is_logged_with_its_cause(raw_upstre
     entry = json.loads(access_log(p, 1)[0])
     assert (entry["status"], entry["bytes_out"]) == (200, 5)
     assert "invalid response from upstream" in entry["error"]
+
+
+# -- item 6: the upstream's own URLs become the client's, on every route --------------
+
+def rewrite_cases(up_port: int) -> list[tuple[str, str, str, str]]:
+    """(route, header, the upstream's value, the path the client must be sent to);
+    the route is "/" (plain), "/app/" with strip_prefix, or "/raw/" without it."""
+    return [
+        ("/", "Location", f"http://localhost:{up_port}/next?q=1", "/next?q=1"),
+        ("/", "Location", f"http://127.0.0.1:{up_port}/next", "/next"),  # its IP
+        ("/", "Location", "http://internal.test/next", "/next"),  # the Host it was sent
+        ("/", "Content-Location", f"http://LOCALHOST:{up_port}/c", "/c"),
+        ("/", "Refresh", f"0; url=http://localhost:{up_port}/r", "/r"),
+        ("/app/", "Location", f"http://localhost:{up_port}/next", "/app/next"),
+        ("/app/", "Refresh", f"5;URL='http://127.0.0.1:{up_port}/'", "/app/"),
+        ("/raw/", "Location", f"http://localhost:{up_port}/raw/next", "/raw/next"),
+    ]
+
+
+def rewrite_config(up_port: int, host: str = "app.test") -> str:
+    return f"""
+[[site]]
+hosts = ["{host}"]
+redirect_http = false
+  [[site.route]]
+  path = "/"
+  proxy = "http://localhost:{up_port}"
+  upstream_host = "internal.test"
+  [[site.route]]
+  path = "/app/"
+  proxy = "http://localhost:{up_port}"
+  strip_prefix = true
+  [[site.route]]
+  path = "/raw/"
+  proxy = "http://localhost:{up_port}"
+"""
+
+
+def asking_for(route: str, header: str, value: str) -> str:
+    from urllib.parse import quote
+
+    if header == "Location" and route != "/raw/":  # /raw/redirect is not the upstream's /redirect
+        return f"{route}redirect?to={quote(value, safe='')}"
+    return f"{route}echo?h={quote(f'{header}:{value}', safe='')}"
+
+
+def expected(header: str, value: str, base: str, path: str) -> str:
+    if header == "Refresh":
+        head = value[:value.lower().index("url=") + 4]
+        return head + ("'" if value.endswith("'") else "") + base + path + ("'" if value.endswith("'") else "")
+    return base + path
+
+
+def test_upstream_urls_rewritten_on_every_route_http1(upstream, porch):
+    up = upstream()
+    p = porch(rewrite_config(up.port))
+    base = f"http://app.test:{p.port}"
+    for route, header, value, path in rewrite_cases(up.port):
+        with RawConn(p.port) as c:
+            c.send(get(asking_for(route, header, value), host=f"app.test:{p.port}"))
+            resp = c.read_response()
+        assert resp.header(header) == expected(header, value, base, path), (route, header, value)
+    # Other URLs are the app's business: passed as they are.
+    with RawConn(p.port) as c:
+        c.send(get(asking_for("/", "Location", "https://elsewhere.example/x"), host=f"app.test:{p.port}"))
+        assert c.read_response().header("Location") == "https://elsewhere.example/x"
+
+
+def test_upstream_urls_rewritten_on_every_route_http2(upstream, h2porch):
+    up = upstream()
+    p = h2porch(rewrite_config(up.port))
+    base = f"https://app.test:{p.https_port}"
+    for route, header, value, path in rewrite_cases(up.port):
+        r = curl2(p, asking_for(route, header, value))
+        assert r.rc == 0, r.stderr
+        assert r.header(header) == expected(header, value, base, path), (route, header, value)
+
+
+# -- item 7: the 101 of a WebSocket carries the site's HSTS too --------------------------
+
+WS_REQUEST = (b"GET /upgrade-count HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+              b"Sec-WebSocket-Version: 13\r\n\r\n")
+
+
+def test_switching_protocols_carries_hsts_http1(porch, upstream, certs):
+    up = upstream()
+    cert, key, _ = certs.leaf(["a.test"], "a")
+    p = tls_porch(porch, site(up.url, files(cert, key) + 'hsts = "1y"\n', host="a.test"))
+    with TlsConn(p.https_port, "a.test", certs.ca_path) as c:
+        c.send(WS_REQUEST)
+        resp = c.read_response()
+        assert resp.status == 101
+        assert resp.header_all("Strict-Transport-Security") == ["max-age=31536000"]
+
+
+def test_websocket_over_h2_carries_hsts(h2porch, procs, tmp_path):
+    ws = WsUpstream(procs, tmp_path)
+    p = h2porch(tls_site(ws.url, 'hsts = "1y"\n'))
+    with H2Client(p.https_port) as c:
+        c.pump(lambda: c.remote_settings, 5)
+        sid = c.request("/echo", "CONNECT", end=False, extra_pseudo=[(":protocol", "websocket")],
+                        headers=[("sec-websocket-version", "13")])
+        stream = c.streams[sid]
+        assert c.pump(lambda: stream.headers or stream.done, 5)
+        assert stream.status == 200 and not stream.done
+        assert stream.header(b"strict-transport-security") == b"max-age=31536000"

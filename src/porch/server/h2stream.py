@@ -33,7 +33,7 @@ from porch.http.h1 import BODY_CLOSE, BODY_NONE
 from porch.http.h2 import SEND_BUFFER, RequestFields, header_lines, request_line_problem, response_headers
 from porch.observability.accesslog import escape
 from porch.server.client import _D_NONE, ClientConnection
-from porch.server.proxy import Exchange
+from porch.server.proxy import _STS, Exchange, _without_listed
 
 if TYPE_CHECKING:
     import asyncio
@@ -352,6 +352,8 @@ class H2Exchange(Exchange):
             if status == 101:
                 if self.websocket:  # on_upstream_upgrade answers 200: the switch is next
                     self.switch_head = b""
+                    if self.hsts:  # the site's, as on every other response
+                        lines = _without_listed(lines, _STS) + header_lines(self.hsts)
                     headers = response_headers(200, lines)
                     stream.switch_headers = [h for h in headers if h[0] not in _SWITCH_ONLY]
                 return

@@ -427,7 +427,8 @@ class Exchange:
         if status < 200:
             if status == 101:
                 if self.websocket:  # on_upstream_upgrade writes it: the switch is next
-                    # with the site's HSTS, as every other response (RFC 6797 7.1)
+                    if self.hsts:  # the site's, as on every other response (RFC 6797 8.1)
+                        lines = _without_listed(lines, _STS)
                     self.switch_head = b"".join((relayed_status_line(101, reason), *lines,
                                                  WEBSOCKET_LINES, self.hsts, _CRLF))
                 return
