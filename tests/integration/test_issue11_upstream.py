@@ -153,20 +153,36 @@ def test_bytes_after_a_response_never_reach_the_next_client(raw_upstream, porch,
     assert "not reused" in p.error_log_text(wait_for="not reused")
 
 
-def test_a_head_that_is_not_a_status_line_is_502(raw_upstream, porch):
-    # Whatever the bookkeeping of where a head begins says, a head that does not start
-    # with HTTP/ is never relayed as a status line.
+def test_bytes_on_an_idle_connection_close_it(raw_upstream, porch):
+    # A pooled connection that talks with no request asked is broken in the same way:
+    # closed (and said so), and the next request goes out on a fresh one.
+    client_has_it = threading.Event()
+
     def script(peer: Peer) -> None:
-        if peer.read_head() is not None:
-            peer.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-            peer.send(b"Content-Length: 8\r\n\r\npoisoned")
-            peer.read_head()
+        head = peer.read_head()
+        if head is not None and head.startswith(b"GET /first"):
+            peer.send(OK)
+            client_has_it.wait(10)
+            peer.send(POISON_HEAD + POISON_REST)
+            if peer.read_head() is not None:  # Porch reused this connection
+                peer.send(OK)
+            return
+        while head is not None:
+            peer.send(OK)
+            head = peer.read_head()
 
     up = raw_upstream(script)
     p = porch(site(f"http://127.0.0.1:{up.port}"))
     with RawConn(p.port) as c:
-        c.send(get("/x"))
-        assert c.read_response().status == 502
+        c.send(get("/first"))
+        assert c.read_response().body == b"ok"
+    client_has_it.set()
+    assert "idle connection" in p.error_log_text(wait_for="idle connection")
+    with RawConn(p.port) as c:
+        c.send(get("/second"))
+        resp = c.read_response()
+        assert (resp.status, resp.body, resp.header("X-Poison")) == (200, b"ok", None)
+    assert up.connections == 2
 
 
 # -- item 8: what Porch cannot relay is a 502, and logged as what the client got -----

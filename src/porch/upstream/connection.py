@@ -101,6 +101,8 @@ class UpstreamConnection(Pooled):
         exchange = self.exchange
         if exchange is None:
             # An idle connection must not talk: whatever it says, it is not reusable.
+            if not self.closed:
+                self._log_broken("upstream sent bytes on an idle connection")
             self.close()
             return
         self._got_bytes = True
