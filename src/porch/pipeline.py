@@ -1,0 +1,197 @@
+"""The request pipeline: named phases, policies that hook into them, chains compiled per route.
+
+Every behaviour that acts on requests or responses is a `Policy` (one module under
+`policies/`).  A policy overrides only the hooks it needs; the others are the no-op
+defaults below, and a route's `Chain` holds, per phase, the tuple of bound methods
+of the policies that override that phase, built once at load time.  A route with no
+policy has empty tuples: the exchange tests one tuple's truth per phase and pays
+nothing else (Pingora's ProxyHttp, Envoy's filter chains).
+
+The phases, in the order a request meets them:
+
+1. ``request(ctx)``: may answer at once (return a `Reply`), let the request go on
+   (return None), or wait (return an awaitable that yields a `Reply` or None: the
+   exchange stops reading from the client meanwhile, as for backpressure).  Runs
+   before the upstream is chosen: ACME challenges, redirects, auth, rate limits,
+   static files.
+2. ``upstream_request(ctx, head)``: rewrite the `RequestHead` that goes upstream
+   (prefix strip, forwarding headers, header rules).
+3. ``response(ctx, head)``: rewrite the `ResponseHead` that goes back, the
+   upstream's or Porch's own reply (HSTS, Location rewrite, header rules, the choice
+   to compress).
+4. ``response_body(ctx, data, end)``: transform body chunks as they pass, never
+   buffering a whole body; the call with ``end=True`` (``data`` may be b"") may
+   return what a transformation still held (a compressor's last block).
+5. ``log(ctx)``: once per request, also for errors, aborted requests and tunnels.
+
+The framework owns the order, not the config (Caddy's directive order): `ORDER`
+below lists every policy name once.  Request-side phases (1, 2) run in that order;
+response-side phases (3, 4) run in reverse, so the policy that saw the request first
+sees the response last, as nested middleware would; `log` runs in order.
+
+A policy never edits the exchange or the connection classes: it sees the request
+through the `Context` interface (implemented by the server's exchange) and acts by
+what it returns or by changing the heads it is given.  If a policy needs something
+`Context` lacks, add it to `Context`, once, for all policies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar, Protocol
+
+from porch.http.model import Headers, RequestHead, ResponseHead
+
+# The one order of every policy (names are `Policy.name`).  Why this order:
+# - the ACME responder first: validation requests are never redirected, refused,
+#   authenticated or rate-limited (RFC 8555 8.3);
+# - then the move to HTTPS: anything else on plain HTTP only gets a redirect, so
+#   credentials are never asked for, nor sent, in clear;
+# - client refusals cheapest first (IP rules, connection and rate limits) before
+#   authentication, so a flood never reaches the password check;
+# - authentication before anything that answers with content (static files) or
+#   changes the request for the upstream;
+# - body limits once the request is known to be allowed, then the answers Porch
+#   gives itself (redirects to a trailing slash, static files);
+# - upstream-side rewrites: the prefix strip before the forwarding headers (they
+#   carry the prefix), user header rules last, so a user's rule wins;
+# - response side, in reverse: header rules and security headers see the response
+#   after compression chose its encoding; HSTS is added last of all.
+ORDER: tuple[str, ...] = (
+    "acme_challenge",
+    "https",
+    "hsts",
+    "allow",
+    "max_connections_per_client",
+    "rate_limit",
+    "basic_auth",
+    "forward_auth",
+    "allow_trace",
+    "max_body",
+    "trailing_slash",
+    "root",
+    "strip_prefix",
+    "forwarding",
+    "location_rewrite",
+    "request_headers",
+    "response_headers",
+    "security_headers",
+    "expires",
+    "compress",
+)
+_RANK = {name: i for i, name in enumerate(ORDER)}
+PHASES = ("request", "upstream_request", "response", "response_body", "log")
+
+
+class Reply:
+    """An answer Porch gives itself, from a `request` hook: status, extra header
+    fields (Content-Type and Content-Length are Porch's), body, and the cause the
+    error log gets for a 4xx/5xx (nothing is logged when it is empty)."""
+
+    __slots__ = ("status", "headers", "body", "cause")
+
+    def __init__(self, status: int, body: bytes | None = None, headers: Headers | None = None,
+                 cause: str = "") -> None:
+        self.status = status
+        self.body = body  # None: Porch's standard body for the status
+        self.headers = Headers() if headers is None else headers
+        self.cause = cause
+
+
+class Context(Protocol):
+    """What a policy may read about the exchange it runs in (the server's exchange
+    implements it).  Values are as routed: `host` without port, `path` clean."""
+
+    client_ip: str  # the real client (after trusted proxies)
+    scheme: bytes  # b"http" or b"https": how the client reached Porch
+    host: str  # the host name the request was routed by
+    site: str  # the site's first host name, for logs
+    method: bytes
+    path: bytes  # the clean path ("/a/../b" is "/b")
+    query: bytes  # b"" or b"?..."
+    version: bytes  # b"1.1", b"1.0", b"2.0"
+    vars: dict[str, Any]  # per request, shared by policies (remote_user, ...)
+
+    @property
+    def request(self) -> RequestHead: ...  # the client's head (fields as received, filtered)
+
+    def log_error(self, policy: str, message: str) -> None: ...
+
+
+RequestHook = Callable[[Context], "Reply | Awaitable[Reply | None] | None"]
+
+
+class Policy:
+    """A behaviour on requests and responses, for one route (or site).  Subclasses set
+    `name` (an entry of ORDER) and override the hooks they need; instances are made at
+    load time from validated config and shared by every request of their routes, so
+    per-request state goes in ``ctx.vars``, never on the policy."""
+
+    name: ClassVar[str] = ""
+
+    def request(self, ctx: Context) -> Reply | Awaitable[Reply | None] | None:
+        return None
+
+    def upstream_request(self, ctx: Context, head: RequestHead) -> None:
+        return None
+
+    def response(self, ctx: Context, head: ResponseHead) -> None:
+        return None
+
+    def response_body(self, ctx: Context, data: bytes, end: bool) -> bytes:
+        return data
+
+    def log(self, ctx: Context) -> None:
+        return None
+
+
+class Chain:
+    """A route's policies, compiled: per phase, the bound hooks of the policies that
+    override it, in the phase's order.  Immutable; shared by every request of the route."""
+
+    __slots__ = ("policies", "request", "upstream_request", "response", "response_body", "log",
+                 "names")
+
+    def __init__(self, policies: Sequence[Policy]) -> None:
+        ordered = tuple(sorted(policies, key=_rank))
+        self.policies = ordered
+        self.names = tuple(p.name for p in ordered)
+        self.request = _hooks(ordered, "request")
+        self.upstream_request = _hooks(ordered, "upstream_request")
+        reverse = ordered[::-1]
+        self.response = _hooks(reverse, "response")
+        self.response_body = _hooks(reverse, "response_body")
+        self.log = _hooks(ordered, "log")
+
+    def __bool__(self) -> bool:
+        return bool(self.policies)
+
+    def __repr__(self) -> str:
+        return f"Chain({', '.join(self.names)})"
+
+    def owner(self, hook: Callable[..., object]) -> str:
+        """The policy name of a bound hook, for error messages."""
+        return getattr(getattr(hook, "__self__", None), "name", "") or "policy"
+
+
+
+def _rank(policy: Policy) -> int:
+    try:
+        return _RANK[policy.name]
+    except KeyError:
+        raise ValueError(f"policy {type(policy).__name__} has name {policy.name!r}, "
+                         f"which is not in pipeline.ORDER: add it there, in its place") from None
+
+
+def _hooks(policies: Sequence[Policy], phase: str) -> tuple[Callable[..., Any], ...]:
+    """The bound `phase` methods of the policies that override it (not Policy's no-op)."""
+    base = getattr(Policy, phase)
+    return tuple(getattr(p, phase) for p in policies if getattr(type(p), phase) is not base)
+
+
+EMPTY = Chain(())  # every route without policies shares it
+
+
+def compile_chain(policies: Sequence[Policy]) -> Chain:
+    """The chain for a route: EMPTY (shared) when there is nothing to run."""
+    return Chain(policies) if policies else EMPTY

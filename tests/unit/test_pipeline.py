@@ -1,0 +1,79 @@
+"""pipeline.py: hooks compiled per route, in the framework's order."""
+
+import pytest
+
+from porch import pipeline
+from porch.pipeline import EMPTY, Chain, Policy, Reply, compile_chain
+
+
+class Auth(Policy):
+    name = "basic_auth"
+
+    def request(self, ctx):
+        return Reply(401)
+
+    def log(self, ctx):
+        return None
+
+
+class Hsts(Policy):
+    name = "hsts"
+
+    def response(self, ctx, head):
+        head.headers.add(b"Strict-Transport-Security", b"max-age=1")
+
+
+class Headers_(Policy):
+    name = "response_headers"
+
+    def response(self, ctx, head):
+        pass
+
+    def upstream_request(self, ctx, head):
+        pass
+
+
+class Compress(Policy):
+    name = "compress"
+
+    def response(self, ctx, head):
+        pass
+
+    def response_body(self, ctx, data, end):
+        return data
+
+
+def test_only_overridden_hooks_are_in_a_phase():
+    auth = Auth()
+    chain = Chain([auth])
+    assert chain.request == (auth.request,)
+    assert chain.log == (auth.log,)
+    assert chain.upstream_request == chain.response == chain.response_body == ()
+
+
+def test_request_phases_in_order_response_phases_reversed_whatever_the_config_order():
+    comp, hdrs, hsts, auth = Compress(), Headers_(), Hsts(), Auth()
+    chain = Chain([comp, hdrs, auth, hsts])
+    assert chain.names == ("hsts", "basic_auth", "response_headers", "compress")
+    assert chain.request == (auth.request,)
+    assert chain.upstream_request == (hdrs.upstream_request,)
+    # reverse: compress sees the upstream's response first, HSTS is added last
+    assert chain.response == (comp.response, hdrs.response, hsts.response)
+    assert chain.owner(chain.response[0]) == "compress"
+
+
+def test_no_policies_is_the_shared_empty_chain():
+    assert compile_chain([]) is EMPTY
+    assert not EMPTY and EMPTY.request == () and EMPTY.response == ()
+
+
+def test_a_policy_outside_the_order_table_is_refused_at_load_time():
+    class Stray(Policy):
+        name = "stray"
+
+    with pytest.raises(ValueError, match="not in pipeline.ORDER"):
+        Chain([Stray()])
+
+
+def test_order_names_are_unique():
+    assert len(set(pipeline.ORDER)) == len(pipeline.ORDER)
