@@ -13,13 +13,14 @@ cdef class RouteRuntime:
     cdef public tuple location_from
     cdef public bint allow_trace
     cdef public double body_timeout, upstream_connect_timeout, upstream_timeout, tunnel_idle_timeout
+    cdef public object chain
 
 
 cdef class SiteRuntime:
     cdef public str name
     cdef public PathTable paths
     cdef public RouteRuntime root_only
-    cdef public object challenge, https
+    cdef public object chain
 
 
 cdef class Runtime:

@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING
 from porch.http.forwarding import TrustedProxies
 from porch.observability.accesslog import AccessLog
 from porch.observability.errorlog import ErrorLog
+from porch.pipeline import EMPTY, Chain
 from porch.routing import HostTable, PathTable
-from porch.tls.challenge import Responder
 from porch.upstream.pool import Balancer, Target
 
 if TYPE_CHECKING:
-    from porch.policies.https import HttpsPhase
     from porch.tls.service import TlsService
 
 
@@ -41,6 +40,7 @@ class RouteRuntime:
         upstream_timeout: float,
         tunnel_idle_timeout: float,
         allow_trace: bool = False,
+        chain: Chain = EMPTY,
     ) -> None:
         self.site = site  # the site's first host name, for logs
         self.path = path  # the route's prefix, for logs
@@ -56,10 +56,11 @@ class RouteRuntime:
         self.upstream_timeout = upstream_timeout
         self.tunnel_idle_timeout = tunnel_idle_timeout
         self.allow_trace = allow_trace  # else TRACE is answered 405 (server/proxy.py)
+        self.chain = chain  # the route's policies with its site's (pipeline.py)
 
 
 class SiteRuntime:
-    """One site: its routes and its request-phase policies."""
+    """One site: its routes, and the policies of a request that matches none of them."""
 
     def __init__(
         self,
@@ -67,14 +68,14 @@ class SiteRuntime:
         name: str,
         paths: PathTable[RouteRuntime],
         root_only: RouteRuntime | None = None,
-        challenge: Responder | None = None,
-        https: HttpsPhase | None = None,
+        chain: Chain = EMPTY,
     ) -> None:
         self.name = name
         self.paths = paths
         self.root_only = root_only  # the site's one route, when it is "/"
-        self.challenge = challenge  # /.well-known/acme-challenge/ (porch.tls.challenge)
-        self.https = https  # TLS sites: redirect plain HTTP, HSTS (policies/https.py)
+        # The site's own policies (ACME, the move to HTTPS, HSTS): every route's chain
+        # has them too; this one runs for a path that no route takes (then 404).
+        self.chain = chain
 
 
 class Runtime:

@@ -3,10 +3,14 @@ header mapping both ways, and the flood guard's windows."""
 
 from __future__ import annotations
 
+<<<<<<< HEAD
 import pytest
 
 from porch.http.h2 import (CONTROL_LIMIT, RESET_LIMIT, FloodGuard, RequestFields, header_lines, limits_frame,
                            request_line_problem, response_headers)
+=======
+from porch.http.h2 import CONTROL_LIMIT, RESET_LIMIT, FloodGuard, RequestFields, limits_frame, response_headers
+>>>>>>> 1c86e42 (Pipeline wired into the Exchange: request hooks (sync or awaited, the client paused meanwhile; a failure is a 500 naming the policy), response hooks over the upstream's head, the 101 and Porch's own answers, log hooks (tunnels too); ACME responder, the HTTPS redirect and HSTS are policies (policies/acme_challenge.py, https.py, hsts.py) compiled into each route's chain and the site's; HSTS is no longer touched by proxy.py or h2stream.py; Porch's own answers carry Headers, not wire bytes HTTP/2 parsed back)
 
 
 def test_request_fields_split_pseudo_headers_and_join_cookies():
@@ -32,13 +36,6 @@ def test_response_headers_lowercase_and_drop_connection_specific():
              b"X-App", b": ", b"Yes", b"\r\n"]
     assert response_headers(404, lines) == [
         (b":status", b"404"), (b"content-type", b"text/html"), (b"x-app", b"Yes")]
-
-
-def test_header_lines_parse_porchs_own_extra_lines():
-    block = b"Location: https://app.test/x\r\nStrict-Transport-Security: max-age=60\r\n"
-    assert response_headers(301, header_lines(block)) == [
-        (b":status", b"301"), (b"location", b"https://app.test/x"),
-        (b"strict-transport-security", b"max-age=60")]
 
 
 def test_flood_guard_counts_per_second():

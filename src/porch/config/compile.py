@@ -13,9 +13,11 @@ from porch.observability.accesslog import AccessLog
 from porch.observability.errorlog import ErrorLog
 from porch.routing import HostTable, PathTable
 from porch.runtime import RouteRuntime, Runtime, SiteRuntime
+from porch.pipeline import Policy, compile_chain
+from porch.policies import acme_challenge
+from porch.policies.hsts import Hsts
+from porch.policies.https import HttpsRedirect
 from porch.storage import FileStorage, Storage
-from porch.policies.https import HttpsPhase
-from porch.tls import challenge
 from porch.upstream.pool import Balancer, Target
 from porch.upstream.tls import client_context
 
@@ -67,17 +69,28 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
 
 def _compile_site(site: Site, targets: _Targets, storage: Storage, tls: TlsService | None,
                   https_port: int) -> SiteRuntime:
-    routes = {r.path.encode(): _compile_route(site, r, targets) for r in site.routes}
+    policies = _site_policies(site, storage, tls, https_port)
+    routes = {r.path.encode(): _compile_route(site, r, targets, policies) for r in site.routes}
     only = routes.get(b"/") if len(routes) == 1 else None
-    https = None
-    if tls is not None and site.key_path in tls.slots:
-        hsts = site.hsts.value if site.hsts else None
-        https = HttpsPhase(tls.slots[site.key_path], https_port, site.redirect_http, hsts)
     return SiteRuntime(name=site.name, paths=PathTable.build(routes), root_only=only,
-                       challenge=challenge.for_site(site, storage), https=https)
+                       chain=compile_chain(policies))
 
 
-def _compile_route(site: Site, route: Route, targets: _Targets) -> RouteRuntime:
+def _site_policies(site: Site, storage: Storage, tls: TlsService | None, https_port: int) -> list[Policy]:
+    """The policies every request of `site` meets (pipeline.ORDER puts them in place)."""
+    policies: list[Policy] = []
+    responder = acme_challenge.for_site(site, storage)
+    if responder is not None:
+        policies.append(responder)
+    if tls is not None and site.key_path in tls.slots:
+        if site.redirect_http:
+            policies.append(HttpsRedirect(tls.slots[site.key_path], https_port))
+        if site.hsts:
+            policies.append(Hsts(site.hsts.value))
+    return policies
+
+
+def _compile_route(site: Site, route: Route, targets: _Targets, policies: list[Policy]) -> RouteRuntime:
     pool = []
     for spec in route.upstreams:
         tls = route.upstream_tls if spec.scheme == "https" else None
@@ -105,6 +118,7 @@ def _compile_route(site: Site, route: Route, targets: _Targets) -> RouteRuntime:
         upstream_connect_timeout=route.limits.upstream_connect_timeout,
         upstream_timeout=route.limits.upstream_timeout,
         tunnel_idle_timeout=route.limits.tunnel_idle_timeout,
+        chain=compile_chain(policies),
     )
 
 

@@ -171,17 +171,6 @@ def response_headers(status: int, lines: list[bytes]) -> list[tuple[bytes, bytes
     return headers
 
 
-def header_lines(block: bytes) -> list[bytes]:
-    """b"Name: value\\r\\n..." (the extra lines Porch adds to its own answers) as a
-    flat list for response_headers."""
-    out: list[bytes] = []
-    for line in block.split(b"\r\n"):
-        if line:
-            name, _, value = line.partition(b":")
-            out += (name, b": ", value.strip(), b"\r\n")
-    return out
-
-
 class FloodGuard:
     """Counts what a client may not do too often, per one-second window."""
 

@@ -84,6 +84,7 @@ class ClientConnection:
     B_UPSTREAM = 4  # the upstream is not taking the body as fast as it comes
     B_UPGRADE = 8  # after a WebSocket upgrade request, until the upstream answers it
     B_CLOSING = 32  # the last request is parsed: nothing after it is read (16: h2stream.py)
+    B_POLICY = 64  # a policy's request hook is being awaited (pipeline.py)
 
     # Slots: an idle keep-alive connection is mostly this object (bench/ --idle).
     __slots__ = (

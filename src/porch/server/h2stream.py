@@ -30,10 +30,11 @@ from h2.errors import ErrorCodes
 
 from porch.errors import ProxyError, client_error
 from porch.http.h1 import BODY_CLOSE, BODY_NONE
-from porch.http.h2 import SEND_BUFFER, RequestFields, header_lines, request_line_problem, response_headers
+from porch.http.h2 import SEND_BUFFER, RequestFields, request_line_problem, response_headers
+from porch.http.model import Headers
 from porch.observability.accesslog import escape
 from porch.server.client import _D_NONE, ClientConnection
-from porch.server.proxy import _STS, Exchange, _without_listed
+from porch.server.proxy import Exchange
 
 if TYPE_CHECKING:
     import asyncio
@@ -320,9 +321,9 @@ class H2Exchange(Exchange):
             self.client.send_headers(_CONTINUE)  # RFC 9113 8.1: an interim HEADERS
         Exchange.begin(self)
 
-    def _render_local(self, status: int, body: bytes, extra: bytes, head_only: bool) -> object:
+    def _render_local(self, status: int, body: bytes, headers: Headers, head_only: bool) -> object:
         lines = [b"content-type", b": ", b"text/plain; charset=utf-8", b"\r\n",
-                 b"content-length", b": ", b"%d" % len(body), b"\r\n", *header_lines(extra)]
+                 b"content-length", b": ", b"%d" % len(body), b"\r\n", *headers.flat]
         return response_headers(status, lines), (b"" if head_only else body)
 
     def _write_local(self) -> None:
@@ -332,7 +333,8 @@ class H2Exchange(Exchange):
         self.finish()
 
     def _write_error(self, status: int, body: bytes) -> None:
-        headers, body = self._render_local(status, body, self.hsts, self.method == b"HEAD")
+        headers, body = self._render_local(status, body, self._local_fields(status, None),
+                                           self.method == b"HEAD")
         self._send_whole(headers, body)
 
     def _send_whole(self, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -351,9 +353,9 @@ class H2Exchange(Exchange):
         if status < 200:
             if status == 101:
                 if self.websocket:  # on_upstream_upgrade answers 200: the switch is next
+                    if self.chain.response and not self._run_responses(200, lines):
+                        return
                     self.switch_head = b""
-                    if self.hsts:  # the site's, as on every other response
-                        lines = _without_listed(lines, _STS) + header_lines(self.hsts)
                     headers = response_headers(200, lines)
                     stream.switch_headers = [h for h in headers if h[0] not in _SWITCH_ONLY]
                 return
@@ -368,8 +370,8 @@ class H2Exchange(Exchange):
         if lines is None:  # not relayable as it is (the cause is in self.error)
             self.fail(self.error)
             return
-        if self.hsts:
-            lines += header_lines(self.hsts)
+        if self.chain.response and not self._run_responses(status, lines):
+            return
         if self.method == b"HEAD" or status == 204 or status == 304:
             self.framing = BODY_NONE
         else:

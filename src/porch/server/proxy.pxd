@@ -11,13 +11,13 @@ cimport cython
 
 cdef class Exchange:
     cdef public bytes method, target, version, referer, user_agent, upstream_target, upstream_head
-    cdef public bytes tunnel_early, hsts
+    cdef public bytes tunnel_early, path, query
     cdef public object switch_head
     cdef public object host_header, content_length, xff, xf_proto, xf_host, xf_port, connection_tokens
     cdef public bint chunked, expect_continue, keep_alive, retried, up_seen, request_done, websocket
-    cdef public bint up_keep_alive, up_until_close, response_started, done
+    cdef public bint up_keep_alive, up_until_close, response_started, done, slash
     cdef public str host, site, client_ip
-    cdef public object head_error, local, pending, replay, connect_task, out, error
+    cdef public object head_error, local, pending, replay, connect_task, out, error, chain, waiting, _vars
     cdef public Target chosen
     cdef public RouteRuntime route
     cdef public Runtime runtime
@@ -32,6 +32,8 @@ cdef class Exchange:
     @cython.locals(site=SiteRuntime, route=RouteRuntime, target=bytes, path=bytes, sep=bytes, query=bytes,
                    asterisk=bint)
     cpdef route_request(self)
+    @cython.locals(route=RouteRuntime, path=bytes, query=bytes)
+    cpdef _routed(self)
     cpdef begin(self)
     cpdef bytes _upstream_head(self)
     @cython.locals(target=Target)

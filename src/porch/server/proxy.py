@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from porch.errors import ProxyError, client_error, upstream_error
 from porch.http import h1, location
+from porch.http.model import Headers, RequestHead, ResponseHead
 # Names, not h1.NAME: a module attribute lookup per use costs ~120 instructions compiled.
 from porch.http.h1 import (
     BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, IDEMPOTENT, LAST_CHUNK,
@@ -30,8 +31,8 @@ from porch.http.h1 import (
 from porch.http.forwarding import real_client
 from porch.http.target import BadTarget, clean_path, needs_a_look
 from porch.http.upgrade import WEBSOCKET_LINES
+from porch.pipeline import EMPTY, Reply
 from porch.server.tunnel import Tunnel
-from porch.tls.challenge import PREFIX as ACME_CHALLENGE
 from porch.upstream.connection import UpstreamConnection
 from porch.upstream.tls import tls_failure
 
@@ -55,10 +56,9 @@ _SEP = h1.SEP
 _CRLF = h1.CRLF
 _CLOSE_OR_KEEPALIVE = frozenset({b"close", b"keep-alive"})
 _PLAIN_CONNECTION = frozenset({b"close", b"keep-alive", b"Close", b"Keep-Alive"})
-_STS = frozenset({b"strict-transport-security"})
 # RFC 9110 15.5.6: a 405 lists what is allowed; the upstream's own methods are not
 # known here, so the common ones (TRACE and CONNECT left out).
-_ALLOW_LINE = b"Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n"
+_ALLOW = b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
 
 
 class Exchange:
@@ -97,7 +97,12 @@ class Exchange:
         self.route: RouteRuntime | None = None
         self.upstream_target = b""
         self.local: bytes | None = None  # a response Porch answers itself
-        self.hsts = b""  # Strict-Transport-Security line for every response (HTTPS, site with hsts)
+        self.path = b""  # clean, as routed
+        self.query = b""  # b"" or b"?..."
+        self.chain = EMPTY  # the policies that run (pipeline.py): the route's, or the site's
+        self.slash = False  # no route, but one for path + "/": redirect there
+        self.waiting: asyncio.Future | None = None  # a request hook being awaited
+        self._vars: dict | None = None
         # upstream side
         self.upstream: UpstreamConnection | None = None
         self.upstream_head = b""
@@ -142,7 +147,6 @@ class Exchange:
             return client_error(405, "CONNECT is not supported")
         host = self.host_header
         target = self.target
-        asterisk = False
         if not target or target[0] != 47:  # "/" (compiled: a C test, not a slice)
             if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
                 # absolute-form (RFC 9112 3.2.2): its authority replaces Host, for
@@ -152,7 +156,6 @@ class Exchange:
                 self.host_header = authority
             elif self.method == b"OPTIONS" and target == b"*":
                 target = b"/"  # routed as the site's root, sent on as "*" (RFC 9112 3.2.4)
-                asterisk = True
             else:
                 return client_error(400, "request target is not an absolute path")
         if host is None:
@@ -176,30 +179,90 @@ class Exchange:
                 return client_error(400, str(exc))
         if sep:
             query = b"?" + query  # with its "?" from here on (b"" without one)
-        # ACME HTTP-01 first: never redirected, authenticated or rate-limited
-        if site.challenge is not None and path[:28] == ACME_CHALLENGE and site.challenge.respond(self, path):
-            return None
-        if site.https is not None and site.https(self, path, query):
-            return None  # answered: redirect to https (policies/https.py)
+        self.path = path
+        self.query = query
         route = site.root_only
         if route is None:
             if site.paths.needs_slash(path):
-                self.answer_redirect(path + b"/" + query)
-                return None
-            route = site.paths.match(path)
-            if route is None:
-                return client_error(404, "no route for path")
+                self.slash = True
+            else:
+                route = site.paths.match(path)
         self.route = route
+        chain = site.chain if route is None else route.chain
+        self.chain = chain
+        if chain.request:
+            return self._run_requests(0)
+        return self._routed()
+
+    def _run_requests(self, start: int) -> ProxyError | None:
+        """The policies' request hooks from `start` on (pipeline.py): the first that
+        answers ends the phase; one that returns an awaitable pauses the exchange."""
+        hooks = self.chain.request
+        for i in range(start, len(hooks)):
+            hook = hooks[i]
+            try:
+                result = hook(self)
+            except Exception as exc:
+                return self._policy_failed(hook, exc)
+            if result is not None:
+                if isinstance(result, Reply):
+                    self.reply(result)
+                else:
+                    self._wait(result, i)
+                return None
+        return self._routed()
+
+    def _wait(self, awaitable: object, index: int) -> None:
+        """A request hook is waiting (a subrequest, a shared counter): read nothing
+        more from the client meanwhile, and go on when it is done."""
+        client = self.client
+        client.block(client.B_POLICY)
+        self.waiting = fut = asyncio.ensure_future(awaitable)
+        fut.add_done_callback(partial(self._resume, index))
+
+    def _resume(self, index: int, fut: asyncio.Future) -> None:
+        self.waiting = None
+        if self.done or fut.cancelled():
+            return
+        client = self.client
+        client.unblock(client.B_POLICY)
+        exc = fut.exception()
+        if exc is not None:
+            err = self._policy_failed(self.chain.request[index], exc)
+        elif isinstance(fut.result(), Reply):
+            self.reply(fut.result())
+            err = None
+        else:
+            err = self._run_requests(index + 1)
+        if err is not None:
+            self.answer(err.status, err.cause, source_error=err)
+        if client.active is self:
+            self.begin()
+
+    def _policy_failed(self, hook: object, exc: BaseException) -> ProxyError:
+        name = self.chain.owner(hook)
+        return ProxyError(500, "internal", f"policy {name} failed: {type(exc).__name__}: {exc}")
+
+    def _routed(self) -> ProxyError | None:
+        """The request phase is over and nothing answered: on to the route's upstream."""
+        route = self.route
+        if route is None:
+            if self.slash:
+                self.answer_redirect(self.path + b"/" + self.query)
+                return None
+            return client_error(404, "no route for path")
         if not route.allow_trace and self.method == b"TRACE":
             # Cross-site tracing: an app echoing TRACE gives a page the cookies and
             # credentials it cannot read otherwise (nginx answers 405 too).
             self.answer(405, "", source_error=client_error(
                 405, "TRACE is not allowed (allow_trace = true on the route passes it)"),
-                extra=_ALLOW_LINE)
+                headers=Headers([b"Allow", h1.SEP, _ALLOW, h1.CRLF]))
             return None
+        path = self.path
+        query = self.query
         if route.strip:
             path = path[len(route.strip) :] or b"/"
-        if asterisk:
+        if self.target == b"*":  # OPTIONS * (route_request let nothing else through)
             self.upstream_target = b"*"
         elif route.base_path:
             self.upstream_target = route.base_path + path + query
@@ -209,9 +272,17 @@ class Exchange:
             return client_error(413, f"body of {self.content_length} bytes over max_body {route.max_body}")
         return None
 
+    def reply(self, reply: Reply) -> None:
+        """A policy's answer (pipeline.Reply)."""
+        err = None
+        if reply.cause and reply.status >= 400:
+            err = ProxyError(reply.status, "client" if reply.status < 500 else "internal", reply.cause)
+        self.answer(reply.status, reply.cause, reply.body, err, reply.headers)
+
     def answer(self, status: int, cause: str, body: bytes | None = None,
-               source_error: ProxyError | None = None, extra: bytes = b"") -> None:
-        """Prepare a response Porch gives itself instead of proxying."""
+               source_error: ProxyError | None = None, headers: Headers | None = None) -> None:
+        """Prepare a response Porch gives itself instead of proxying: `headers` are
+        its fields besides Content-Type, Content-Length and Connection."""
         if source_error is not None:
             self.error = source_error
             if status >= 400 and status != 404:
@@ -223,25 +294,63 @@ class Exchange:
             self.keep_alive = False
         if body is None:
             body = h1.error_body(status)
-        if self.hsts:
-            extra += self.hsts
         head_only = self.method == b"HEAD"
-        self.local = self._render_local(status, body, extra, head_only)
+        self.local = self._render_local(status, body, self._local_fields(status, headers), head_only)
         self.bytes_out = 0 if head_only else len(body)  # as nginx's $body_bytes_sent
         self.status = status
 
-    def _render_local(self, status: int, body: bytes, extra: bytes, head_only: bool) -> object:
+    def _local_fields(self, status: int, headers: Headers | None) -> Headers:
+        """The fields of Porch's own answer, after the policies' response hooks."""
+        if headers is None:
+            headers = Headers()
+        if self.chain.response:
+            head = ResponseHead(status, headers)
+            for hook in self.chain.response:
+                try:
+                    hook(self, head)
+                except Exception as exc:  # answer without it: the answer is an error already, or ours
+                    self.log_error(self.chain.owner(hook), f"failed on Porch's own {status} answer: "
+                                                           f"{type(exc).__name__}: {exc}")
+            headers = head.headers
+        return headers
+
+    def _render_local(self, status: int, body: bytes, headers: Headers, head_only: bool) -> object:
         """Porch's own response, as `_write_local` writes it (HTTP/2: h2stream.py)."""
-        return h1.simple_response(status, body, close=not self.keep_alive, extra=extra,
+        return h1.simple_response(status, body, close=not self.keep_alive, extra=headers.wire(),
                                   head_only=head_only)
 
     def answer_redirect(self, location: bytes) -> None:
-        self.answer(301, "", extra=b"Location: %s\r\n" % location)
+        self.answer(301, "", headers=Headers([b"Location", h1.SEP, location, h1.CRLF]))
+
+    # -- what policies see (pipeline.Context) ----------------------------------
+
+    @property
+    def scheme(self) -> bytes:
+        return self.client.scheme
+
+    @property
+    def vars(self) -> dict:
+        if self._vars is None:
+            self._vars = {}
+        return self._vars
+
+    @property
+    def request(self) -> RequestHead:
+        """The client's request head (its fields as forwarded: no hop-by-hop, forwarding
+        or identity fields) and the host it was routed by."""
+        return RequestHead(self.method, self.path + self.query, self.host.encode(), self.version,
+                           Headers(self.headers))
+
+    def log_error(self, policy: str, message: str) -> None:
+        self.runtime.error_log.error(f"{policy}: {message}", site=self.site, client=self.client_ip,
+                                     request=self._request_line())
 
     # -- driving ---------------------------------------------------------------
 
     def begin(self) -> None:
         """Our turn on the client connection (earlier pipelined requests are done)."""
+        if self.waiting is not None:
+            return  # a policy is not done: `_resume` begins when it is
         if self.local is not None:
             self._write_local()
             return
@@ -387,7 +496,7 @@ class Exchange:
             return
         self.bytes_in += len(data)
         route = self.route
-        if route.max_body is not None and self.bytes_in > route.max_body:
+        if route is not None and route.max_body is not None and self.bytes_in > route.max_body:
             self.fail(client_error(413, f"body passed max_body {route.max_body}"))
             return
         if self.chunked:
@@ -427,10 +536,10 @@ class Exchange:
         if status < 200:
             if status == 101:
                 if self.websocket:  # on_upstream_upgrade writes it: the switch is next
-                    if self.hsts:  # the site's, as on every other response (RFC 6797 8.1)
-                        lines = _without_listed(lines, _STS)
+                    if self.chain.response and not self._run_responses(101, lines):
+                        return
                     self.switch_head = b"".join((relayed_status_line(101, reason), *lines,
-                                                 WEBSOCKET_LINES, self.hsts, _CRLF))
+                                                 WEBSOCKET_LINES, _CRLF))
                 return
             # 100 Continue was ours to give; other 1xx (103 Early Hints) pass to 1.1 clients.
             if status != 100 and self.version == b"1.1":
@@ -442,6 +551,8 @@ class Exchange:
         lines = self._relayed_lines(lines, special)
         if lines is None:  # not relayable as it is (the cause is in self.error)
             self.fail(self.error)
+            return
+        if self.chain.response and not self._run_responses(status, lines):
             return
         if self.method == b"HEAD" or status == 204 or status == 304:
             self.framing = BODY_NONE
@@ -462,8 +573,6 @@ class Exchange:
             lines.append(_CLOSE_LINE)
         elif self.version == b"1.0":
             lines.append(_KEEPALIVE_LINE)
-        if self.hsts:
-            lines.append(self.hsts)
         lines.append(_CRLF)
         # Not response_started yet: flush() writes the head, and an upstream error
         # before that (a bad chunk size in the same read) can still be a clean 502.
@@ -506,10 +615,21 @@ class Exchange:
                 lines += (name, _SEP, value, _CRLF)
             if listed and listed - _CLOSE_OR_KEEPALIVE:
                 lines = _without_listed(lines, listed)
-        if self.hsts:  # the site's hsts replaces the app's: a browser heeds the first (RFC 6797 8.1)
-            lines = _without_listed(lines, _STS)
         self.framing = BODY_CHUNKED if has_te else BODY_LENGTH if has_length else BODY_CLOSE
         return lines
+
+    def _run_responses(self, status: int, lines: list[bytes]) -> bool:
+        """The policies' response hooks over the upstream's head (`lines`, the flat
+        field list, changed in place).  False when one failed: the exchange is then
+        answered 500 (nothing has been written to the client yet)."""
+        head = ResponseHead(status, Headers(lines))
+        for hook in self.chain.response:
+            try:
+                hook(self, head)
+            except Exception as exc:
+                self.fail(self._policy_failed(hook, exc))
+                return False
+        return True
 
     def _rewrite_location(self, value: bytes) -> bytes:
         """A URL of the upstream's own (see `_upstream_origin`) becomes the client's
@@ -696,8 +816,8 @@ class Exchange:
         self.finish()
 
     def _write_error(self, status: int, body: bytes) -> None:
-        self.client.transport.write(
-            h1.simple_response(status, body, close=not self.keep_alive, extra=self.hsts))
+        self.client.transport.write(h1.simple_response(
+            status, body, close=not self.keep_alive, extra=self._local_fields(status, None).wire()))
 
     def client_gone(self, cut: ProxyError | None = None) -> None:
         """The client connection is gone: abort the upstream side and log the request.
@@ -725,6 +845,8 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        if self.waiting is not None:
+            self.waiting.cancel()
         if self.out is not None:
             self.flush()
         client = self.client
@@ -738,8 +860,17 @@ class Exchange:
                 self.chosen.put_idle(upstream, now)
             else:
                 upstream.close()
+        if self.chain.log:
+            self._run_logs()
         self.runtime.access_log.log(self, now)
         client.exchange_finished(self)
+
+    def _run_logs(self) -> None:
+        for hook in self.chain.log:
+            try:
+                hook(self)
+            except Exception as exc:
+                self.log_error(self.chain.owner(hook), f"log hook failed: {type(exc).__name__}: {exc}")
 
     # -- for logs ------------------------------------------------------------
 

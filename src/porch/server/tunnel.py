@@ -99,6 +99,8 @@ class Tunnel:
         ex.bytes_out = self.upstream.received
         if error is not None:
             ex.error = error
+        if ex.chain.log:
+            ex._run_logs()
         ex.runtime.access_log.log(ex, loop.time())
         # The ends and the tunnel refer to each other (and through the exchange, an
         # HTTP/2 stream to its end): cycles the worker's rare cyclic collections would
