@@ -371,7 +371,7 @@ class H2Exchange(Exchange):
             self.fail(self.error)
             return
         if self.chain.response and not self._run_responses(status, lines):
-            return
+            return  # (HTTP/2 frames every body alike: a length changed by body hooks needs nothing)
         if self.method == b"HEAD" or status == 204 or status == 304:
             self.framing = BODY_NONE
         else:
@@ -383,6 +383,10 @@ class H2Exchange(Exchange):
     def on_response_body(self, data: bytes) -> None:
         if self.done or self.framing == BODY_NONE:
             return
+        if self.chain.response_body:
+            data = self._run_bodies(data, False)
+            if not data:
+                return
         self.bytes_out += len(data)
         self.client.send_data(data)
         self.out = []
@@ -391,9 +395,19 @@ class H2Exchange(Exchange):
         self.out = None
         self.client.conn.want_flush()
 
+    def on_response_body_raw(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self.client.send_data(data)
+
     def on_response_end(self) -> None:
         if self.done:
             return
+        if self.chain.response_body and self.framing != BODY_NONE:
+            tail = self._run_bodies(b"", True)
+            if self.done:
+                return
+            if tail:
+                self.on_response_body_raw(tail)
         self.client.end()
         self.out = []
         self.finish()

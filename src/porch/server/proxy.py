@@ -217,7 +217,7 @@ class Exchange:
         more from the client meanwhile, and go on when it is done."""
         client = self.client
         client.block(client.B_POLICY)
-        self.waiting = fut = asyncio.ensure_future(awaitable)
+        self.waiting = fut = asyncio.ensure_future(awaitable, loop=client.loop)
         fut.add_done_callback(partial(self._resume, index))
 
     def _resume(self, index: int, fut: asyncio.Future) -> None:
@@ -357,6 +357,8 @@ class Exchange:
         if self.expect_continue and self.version == b"1.1" and not self.request_done:
             self.client.transport.write(_CONTINUE)
         self.upstream_head = self._upstream_head()
+        if self.done:
+            return  # a policy failed on the upstream's head: answered 500
         self._find_upstream(fresh=False)
 
     def _write_local(self) -> None:
@@ -370,19 +372,22 @@ class Exchange:
         route = self.route
         client = self.client
         host = self.host_header or b""
-        parts = [
-            self.method, b" ", self.upstream_target, b" HTTP/1.1\r\nHost: ",
-            route.upstream_host or host, _CRLF,
-        ]
-        if self.connection_tokens:
-            parts += _without_listed(self.headers, self.connection_tokens)
-            # RFC 6455 4.1: the opening handshake is a GET without a body; with one,
-            # the request is passed on as a plain request (http/upgrade.py).
-            if self.websocket and b"upgrade" in self.connection_tokens and not (
-                    self.content_length or self.chunked):
-                parts.append(WEBSOCKET_LINES)
-        else:
-            parts += self.headers
+        up_host = route.upstream_host or host
+        method = self.method
+        target = self.upstream_target
+        tokens = self.connection_tokens
+        fields = _without_listed(self.headers, tokens) if tokens else self.headers
+        if self.chain.upstream_request:
+            head = RequestHead(method, target, up_host, b"1.1", Headers(list(fields)))
+            if not self._run_upstream_requests(head):
+                return b""
+            method, target, up_host, fields = head.method, head.target, head.host, head.headers.flat
+        parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", up_host, _CRLF]
+        parts += fields
+        # RFC 6455 4.1: the opening handshake is a GET without a body; with one,
+        # the request is passed on as a plain request (http/upgrade.py).
+        if tokens and self.websocket and b"upgrade" in tokens and not (self.content_length or self.chunked):
+            parts.append(WEBSOCKET_LINES)
         if client.peer_trusted:
             parts.append(self._trusted_forwarding())
         else:
@@ -394,6 +399,17 @@ class Exchange:
             parts += (b"Content-Length: ", b"%d" % self.content_length, _CRLF)
         parts.append(_CRLF)
         return b"".join(parts)
+
+    def _run_upstream_requests(self, head: RequestHead) -> bool:
+        """The policies' upstream_request hooks over the head that goes upstream; False
+        when one failed (the exchange is answered 500)."""
+        for hook in self.chain.upstream_request:
+            try:
+                hook(self, head)
+            except Exception as exc:
+                self.fail(self._policy_failed(hook, exc))
+                return False
+        return True
 
     def _trusted_forwarding(self) -> bytes:
         client = self.client
@@ -552,8 +568,11 @@ class Exchange:
         if lines is None:  # not relayable as it is (the cause is in self.error)
             self.fail(self.error)
             return
-        if self.chain.response and not self._run_responses(status, lines):
-            return
+        if self.chain.response:
+            if not self._run_responses(status, lines):
+                return
+            if self.chain.response_body:
+                self._reframe(lines)
         if self.method == b"HEAD" or status == 204 or status == 304:
             self.framing = BODY_NONE
         elif self.framing != BODY_LENGTH:
@@ -617,6 +636,34 @@ class Exchange:
                 lines = _without_listed(lines, listed)
         self.framing = BODY_CHUNKED if has_te else BODY_LENGTH if has_length else BODY_CLOSE
         return lines
+
+    def _run_bodies(self, data: bytes, end: bool) -> bytes:
+        """The policies' body hooks, in turn, over one chunk (pipeline.py); b"" when the
+        exchange failed (a hook raised: the client's connection is cut, as for an upstream
+        that breaks mid-body)."""
+        for hook in self.chain.response_body:
+            try:
+                data = hook(self, data, end)
+            except Exception as exc:
+                self.fail(self._policy_failed(hook, exc))
+                return b""
+        return data
+
+    def on_response_body_raw(self, data: bytes) -> None:
+        """Body bytes as they go to the client, past the body hooks (their last words)."""
+        self.bytes_out += len(data)
+        if self.framing == BODY_CHUNKED:
+            data = h1.encode_chunk(data)
+        if self.out is None:
+            self.out = [data]
+        else:
+            self.out.append(data)
+
+    def _reframe(self, lines: list[bytes]) -> None:
+        """Body hooks may change the length: when a response hook took Content-Length
+        away, the client gets the body chunked (HTTP/1.1) or until close (HTTP/1.0)."""
+        if self.framing == BODY_LENGTH and Headers(lines).get(b"content-length") is None:
+            self.framing = BODY_CHUNKED  # not BODY_CLOSE: the upstream's body has its length
 
     def _run_responses(self, status: int, lines: list[bytes]) -> bool:
         """The policies' response hooks over the upstream's head (`lines`, the flat
@@ -682,6 +729,10 @@ class Exchange:
     def on_response_body(self, data: bytes) -> None:
         if self.done or self.framing == BODY_NONE:
             return
+        if self.chain.response_body:
+            data = self._run_bodies(data, False)
+            if not data:
+                return
         self.bytes_out += len(data)
         out = self.out
         if self.framing == BODY_CHUNKED:
@@ -708,6 +759,12 @@ class Exchange:
     def on_response_end(self) -> None:
         if self.done:
             return
+        if self.chain.response_body and self.framing != BODY_NONE:
+            tail = self._run_bodies(b"", True)
+            if self.done:
+                return
+            if tail:
+                self.on_response_body_raw(tail)
         if self.framing == BODY_CHUNKED:
             if self.out is None:
                 self.out = [LAST_CHUNK]

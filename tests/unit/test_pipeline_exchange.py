@@ -1,0 +1,269 @@
+"""The pipeline's phases on a real Exchange, without sockets: a ClientConnection and
+a pooled UpstreamConnection over fake transports (as bench/hotpath.py), fed bytes.
+Each test puts a sample policy on the route and checks what the client and the
+upstream got: answering, rewriting both heads, transforming the body, waiting
+asynchronously, and failing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import uvloop
+
+from porch.config.compile import compile_config
+from porch.config.toml import loads
+from porch.http.model import Headers
+from porch.observability.accesslog import AccessLog
+from porch.observability.errorlog import ErrorLog
+from porch.pipeline import Policy, Reply, compile_chain
+from porch.server.client import ClientConnection
+from porch.upstream.connection import UpstreamConnection
+
+CONFIG = """
+[porch]
+http_port = 8080
+bind = ["127.0.0.1"]
+[[site]]
+hosts = ["app.test"]
+tls = "off"
+proxy = "http://127.0.0.1:9"
+"""
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+
+
+class Transport:
+    def __init__(self, peer):
+        self.extra = {"peername": peer, "sockname": ("127.0.0.1", 8080)}
+        self.data = bytearray()
+        self.closed = False
+        self.paused = False
+
+    def get_extra_info(self, name, default=None):
+        return self.extra.get(name, default)
+
+    def write(self, data):
+        self.data += data
+
+    def writelines(self, chunks):
+        for c in chunks:
+            self.data += c
+
+    def is_closing(self):
+        return self.closed
+
+    def pause_reading(self):
+        self.paused = True
+
+    def resume_reading(self):
+        self.paused = False
+
+    def can_write_eof(self):
+        return True
+
+    def write_eof(self):
+        pass
+
+    def get_write_buffer_size(self):
+        return 0
+
+    def close(self):
+        self.closed = True
+
+    abort = close
+
+
+class Server:
+    def __init__(self, loop, runtime):
+        self.loop = loop
+        self.runtime = runtime
+        self.scheme = b"http"
+        self.connections = set()
+        self.tunnels = set()
+        self.draining = False
+
+
+class Harness:
+    def __init__(self, tmp_path, *policies):
+        self.loop = uvloop.new_event_loop()
+        self.errors = tmp_path / "error.log"
+        runtime = compile_config(loads(CONFIG), access_log=AccessLog("off", "combined"),
+                                 error_log=ErrorLog(str(self.errors)))
+        _, site = runtime.hosts.find(b"app.test")
+        site.root_only.chain = compile_chain(list(policies))
+        self.runtime = runtime
+        self.client = ClientConnection(Server(self.loop, runtime))
+        self.ct = Transport(("127.0.0.1", 50000))
+        self.client.connection_made(self.ct)
+        target = runtime.targets[0]
+        self.up = UpstreamConnection(target)
+        self.ut = Transport(("127.0.0.1", 9))
+        self.up.connection_made(self.ut)
+        target.put_idle(self.up, self.loop.time())
+
+    def request(self, head=b"GET /x HTTP/1.1\r\nHost: app.test\r\n\r\n"):
+        self.client.data_received(head)
+
+    def respond(self, data=OK):
+        self.up.data_received(data)
+
+    def run(self, seconds=0.05):
+        self.loop.run_until_complete(asyncio.sleep(seconds))
+
+    def error_log(self):
+        return self.errors.read_text() if self.errors.exists() else ""
+
+    def close(self):
+        self.loop.close()
+
+
+@pytest.fixture
+def harness(tmp_path):
+    made = []
+
+    def make(*policies):
+        h = Harness(tmp_path, *policies)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+class NeedsToken(Policy):
+    """request: answers at once unless the client sent a token."""
+    name = "basic_auth"
+
+    def request(self, ctx):
+        if ctx.request.headers.get(b"authorization") == b"Bearer ok":
+            ctx.vars["user"] = "alice"
+            return None
+        return Reply(401, b"who are you?\n", Headers.of([(b"WWW-Authenticate", b'Bearer realm="x"')]),
+                     cause="no token")
+
+
+class Rewrite(Policy):
+    """upstream_request and response: header rules on both heads."""
+    name = "request_headers"
+
+    def upstream_request(self, ctx, head):
+        head.headers.set(b"X-User", ctx.vars.get("user", "-").encode())
+        head.headers.remove(b"X-Debug")
+
+    def response(self, ctx, head):
+        head.headers.set(b"X-Frame-Options", b"SAMEORIGIN")
+        head.headers.remove(b"Content-Type")
+
+
+class Upper(Policy):
+    """response_body: a transformation that changes the length."""
+    name = "compress"
+
+    def response(self, ctx, head):
+        head.headers.remove(b"Content-Length")
+
+    def response_body(self, ctx, data, end):
+        return data.upper() + (b"!" if end else b"")
+
+
+class Slow(Policy):
+    """request: waits (a subrequest), then lets the request go on or refuses it."""
+    name = "forward_auth"
+
+    def __init__(self, verdict):
+        self.verdict = verdict
+
+    async def _ask(self, ctx):
+        await asyncio.sleep(0.01)
+        return None if self.verdict else Reply(403, cause="refused by the auth service")
+
+    def request(self, ctx):
+        return self._ask(ctx)
+
+
+class Broken(Policy):
+    name = "rate_limit"
+
+    def request(self, ctx):
+        raise KeyError("no such counter")
+
+
+def test_request_hook_answers_and_nothing_goes_upstream(harness):
+    h = harness(NeedsToken())
+    h.request()
+    assert h.ct.data.startswith(b"HTTP/1.1 401 ")
+    assert b"WWW-Authenticate: Bearer realm=\"x\"\r\n" in h.ct.data
+    assert h.ct.data.endswith(b"\r\n\r\nwho are you?\n")
+    assert h.ut.data == b""
+
+
+def test_upstream_request_and_response_hooks_rewrite_the_heads(harness):
+    h = harness(NeedsToken(), Rewrite())
+    h.request(b"GET /x HTTP/1.1\r\nHost: app.test\r\nAuthorization: Bearer ok\r\nX-Debug: 1\r\n\r\n")
+    sent = bytes(h.ut.data)
+    assert sent.startswith(b"GET /x HTTP/1.1\r\nHost: app.test\r\n")
+    assert b"X-User: alice\r\n" in sent and b"X-Debug" not in sent
+    assert b"X-Forwarded-For: 127.0.0.1\r\n" in sent  # Porch's own fields still there
+    h.respond()
+    got = bytes(h.ct.data)
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"X-Frame-Options: SAMEORIGIN\r\n" in got and b"Content-Type" not in got
+    assert got.endswith(b"\r\n\r\nhello")
+
+
+def test_response_hooks_apply_to_porchs_own_answers_too(harness):
+    h = harness(Rewrite())
+    h.request(b"GET /x HTTP/1.1\r\n\r\n")  # no Host: Porch answers 400 itself
+    assert h.ct.data.startswith(b"HTTP/1.1 400 ")
+    h2 = harness(NeedsToken(), Rewrite())
+    h2.request()
+    assert b"X-Frame-Options: SAMEORIGIN\r\n" in h2.ct.data  # the policy's own 401
+
+
+def test_response_body_hook_transforms_and_the_length_becomes_chunked(harness):
+    h = harness(Upper())
+    h.request()
+    h.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello")
+    h.respond(b" world")
+    got = bytes(h.ct.data)
+    assert b"Content-Length" not in got and b"Transfer-Encoding: chunked\r\n" in got
+    body = got.split(b"\r\n\r\n", 1)[1]
+    assert body == b"5\r\nHELLO\r\n6\r\n WORLD\r\n1\r\n!\r\n0\r\n\r\n"
+
+
+def test_async_request_hook_pauses_the_client_then_goes_on(harness):
+    h = harness(Slow(True))
+    h.request(b"POST /x HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\n\r\nabc")
+    assert h.ct.paused and h.ut.data == b""  # waiting: nothing read, nothing sent
+    h.run()
+    assert not h.ct.paused
+    assert h.ut.data.startswith(b"POST /x HTTP/1.1\r\n") and h.ut.data.endswith(b"\r\n\r\nabc")
+    h.respond()
+    assert h.ct.data.endswith(b"hello")
+
+
+def test_async_request_hook_may_refuse(harness):
+    h = harness(Slow(False))
+    h.request()
+    h.run()
+    assert h.ct.data.startswith(b"HTTP/1.1 403 ") and h.ut.data == b""
+    assert "refused by the auth service" in h.error_log()
+
+
+def test_a_failing_policy_is_a_500_naming_it_and_the_connection_lives_on(harness):
+    h = harness(Broken())
+    h.request()
+    assert h.ct.data.startswith(b"HTTP/1.1 500 ") and h.ut.data == b""
+    assert "policy rate_limit failed: KeyError" in h.error_log()
+    assert not h.ct.closed  # a request without a body: keep-alive goes on
+    h.ct.data.clear()
+    h.request()
+    assert h.ct.data.startswith(b"HTTP/1.1 500 ")
+
+
+def test_a_route_without_policies_runs_no_hook(harness):
+    h = harness()
+    h.request()
+    h.respond()
+    assert h.ct.data.startswith(b"HTTP/1.1 200 OK\r\n") and h.ct.data.endswith(b"hello")
