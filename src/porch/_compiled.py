@@ -18,6 +18,7 @@ MODULES = (
     "porch/routing.py",
     "porch/observability/accesslog.py",
     "porch/upstream/pool.py",
+    "porch/pipeline.py",
     "porch/http/response_head.py",
     "porch/runtime.py",
     "porch/upstream/connection.py",

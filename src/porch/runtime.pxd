@@ -3,6 +3,7 @@
 from porch.observability.accesslog cimport AccessLog
 from porch.routing cimport HostTable, PathTable
 from porch.upstream.pool cimport Balancer
+from porch.pipeline cimport Chain
 
 
 cdef class RouteRuntime:
@@ -13,14 +14,14 @@ cdef class RouteRuntime:
     cdef public tuple location_from
     cdef public bint allow_trace
     cdef public double body_timeout, upstream_connect_timeout, upstream_timeout, tunnel_idle_timeout
-    cdef public object chain
+    cdef public Chain chain
 
 
 cdef class SiteRuntime:
     cdef public str name
     cdef public PathTable paths
     cdef public RouteRuntime root_only
-    cdef public object chain
+    cdef public Chain chain
 
 
 cdef class Runtime:

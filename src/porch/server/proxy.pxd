@@ -5,6 +5,7 @@ from porch.server.client cimport ClientConnection
 from porch.upstream.connection cimport UpstreamConnection
 from porch.runtime cimport RouteRuntime, Runtime, SiteRuntime
 from porch.upstream.pool cimport Target
+from porch.pipeline cimport Chain
 from porch.http.target cimport needs_a_look
 from porch.http.h1 cimport relayed_status_line
 cimport cython
@@ -17,7 +18,8 @@ cdef class Exchange:
     cdef public bint chunked, expect_continue, keep_alive, retried, up_seen, request_done, websocket
     cdef public bint up_keep_alive, up_until_close, response_started, done, slash
     cdef public str host, site, client_ip
-    cdef public object head_error, local, pending, replay, connect_task, out, error, chain, waiting, _vars
+    cdef public object head_error, local, pending, replay, connect_task, out, error, waiting, _vars
+    cdef public Chain chain
     cdef public Target chosen
     cdef public RouteRuntime route
     cdef public Runtime runtime
@@ -29,8 +31,7 @@ cdef class Exchange:
     cdef public double up_deadline, t_upstream_connect, t_upstream_header, t_end, t_start
     cdef public list headers
 
-    @cython.locals(site=SiteRuntime, route=RouteRuntime, target=bytes, path=bytes, sep=bytes, query=bytes,
-                   asterisk=bint)
+    @cython.locals(site=SiteRuntime, route=RouteRuntime, target=bytes, path=bytes, sep=bytes, query=bytes, chain=Chain)
     cpdef route_request(self)
     @cython.locals(route=RouteRuntime, path=bytes, query=bytes)
     cpdef _routed(self)
