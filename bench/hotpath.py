@@ -5,7 +5,10 @@ feeds the client a wrk-like request and the upstream nginx's 100-byte response, 
 checks the client got the response.  CPU time per round is Porch's Python work per
 small request, minus the kernel and the event loop (see bench/RESULTS.md).
 
-    .venv/bin/python bench/hotpath.py [-n 200000] [--profile]
+    .venv/bin/python bench/hotpath.py [-n 200000] [--profile] [--noop-policies N]
+
+--noop-policies N puts N policies on the route whose hooks do nothing, each hooked
+into every phase: the price of the pipeline itself, per policy.
 """
 
 from __future__ import annotations
@@ -83,11 +86,39 @@ class FakeServer:
         self.draining = False
 
 
-def setup(access_log: str):
+def noop_policies(n: int) -> list:
+    """n policies that hook every phase and do nothing (names from pipeline.ORDER)."""
+    from porch.pipeline import ORDER, Policy
+
+    class Noop(Policy):
+        def request(self, ctx):
+            return None
+
+        def upstream_request(self, ctx, head):
+            return None
+
+        def response(self, ctx, head):
+            return None
+
+        def response_body(self, ctx, data, end):
+            return data
+
+        def log(self, ctx):
+            return None
+
+    return [type(f"Noop{i}", (Noop,), {"name": ORDER[i]})() for i in range(n)]
+
+
+def setup(access_log: str, policies: int = 0):
     loop = uvloop.new_event_loop()
     config = loads(CONFIG)
     log = AccessLog(access_log, "combined")
     runtime = compile_config(config, access_log=log)
+    if policies:
+        from porch.pipeline import compile_chain
+
+        _, site = runtime.hosts.find(b"127.0.0.1")
+        site.root_only.chain = compile_chain(noop_policies(policies))
     server = FakeServer(loop, runtime)
     client = ClientConnection(server)
     ct = FakeTransport(("127.0.0.1", 50000), ("127.0.0.1", 8080))
@@ -118,8 +149,9 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--once", action="store_true", help="run n rounds once (for valgrind)")
     ap.add_argument("--access-log", default="/dev/null", help='"off" to skip the log line')
+    ap.add_argument("--noop-policies", type=int, default=0, metavar="N")
     args = ap.parse_args()
-    loop, runtime, client, ct, up, ut = setup(args.access_log)
+    loop, runtime, client, ct, up, ut = setup(args.access_log, args.noop_policies)
     rounds(2000, client, ct, up, runtime)  # warm the memos
     before = ct.written
     rounds(1, client, ct, up, runtime)

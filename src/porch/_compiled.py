@@ -14,6 +14,7 @@ import os
 # Relative to src/, in import order of dependence (setup.py reads this list).
 MODULES = (
     "porch/http/h1.py",
+    "porch/http/model.py",
     "porch/http/target.py",
     "porch/routing.py",
     "porch/observability/accesslog.py",
