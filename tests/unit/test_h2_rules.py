@@ -3,14 +3,10 @@ header mapping both ways, and the flood guard's windows."""
 
 from __future__ import annotations
 
-<<<<<<< HEAD
 import pytest
 
-from porch.http.h2 import (CONTROL_LIMIT, RESET_LIMIT, FloodGuard, RequestFields, header_lines, limits_frame,
+from porch.http.h2 import (CONTROL_LIMIT, RESET_LIMIT, FloodGuard, RequestFields, limits_frame,
                            request_line_problem, response_headers)
-=======
-from porch.http.h2 import CONTROL_LIMIT, RESET_LIMIT, FloodGuard, RequestFields, limits_frame, response_headers
->>>>>>> 1c86e42 (Pipeline wired into the Exchange: request hooks (sync or awaited, the client paused meanwhile; a failure is a 500 naming the policy), response hooks over the upstream's head, the 101 and Porch's own answers, log hooks (tunnels too); ACME responder, the HTTPS redirect and HSTS are policies (policies/acme_challenge.py, https.py, hsts.py) compiled into each route's chain and the site's; HSTS is no longer touched by proxy.py or h2stream.py; Porch's own answers carry Headers, not wire bytes HTTP/2 parsed back)
 
 
 def test_request_fields_split_pseudo_headers_and_join_cookies():
