@@ -14,7 +14,7 @@ from porch.observability.errorlog import ErrorLog
 from porch.routing import HostTable, PathTable
 from porch.runtime import RouteRuntime, Runtime, SiteRuntime
 from porch.pipeline import Policy, compile_chain
-from porch.policies import acme_challenge
+from porch.policies import acme_challenge, registry
 from porch.policies.hsts import Hsts
 from porch.policies.https import HttpsRedirect
 from porch.storage import FileStorage, Storage
@@ -73,7 +73,7 @@ def _compile_site(site: Site, targets: _Targets, storage: Storage, tls: TlsServi
     routes = {r.path.encode(): _compile_route(site, r, targets, policies) for r in site.routes}
     only = routes.get(b"/") if len(routes) == 1 else None
     return SiteRuntime(name=site.name, paths=PathTable.build(routes), root_only=only,
-                       chain=compile_chain(policies))
+                       chain=compile_chain(policies + registry.build(site.policies)))
 
 
 def _site_policies(site: Site, storage: Storage, tls: TlsService | None, https_port: int) -> list[Policy]:
@@ -118,7 +118,7 @@ def _compile_route(site: Site, route: Route, targets: _Targets, policies: list[P
         upstream_connect_timeout=route.limits.upstream_connect_timeout,
         upstream_timeout=route.limits.upstream_timeout,
         tunnel_idle_timeout=route.limits.tunnel_idle_timeout,
-        chain=compile_chain(policies),
+        chain=compile_chain(policies + registry.build(route.policies)),
     )
 
 

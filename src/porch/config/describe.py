@@ -14,6 +14,7 @@ from ipaddress import ip_address
 from porch.config.model import Config, Global, Limits, Route, Site, TlsFiles, UpstreamTLS, Webroot
 from porch.config.units import format_duration, format_size
 from porch.config.workers import worker_count
+from porch.policies import registry
 
 _DEFAULT_LIMITS = Limits()
 _STREAMS = {"-": "stdout", "off": "off"}
@@ -145,6 +146,7 @@ def _route(route: Route, width: int) -> list[str]:
         notes.append("allow_trace")
     if route.upstream_host:
         notes.append(f"upstream_host {route.upstream_host}")
+    notes += [f"{key} {registry.REGISTRY[key].describe(value)}" for key, value in route.policies]
     notes += _limits(route.limits)
     tail = f"  ({', '.join(notes)})" if notes else ""
     lines = [f"  {route.path.ljust(width)} -> {upstreams}{tail}"]

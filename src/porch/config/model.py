@@ -9,7 +9,7 @@ time reads this model.  Durations are seconds (float), sizes are bytes (int),
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 AccessLogFormat = Literal["combined", "json"]
 
@@ -74,6 +74,9 @@ class Route:
     upstream_host: str | None = None  # Host sent upstream; None = the client's Host
     allow_trace: bool = False  # TRACE passed upstream; else 405 (cross-site tracing)
     limits: Limits = field(default_factory=Limits)
+    # Policy keys (policies/registry.py) merged from [porch], the site and the route:
+    # (key, its config value), in the registry's order.
+    policies: tuple[tuple[str, Any], ...] = ()
     upstream_tls: UpstreamTLS = field(default_factory=UpstreamTLS)  # for https:// upstreams
     key_path: str = ""  # where it came from, for messages: "site[1].route[0]"
 
@@ -152,6 +155,7 @@ class Site:
     acme_challenge: str | Webroot = "porch"
     on_certificate: str | None = None  # command run after each issuance; None = [porch]'s
     bundles: tuple[Bundle, ...] = ()
+    policies: tuple[tuple[str, Any], ...] = ()  # [porch]'s and the site's: for paths no route takes
 
     @property
     def name(self) -> str:

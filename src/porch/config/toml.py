@@ -33,6 +33,7 @@ from porch.config.model import (LETSENCRYPT, LETSENCRYPT_STAGING, Bundle, Config
                                 Route, Site, TlsFiles, TlsMode, UpstreamTarget, UpstreamTLS, Webroot)
 from porch.config.streams import check_listener, read_streams
 from porch.config.units import parse_duration, parse_size
+from porch.policies import registry
 from porch.tls.names import is_ip, is_local
 from porch.upstream import tls as tls_setup
 
@@ -699,6 +700,9 @@ _ROUTE_KEYS: dict[str, Parser] = {
     "upstream_tls": _upstream_tls,
     **_LIMIT_KEYS,
 }
+# Policy keys (policies/registry.py): in [porch], a site or a route, merged in that order.
+_POLICY_KEYS: dict[str, Parser] = {spec.key: spec.parse for spec in registry.SPECS}
+_ROUTE_KEYS.update(_POLICY_KEYS)
 _INHERITED = ("proxy", "strip_prefix", "upstream_host", "allow_trace")
 
 
@@ -714,6 +718,7 @@ _SITE_KEYS: dict[str, Parser] = {
     **{key: _ROUTE_KEYS[key] for key in _INHERITED},
     "upstream_tls": _upstream_tls,
     **_LIMIT_KEYS,
+    **_POLICY_KEYS,
     "acme_challenge": _acme_challenge,
     "on_certificate": _command,
     "bundles": _bundles,
@@ -723,7 +728,7 @@ _SITE_ACME_KEYS = ("acme_challenge", "on_certificate", "bundles")
 # [porch] keys that are defaults for every site, and their parser there.
 _SITE_DEFAULT_KEYS: dict[str, Parser] = {"tls": _tls_default}
 _GLOBAL_KEYS: dict[str, Parser] = {**_GLOBAL_ONLY_KEYS, "upstream_tls": _upstream_tls, **_LIMIT_KEYS,
-                                   **_SITE_DEFAULT_KEYS}
+                                   **_SITE_DEFAULT_KEYS, **_POLICY_KEYS}
 _TOP_KEYS: dict[str, Parser] = {"porch": _nested, "site": _nested, "stream": _nested}
 
 # Where each key belongs, for a key written in the wrong table.
@@ -859,7 +864,7 @@ class _Reader:
             self.problem("porch.https_port", f"{https} is also http_port; use two different ports")
         fields = _layered([values], _GLOBAL_ONLY_KEYS)
         self.default_tls = values.get("tls") if values.get("tls") is not _BAD else None
-        return Global(**fields), _layered([values], {**_LIMIT_KEYS, "upstream_tls": None})
+        return Global(**fields), _layered([values], {**_LIMIT_KEYS, "upstream_tls": None, **_POLICY_KEYS})
 
     def site_draft(self, i: int, table: Values) -> tuple[Values, list[Values]]:
         """A site's own values and its routes' values, read but not yet combined."""
@@ -915,6 +920,7 @@ class _Reader:
             redirect_http=values.get("redirect_http", True),
             hsts=values.get("hsts"),
             key_path=where,
+            policies=registry.merged([_layered([layer], _POLICY_KEYS) for layer in (defaults, site)]),
             **_layered([site], _SITE_ACME_KEYS),
         )
 
@@ -977,6 +983,7 @@ class _Reader:
             limits=Limits(**_layered([defaults, site, route], _LIMIT_KEYS)),
             upstream_tls=self.upstream_tls(where, [defaults, site, route], _has_https(values["proxy"])),
             key_path=where,
+            policies=registry.merged([_layered([layer], _POLICY_KEYS) for layer in (defaults, site, route)]),
         )
         if isinstance(route.get("upstream_tls"), dict) and not _has_https(built.upstreams):
             self.problem(f"{where}.upstream_tls", _NO_HTTPS)

@@ -39,6 +39,16 @@ class Headers:
             flat += (name, SEP, value, CRLF)
         return cls(flat)
 
+    @classmethod
+    def parse(cls, block: bytes) -> Headers:
+        """Header lines as Porch writes them (b"Name: value\\r\\n..."), as fields."""
+        flat: list[bytes] = []
+        for line in block.split(CRLF):
+            if line:
+                name, _, value = line.partition(b":")
+                flat += (name, SEP, value.strip(), CRLF)
+        return cls(flat)
+
     # -- reading ----------------------------------------------------------------
 
     def get(self, name: bytes, default: bytes | None = None) -> bytes | None:

@@ -37,6 +37,7 @@ cdef class Exchange:
     cpdef _routed(self)
     cpdef begin(self)
     cpdef bytes _upstream_head(self)
+    cpdef bytes _end_head(self, list parts)
     @cython.locals(target=Target)
     cpdef _find_upstream(self, bint fresh)
     cpdef _attach(self, UpstreamConnection conn, Target target, double now)

@@ -378,27 +378,47 @@ class Exchange:
         tokens = self.connection_tokens
         fields = _without_listed(self.headers, tokens) if tokens else self.headers
         if self.chain.upstream_request:
-            head = RequestHead(method, target, up_host, b"1.1", Headers(list(fields)))
-            if not self._run_upstream_requests(head):
-                return b""
-            method, target, up_host, fields = head.method, head.target, head.host, head.headers.flat
+            return self._hooked_upstream_head(up_host, fields)
         parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", up_host, _CRLF]
         parts += fields
-        # RFC 6455 4.1: the opening handshake is a GET without a body; with one,
-        # the request is passed on as a plain request (http/upgrade.py).
-        if tokens and self.websocket and b"upgrade" in tokens and not (self.content_length or self.chunked):
-            parts.append(WEBSOCKET_LINES)
         if client.peer_trusted:
             parts.append(self._trusted_forwarding())
         else:
             parts += (client.forwarding, b"X-Forwarded-Host: ", host, _CRLF)
         parts.append(route.extra_headers)
+        return self._end_head(parts)
+
+    def _end_head(self, parts: list[bytes]) -> bytes:
+        """The upstream head's last lines, which are Porch's alone: the WebSocket
+        handshake and the body's framing."""
+        tokens = self.connection_tokens
+        # RFC 6455 4.1: the opening handshake is a GET without a body; with one,
+        # the request is passed on as a plain request (http/upgrade.py).
+        if tokens and self.websocket and b"upgrade" in tokens and not (self.content_length or self.chunked):
+            parts.append(WEBSOCKET_LINES)
         if self.chunked:
             parts.append(_CHUNKED_LINE)
         elif self.content_length is not None:
             parts += (b"Content-Length: ", b"%d" % self.content_length, _CRLF)
         parts.append(_CRLF)
         return b"".join(parts)
+
+    def _hooked_upstream_head(self, up_host: bytes, fields: list[bytes]) -> bytes:
+        """The upstream head when policies hook it: they see the client's fields and
+        Porch's own (forwarding, X-Script-Name), so a rule may replace or drop those too."""
+        client = self.client
+        if client.peer_trusted:
+            own = self._trusted_forwarding()
+        else:
+            own = b"".join((client.forwarding, b"X-Forwarded-Host: ", self.host_header or b"", _CRLF))
+        headers = Headers(list(fields))
+        headers.flat += Headers.parse(own + self.route.extra_headers).flat
+        head = RequestHead(self.method, self.upstream_target, up_host, b"1.1", headers)
+        if not self._run_upstream_requests(head):
+            return b""
+        parts = [head.method, b" ", head.target, b" HTTP/1.1\r\nHost: ", head.host, _CRLF]
+        parts += head.headers.flat
+        return self._end_head(parts)
 
     def _run_upstream_requests(self, head: RequestHead) -> bool:
         """The policies' upstream_request hooks over the head that goes upstream; False

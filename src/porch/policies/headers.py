@@ -1,0 +1,148 @@
+"""Header rules: `request_headers` (what the upstream gets) and `response_headers`
+(what the client gets), each a table of `set`, `add` and `remove`:
+
+    request_headers = { set = { "X-Script-Name" = "/radicale" }, remove = ["X-Debug"] }
+    response_headers = { set = { "X-Frame-Options" = "SAMEORIGIN" }, add = { "Cache-Control" = "public" }, remove = ["Server"] }
+
+- `set` replaces every field of that name with one (nginx's proxy_set_header, Apache's
+  `Header set`); `add` appends one, keeping others (`Header add`); `remove` drops them
+  all (proxy_hide_header, `RequestHeader unset`).  Removal comes first, then set, then add.
+- Response rules apply to every response, Porch's own errors and redirects included.
+  nginx's add_header skips 4xx and 5xx unless `always` is written: a security header
+  missing from an error page is the trap that keyword exists for, so Porch has no such
+  gap.
+- Rules merge from [porch] to the site to the route, name by name (a route's `set` of one
+  name keeps the site's other names).  nginx's add_header forgets every inherited header
+  as soon as a location has one of its own: another trap, not copied.
+- Names are tokens (RFC 9110 5.6.2); values may not hold CR, LF or NUL (a header cannot
+  be split into two).  Framing and hop-by-hop fields (Content-Length,
+  Transfer-Encoding, Connection, ...) are Porch's to write, and Host is `upstream_host`:
+  rules on them are refused with what to write instead.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from porch.http.model import Headers, RequestHead, ResponseHead
+from porch.pipeline import Context, Policy
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+_OPS = ("set", "add", "remove")
+# Fields the protocol code writes itself: a rule could only break the framing.
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "te",
+                      "trailer", "upgrade", "proxy-connection"})
+
+
+@dataclass(frozen=True)
+class HeaderRules:
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+def _name(name: Any, where: str, request: bool) -> str:
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        raise ValueError(f"{where}: {name!r} is not a header name (letters, digits and"
+                         " !#$%&'*+-.^_`|~ only)")
+    lower = name.lower()
+    if lower in _FRAMING:
+        raise ValueError(f"{where}: {name} is written by Porch itself (framing and connection"
+                         " handling); remove this rule")
+    if request and lower == "host":
+        raise ValueError(f'{where}: Host is set with upstream_host = "name", not a header rule')
+    return name
+
+
+def _pairs(table: Any, where: str, request: bool) -> tuple[tuple[str, str], ...]:
+    if not isinstance(table, dict):
+        raise ValueError(f'{where}: {table!r} is not a table; write {{ "Name" = "value" }}')
+    out = []
+    for name, value in table.items():
+        _name(name, where, request)
+        if not isinstance(value, str):
+            raise ValueError(f'{where}.{name}: {value!r} is not a string; write "{name}" = "value"')
+        if _BAD_VALUE.search(value):
+            raise ValueError(f"{where}.{name}: the value holds a line break or NUL, which would"
+                             " split the header; remove it")
+        out.append((name, value))
+    return tuple(out)
+
+
+def _parse(value: Any, request: bool) -> HeaderRules:
+    if not isinstance(value, dict):
+        raise ValueError(f"{value!r} is not a table; write {{ set = {{ ... }}, add = {{ ... }},"
+                         " remove = [ ... ] }")
+    unknown = [key for key in value if key not in _OPS]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not set, add or remove")
+    removed = value.get("remove", [])
+    if not isinstance(removed, list):
+        raise ValueError(f'remove: {removed!r} is not a list; write remove = ["Name"]')
+    return HeaderRules(
+        set=_pairs(value.get("set", {}), "set", request),
+        add=_pairs(value.get("add", {}), "add", request),
+        remove=tuple(_name(name, "remove", request) for name in removed),
+    )
+
+
+def parse_request(value: Any) -> HeaderRules:
+    return _parse(value, request=True)
+
+
+def parse_response(value: Any) -> HeaderRules:
+    return _parse(value, request=False)
+
+
+def merge(outer: HeaderRules, inner: HeaderRules) -> HeaderRules:
+    """Inner rules over outer ones, name by name."""
+    names = {name.lower() for name, _ in inner.set} | {n.lower() for n in inner.remove}
+    return HeaderRules(
+        set=tuple(p for p in outer.set if p[0].lower() not in names) + inner.set,
+        add=tuple(p for p in outer.add if p[0].lower() not in names) + inner.add,
+        remove=tuple(n for n in outer.remove if n.lower() not in {s.lower() for s, _ in inner.set})
+        + inner.remove,
+    )
+
+
+def describe(rules: HeaderRules) -> str:
+    parts = [f"set {name}: {value}" for name, value in rules.set]
+    parts += [f"add {name}: {value}" for name, value in rules.add]
+    parts += [f"remove {name}" for name in rules.remove]
+    return ", ".join(parts)
+
+
+class _Rules(Policy):
+    __slots__ = ("remove", "set", "add")
+
+    def __init__(self, rules: HeaderRules) -> None:
+        # Encoded once; `remove` also drops what `set` replaces.
+        self.remove = frozenset(n.lower().encode() for n in rules.remove) | frozenset(
+            n.lower().encode() for n, _ in rules.set)
+        self.set = tuple((n.encode(), v.encode()) for n, v in rules.set)
+        self.add = tuple((n.encode(), v.encode()) for n, v in rules.add)
+
+    def apply(self, headers: Headers) -> None:
+        if self.remove:
+            headers.remove_all(self.remove)
+        for name, value in self.set:
+            headers.add(name, value)
+        for name, value in self.add:
+            headers.add(name, value)
+
+
+class RequestHeaders(_Rules):
+    name = "request_headers"
+
+    def upstream_request(self, ctx: Context, head: RequestHead) -> None:
+        self.apply(head.headers)
+
+
+class ResponseHeaders(_Rules):
+    name = "response_headers"
+
+    def response(self, ctx: Context, head: ResponseHead) -> None:
+        self.apply(head.headers)

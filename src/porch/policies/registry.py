@@ -1,0 +1,65 @@
+"""Config keys that make policies: one `PolicySpec` per key, in one table.
+
+A front-end (porch.toml today; nginx and Apache files later) finds here how to read a
+policy key and where it may be written; the values of `[porch]`, a site and a route
+are merged in that order (`PolicySpec.merge`, the inner one winning by default), and
+`config/compile.py` builds each route's policies from the merged values.  A new policy
+is a module under `policies/` and one line in `SPECS`: the loaders need no edit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from porch.pipeline import Policy
+from porch.policies import headers
+
+
+def _inner_wins(outer: Any, inner: Any) -> Any:
+    return inner
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """How one config key becomes a policy.
+
+    - `parse(value)`: the value as written -> a frozen config value; ValueError with a
+      message that says what is wrong and what to write instead;
+    - `build(config)`: the merged config value -> a Policy (at load time, once a route);
+    - `merge(outer, inner)`: a site's value over [porch]'s, a route's over the site's;
+    - `describe(config)`: the words `porch check` prints for it.
+    """
+
+    key: str
+    parse: Callable[[Any], Any]
+    build: Callable[[Any], Policy]
+    merge: Callable[[Any, Any], Any] = _inner_wins
+    describe: Callable[[Any], str] = str
+
+
+SPECS: tuple[PolicySpec, ...] = (
+    PolicySpec("request_headers", headers.parse_request, headers.RequestHeaders, headers.merge,
+               headers.describe),
+    PolicySpec("response_headers", headers.parse_response, headers.ResponseHeaders, headers.merge,
+               headers.describe),
+)
+REGISTRY: dict[str, PolicySpec] = {spec.key: spec for spec in SPECS}
+
+
+def merged(layers: list[dict[str, Any]]) -> tuple[tuple[str, Any], ...]:
+    """The policy values of `layers` (outermost first), merged key by key, in SPECS order."""
+    out = []
+    for spec in SPECS:
+        value = None
+        for layer in layers:
+            if spec.key in layer:
+                value = layer[spec.key] if value is None else spec.merge(value, layer[spec.key])
+        if value is not None:
+            out.append((spec.key, value))
+    return tuple(out)
+
+
+def build(policies: tuple[tuple[str, Any], ...]) -> list[Policy]:
+    return [REGISTRY[key].build(value) for key, value in policies]

@@ -1,0 +1,80 @@
+"""request_headers and response_headers (policies/headers.py) with real peers: what the
+upstream gets and what the client gets, over HTTP/1.1 and HTTP/2, on the upstream's
+responses and Porch's own, merged from the site to the route."""
+
+from __future__ import annotations
+
+from .helpers import RawConn, curl_fetch, free_port, resolve, wait_for_port
+
+HOST = "app.test"
+
+
+def rules_config(up_url: str, tls: str) -> str:
+    return f"""
+[[site]]
+hosts = ["{HOST}"]
+tls = "{tls}"
+redirect_http = false
+request_headers = {{ set = {{ "X-Script-Name" = "/app" }}, remove = ["X-Debug"] }}
+response_headers = {{ set = {{ "X-Frame-Options" = "SAMEORIGIN" }}, remove = ["X-Powered-By"] }}
+  [[site.route]]
+  path = "/api/"
+  proxy = "{up_url}"
+  response_headers = {{ add = {{ "Cache-Control" = "no-store" }} }}
+  [[site.route]]
+  path = "/web/"
+  proxy = "{up_url}"
+"""
+
+
+def values(doc: dict, name: str) -> list[str]:
+    return [v for k, v in doc["headers"] if k.lower() == name.lower()]
+
+
+# The upstream's own response fields, asked of the echo upstream (?h=Name:value).
+ASK = "?h=X-Frame-Options:DENY&h=X-Powered-By:PHP/8&h=X-Kept:1"
+
+
+def check_upstream_response(status, header, header_all, doc, route_rules: bool) -> None:
+    assert status == 200
+    assert header_all("X-Frame-Options") == ["SAMEORIGIN"]  # the app's DENY replaced
+    assert header("X-Powered-By") is None
+    assert header("X-Kept") == "1"
+    assert (header("Cache-Control") == "no-store") is route_rules  # the route's, with the site's
+    assert values(doc, "X-Script-Name") == ["/app"]
+    assert values(doc, "X-Debug") == []
+    assert values(doc, "X-Forwarded-For") == ["127.0.0.1"]  # Porch's own fields untouched
+
+
+def test_rules_over_http1(porch, upstream):
+    up = upstream()
+    p = porch(rules_config(up.url, "off"))
+    for path, route_rules in (("/api/x", True), ("/web/x", False)):
+        with RawConn(p.port) as c:
+            c.send(f"GET {path}{ASK} HTTP/1.1\r\nHost: {HOST}\r\nX-Debug: 1\r\n\r\n".encode())
+            r = c.read_response()
+        check_upstream_response(r.status, r.header, r.header_all, r.json(), route_rules)
+    with RawConn(p.port) as c:  # Porch's own answer: no route for /
+        c.send(f"GET /nothing HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+        r = c.read_response()
+    assert r.status == 404 and r.header_all("X-Frame-Options") == ["SAMEORIGIN"]
+
+
+def test_rules_over_http2(porch, upstream):
+    up = upstream()
+    https_port = free_port()
+    p = porch(rules_config(up.url, "internal"), https_port=https_port, tls="internal")
+    wait_for_port(https_port, p.managed, what="porch https")
+
+    def get(path: str, *args: str):
+        return curl_fetch(f"https://{HOST}:{https_port}{path}", "--http2", "-k",
+                          *resolve(HOST, https_port), *args)
+
+    for path, route_rules in (("/api/x", True), ("/web/x", False)):
+        r = get(path + ASK, "-H", "X-Debug: 1")
+        assert r.rc == 0, r.stderr
+        all_of = lambda name: [v for k, v in r.headers if k.lower() == name.lower()]  # noqa: E731
+        check_upstream_response(r.status, r.header, all_of, r.json(), route_rules)
+        assert r.headers and r.headers[0][0] == r.headers[0][0].lower()  # HTTP/2 names
+    r = get("/nothing")
+    assert r.status == 404 and r.header("x-frame-options") == "SAMEORIGIN"
