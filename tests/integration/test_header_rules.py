@@ -78,3 +78,40 @@ def test_rules_over_http2(porch, upstream):
         assert r.headers and r.headers[0][0] == r.headers[0][0].lower()  # HTTP/2 names
     r = get("/nothing")
     assert r.status == 404 and r.header("x-frame-options") == "SAMEORIGIN"
+
+
+SECURITY = f"""
+[[site]]
+hosts = ["{HOST}"]
+tls = "off"
+security_headers = true
+  [[site.route]]
+  path = "/app/"
+  proxy = "UP"
+  [[site.route]]
+  path = "/forced/"
+  proxy = "UP"
+  security_headers = {{ csp = "default-src 'self'", override = true }}
+"""
+
+
+def test_security_headers_fill_in_what_the_app_left_out(porch, upstream):
+    up = upstream()
+    p = porch(SECURITY.replace("UP", up.url))
+
+    def get(path: str):
+        with RawConn(p.port) as c:
+            c.send(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+            return c.read_response()
+
+    r = get("/app/x?h=X-Frame-Options:ALLOW-FROM%20https://a.test")  # the app's own wins
+    assert r.status == 200
+    assert r.header_all("X-Frame-Options") == ["ALLOW-FROM https://a.test"]
+    assert r.header("X-Content-Type-Options") == "nosniff"
+    assert r.header("Referrer-Policy") == "strict-origin-when-cross-origin"
+    assert r.header("Content-Security-Policy") is None  # only when csp is given
+    r = get("/forced/x?h=X-Frame-Options:ALLOWALL")
+    assert r.header_all("X-Frame-Options") == ["SAMEORIGIN"]
+    assert r.header("Content-Security-Policy") == "default-src 'self'"
+    r = get("/elsewhere")  # Porch's own 404
+    assert r.status == 404 and r.header("X-Content-Type-Options") == "nosniff"

@@ -70,3 +70,27 @@ def test_request_rules_may_not_set_host():
     with pytest.raises(ConfigError, match="upstream_host"):
         loads('[[site]]\nhosts = ["a.test"]\nproxy = "http://127.0.0.1:9"\n'
               'request_headers = { set = { "Host" = "x" } }\n')
+
+
+def test_security_headers_defaults_off_switch_and_errors():
+    config = loads('[porch]\nsecurity_headers = true\n[[site]]\nhosts = ["a.test"]\nproxy = "http://127.0.0.1:9"\n'
+                   '  [[site.route]]\n  path = "/embed/"\n  security_headers = false\n'
+                   '  [[site.route]]\n  path = "/strict/"\n'
+                   '  security_headers = { csp = "default-src \'self\'", frame_options = "", override = true }\n')
+    routes = {r.path: dict(r.policies)["security_headers"] for r in config.sites[0].routes}
+    assert [name for name, _ in routes["/"].fields] == [
+        "X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy"]
+    assert not routes["/"].override
+    assert routes["/embed/"] is None  # a route turns the site's off
+    assert routes["/strict/"].override
+    assert dict(routes["/strict/"].fields) == {
+        "X-Content-Type-Options": "nosniff", "Referrer-Policy": "strict-origin-when-cross-origin",
+        "Content-Security-Policy": "default-src 'self'"}
+    text = describe(config)
+    assert "security_headers off" in text
+    assert "security_headers X-Content-Type-Options, X-Frame-Options, Referrer-Policy)" in text
+    for bad, message in (('"yes"', "is not true, or a table"), ("{ xfo = \"DENY\" }", "'xfo' is not one of"),
+                         ("{ override = 1 }", "override: 1 is not true or false")):
+        with pytest.raises(ConfigError) as e:
+            loads(f'[[site]]\nhosts = ["a.test"]\nproxy = "http://127.0.0.1:9"\nsecurity_headers = {bad}\n')
+        assert "site[0].security_headers" in str(e.value) and message in str(e.value), str(e.value)

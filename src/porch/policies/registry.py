@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from porch.pipeline import Policy
-from porch.policies import headers
+from porch.policies import headers, security
 
 
 def _inner_wins(outer: Any, inner: Any) -> Any:
@@ -34,16 +34,18 @@ class PolicySpec:
 
     key: str
     parse: Callable[[Any], Any]
-    build: Callable[[Any], Policy]
+    build: Callable[[Any], Policy | None]  # None: the value turns it off (false)
     merge: Callable[[Any, Any], Any] = _inner_wins
     describe: Callable[[Any], str] = str
 
 
+_ABSENT = object()
 SPECS: tuple[PolicySpec, ...] = (
     PolicySpec("request_headers", headers.parse_request, headers.RequestHeaders, headers.merge,
                headers.describe),
     PolicySpec("response_headers", headers.parse_response, headers.ResponseHeaders, headers.merge,
                headers.describe),
+    PolicySpec("security_headers", security.parse, security.build, describe=security.describe),
 )
 REGISTRY: dict[str, PolicySpec] = {spec.key: spec for spec in SPECS}
 
@@ -52,14 +54,16 @@ def merged(layers: list[dict[str, Any]]) -> tuple[tuple[str, Any], ...]:
     """The policy values of `layers` (outermost first), merged key by key, in SPECS order."""
     out = []
     for spec in SPECS:
-        value = None
+        value = _ABSENT
         for layer in layers:
             if spec.key in layer:
-                value = layer[spec.key] if value is None else spec.merge(value, layer[spec.key])
-        if value is not None:
+                inner = layer[spec.key]
+                value = inner if value is _ABSENT or value is None or inner is None else spec.merge(value, inner)
+        if value is not _ABSENT:
             out.append((spec.key, value))
     return tuple(out)
 
 
 def build(policies: tuple[tuple[str, Any], ...]) -> list[Policy]:
-    return [REGISTRY[key].build(value) for key, value in policies]
+    built = (REGISTRY[key].build(value) for key, value in policies)
+    return [policy for policy in built if policy is not None]
