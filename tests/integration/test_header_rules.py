@@ -15,7 +15,7 @@ def rules_config(up_url: str, tls: str) -> str:
 hosts = ["{HOST}"]
 tls = "{tls}"
 redirect_http = false
-request_headers = {{ set = {{ "X-Script-Name" = "/app" }}, remove = ["X-Debug"] }}
+request_headers = {{ set = {{ "X-Script-Name" = "/app", "X-Who" = "{{client_ip}} {{scheme}}://{{host}} [{{remote_user}}]" }}, remove = ["X-Debug"] }}
 response_headers = {{ set = {{ "X-Frame-Options" = "SAMEORIGIN" }}, remove = ["X-Powered-By"] }}
   [[site.route]]
   path = "/api/"
@@ -35,13 +35,14 @@ def values(doc: dict, name: str) -> list[str]:
 ASK = "?h=X-Frame-Options:DENY&h=X-Powered-By:PHP/8&h=X-Kept:1"
 
 
-def check_upstream_response(status, header, header_all, doc, route_rules: bool) -> None:
+def check_upstream_response(status, header, header_all, doc, route_rules: bool, scheme="http") -> None:
     assert status == 200
     assert header_all("X-Frame-Options") == ["SAMEORIGIN"]  # the app's DENY replaced
     assert header("X-Powered-By") is None
     assert header("X-Kept") == "1"
     assert (header("Cache-Control") == "no-store") is route_rules  # the route's, with the site's
     assert values(doc, "X-Script-Name") == ["/app"]
+    assert values(doc, "X-Who") == [f"127.0.0.1 {scheme}://{HOST} []"]  # filled in per request
     assert values(doc, "X-Debug") == []
     assert values(doc, "X-Forwarded-For") == ["127.0.0.1"]  # Porch's own fields untouched
 
@@ -74,7 +75,7 @@ def test_rules_over_http2(porch, upstream):
         r = get(path + ASK, "-H", "X-Debug: 1")
         assert r.rc == 0, r.stderr
         all_of = lambda name: [v for k, v in r.headers if k.lower() == name.lower()]  # noqa: E731
-        check_upstream_response(r.status, r.header, all_of, r.json(), route_rules)
+        check_upstream_response(r.status, r.header, all_of, r.json(), route_rules, scheme="https")
         assert r.headers and r.headers[0][0] == r.headers[0][0].lower()  # HTTP/2 names
     r = get("/nothing")
     assert r.status == 404 and r.header("x-frame-options") == "SAMEORIGIN"

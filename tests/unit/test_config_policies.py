@@ -58,6 +58,7 @@ def test_porch_check_shows_the_rules_on_each_route():
     ('{ remove = "Server" }', 'write remove = ["Name"]'),
     ('{ set = { "X-A" = 1 } }', "is not a string"),
     ('"X-A: 1"', "is not a table"),
+    ('{ set = { "X-A" = "{client_addr}" } }', "{client_addr} is not something Porch fills in"),
 ])
 def test_bad_response_rules_name_the_key_the_value_and_the_fix(rule, message):
     with pytest.raises(ConfigError) as e:

@@ -14,6 +14,10 @@
 - Rules merge from [porch] to the site to the route, name by name (a route's `set` of one
   name keeps the site's other names).  nginx's add_header forgets every inherited header
   as soon as a location has one of its own: another trap, not copied.
+- Values may name what the request brings: `{client_ip}` (after trusted proxies),
+  `{host}`, `{scheme}`, `{remote_user}` (the user an auth policy let in, else empty):
+  `request_headers = { set = { "X-Real-IP" = "{client_ip}" } }`.  Other `{...}` are
+  refused, so a typo is not sent as it is.
 - Names are tokens (RFC 9110 5.6.2); values may not hold CR, LF or NUL (a header cannot
   be split into two).  Framing and hop-by-hop fields (Content-Length,
   Transfer-Encoding, Connection, ...) are Porch's to write, and Host is `upstream_host`:
@@ -32,6 +36,14 @@ from porch.pipeline import Context, Policy
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 _OPS = ("set", "add", "remove")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+# What a value may name, and how it is read from the request (pipeline.Context).
+_FILLERS = {
+    "client_ip": lambda ctx: ctx.client_ip.encode(),
+    "host": lambda ctx: ctx.host.encode(),
+    "scheme": lambda ctx: ctx.scheme,
+    "remote_user": lambda ctx: str(ctx.vars.get("remote_user", "")).encode(),
+}
 # Fields the protocol code writes itself: a rule could only break the framing.
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "te",
                       "trailer", "upgrade", "proxy-connection"})
@@ -68,6 +80,10 @@ def _pairs(table: Any, where: str, request: bool) -> tuple[tuple[str, str], ...]
         if _BAD_VALUE.search(value):
             raise ValueError(f"{where}.{name}: the value holds a line break or NUL, which would"
                              " split the header; remove it")
+        for found in _PLACEHOLDER.findall(value):
+            if found not in _FILLERS:
+                raise ValueError(f"{where}.{name}: {{{found}}} is not something Porch fills in"
+                                 f" (it knows {', '.join('{' + k + '}' for k in _FILLERS)})")
         out.append((name, value))
     return tuple(out)
 
@@ -122,27 +138,44 @@ class _Rules(Policy):
         # Encoded once; `remove` also drops what `set` replaces.
         self.remove = frozenset(n.lower().encode() for n in rules.remove) | frozenset(
             n.lower().encode() for n, _ in rules.set)
-        self.set = tuple((n.encode(), v.encode()) for n, v in rules.set)
-        self.add = tuple((n.encode(), v.encode()) for n, v in rules.add)
+        self.set = tuple((n.encode(), _template(v)) for n, v in rules.set)
+        self.add = tuple((n.encode(), _template(v)) for n, v in rules.add)
 
-    def apply(self, headers: Headers) -> None:
+    def apply(self, headers: Headers, ctx: Context) -> None:
         if self.remove:
             headers.remove_all(self.remove)
         for name, value in self.set:
-            headers.add(name, value)
+            headers.add(name, value if type(value) is bytes else _fill(value, ctx))
         for name, value in self.add:
-            headers.add(name, value)
+            headers.add(name, value if type(value) is bytes else _fill(value, ctx))
+
+
+def _template(value: str) -> bytes | tuple:
+    """The value's bytes, or (when it names placeholders) its pieces: bytes and fillers."""
+    pieces: list = []
+    at = 0
+    for m in _PLACEHOLDER.finditer(value):
+        pieces += (value[at:m.start()].encode(), _FILLERS[m.group(1)])
+        at = m.end()
+    if not pieces:
+        return value.encode()
+    pieces.append(value[at:].encode())
+    return tuple(pieces)
+
+
+def _fill(pieces: tuple, ctx: Context) -> bytes:
+    return b"".join(p if type(p) is bytes else p(ctx) for p in pieces)
 
 
 class RequestHeaders(_Rules):
     name = "request_headers"
 
     def upstream_request(self, ctx: Context, head: RequestHead) -> None:
-        self.apply(head.headers)
+        self.apply(head.headers, ctx)
 
 
 class ResponseHeaders(_Rules):
     name = "response_headers"
 
     def response(self, ctx: Context, head: ResponseHead) -> None:
-        self.apply(head.headers)
+        self.apply(head.headers, ctx)
