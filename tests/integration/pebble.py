@@ -5,7 +5,8 @@
   unless a test says otherwise through its management API (`add_a`); its own
   HTTP-01 / TLS-ALPN-01 listeners are switched off (empty values);
 - pebble, whose validation authority connects to Porch's http_port for HTTP-01
-  (`httpPort`), with PEBBLE_VA_NOSLEEP=1 so validation starts at once.
+  (`httpPort`) and, when a test says so, to Porch's https_port for TLS-ALPN-01
+  (`tlsPort`), with PEBBLE_VA_NOSLEEP=1 so validation starts at once.
 Pebble's HTTPS directory needs a certificate: the package ships none, so one is made
 here (a throwaway root and a leaf for 127.0.0.1/localhost); `root_pem` is what Porch
 gets as acme_ca_root.
@@ -71,7 +72,7 @@ class Pebble:
     """A running pebble + pebble-challtestsrv pair; see the module docstring."""
 
     def __init__(self, registry: Registry, workdir: Path, http_port: int,
-                 validity: int | None = None):
+                 validity: int | None = None, tls_port: int | None = None):
         workdir.mkdir(parents=True, exist_ok=True)
         self.root_pem, cert, key = make_tls_files(workdir)
         self.dns_port = free_port()
@@ -88,7 +89,7 @@ class Pebble:
             "listenAddress": f"127.0.0.1:{self.port}",
             "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
             "certificate": str(cert), "privateKey": str(key),
-            "httpPort": http_port, "tlsPort": free_port(),
+            "httpPort": http_port, "tlsPort": tls_port or free_port(),
             "ocspResponderURL": "", "externalAccountBindingRequired": False,
         }}
         if validity is not None:  # seconds: short-lived certificates for renewal tests

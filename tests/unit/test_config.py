@@ -231,6 +231,7 @@ def test_wrong_type_names_the_expected_type():
         ("workers = 0", 'porch.workers: 0 is below 1; expected "auto" or a number of worker processes, 1 or more'),
         ('workers = "4"', 'porch.workers: "4" is a string; expected "auto" or a number of worker processes, 1 or more'),
         ('access_log_format = "common"', 'porch.access_log_format: "common" is not supported; expected "combined" or "json"'),
+        ('acme_challenge_type = "dns-01"', 'porch.acme_challenge_type: "dns-01" is not supported; expected "auto" or "http-01" or "tls-alpn-01"'),
         ('error_log = "off"', 'porch.error_log: "off" is not allowed: errors must go somewhere (write a path, or "-" for stderr)'),
         ('state_dir = ""', 'porch.state_dir: "" is empty; expected a directory path'),
         ('email = "admin"', 'porch.email: "admin" is not an email address; expected one like "admin@example.org"'),
@@ -559,6 +560,7 @@ GOLDEN_CHECK = """\
   state dir        /var/lib/porch
   email            admin@example.org
   acme ca          https://acme-v02.api.letsencrypt.org/directory
+  acme challenge   HTTP-01 on http_port, TLS-ALPN-01 on https_port when HTTP-01 fails
   tls              TLS 1.2, 1.3; ciphers Mozilla intermediate
   http/2           on (ALPN h2), 100 streams per connection
 

@@ -82,6 +82,7 @@ def _settings(porch: Global, sites: tuple[Site, ...]) -> list[tuple[str, str]]:
     if any(site.tls == "auto" for site in sites):
         root = f" (trusting {porch.acme_ca_root})" if porch.acme_ca_root else ""
         settings.append(("acme ca", porch.acme_ca + root))
+        settings.append(("acme challenge", _CHALLENGE[porch.acme_challenge_type]))
     if porch.on_certificate:
         settings.append(("on certificate", porch.on_certificate))
     if any(site.tls != "off" for site in sites):
@@ -226,3 +227,10 @@ def _addresses(bind: tuple[str, ...], port: int) -> str:
 def _aligned(pairs: list[tuple[str, str]]) -> list[str]:
     width = max(len(label) for label, _ in pairs)
     return [f"  {label.ljust(width)}  {value}" for label, value in pairs]
+
+
+_CHALLENGE = {
+    "auto": "HTTP-01 on http_port, TLS-ALPN-01 on https_port when HTTP-01 fails",
+    "http-01": "HTTP-01 on http_port only",
+    "tls-alpn-01": "TLS-ALPN-01 on https_port only",
+}

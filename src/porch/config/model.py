@@ -187,6 +187,10 @@ class Global:
     email: str | None = None
     acme_ca: str = LETSENCRYPT  # ACME directory URL
     acme_ca_root: str | None = None  # PEM file trusted for acme_ca (a private CA: pebble)
+    # How the CA validates: "http-01" on http_port, "tls-alpn-01" (RFC 8737) on
+    # https_port, or "auto": HTTP-01, and TLS-ALPN-01 at once when HTTP-01 fails
+    # (port 80 closed by a firewall); the HTTPS listener answers acme-tls/1 unless "http-01".
+    acme_challenge_type: Literal["auto", "http-01", "tls-alpn-01"] = "auto"
     on_certificate: str | None = None  # deploy hook for sites without their own
     tls_protocols: tuple[str, ...] = ("1.2", "1.3")
     tls_ciphers: str | None = None  # OpenSSL cipher list for TLS 1.2; None = Mozilla intermediate

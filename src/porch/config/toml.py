@@ -680,6 +680,7 @@ _GLOBAL_ONLY_KEYS: dict[str, Parser] = {
     "email": _email,
     "acme_ca": _acme_ca,
     "acme_ca_root": _pem_file,
+    "acme_challenge_type": _choice("auto", "http-01", "tls-alpn-01"),
     "on_certificate": _command,
     "tls_protocols": _tls_protocols,
     "tls_ciphers": _tls_ciphers,

@@ -1,8 +1,9 @@
 """The first protocol on a shared listener: PROXY header, ClientHello, probes, hand-over.
 
 Used only where it has work to do (server/listener.py): on the HTTPS listener when
-`[[stream]]`s are configured, and on any listener when `accept_proxy_protocol` is.
-Otherwise the listener is today's, untouched.
+`[[stream]]`s are configured or TLS-ALPN-01 challenges may come (ACME sites and
+`acme_challenge_type` other than "http-01"), and on any listener when
+`accept_proxy_protocol` is.  Otherwise the listener is today's, untouched.
 
 A connection, in order:
 1. from an `accept_proxy_protocol` peer, a PROXY v1/v2 header is required and its
@@ -13,7 +14,10 @@ A connection, in order:
    at most MAX_BYTES) and matched (mux/streams.py): a passthrough splices it
    (server/splice.py); otherwise Porch's own TLS takes the connection with the bytes
    already read (`_own_tls`: the same SSLProtocol create_server would have made, fed
-   those bytes; no extra round trip).  Non-TLS first bytes go through sslh's probes;
+   those bytes; no extra round trip).  A hello offering acme-tls/1 for a name with a
+   pending TLS-ALPN-01 challenge is answered with the validation certificate, then
+   closed (tls/alpn_challenge.py), before any stream is looked at: Porch's own names
+   are never passed through for it.  Non-TLS first bytes go through sslh's probes;
    plain HTTP that no stream takes goes to Porch's plain-HTTP handling (a redirect
    to https, as on port 80);
 3. bounded: a connection that has not decided within `header_timeout` is closed,
@@ -33,6 +37,7 @@ from porch.mux.streams import StreamTable
 from porch.server.client import ClientConnection
 from porch.server.splice import Splice
 from porch.tls import clienthello
+from porch.tls.alpn_challenge import ACME_TLS, AlpnResponder
 
 # sslh's default `timeout`: 2 s of silence, then the `on_timeout` protocol (ssh).
 SSH_WAIT = 2.0
@@ -47,19 +52,29 @@ class MuxSettings:
     accept_proxy: TrustedProxies  # empty: nobody
     streams: StreamTable | None  # None: no streams (or not the HTTPS listener)
     tls: bool  # the HTTPS listener: Porch's own TLS unless a stream takes it
+    acme: AlpnResponder | None = None  # TLS-ALPN-01 challenges answered here
     ssl_shutdown_timeout: float = 5.0
 
 
 def mux_settings(config) -> tuple[MuxSettings | None, MuxSettings | None]:
     """The first protocols of the plain and the HTTPS listeners for `config` (a
     config.model.Config); None where today's listener stays as it is."""
-    accept = TrustedProxies.parse(config.porch.accept_proxy_protocol)
+    from porch.storage import FileStorage
+    from porch.tls.auto import wants_acme
+
+    g = config.porch
+    accept = TrustedProxies.parse(g.accept_proxy_protocol)
     table = None
     if config.streams:
         own = tuple(h for site in config.sites if site.tls != "off" for h in site.hosts)
         table = StreamTable.build(config.streams, own)
+    acme = None
+    if g.acme_challenge_type != "http-01" and any(wants_acme(site) for site in config.sites):
+        acme = AlpnResponder(FileStorage(g.state_dir))
     plain = MuxSettings(accept, None, tls=False) if accept else None
-    tls = MuxSettings(accept, table, tls=True) if accept or table is not None else None
+    tls = None
+    if accept or table is not None or acme is not None:
+        tls = MuxSettings(accept, table, tls=True, acme=acme)
     return plain, tls
 
 
@@ -128,7 +143,7 @@ class Mux(asyncio.Protocol):
         if self.offset == 0 and _looks_like_proxy(self.buf):
             self._refuse(f"PROXY protocol header from {self.peer[0]}, which is not in accept_proxy_protocol")
             return
-        if self.settings.streams is None:
+        if self.settings.streams is None and self.settings.acme is None:
             self._own(self.buf[self.offset:])
         else:
             self._route(self.buf[self.offset:])
@@ -185,14 +200,16 @@ class Mux(asyncio.Protocol):
                 self._keep_waiting()
             return
         if isinstance(hello, clienthello.ClientHello):
-            stream = table.for_hello(hello)
+            if ACME_TLS in hello.alpn and self._challenge(hello, data):
+                return
+            stream = table.for_hello(hello) if table is not None else None
             if stream is None:
                 self._own(data)
             else:
                 label = " ".join((stream.key_path, hello.server_name or "-", ",".join(hello.alpn) or "-"))
                 self._splice(stream, label, data)
             return
-        if hello is clienthello.MALFORMED:
+        if hello is clienthello.MALFORMED or table is None:
             self._own(data)  # OpenSSL answers it with the right alert, as without streams
             return
         found = table.for_plain(data)
@@ -226,16 +243,36 @@ class Mux(asyncio.Protocol):
         if data:
             conn.data_received(data)
 
+    def _challenge(self, hello: clienthello.ClientHello, data: bytes) -> bool:
+        """A TLS-ALPN-01 validation (RFC 8737) for a pending challenge of ours:
+        answered with the validation certificate, then closed.  False: none pending."""
+        acme = self.settings.acme
+        if acme is None:
+            return False
+        log = self.server.runtime.error_log
+        ctx = acme.context(hello.server_name, log)
+        if ctx is None:
+            return False
+        self.decided = True
+        self._cancel_timer()
+        log.info("TLS-ALPN-01 challenge answered", client=self.client_ip, sni=hello.server_name)
+        self._start_tls(_Validated(), ctx, data)
+        return True
+
     def _own_tls(self, data: bytes) -> None:
         """Porch's TLS, as the listener would have set it up, fed the bytes read."""
+        conn = self._hand_over(ClientConnection(self.server, b"https"))
+        self._start_tls(conn, self.server.runtime.tls.context, data)
+
+    def _start_tls(self, app: asyncio.Protocol, context, data: bytes) -> None:
+        """TLS with `context` between the transport and `app`, fed `data` (read already)."""
         server = self.server
         loop = server.loop
-        conn = self._hand_over(ClientConnection(server, b"https"))
         waiter = loop.create_future()
         waiter.add_done_callback(_consume)
         remaining = self.t_start + server.runtime.header_timeout - loop.time()
         ssl_protocol = _ssl_protocol_class(loop)(
-            loop, conn, server.runtime.tls.context, waiter, server_side=True, server_hostname=None,
+            loop, app, context, waiter, server_side=True, server_hostname=None,
             ssl_handshake_timeout=max(remaining, 0.1),
             ssl_shutdown_timeout=self.settings.ssl_shutdown_timeout)
         self.transport.set_protocol(ssl_protocol)
@@ -298,6 +335,17 @@ class Mux(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+class _Validated(asyncio.Protocol):
+    """The application side of a TLS-ALPN-01 validation: once the handshake is done,
+    close (RFC 8737 section 3: the validator sends nothing and closes too)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        pass
 
 
 def _looks_like_proxy(data: bytes) -> bool:

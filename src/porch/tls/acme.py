@@ -1,4 +1,4 @@
-"""ACME issuance (RFC 8555) over HTTP-01, with certbot's `acme` library.
+"""ACME issuance (RFC 8555) over HTTP-01 or TLS-ALPN-01 (RFC 8737), with certbot's `acme` library.
 
 Blocking, like the library: the CertManager runs these calls in a thread, the CLI
 calls them directly.  Library and network exceptions are mapped here, at one
@@ -10,6 +10,7 @@ mix):
     acme/accounts/<directory-slug>/key.pem        account key, EC P-256 (0600)
     acme/accounts/<directory-slug>/account.json   registration (account URL)
     acme/http-01/<token>                          key authorizations while validating
+    acme/tls-alpn-01/<name>                       validation certificate + key (tls/acme_alpn.py)
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from porch import __version__
 from porch.storage import Storage, StorageError
+from porch.tls import alpn_challenge
+from porch.tls.acme_alpn import TLSALPN01, validation_pem
 from porch.tls.challenge import storage_key
+
+HTTP_01 = "http-01"
+TLS_ALPN_01 = "tls-alpn-01"
 
 _PEM = serialization.Encoding.PEM
 _PKCS8 = serialization.PrivateFormat.PKCS8
@@ -40,6 +46,11 @@ _NO_PASSWORD = serialization.NoEncryption()
 
 class AcmeError(Exception):
     """Issuance failed; the message says where and carries the CA's detail."""
+
+
+class ChallengeFailed(AcmeError):
+    """The CA could not validate a name with this challenge type, or does not offer
+    it: another type may succeed (acme_challenge_type "auto")."""
 
 
 @dataclass(frozen=True)
@@ -118,53 +129,62 @@ class AcmeClient:
 
     # -- issuance ------------------------------------------------------------------
 
-    def issue(self, names: tuple[str, ...]) -> Issued:
+    def issue(self, names: tuple[str, ...], challenge: str = HTTP_01) -> Issued:
         """A certificate for `names` (SANs, first one first) with a new P-256 key,
-        validated over HTTP-01.  Raises AcmeError."""
+        validated over `challenge` (HTTP_01 or TLS_ALPN_01).  Raises AcmeError, or
+        ChallengeFailed when the CA could not validate with that type."""
         acme = self.connect()
         try:
-            return self._issue(acme, names)
+            return self._issue(acme, names, challenge)
+        except ChallengeFailed:
+            raise
         except AcmeError as e:
             if "accountDoesNotExist" not in str(e):
                 raise
         # The CA forgot the account (pebble restarted, or it was deactivated): once more.
         self.storage.delete(f"{self._base}/account.json")
         self._acme = None
-        return self._issue(self.connect(), names)
+        return self._issue(self.connect(), names, challenge)
 
-    def _issue(self, acme: client.ClientV2, names: tuple[str, ...]) -> Issued:
+    def _issue(self, acme: client.ClientV2, names: tuple[str, ...], challenge: str) -> Issued:
         _, key_pem = new_key()
         csr = crypto_util.make_csr(key_pem, list(names))
-        tokens: list[str] = []
-        with _mapped(f"ACME order for {', '.join(names)}"):
+        published: list[str] = []  # storage keys to remove once the order is done
+        with _mapped(f"ACME order for {', '.join(names)}", _HINTS[challenge]):
             try:
                 order = acme.new_order(csr)
                 for authz in order.authorizations:
                     if authz.body.status == messages.STATUS_VALID:  # still valid from before
                         continue
-                    tokens.append(self._answer(acme, authz))
+                    published.append(self._answer(acme, authz, challenge))
                 deadline = dt.datetime.now() + dt.timedelta(seconds=self.timeout)
                 order = acme.poll_and_finalize(order, deadline)
             finally:
-                for token in tokens:
+                for key in published:
                     with contextlib.suppress(StorageError):
-                        self.storage.delete(storage_key(token))
+                        self.storage.delete(key)
         return Issued(fullchain=order.fullchain_pem.encode(), key=key_pem)
 
-    def _answer(self, acme: client.ClientV2, authz: messages.AuthorizationResource) -> str:
-        """Publish the HTTP-01 key authorization for one name, then tell the CA."""
+    def _answer(self, acme: client.ClientV2, authz: messages.AuthorizationResource, challenge: str) -> str:
+        """Publish what the CA will look for to validate one name over `challenge`
+        (storage: any worker answers), then tell the CA; return the storage key."""
         name = authz.body.identifier.value
+        wanted = TLSALPN01 if challenge == TLS_ALPN_01 else challenges.HTTP01
         for challb in authz.body.challenges:
-            if isinstance(challb.chall, challenges.HTTP01):
+            if isinstance(challb.chall, wanted):
                 break
         else:
-            offered = ", ".join(c.chall.typ for c in authz.body.challenges)
-            raise AcmeError(f"the CA offers no http-01 challenge for {name} (only {offered})")
+            offered = ", ".join(_typ(c.chall) for c in authz.body.challenges)
+            raise ChallengeFailed(f"the CA offers no {challenge} challenge for {name} (only {offered})")
         response, validation = challb.response_and_validation(self._jwk)
-        token = challb.chall.encode("token")
-        self.storage.put(storage_key(token), validation.encode("ascii"), 0o600)
+        if challenge == TLS_ALPN_01:
+            key = alpn_challenge.storage_key(name.lower())
+            self.storage.put(key, validation_pem(name.lower(), validation), 0o600)
+        else:
+            key = storage_key(challb.chall.encode("token"))
+            self.storage.put(key, validation.encode("ascii"), 0o600)
         acme.answer_challenge(challb, response)
-        return token
+        return key
 
     # -- renewal information (RFC 9773) ----------------------------------------------
 
@@ -198,15 +218,22 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
 
 
+def _typ(chall: challenges.Challenge) -> str:
+    if isinstance(chall, challenges.UnrecognizedChallenge):
+        return str(chall.jobj.get("type", "?"))
+    return chall.typ
+
+
 @contextlib.contextmanager
-def _mapped(what: str) -> Iterator[None]:
-    """Library and network exceptions -> AcmeError naming `what` and the CA's detail."""
+def _mapped(what: str, hint: str = "") -> Iterator[None]:
+    """Library and network exceptions -> AcmeError naming `what` and the CA's detail;
+    a failed validation -> ChallengeFailed, followed by `hint`."""
     try:
         yield
     except AcmeError:
         raise
     except errors.ValidationError as e:
-        raise AcmeError(f"{what}: validation failed: {_failed(e)}{_HINT}") from None
+        raise ChallengeFailed(f"{what}: validation failed: {_failed(e)}{hint}") from None
     except errors.TimeoutError:
         raise AcmeError(f"{what}: the CA did not finish within the time allowed") from None
     except errors.IssuanceError as e:
@@ -223,9 +250,14 @@ def _mapped(what: str) -> Iterator[None]:
         raise AcmeError(f"{what}: {e}") from None
 
 
-# HTTP-01's usual causes, said once after the CA's own words (certbot says as much)
-_HINT = (" (the CA must reach http://NAME/.well-known/acme-challenge/ on port 80 of this"
-         " Porch: check the names' DNS records and the firewall)")
+# The usual causes, said once after the CA's own words (certbot says as much)
+_HINTS = {
+    HTTP_01: (" (the CA must reach http://NAME/.well-known/acme-challenge/ on port 80 of this"
+              " Porch: check the names' DNS records and the firewall)"),
+    TLS_ALPN_01: (" (the CA must reach port 443 of this Porch with TLS and ALPN acme-tls/1:"
+                  " check the names' DNS records and the firewall, and that nothing in front"
+                  " of Porch terminates TLS)"),
+}
 
 
 def _problem(error: messages.Error) -> str:

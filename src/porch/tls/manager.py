@@ -70,6 +70,8 @@ class CertManager:
         self._client = lambda: AcmeClient(self.ca, storage, timeout=timeout)
         self._clients: dict[str, AcmeClient] = {}
         self._ari: dict[str, _Ari] = {}
+        # acme_challenge_type "auto": the type that last validated a site goes first
+        self._worked: dict[str, str] = {}
         # what the last step did per site name, for `porch certs renew`:
         # "issued" / "renewed" / "dry run ok" / "not due" / "failed", and a detail
         self.outcomes: dict[str, tuple[str, str]] = {}
@@ -200,7 +202,7 @@ class CertManager:
         self.log.info(f"ACME: {what} certificate{' (dry run)' if self.dry_run else ''}",
                       site=name, names=" ".join(names), ca=self.ca.directory)
         try:
-            issued = self.client(name).issue(names)
+            issued = self._issue_with_fallback(name, names)
         except AcmeError as e:
             return self._failed(site, meta, str(e))
         if self.dry_run:
@@ -215,6 +217,35 @@ class CertManager:
                       issuer=meta.issuer, not_after=meta.not_after)
         self._deploy(site, meta)
         return self._wait(self.due(certstore.read(self.storage, name), site))
+
+    def challenge_types(self, name: str) -> tuple[str, ...]:
+        """The challenge types to try for site `name`, in order (acme_challenge_type)."""
+        from porch.tls.acme import HTTP_01, TLS_ALPN_01
+
+        kind = self.config.porch.acme_challenge_type
+        if kind != "auto":
+            return (kind,)
+        first = self._worked.get(name, HTTP_01)
+        return (first, TLS_ALPN_01 if first == HTTP_01 else HTTP_01)
+
+    def _issue_with_fallback(self, name: str, names: tuple[str, ...]):
+        """Issue over the first challenge type; when the CA cannot validate with it,
+        a new order over the next one at once (a failed authorization fails its
+        order, RFC 8555 section 7.1.6).  Raises the last AcmeError."""
+        from porch.tls.acme import ChallengeFailed
+
+        kinds = self.challenge_types(name)
+        for i, kind in enumerate(kinds):
+            try:
+                issued = self.client(name).issue(names, kind)
+            except ChallengeFailed as e:
+                if i + 1 == len(kinds):
+                    raise
+                self.log.warn(f"ACME: {kind} failed, trying {kinds[i + 1]}: {e}", site=name)
+                continue
+            self._worked[name] = kind
+            return issued
+        raise AssertionError("unreachable")
 
     def _failed(self, site: Site, meta: Meta, error: str) -> float:
         attempts = meta.attempts + 1
