@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the tests need on Debian (nginx, wrk, curl, pebble, openssl, icecast2, h2load;
+# Install what the tests need on Debian (nginx, wrk, curl, pebble, openssl, icecast2, h2load, sshd;
 # .venv with the test extras), then run the suite: bash scripts/test.sh [pytest args].  Exits with pytest's code.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
@@ -21,9 +21,21 @@ stop_nginx_service() {
     fi
 }
 
+# The same for the openssh-server package: the tests run their own sshd on a test port.
+stop_sshd_service() {
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        as_root systemctl disable --now ssh >/dev/null 2>&1 || true
+    elif command -v service >/dev/null 2>&1; then
+        as_root service ssh stop >/dev/null 2>&1 || true
+    fi
+    if [ -s /run/sshd.pid ]; then
+        as_root kill "$(cat /run/sshd.pid)" >/dev/null 2>&1 || true
+    fi
+}
+
 missing=()
-declare -A package_of=([h2load]=nghttp2-client)  # the command's package, where the names differ
-for tool in nginx wrk curl pebble openssl icecast2 h2load; do
+declare -A package_of=([h2load]=nghttp2-client [sshd]=openssh-server)  # the command's package, where the names differ
+for tool in nginx wrk curl pebble openssl icecast2 h2load sshd; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]:-$tool}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -32,6 +44,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     if [[ " ${missing[*]} " == *" nginx "* ]]; then
         stop_nginx_service
     fi
+    if [[ " ${missing[*]} " == *" openssh-server "* ]]; then
+        stop_sshd_service
+    fi
+fi
+# sshd started by root needs its privilege separation directory, which the package's
+# service start would create (the tests run their own sshd, as the user running them).
+if [ "$(id -u)" -eq 0 ] && [ ! -d /run/sshd ]; then
+    mkdir -p -m 0755 /run/sshd
 fi
 
 ensure_venv '.[test]' test

@@ -4,6 +4,7 @@
 
 - echo: what it reads, it writes back;
 - banner: writes "SSH-2.0-TestServer\\r\\n" at once (the server speaks first), then echoes;
+- named: writes "target PORT\\n" at once (which target a connection reached), then echoes;
 - proxy: reads a PROXY header with the `proxy-protocol` package (the reference, not
   Porch's code), writes one JSON line {"source": [ip, port], "dest": [ip, port]}, echoes;
 - tls: a TLS server (its own certificate; ALPN xmpp-client and http/1.1) that writes
@@ -34,6 +35,8 @@ async def handle(mode: str, reader, writer) -> None:
     try:
         if mode == "banner":
             writer.write(b"SSH-2.0-TestServer\r\n")
+        elif mode == "named":
+            writer.write(f"target {writer.get_extra_info('sockname')[1]}\n".encode())
         elif mode == "proxy":
             result = await ProxyProtocolReader(ProxyProtocolDetect()).read(reader)
             src, dst = result.source, result.dest

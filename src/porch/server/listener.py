@@ -8,6 +8,8 @@ flushes the access log.
 `Server.shutdown` is the drain used both to stop (SIGTERM) and to retire a worker
 replaced by a reload: stop accepting, answer every request not yet answered with
 `Connection: close`, close idle connections, wait for the rest up to a timeout.
+`connections` also holds the port-sharing ones (server/mux.py): connections not yet
+routed and passthrough splices, waited for like requests in flight.
 """
 
 from __future__ import annotations

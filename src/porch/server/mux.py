@@ -23,6 +23,10 @@ A connection, in order:
 3. bounded: a connection that has not decided within `header_timeout` is closed,
    except that one silent from the start for SSH_WAIT goes to the ssh stream (the
    SSH server speaks first: sslh's `timeout` and `on_timeout`).
+
+Until it decides, a Mux sits in the server's `connections` as a connection reading
+a request head does: a draining worker waits for it (its decision is bounded by
+header_timeout), and at the end of drain_timeout closes it with a log line (`cut`).
 """
 
 from __future__ import annotations
@@ -97,7 +101,8 @@ class Mux(asyncio.Protocol):
     """Owns the connection until it knows where it goes, then hands it over."""
 
     __slots__ = ("server", "settings", "transport", "buf", "offset", "peer", "local", "client_ip",
-                 "proxy_source", "proxy_dest", "timer", "ssh_wait", "t_start", "decided")
+                 "proxy_source", "proxy_dest", "timer", "ssh_wait", "t_start", "decided",
+                 "active", "reading", "deadline", "deadline_kind")
 
     def __init__(self, server, settings: MuxSettings) -> None:
         self.server = server
@@ -114,6 +119,12 @@ class Mux(asyncio.Protocol):
         self.ssh_wait = False  # the timer is SSH_WAIT's, not header_timeout's
         self.t_start = 0.0
         self.decided = False
+        # Duck-typed as a server connection (listener.py) while undecided: never idle
+        # (`active`), so a drain waits for it; its own timers bound it.
+        self.active = self
+        self.reading = None
+        self.deadline = 0.0
+        self.deadline_kind = 0
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -126,6 +137,7 @@ class Mux(asyncio.Protocol):
         self.client_ip = self.peer[0]
         loop = self.server.loop
         self.t_start = loop.time()
+        self.server.connections.add(self)
         settings = self.settings
         if not settings.accept_proxy.contains(self.peer[0]):
             self.offset = 0
@@ -155,8 +167,28 @@ class Mux(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.decided:
-            self.decided = True
-            self._cancel_timer()
+            self._decide()
+
+    # -- as a server connection (listener.py) ------------------------------------
+
+    def check_deadlines(self, now: float) -> None:
+        pass  # its own timers: header_timeout, SSH_WAIT
+
+    def drain(self) -> None:
+        pass  # nothing to answer yet
+
+    def shutdown(self) -> None:
+        pass  # never idle: waited for, then cut
+
+    def cut(self, cause=None) -> int:
+        """drain_timeout is over (Server.shutdown) and this connection has not said
+        where it goes: closed, logged.  No HTTP request is cut: returns 0."""
+        if self.decided:
+            return 0
+        self._close(f"connection closed undecided at the end of drain_timeout"
+                    f" ({len(self.buf)} bytes read)")
+        self.transport.abort()
+        return 0
 
     # -- steps -----------------------------------------------------------------
 
@@ -253,8 +285,7 @@ class Mux(asyncio.Protocol):
         ctx = acme.context(hello.server_name, log)
         if ctx is None:
             return False
-        self.decided = True
-        self._cancel_timer()
+        self._decide()
         log.info("TLS-ALPN-01 challenge answered", client=self.client_ip, sni=hello.server_name)
         self._start_tls(_Validated(), ctx, data)
         return True
@@ -285,16 +316,20 @@ class Mux(asyncio.Protocol):
             ssl_protocol.buffer_updated(n)
             view = view[n:]
 
-    def _hand_over(self, conn: ClientConnection) -> ClientConnection:
+    def _decide(self) -> None:
+        """The Mux lets go: the connection is someone else's (or closed)."""
         self.decided = True
         self._cancel_timer()
+        self.server.connections.discard(self)
+
+    def _hand_over(self, conn: ClientConnection) -> ClientConnection:
+        self._decide()
         if self.client_ip != self.peer[0]:
             conn.peer_ip = self.client_ip  # connection_made keeps it (client.py)
         return conn
 
     def _splice(self, stream, label: str, data: bytes) -> None:
-        self.decided = True
-        self._cancel_timer()
+        self._decide()
         self.transport.pause_reading()
         splice = Splice(self.server, stream, label, self.client_ip, self.transport)
         splice.start(data, self.proxy_source or self.peer, self.proxy_dest or self.local)
@@ -325,8 +360,7 @@ class Mux(asyncio.Protocol):
         self._close(cause)
 
     def _close(self, cause: str | None) -> None:
-        self.decided = True
-        self._cancel_timer()
+        self._decide()
         if cause is not None:
             self.server.runtime.error_log.warn(cause, client=self.client_ip)
         self.transport.close()

@@ -13,7 +13,8 @@ those bytes, then copies both ways as they arrive:
 - one access-log line when it ends: bytes each way and duration (AccessLog.stream).
 
 Reload: a splice sits in the server's `connections` like an HTTP connection with a
-request in flight, so a draining worker keeps it up to drain_timeout (then aborts it).
+request in flight, so a draining worker keeps it up to drain_timeout, then closes it
+with a log line (`cut`).
 """
 
 from __future__ import annotations
@@ -120,7 +121,23 @@ class Splice:
         pass  # no request to answer with Connection: close
 
     def shutdown(self) -> None:
-        pass  # Server.shutdown aborts it once its drain time is over
+        pass  # never idle: Server.shutdown cuts it once its drain time is over
+
+    def cut(self, cause=None) -> int:
+        """drain_timeout is over (Server.shutdown: this worker was replaced by a
+        reload, or stops): close both sides now and say so (clients reconnect to the
+        new workers).  No HTTP request is cut: returns 0 (`cause` is for those)."""
+        if self.closed:
+            return 0
+        self.server.runtime.error_log.warn(
+            f"passthrough to {self.stream.target} closed at the end of drain_timeout",
+            client=self.client_ip, stream=self.stream.key_path,
+            duration=f"{self.server.loop.time() - self.t_start:.1f}s")
+        self.close()
+        for end in (self.client, self.upstream):
+            if end is not None and end.transport is not None:
+                end.transport.abort()
+        return 0
 
     def close(self) -> None:
         """Close both connections (each after writing what it still holds) and log."""

@@ -231,16 +231,19 @@ class CertManager:
     def _issue_with_fallback(self, name: str, names: tuple[str, ...]):
         """Issue over the first challenge type; when the CA cannot validate with it,
         a new order over the next one at once (a failed authorization fails its
-        order, RFC 8555 section 7.1.6).  Raises the last AcmeError."""
+        order, RFC 8555 section 7.1.6).  Raises AcmeError; when every type failed,
+        its message has each one's detail, in order."""
         from porch.tls.acme import ChallengeFailed
 
         kinds = self.challenge_types(name)
+        failures: list[str] = []
         for i, kind in enumerate(kinds):
             try:
                 issued = self.client(name).issue(names, kind)
             except ChallengeFailed as e:
+                failures.append(str(e) if i == 0 else f"then over {kind}: {e}")
                 if i + 1 == len(kinds):
-                    raise
+                    raise ChallengeFailed("; ".join(failures)) from None
                 self.log.warn(f"ACME: {kind} failed, trying {kinds[i + 1]}: {e}", site=name)
                 continue
             self._worked[name] = kind
