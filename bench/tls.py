@@ -3,6 +3,8 @@
 
     .venv/bin/python bench/tls.py                 # handshakes/s and keep-alive req/s over TLS
     .venv/bin/python bench/tls.py --rounds 5 --duration 15s
+    .venv/bin/python bench/tls.py --against mux   # Porch vs Porch whose hellos go through the Mux
+    .venv/bin/python bench/tls.py --against acme  # Porch vs Porch ready for TLS-ALPN-01
 
 Same method as bench/run.py (whose helpers it imports): an origin nginx on CPU 1, the
 proxy under test pinned to CPU 0, wrk on CPU 1, interleaved rounds, medians.  Two loads,
@@ -18,6 +20,14 @@ session cache as the guides configure it (wrk does not resume, so it does not he
 either side); both log every request to a file, as in bench/run.py.  Raw outputs go
 to bench/out/tls-<timestamp>/.  Run it with the venv's Python (it needs cryptography
 and porch): `.venv/bin/python bench/tls.py`.  Needs nginx and wrk.
+
+`--against mux` compares Porch with a second Porch whose config adds a `[[stream]]`
+that no benchmark connection matches, so every handshake first goes through the
+HTTPS listener's first protocol (server/mux.py: ClientHello read and matched, then
+Porch's TLS fed those bytes): the cost of port sharing for connections that stay
+Porch's own.  `--against acme`: the second Porch also has an ACME site (its CA
+unreachable: it never gets a certificate), so its listener waits for TLS-ALPN-01
+validations as a default config with ACME sites does (a substring test per hello).
 """
 
 from __future__ import annotations
@@ -82,8 +92,17 @@ def nginx_tls_conf(d: Path, port: int, origin: int, cert: Path, key: Path) -> st
     )
 
 
-def porch_tls_conf(d: Path, http_port: int, https_port: int, origin: int, cert: Path, key: Path) -> str:
+# matched by no benchmark connection (wrk offers no ALPN xmpp-client): every hello is read and let go
+UNMATCHED_STREAM = '\n[[stream]]\nalpn = ["xmpp-client"]\npassthrough = "127.0.0.1:9"\n'
+# an ACME site whose CA never answers: the HTTPS listener is ready for TLS-ALPN-01
+ACME_SITE = ('acme_ca = "https://127.0.0.1:9/directory"',
+             '\n[[site]]\nhosts = ["bench.example.com"]\nproxy = "http://127.0.0.1:9"\ntls = "auto"\n')
+
+
+def porch_tls_conf(d: Path, http_port: int, https_port: int, origin: int, cert: Path, key: Path,
+                   porch_keys: str = "") -> str:
     return f"""[porch]
+{porch_keys}
 http_port = {http_port}
 https_port = {https_port}
 bind = ["127.0.0.1"]
@@ -144,6 +163,20 @@ def wrk(args, procs: base.Procs, url: str, server: subprocess.Popen, load: str, 
     return r
 
 
+def start_porch(args, setup, procs, out: Path, name: str, origin: int, cert: Path, key: Path,
+                porch_keys: str, extra: str) -> tuple[subprocess.Popen, int]:
+    d = setup.tmp / name
+    (d / "state").mkdir(parents=True)
+    port = base.free_port()
+    conf = d / "porch.toml"
+    conf.write_text(porch_tls_conf(d, base.free_port(), port, origin, cert, key, porch_keys) + extra)
+    shutil.copy(conf, out / f"{name}.toml")
+    p = procs.start(name, [args.porch, "run", "-c", str(conf)], base.PROXY_CPU,
+                    stdout=open(d / "stdout.log", "wb"), stderr=subprocess.STDOUT)
+    wait_https(p, port, name)
+    return p, port
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", default="10s")
@@ -151,6 +184,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--porch", default=str(base.REPO / ".venv" / "bin" / "porch"))
+    ap.add_argument("--against", choices=("nginx", "mux", "acme"), default="nginx",
+                    help="mux: Porch against Porch with an unmatched [[stream]] (every hello through the"
+                         " Mux); acme: against Porch with an ACME site (ready for TLS-ALPN-01)")
     args = ap.parse_args()
     args.targets, args.payloads = ["porch", "nginx"], ["small"]
     out = base.OUT_ROOT / f"tls-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -162,25 +198,24 @@ def main() -> int:
         origin = setup.ports["direct"]
         cert, key = make_cert(setup.tmp)
         servers: dict[str, tuple[subprocess.Popen, int]] = {}
-        d = setup.tmp / "nginx"
-        d.mkdir()
-        port = base.free_port()
-        p = setup._nginx("nginx", nginx_tls_conf(d, port, origin, cert, key))
-        wait_https(p, port, "nginx")
-        servers["nginx"] = (p, port)
-        d = setup.tmp / "porch"
-        (d / "state").mkdir(parents=True)
-        port = base.free_port()
-        conf = d / "porch.toml"
-        conf.write_text(porch_tls_conf(d, base.free_port(), port, origin, cert, key))
-        shutil.copy(conf, out / "porch.toml")
-        p = procs.start("porch", [args.porch, "run", "-c", str(conf)], base.PROXY_CPU,
-                        stdout=open(d / "stdout.log", "wb"), stderr=subprocess.STDOUT)
-        wait_https(p, port, "Porch")
-        servers["porch"] = (p, port)
-        base.log(f"Porch https 127.0.0.1:{servers['porch'][1]}, nginx https 127.0.0.1:{servers['nginx'][1]}")
+        if args.against == "nginx":
+            d = setup.tmp / "nginx"
+            d.mkdir()
+            port = base.free_port()
+            p = setup._nginx("nginx", nginx_tls_conf(d, port, origin, cert, key))
+            wait_https(p, port, "nginx")
+            servers["nginx"] = (p, port)
+        variants = {"porch": ("", "")}
+        if args.against == "mux":
+            variants["porch+mux"] = ("", UNMATCHED_STREAM)
+        elif args.against == "acme":
+            variants["porch+acme"] = ACME_SITE
+        for name, (keys, extra) in variants.items():
+            servers[name] = start_porch(args, setup, procs, out, name, origin, cert, key, keys, extra)
+        base.log(", ".join(f"{name} https 127.0.0.1:{port}" for name, (_, port) in servers.items()))
         results: dict = {load: {t: [] for t in servers} for load in LOADS}
-        names = list(servers)
+        names = ["porch", "nginx" if args.against == "nginx" else f"porch+{args.against}"]
+        other = names[1]
         for rnd in range(1, args.rounds + 1):
             order = names[(rnd - 1) % 2:] + names[:(rnd - 1) % 2]
             for load in LOADS:
@@ -193,8 +228,8 @@ def main() -> int:
                              f"{base.fmt_ms(r['p99'])} ms  err {r['errors']}  server CPU {r['server_cpu']:.0f}%")
         lines = [f"wrk -c {args.connections} -t {args.threads} -d {args.duration}; {args.rounds} rounds, medians;"
                  f" proxy on CPU {base.PROXY_CPU}, wrk+origin on CPU {base.LOAD_CPU}", "",
-                 "| load | Porch req/s | nginx req/s | Porch / nginx | Porch CPU µs/req | nginx CPU µs/req"
-                 " | Porch p99 ms | nginx p99 ms | errors |",
+                 f"| load | Porch req/s | {other} req/s | Porch / {other} | Porch CPU µs/req | {other} CPU µs/req"
+                 f" | Porch p99 ms | {other} p99 ms | errors |",
                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for load in LOADS:
             med = {t: statistics.median(r["rps"] for r in results[load][t]) for t in names}
@@ -204,9 +239,9 @@ def main() -> int:
                     for t in names}
             p99 = {t: statistics.median(r["p99"] for r in results[load][t]) for t in names}
             errs = sum(r["errors"] for t in names for r in results[load][t])
-            lines.append(f"| {load} | {med['porch']:,.0f} | {med['nginx']:,.0f} | {med['porch'] / med['nginx']:.2f} |"
-                         f" {cost['porch']:.0f} | {cost['nginx']:.0f} |"
-                         f" {base.fmt_ms(p99['porch'])} | {base.fmt_ms(p99['nginx'])} | {errs} |")
+            lines.append(f"| {load} | {med['porch']:,.0f} | {med[other]:,.0f} | {med['porch'] / med[other]:.2f} |"
+                         f" {cost['porch']:.0f} | {cost[other]:.0f} |"
+                         f" {base.fmt_ms(p99['porch'])} | {base.fmt_ms(p99[other])} | {errs} |")
         table = "\n".join(lines) + "\n"
         (out / "summary.md").write_text(table)
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str))

@@ -105,3 +105,28 @@ def test_a_broken_validation_file_is_logged_not_served(storage, tmp_path):
     assert AlpnResponder(storage).context("a.example.com", log) is None
     log.close()
     assert "TLS-ALPN-01 challenge: the validation certificate does not load" in log_path.read_text()
+
+
+def client_hello(alpn: list[str], name: str = "a.example.com") -> bytes:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.set_alpn_protocols(alpn)
+    out = ssl.MemoryBIO()
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), out, server_hostname=name)
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return out.read()
+
+
+def test_the_listener_tells_validations_from_other_hellos_without_parsing():
+    from pathlib import Path
+
+    from porch.server.mux import _not_acme_tls
+
+    acme = client_hello(["acme-tls/1"])
+    assert not _not_acme_tls(acme)  # a validation: parsed and answered
+    assert not _not_acme_tls(acme[:20])  # its record not whole yet: wait
+    assert not _not_acme_tls(b"") and not _not_acme_tls(b"\x16\x03")
+    for path in sorted((Path(__file__).parent / "data" / "clienthello").glob("*.bin")):
+        assert _not_acme_tls(path.read_bytes()), path.name  # curl, openssl, Python: Porch's TLS
+    assert _not_acme_tls(client_hello(["h2", "http/1.1"]))
+    assert _not_acme_tls(b"GET / HTTP/1.1\r\n")  # not TLS: OpenSSL answers it, as ever

@@ -155,10 +155,12 @@ class Mux(asyncio.Protocol):
         if self.offset == 0 and _looks_like_proxy(self.buf):
             self._refuse(f"PROXY protocol header from {self.peer[0]}, which is not in accept_proxy_protocol")
             return
-        if self.settings.streams is None and self.settings.acme is None:
-            self._own(self.buf[self.offset:])
+        data = self.buf[self.offset:]
+        settings = self.settings
+        if settings.streams is None and (settings.acme is None or _not_acme_tls(data)):
+            self._own(data)
         else:
-            self._route(self.buf[self.offset:])
+            self._route(data)
 
     def eof_received(self) -> bool | None:
         if not self.decided:
@@ -380,6 +382,23 @@ class _Validated(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         pass
+
+
+# acme-tls/1 as it appears in an ALPN list (RFC 7301 3.1: one length byte, the name)
+_ACME_TLS_WIRE = bytes([len(ACME_TLS)]) + ACME_TLS.encode()
+
+
+def _not_acme_tls(data: bytes) -> bool:
+    """True when `data` holds a whole first TLS record without acme-tls/1 in it: not
+    a TLS-ALPN-01 validation.  A substring test instead of a parse (bench/RESULTS.md:
+    the parse cost ~10% of a handshake) for the listener that only waits for those.
+    Validators send their hello in one record; a hello spread over records whose
+    first lacks acme-tls/1 is left to Porch's TLS."""
+    if len(data) < 5 or data[0] != 22:
+        return len(data) >= 1 and data[0] != 22  # not TLS: Porch's TLS answers it
+    if len(data) < 5 + int.from_bytes(data[3:5], "big"):
+        return False  # the hello's record is not whole yet: parsed as it comes
+    return _ACME_TLS_WIRE not in data
 
 
 def _looks_like_proxy(data: bytes) -> bool:
