@@ -165,3 +165,20 @@ def test_plain_paths_keep_their_hints():
     assert found == 'site[0].route[0].path: "api/" does not start with /; write "/api/"'
     (found,) = problems(f'[[site]]\nhosts = ["example.org"]\n{UP}[[site.route]]\npath = "/api/*"\n')
     assert found == 'site[0].route[0].path: "/api/*" has a *; paths are prefixes already, write "/api/"'
+
+
+def test_acme_port_warnings_follow_acme_challenge_type():
+    site = f'[[site]]\nhosts = ["example.org"]\n{UP}'
+    # HTTP-01 only: port 80 is what matters
+    (warning,) = load(f'[porch]\nhttp_port = 8080\nacme_challenge_type = "http-01"\n{site}').warnings
+    assert warning.endswith('set http_port = 80, or give these sites tls = { cert, key } files or tls = "internal"')
+    # TLS-ALPN-01 only: port 443 is; http_port does not matter
+    assert load(f'[porch]\nhttp_port = 8080\nacme_challenge_type = "tls-alpn-01"\n{site}').warnings == ()
+    (warning,) = load(f'[porch]\nhttps_port = 8443\nacme_challenge_type = "tls-alpn-01"\n{site}').warnings
+    assert warning.startswith("porch.https_port: 8443 is not 443, and site[0] (example.org) get certificates"
+                              " from ACME over TLS-ALPN-01")
+    assert "forwards port 443 to 8443" in warning
+    # auto with port 80 elsewhere but 443 served: it works, after a failed HTTP-01 each time
+    (warning,) = load(f'[porch]\nhttp_port = 8080\n{site}').warnings
+    assert 'Porch then validates over TLS-ALPN-01 on https_port 443' in warning
+    assert 'acme_challenge_type = "tls-alpn-01"' in warning

@@ -45,24 +45,35 @@ def _tls_files(site: Site, problems: Lines, warnings: Lines) -> None:
 
 
 def acme_port_warnings(config: Config) -> Lines:
-    """HTTP-01 is the only ACME challenge Porch answers (tls/acme.py), and the CA
-    always sends it to port 80 (RFC 8555 section 8.3): with http_port elsewhere, an
-    "auto" site gets a certificate only if something forwards port 80 to Porch."""
+    """The CA sends HTTP-01 to port 80 (RFC 8555 section 8.3) and TLS-ALPN-01 to port
+    443 (RFC 8737 section 3), whatever Porch listens on: an "auto" site whose
+    challenge goes to a port Porch does not serve gets a certificate only if
+    something forwards that port to Porch (acme_challenge_type says which)."""
     from porch.tls.auto import acme_names, wants_acme
 
-    port = config.porch.http_port
-    if port == 80:
+    g = config.porch
+    kind, http, https = g.acme_challenge_type, g.http_port, g.https_port
+    if (http == 80 and kind != "tls-alpn-01") or (https == 443 and kind == "tls-alpn-01"):
         return []
     sites = [site for site in config.sites if wants_acme(site)]
     if not sites:
         return []
     named = ", ".join(f"{site.key_path} ({', '.join(acme_names(site)[:2])})" for site in sites[:3])
-    more = f" and {len(sites) - 3} more" if len(sites) > 3 else ""
-    return [f"porch.http_port: {port} is not 80, and {named}{more} get certificates from ACME over"
-            " HTTP-01, the only challenge Porch answers, which the CA sends to port 80 of each name:"
-            f" validation fails unless something forwards port 80 to {port} (a NAT or firewall"
-            " rule, another proxy); set http_port = 80, or give these sites tls = { cert, key }"
-            ' files or tls = "internal"']
+    named += f" and {len(sites) - 3} more" if len(sites) > 3 else ""
+    if kind == "tls-alpn-01":
+        return [f"porch.https_port: {https} is not 443, and {named} get certificates from ACME over"
+                " TLS-ALPN-01 (acme_challenge_type), which the CA sends to port 443 of each name:"
+                f" validation fails unless something forwards port 443 to {https} (a NAT or"
+                " firewall rule); set https_port = 443 or acme_challenge_type = \"http-01\""]
+    text = (f"porch.http_port: {http} is not 80, and {named} get certificates from ACME over"
+            " HTTP-01, which the CA sends to port 80 of each name: validation fails unless"
+            f" something forwards port 80 to {http} (a NAT or firewall rule, another proxy)")
+    if kind == "auto" and https == 443:
+        return [text + "; Porch then validates over TLS-ALPN-01 on https_port 443, after a failed"
+                " HTTP-01 attempt each time (the CA counts failures): set http_port = 80, or"
+                ' acme_challenge_type = "tls-alpn-01"']
+    return [text + "; set http_port = 80, or give these sites tls = { cert, key } files or"
+            ' tls = "internal"']
 
 
 # nginx location modifiers ("~", "~*", "=", "^~") and regex metacharacters that
