@@ -86,6 +86,16 @@ def _ssl_protocol_class(loop: asyncio.AbstractEventLoop):
     """uvloop's SSLProtocol (Cython, what its create_server uses) on a uvloop loop,
     asyncio's otherwise.  Both take (loop, app_protocol, context, waiter, server_side,
     ...) and are buffered protocols: get_buffer/buffer_updated take bytes read."""
+    known = _SSL_PROTOCOL.get(type(loop))
+    if known is None:
+        known = _SSL_PROTOCOL[type(loop)] = _find_ssl_protocol_class(loop)
+    return known
+
+
+_SSL_PROTOCOL: dict[type, type] = {}  # by loop class: looked up once, not per handshake
+
+
+def _find_ssl_protocol_class(loop: asyncio.AbstractEventLoop):
     try:
         import uvloop
         from uvloop.loop import SSLProtocol
@@ -131,15 +141,13 @@ class Mux(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername") or ("", 0)
-        local = transport.get_extra_info("sockname") or ("", 0)
-        self.peer = (_unmapped(peer[0]), peer[1])
-        self.local = (_unmapped(local[0]), local[1])
+        self.peer = (_unmapped(peer[0]), peer[1])  # `local`: looked up by a splice that needs it
         self.client_ip = self.peer[0]
         loop = self.server.loop
         self.t_start = loop.time()
         self.server.connections.add(self)
-        settings = self.settings
-        if not settings.accept_proxy.contains(self.peer[0]):
+        accept = self.settings.accept_proxy
+        if not accept or not accept.contains(self.peer[0]):  # parsing the address: 3% of a handshake
             self.offset = 0
         if self.offset == 0:
             self._wait_for_client()
@@ -334,6 +342,9 @@ class Mux(asyncio.Protocol):
         self._decide()
         self.transport.pause_reading()
         splice = Splice(self.server, stream, label, self.client_ip, self.transport)
+        if self.proxy_dest is None:
+            local = self.transport.get_extra_info("sockname") or ("", 0)
+            self.local = (_unmapped(local[0]), local[1])
         splice.start(data, self.proxy_source or self.peer, self.proxy_dest or self.local)
 
     # -- endings ---------------------------------------------------------------
