@@ -402,12 +402,8 @@ class H2Exchange(Exchange):
     def on_response_end(self) -> None:
         if self.done:
             return
-        if self.chain.response_body and self.framing != BODY_NONE:
-            tail = self._run_bodies(b"", True)
-            if self.done:
-                return
-            if tail:
-                self.on_response_body_raw(tail)
+        if self.chain.response_body and not self._end_bodies():
+            return
         self.client.end()
         self.out = []
         self.finish()

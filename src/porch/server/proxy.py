@@ -423,7 +423,12 @@ class Exchange:
     def _run_upstream_requests(self, head: RequestHead) -> bool:
         """The policies' upstream_request hooks over the head that goes upstream; False
         when one failed (the exchange is answered 500)."""
-        for hook in self.chain.upstream_request:
+        return self._run_head_hooks(self.chain.upstream_request, head)
+
+    def _run_head_hooks(self, hooks: tuple, head: object) -> bool:
+        """Each of `hooks` over `head`, changed in place; False when one failed: the
+        exchange is then answered 500 (nothing has been written to the client yet)."""
+        for hook in hooks:
             try:
                 hook(self, head)
             except Exception as exc:
@@ -669,6 +674,16 @@ class Exchange:
                 return b""
         return data
 
+    def _end_bodies(self) -> bool:
+        """The body hooks' last call (`end`), its bytes sent; False when one failed."""
+        if self.framing != BODY_NONE:
+            tail = self._run_bodies(b"", True)
+            if self.done:
+                return False
+            if tail:
+                self.on_response_body_raw(tail)
+        return True
+
     def on_response_body_raw(self, data: bytes) -> None:
         """Body bytes as they go to the client, past the body hooks (their last words)."""
         self.bytes_out += len(data)
@@ -689,14 +704,7 @@ class Exchange:
         """The policies' response hooks over the upstream's head (`lines`, the flat
         field list, changed in place).  False when one failed: the exchange is then
         answered 500 (nothing has been written to the client yet)."""
-        head = ResponseHead(status, Headers(lines))
-        for hook in self.chain.response:
-            try:
-                hook(self, head)
-            except Exception as exc:
-                self.fail(self._policy_failed(hook, exc))
-                return False
-        return True
+        return self._run_head_hooks(self.chain.response, ResponseHead(status, Headers(lines)))
 
     def _rewrite_location(self, value: bytes) -> bytes:
         """A URL of the upstream's own (see `_upstream_origin`) becomes the client's
@@ -779,12 +787,8 @@ class Exchange:
     def on_response_end(self) -> None:
         if self.done:
             return
-        if self.chain.response_body and self.framing != BODY_NONE:
-            tail = self._run_bodies(b"", True)
-            if self.done:
-                return
-            if tail:
-                self.on_response_body_raw(tail)
+        if self.chain.response_body and not self._end_bodies():
+            return
         if self.framing == BODY_CHUNKED:
             if self.out is None:
                 self.out = [LAST_CHUNK]
