@@ -45,6 +45,25 @@ class OptionalBuildExt(build_ext):
             print(f"porch: not compiling {ext.name} ({exc}); it runs as pure Python", file=sys.stderr)
 
 
+def native_modules() -> list:
+    """Extensions binding a C library (src/porch/_compiled.py NATIVE), for those whose
+    header is installed: libnghttp2's (Debian libnghttp2-dev) gives HTTP/2 on nghttp2
+    (server/ngh2.pyx); without it the pure-Python h2 engine serves."""
+    from setuptools import Extension
+
+    found = runpy.run_path(os.path.join(HERE, "src", "porch", "_compiled.py"))
+    out = []
+    wanted = found["native_wanted"]()
+    for rel, (header, library) in found["NATIVE"].items():
+        if rel not in wanted:
+            print(f"porch: not building {rel} ({header} not found); the pure-Python path "
+                  f"serves instead", file=sys.stderr)
+            continue
+        name = rel[: -len(".pyx")].replace("/", ".")
+        out.append(Extension(name, [os.path.join("src", rel)], libraries=[library]))
+    return out
+
+
 def extensions() -> list:
     if os.environ.get("PORCH_PURE_PYTHON") == "1":
         return []
@@ -54,7 +73,7 @@ def extensions() -> list:
         print("porch: Cython is not installed; the hot path runs as pure Python", file=sys.stderr)
         return []
     return cythonize(
-        [os.path.join("src", m) for m in compiled_modules()],
+        [os.path.join("src", m) for m in compiled_modules()] + native_modules(),
         compiler_directives={
             "language_level": 3,
             # Annotations document; the .pxd files are what Cython types by.

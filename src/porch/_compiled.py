@@ -27,6 +27,14 @@ MODULES = (
     "porch/server/client.py",
 )
 
+# Cython-only extensions that bind a C library: built when the library's header is
+# there (setup.py), else left out and the pure-Python path serves instead.
+#   module source -> (the header it needs, the library it links)
+NATIVE = {
+    "porch/server/ngh2.pyx": ("nghttp2/nghttp2.h", "nghttp2"),  # Debian libnghttp2-dev
+}
+INCLUDE_DIRS = ("/usr/include", "/usr/local/include")
+
 _SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
@@ -52,11 +60,30 @@ def status() -> tuple[list[str], list[str]]:
     return compiled, stale
 
 
+def header_found(header: str) -> bool:
+    return any(os.path.exists(os.path.join(d, header)) for d in INCLUDE_DIRS)
+
+
+def native_wanted() -> list[str]:
+    """The NATIVE modules whose C library header this machine has."""
+    return [rel for rel, (header, _) in NATIVE.items() if header_found(header)]
+
+
+def native_stale() -> list[str]:
+    """Wanted NATIVE modules with no build, or one older than the source."""
+    out = []
+    for rel in native_wanted():
+        src = os.path.join(_SRC, rel)
+        if _mtime(src[: -len(".pyx")] + _SUFFIX) < _mtime(src):
+            out.append(rel)
+    return out
+
+
 def needs_build() -> bool:
     """A module is stale or has no compiled copy: what tests/conftest.py and
     scripts/lib.sh (through `python src/porch/_compiled.py`) rebuild for."""
     compiled, stale = status()
-    return bool(stale) or len(compiled) < len(MODULES)
+    return bool(stale) or len(compiled) < len(MODULES) or bool(native_stale())
 
 
 def describe() -> str:

@@ -93,6 +93,7 @@ class Runtime:
         send_timeout: float = 60.0,
         max_concurrent_streams: int = 100,
         underscores_in_headers: bool = False,
+        http2_engine: str = "auto",
         access_log: AccessLog,
         error_log: ErrorLog,
         targets: tuple[Target, ...] = (),
@@ -108,6 +109,7 @@ class Runtime:
         self.send_timeout = send_timeout
         self.max_concurrent_streams = max_concurrent_streams  # HTTP/2 (server/h2conn.py)
         self.underscores_in_headers = underscores_in_headers  # server/client.py
+        self.http2_engine = http2_engine  # "nghttp2" or "h2" (server/h2engine.py)
         self.access_log = access_log
         self.error_log = error_log
         self.targets = targets

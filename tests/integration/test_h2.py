@@ -28,11 +28,18 @@ from .upstreams import pattern_sha256
 HOST = "app.test"
 
 
-@pytest.fixture
-def h2porch(porch):
-    """Factory: Porch serving `sites` over HTTPS (local CA) on `p.https_port`."""
+# Every test of HTTP/2 to clients (here, test_h2_attacks.py, test_h2load.py: all through
+# this fixture) runs on both engines (server/h2engine.py): libnghttp2 and pure-Python h2.
+H2_ENGINES = ("nghttp2", "h2")
+
+
+@pytest.fixture(params=H2_ENGINES)
+def h2porch(porch, request):
+    """Factory: Porch serving `sites` over HTTPS (local CA) on `p.https_port`, with the
+    HTTP/2 engine of the test's parameter."""
 
     def start(sites: str, **keys):
+        keys.setdefault("http2_engine", request.param)
         keys.setdefault("https_port", free_port())
         keys.setdefault("tls", "internal")
         p = porch(sites, **keys)

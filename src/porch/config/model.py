@@ -198,6 +198,9 @@ class Global:
     # SETTINGS_MAX_CONCURRENT_STREAMS: nginx http2_max_concurrent_streams 128, Go 250,
     # RFC 9113 6.5.2 recommends no less than 100.
     max_concurrent_streams: int = 100
+    # What speaks HTTP/2: "nghttp2" (libnghttp2, compiled in when its header was
+    # there at build time), "h2" (pure Python), "auto" (nghttp2 when built).
+    http2_engine: str = "auto"
     # A client that reads nothing of a response for this long is dropped (nginx send_timeout 60s).
     send_timeout: float = 60.0
     # Request header names with "_" are passed (nginx underscores_in_headers, off by

@@ -259,6 +259,14 @@ def _streams(value: Any) -> int:
     return value
 
 
+def _http2_engine(value: Any) -> str:
+    from porch.server.h2engine import ENGINES, resolve  # imported here: it imports h2
+
+    choice = _choice(*ENGINES)(value)
+    resolve(choice)  # "nghttp2" where it is not built: the error says how to build it
+    return choice
+
+
 def _bool(value: Any) -> bool:
     _expect(isinstance(value, bool), value, "true or false")
     return value
@@ -686,6 +694,7 @@ _GLOBAL_ONLY_KEYS: dict[str, Parser] = {
     "tls_ciphers": _tls_ciphers,
     "http2": _bool,
     "max_concurrent_streams": _streams,
+    "http2_engine": _http2_engine,
     "send_timeout": _duration(zero_ok=False),
     "underscores_in_headers": _bool,
     "error_log_level": _choice("debug", "info", "warn", "error"),

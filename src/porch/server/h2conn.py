@@ -27,21 +27,19 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-import h2.connection
 import h2.events as ev
 from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError
-from h2.settings import Settings
 from hyperframe.frame import GoAwayFrame
 
-from porch.http.h2 import CONNECTION_WINDOW, FloodGuard, configuration, limits_frame, local_settings
+from porch.http.h2 import FloodGuard
+from porch.server.h2engine import native_events, new_engine
 from porch.server.h2stream import H2Stream
 
 if TYPE_CHECKING:
     from porch.errors import ProxyError
     from porch.server.client import ClientConnection
 
-_DEFAULT_WINDOW = 65535  # RFC 9113 6.9.2: every connection starts with it
 FLUSH_NOW = 64 * 1024
 
 
@@ -62,8 +60,8 @@ class H2Connection:
         self.forwarding = client.forwarding
         runtime = self.server.runtime
         self.max_streams = runtime.max_concurrent_streams
-        self.h2 = h2.connection.H2Connection(config=configuration())
-        self.h2.local_settings = Settings(client=False, initial_values=local_settings())
+        # nghttp2 or h2 (server/h2engine.py): the same interface, h2's
+        self.h2 = new_engine(runtime.http2_engine)
         self.streams: dict[int, H2Stream] = {}
         self.guard = FloodGuard()
         self.write_paused = False
@@ -82,11 +80,8 @@ class H2Connection:
 
     def start(self) -> None:
         self.server.connections.add(self)
-        self.h2.initiate_connection()  # our SETTINGS
-        self.h2.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
-        self.flush()
-        runtime = self.server.runtime
-        self.transport.write(limits_frame(self.max_streams, runtime.max_header_size))
+        # our SETTINGS (with the limits of http/h2.py limits_frame) and connection window
+        self.transport.write(self.h2.start(self.max_streams, self.server.runtime.max_header_size))
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -352,3 +347,6 @@ _HANDLERS = {
     ev.PingReceived: H2Connection._ping,
     ev.ConnectionTerminated: H2Connection._goaway,
 }
+# The nghttp2 engine's events (server/ngh2.pyx): h2's names and attributes, same handlers.
+for _name, _native in native_events().items():
+    _HANDLERS[_native] = _HANDLERS[getattr(ev, _name)]
