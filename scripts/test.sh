@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install what the tests need on Debian (nginx, wrk, curl, pebble, openssl, icecast2, h2load, sshd;
-# .venv with the test extras), then run the suite: bash scripts/test.sh [pytest args].  Exits with pytest's code.
+# Install what the tests need on Debian (nginx, wrk, curl, pebble, openssl, icecast2, h2load, sshd,
+# libnghttp2-dev; .venv with the test extras), then run the suite: bash scripts/test.sh
+# [pytest args].  Exits with pytest's code.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 . scripts/lib.sh
@@ -38,6 +39,9 @@ declare -A package_of=([h2load]=nghttp2-client [sshd]=openssh-server)  # the com
 for tool in nginx wrk curl pebble openssl icecast2 h2load sshd; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]:-$tool}")
 done
+# The header HTTP/2 on libnghttp2 is built with (setup.py, src/porch/server/ngh2.pyx);
+# the suite runs every HTTP/2 test on it and on the pure-Python h2 engine.
+[ -e /usr/include/nghttp2/nghttp2.h ] || missing+=(libnghttp2-dev)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} (Debian packages)"
     apt_install "${missing[@]}"

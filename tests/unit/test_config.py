@@ -615,6 +615,8 @@ def test_tls_files_relative_to_the_config_file(tmp_path):
          'porch.send_timeout: "0s" would fail every request; expected a duration above 0'),
         ('[porch]\nmax_concurent_streams = 10\n' + SITE,
          "porch.max_concurent_streams: unknown key (did you mean max_concurrent_streams?)"),
+        ('[porch]\nhttp2_engine = "spdy"\n' + SITE,
+         'porch.http2_engine: "spdy" is not supported; expected "auto" or "nghttp2" or "h2"'),
     ],
 )  # fmt: skip
 def test_http2_problems(text, message):
@@ -650,3 +652,23 @@ def test_underscores_in_headers_and_error_log_level():
     assert "underscores" not in describe(config(SITE))
     assert problem('[porch]\nerror_log_level = "verbose"\n' + SITE) == (
         'porch.error_log_level: "verbose" is not supported; expected "debug" or "info" or "warn" or "error"')
+
+
+def test_http2_engine_key():
+    """Both engines are built in the suite (scripts/test.sh installs libnghttp2-dev)."""
+    from porch.server.h2engine import resolve
+
+    assert config(SITE).porch.http2_engine == "auto"
+    for engine in ("auto", "nghttp2", "h2"):
+        assert config(f'[porch]\nhttp2_engine = "{engine}"\n' + SITE).porch.http2_engine == engine
+    assert resolve("auto") == "nghttp2"  # what runs (config/compile.py): nghttp2 when built
+    assert resolve("h2") == "h2"
+
+
+def test_http2_engine_nghttp2_where_it_is_not_built(monkeypatch):
+    from porch.server import h2engine
+
+    monkeypatch.setattr(h2engine, "ngh2", None)
+    assert problem('[porch]\nhttp2_engine = "nghttp2"\n' + SITE).startswith(
+        'porch.http2_engine: "nghttp2" is not built into this install (libnghttp2-dev was missing')
+    assert h2engine.resolve("auto") == "h2"  # auto falls back
