@@ -4,6 +4,7 @@
     .venv/bin/python bench/h2.py                  # 3 rounds of 10 s, small and 1 MiB, ~3 minutes
     .venv/bin/python bench/h2.py --rounds 5 --duration 15 --payloads small
     .venv/bin/python bench/h2.py --profile 15      # py-spy of Porch under the /small load
+    .venv/bin/python bench/h2.py --http2-engine h2 # Porch on the pure-Python h2 engine
 
 Same method as bench/run.py and bench/tls.py (whose helpers it imports): the origin
 nginx and the load generator on CPU 1, the proxy under test pinned to CPU 0, 3 s of
@@ -132,7 +133,9 @@ def start_porch(args, procs, setup: base.Setup, cert: Path, key: Path, out: Path
     (d / "state").mkdir(parents=True)
     port = base.free_port()
     conf = d / "porch.toml"
-    conf.write_text(tls.porch_tls_conf(d, base.free_port(), port, setup.ports["direct"], cert, key))
+    text = tls.porch_tls_conf(d, base.free_port(), port, setup.ports["direct"], cert, key)
+    # which HTTP/2 engine serves (server/h2engine.py): "auto" is nghttp2 where built
+    conf.write_text(text.replace("[porch]\n", f'[porch]\nhttp2_engine = "{args.http2_engine}"\n', 1))
     shutil.copy(conf, out / "porch.toml")
     p = procs.start("porch", [args.porch, "run", "-c", str(conf)], base.PROXY_CPU,
                     stdout=open(d / "stdout.log", "wb"), stderr=subprocess.STDOUT)
@@ -206,6 +209,8 @@ def main() -> int:
     ap.add_argument("--profile", type=int, metavar="SECONDS",
                     help="instead: py-spy Porch for SECONDS under the /small load, print where the time goes")
     ap.add_argument("--py-spy", default=str(base.REPO / ".venv" / "bin" / "py-spy"))
+    ap.add_argument("--http2-engine", default="auto", choices=("auto", "nghttp2", "h2"),
+                    help="Porch's [porch] http2_engine (auto: nghttp2 when built)")
     args = ap.parse_args()
     payloads = [x.strip() for x in args.payloads.split(",") if x.strip()]
     for tool in ("nginx", "h2load", "taskset"):
