@@ -7,6 +7,10 @@ typed fields, which cuts the instructions per proxied request by a third to a
 half (bench/hotpath.py, bench/RESULTS.md).  The same `.py` files run uncompiled
 when Cython or a C compiler is missing, or with PORCH_PURE_PYTHON=1: slower, same
 behaviour.  Everything else (config, CLI, TLS, ACME) stays interpreted.
+
+Bindings to C libraries (src/porch/_compiled.py NATIVE: HTTP/2 on libnghttp2) are
+`.pyx` files, built where the library's header is installed and left out where it
+is not; a pure-Python path (there: the `h2` library) serves instead.
 """
 
 from __future__ import annotations
@@ -65,15 +69,16 @@ def native_modules() -> list:
 
 
 def extensions() -> list:
-    if os.environ.get("PORCH_PURE_PYTHON") == "1":
-        return []
     try:
         from Cython.Build import cythonize
     except ImportError:
         print("porch: Cython is not installed; the hot path runs as pure Python", file=sys.stderr)
         return []
+    # PORCH_PURE_PYTHON=1 leaves the hot path's .py uncompiled; the library bindings,
+    # which have no .py to fall back to, are built still.
+    pure = os.environ.get("PORCH_PURE_PYTHON") == "1"
     return cythonize(
-        [os.path.join("src", m) for m in compiled_modules()] + native_modules(),
+        ([] if pure else [os.path.join("src", m) for m in compiled_modules()]) + native_modules(),
         compiler_directives={
             "language_level": 3,
             # Annotations document; the .pxd files are what Cython types by.
