@@ -11,6 +11,7 @@ import pytest
 
 from .h2client import H2Client
 from .helpers import PYTHON, Porch, RawConn, Upstream, fd_count, free_port, wait_for_port, wait_until
+from .test_h2 import H2_ENGINES
 
 HIDDEN = b"POST /hidden HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n\r\nhello"
 
@@ -130,12 +131,13 @@ def test_underscores_in_headers_passes_all_but_protected_names(procs, tmp_path):
     assert got["x-forwarded-for"] == "127.0.0.1"
 
 
-@pytest.fixture
-def h2proxy(procs, tmp_path):
+@pytest.fixture(params=H2_ENGINES)  # both HTTP/2 engines, as test_h2.py
+def h2proxy(procs, tmp_path, request):
     up = Upstream(procs, tmp_path)
     https = free_port()
     p = Porch(procs, tmp_path, f'[[site]]\nhosts = ["app.test"]\nproxy = "{up.url}"\nredirect_http = false\n'
-              '[[site.route]]\npath = "/traced/"\nallow_trace = true\n', tls="internal", https_port=https)
+              '[[site.route]]\npath = "/traced/"\nallow_trace = true\n', tls="internal", https_port=https,
+              http2_engine=request.param)
     wait_for_port(https, p.managed, what="porch https")
     return https, up
 
