@@ -148,3 +148,11 @@ def test_decoded_headers_past_64_kib_end_the_connection(engine):
     with pytest.raises(ProtocolError) as caught:
         wire.to_server()
     assert caught.value.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+
+
+def test_input_in_any_bytes_like_object(engine):
+    """What a transport hands data_received may be a bytearray or memoryview."""
+    wire = Wire(engine)
+    wire.client.send_headers(1, REQUEST, end_stream=True)
+    events = wire.server.receive_data(memoryview(bytearray(wire.client.data_to_send())))
+    assert [e.stream_id for e in events if type(e).__name__ == "RequestReceived"] == [1]

@@ -358,6 +358,8 @@ cdef class NgEngine:
         """Frames in -> events (a list, in order).  Raises NgProtocolError when the
         connection must end."""
         cdef ssize_t rv
+        if type(data) is not bytes:  # PyBytes_AS_STRING below reads a bytes object only
+            data = bytes(data)
         rv = nghttp2_session_mem_recv(self.session, <const uint8_t *>PyBytes_AS_STRING(data),
                                       <size_t>PyBytes_GET_SIZE(data))
         if rv < 0:
