@@ -8,6 +8,7 @@ refuses that; the test suite rebuilds first (tests/conftest.py).
 
 from __future__ import annotations
 
+import importlib
 import importlib.machinery
 import os
 
@@ -77,6 +78,34 @@ def native_stale() -> list[str]:
         if _mtime(src[: -len(".pyx")] + _SUFFIX) < _mtime(src):
             out.append(rel)
     return out
+
+
+def native_loads(rel: str) -> bool:
+    """Whether the NATIVE module `rel` is built here and loads (its library found)."""
+    try:
+        importlib.import_module(rel[: -len(".pyx")].replace("/", "."))
+    except ImportError:
+        return False
+    return True
+
+
+# `[porch] http2_engine`: what speaks HTTP/2 (server/h2engine.py).  Decided here, by
+# what is built, so that config/ need not import the server to check it.
+HTTP2_ENGINES = ("auto", "nghttp2", "h2")
+
+
+def http2_engine(choice: str) -> str:
+    """The configured engine -> the one that runs ("auto": nghttp2 when built).
+    ValueError for "nghttp2" where it is not built, saying how to build it."""
+    built = native_loads("porch/server/ngh2.pyx")
+    if choice == "auto":
+        return "nghttp2" if built else "h2"
+    if choice == "nghttp2" and not built:
+        raise ValueError(
+            '"nghttp2" is not built into this install (libnghttp2-dev was missing when '
+            'porch was built): install it (apt-get install libnghttp2-dev) and reinstall '
+            'porch, or use "auto" or "h2"')
+    return choice
 
 
 def needs_build() -> bool:

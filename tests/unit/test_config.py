@@ -666,9 +666,9 @@ def test_http2_engine_key():
 
 
 def test_http2_engine_nghttp2_where_it_is_not_built(monkeypatch):
-    from porch.server import h2engine
+    from porch import _compiled
 
-    monkeypatch.setattr(h2engine, "ngh2", None)
+    monkeypatch.setattr(_compiled, "native_loads", lambda rel: False)
     assert problem('[porch]\nhttp2_engine = "nghttp2"\n' + SITE).startswith(
         'porch.http2_engine: "nghttp2" is not built into this install (libnghttp2-dev was missing')
-    assert h2engine.resolve("auto") == "h2"  # auto falls back
+    assert _compiled.http2_engine("auto") == "h2"  # auto falls back

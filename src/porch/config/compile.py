@@ -6,6 +6,7 @@ import ssl
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from porch._compiled import http2_engine
 from porch.config.model import Config, Route, Site, UpstreamTLS
 from porch.http import location
 from porch.http.forwarding import TrustedProxies
@@ -60,19 +61,12 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
         send_timeout=g.send_timeout,
         max_concurrent_streams=g.max_concurrent_streams,
         underscores_in_headers=g.underscores_in_headers,
-        http2_engine=_http2_engine(g.http2_engine),
+        http2_engine=http2_engine(g.http2_engine),  # the one that runs (toml.py checked it)
         access_log=access_log or AccessLog(g.access_log, g.access_log_format),
         error_log=error_log,
         targets=tuple(targets.values()),
         tls=tls,
     )
-
-
-def _http2_engine(choice: str) -> str:
-    """The engine that runs for `http2_engine` (toml.py checked it is built)."""
-    from porch.server.h2engine import resolve  # imported here: it imports h2
-
-    return resolve(choice)
 
 
 def _compile_site(site: Site, targets: _Targets, storage: Storage, tls: TlsService | None,

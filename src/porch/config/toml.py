@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from porch._compiled import HTTP2_ENGINES, http2_engine
 from porch.config import checks
 from porch.config.errors import ConfigError
 from porch.config.model import (LETSENCRYPT, LETSENCRYPT_STAGING, Bundle, Config, Global, Hsts, Limits,
@@ -260,10 +261,8 @@ def _streams(value: Any) -> int:
 
 
 def _http2_engine(value: Any) -> str:
-    from porch.server.h2engine import ENGINES, resolve  # imported here: it imports h2
-
-    choice = _choice(*ENGINES)(value)
-    resolve(choice)  # "nghttp2" where it is not built: the error says how to build it
+    choice = _choice(*HTTP2_ENGINES)(value)
+    http2_engine(choice)  # "nghttp2" where it is not built: the error says how to build it
     return choice
 
 

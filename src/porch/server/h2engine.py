@@ -13,6 +13,7 @@ from __future__ import annotations
 import h2.connection
 from h2.settings import Settings
 
+from porch._compiled import HTTP2_ENGINES, http2_engine
 from porch.http.h2 import CONNECTION_WINDOW, configuration, limits_frame, local_settings
 
 try:
@@ -22,25 +23,13 @@ except ImportError:  # not built (no libnghttp2-dev at build time): h2 serves
 
 _DEFAULT_WINDOW = 65535  # RFC 9113 6.9.2: every connection starts with it
 
-ENGINES = ("auto", "nghttp2", "h2")
+ENGINES = HTTP2_ENGINES
+resolve = http2_engine  # configured -> running (src/porch/_compiled.py: what is built)
 
 
 def available() -> tuple[str, ...]:
     """The engines this build can run."""
     return ("nghttp2", "h2") if ngh2 is not None else ("h2",)
-
-
-def resolve(choice: str) -> str:
-    """`http2_engine` as configured -> the engine that runs.  Raises ValueError for
-    "nghttp2" where it is not built."""
-    if choice == "auto":
-        return available()[0]
-    if choice not in available():
-        raise ValueError(
-            f'"{choice}" is not built into this install (libnghttp2-dev was missing when '
-            f'porch was built): install it (apt-get install libnghttp2-dev) and reinstall '
-            f'porch, or use "auto" or "h2"')
-    return choice
 
 
 class H2Engine(h2.connection.H2Connection):
