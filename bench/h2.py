@@ -134,7 +134,7 @@ def start_porch(args, procs, setup: base.Setup, cert: Path, key: Path, out: Path
     port = base.free_port()
     conf = d / "porch.toml"
     text = tls.porch_tls_conf(d, base.free_port(), port, setup.ports["direct"], cert, key)
-    # which HTTP/2 engine serves (server/h2engine.py): "auto" is nghttp2 where built
+    # which HTTP/2 engine serves (server/h2engine.py)
     conf.write_text(text.replace("[porch]\n", f'[porch]\nhttp2_engine = "{args.http2_engine}"\n', 1))
     shutil.copy(conf, out / "porch.toml")
     p = procs.start("porch", [args.porch, "run", "-c", str(conf)], base.PROXY_CPU,
@@ -210,7 +210,7 @@ def main() -> int:
                     help="instead: py-spy Porch for SECONDS under the /small load, print where the time goes")
     ap.add_argument("--py-spy", default=str(base.REPO / ".venv" / "bin" / "py-spy"))
     ap.add_argument("--http2-engine", default="auto", choices=("auto", "nghttp2", "h2"),
-                    help="Porch's [porch] http2_engine (auto: nghttp2 when built)")
+                    help="Porch's [porch] http2_engine (auto: h2 for now, see src/porch/_compiled.py)")
     args = ap.parse_args()
     payloads = [x.strip() for x in args.payloads.split(",") if x.strip()]
     for tool in ("nginx", "h2load", "taskset"):

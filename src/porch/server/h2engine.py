@@ -4,7 +4,7 @@ when its header is there) or the pure-Python `h2` library.
 Both speak the subset of `h2.connection.H2Connection` that h2conn.py and h2stream.py
 call, plus `start()`; so the connection's rules (stream limit, flood guard,
 flow-control hold-back, GOAWAY on drain, RFC 8441) are written once.  `[porch]
-http2_engine` picks: "auto" (nghttp2 when built), "nghttp2" or "h2".
+http2_engine` picks: "nghttp2", "h2" or "auto" (src/porch/_compiled.py decides).
 nghttp2 costs a fraction of h2's CPU per request (bench/RESULTS.md, HTTP/2).
 """
 
@@ -50,7 +50,7 @@ class H2Engine(h2.connection.H2Connection):
 def new_engine(name: str) -> object:
     """An engine for one connection; `name` as configured (resolved by compile.py)."""
     if name == "auto":
-        name = available()[0]
+        name = resolve(name)
     if name == "nghttp2":
         return ngh2.NgEngine()
     return H2Engine()
