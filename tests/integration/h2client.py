@@ -134,12 +134,16 @@ class H2Client:
 
     def read_once(self, timeout: float | None = None) -> bool:
         """Read what is there and process it; False when the server has closed."""
+        before = self.sock.gettimeout()
         if timeout is not None:
             self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(65536)
         except (ConnectionResetError, ssl.SSLError):
             data = b""
+        finally:  # a short wait asked for here must not cut the caller's next, longer one
+            if timeout is not None and not self.sock._closed:
+                self.sock.settimeout(before)
         if not data:
             self.closed = True
             self.sock.close()  # as browsers and curl do: the server's TLS shutdown completes
