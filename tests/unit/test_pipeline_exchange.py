@@ -171,11 +171,12 @@ class Slow(Policy):
     """request: waits (a subrequest), then lets the request go on or refuses it."""
     name = "forward_auth"
 
-    def __init__(self, verdict):
+    def __init__(self, verdict, delay=0.01):
         self.verdict = verdict
+        self.delay = delay
 
     async def _ask(self, ctx):
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(self.delay)
         return None if self.verdict else Reply(403, cause="refused by the auth service")
 
     def request(self, ctx):
@@ -267,3 +268,119 @@ def test_a_route_without_policies_runs_no_hook(harness):
     h.request()
     h.respond()
     assert h.ct.data.startswith(b"HTTP/1.1 200 OK\r\n") and h.ct.data.endswith(b"hello")
+
+
+# -- the same phases over HTTP/2 -------------------------------------------------------
+
+import h2.config  # noqa: E402
+import h2.connection  # noqa: E402
+import h2.events  # noqa: E402
+
+
+class SslObject:
+    def selected_alpn_protocol(self):
+        return "h2"
+
+
+class H2Harness(Harness):
+    """The client side speaks HTTP/2 (an `h2` client codec) to Porch's HTTP/2 connection,
+    made as ALPN makes it; the upstream side is the same fake pooled connection."""
+
+    def __init__(self, tmp_path, *policies, engine="h2"):
+        super().__init__(tmp_path, *policies)
+        self.runtime.http2_engine = engine
+        self.ct.extra["ssl_object"] = SslObject()
+        self.ct.set_protocol = lambda protocol: setattr(self, "conn", protocol)
+        self.client.scheme = b"https"
+        self.client._speak_h2()
+        self.codec = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                          header_encoding=None))
+        self.codec.initiate_connection()
+        self.responses: dict[int, dict] = {}
+        self.exchange()
+        assert type(self.conn.h2).__name__ == ("NgEngine" if engine == "nghttp2" else "H2Engine")
+
+    def exchange(self):
+        """Our frames in, Porch's frames out (its writes happen once per loop turn)."""
+        out = self.codec.data_to_send()
+        if out:
+            self.conn.data_received(out)
+        self.run(0.01)
+        data = bytes(self.ct.data)
+        self.ct.data.clear()
+        for event in self.codec.receive_data(data):
+            r = self.responses.setdefault(getattr(event, "stream_id", 0), {"headers": [], "body": b""})
+            if isinstance(event, h2.events.ResponseReceived):
+                r["headers"] = event.headers
+            elif isinstance(event, h2.events.DataReceived):
+                r["body"] += event.data
+                self.codec.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                r["ended"] = True
+        out = self.codec.data_to_send()
+        if out:
+            self.conn.data_received(out)
+
+    def get(self, path="/x", extra=()):
+        sid = self.codec.get_next_available_stream_id()
+        self.codec.send_headers(sid, [(b":method", b"GET"), (b":path", path.encode()),
+                                      (b":scheme", b"https"), (b":authority", b"app.test"), *extra],
+                                end_stream=True)
+        self.exchange()
+        return sid
+
+    def response(self, sid):
+        r = self.responses[sid]
+        return dict(r["headers"]), r["body"]
+
+
+@pytest.fixture(params=["h2", "nghttp2"])
+def h2harness(request, tmp_path):
+    """Both HTTP/2 engines (server/h2engine.py): the phases must not depend on which."""
+    made = []
+
+    def make(*policies):
+        h = H2Harness(tmp_path, *policies, engine=request.param)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def test_h2_request_hook_answers(h2harness):
+    h = h2harness(NeedsToken())
+    sid = h.get()
+    headers, body = h.response(sid)
+    assert headers[b":status"] == b"401" and headers[b"www-authenticate"] == b'Bearer realm="x"'
+    assert body == b"who are you?\n" and h.ut.data == b""
+
+
+def test_h2_heads_rewritten_and_body_transformed(h2harness):
+    h = h2harness(NeedsToken(), Rewrite(), Upper())
+    sid = h.get(extra=[(b"authorization", b"Bearer ok"), (b"x-debug", b"1")])
+    sent = bytes(h.ut.data)
+    assert b"\r\nX-User: alice\r\n" in sent and b"x-debug" not in sent.lower()
+    h.respond(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello")
+    h.exchange()
+    headers, body = h.response(sid)
+    assert headers[b":status"] == b"200" and headers[b"x-frame-options"] == b"SAMEORIGIN"
+    assert b"content-type" not in headers and b"content-length" not in headers
+    assert body == b"HELLO!"
+
+
+def test_h2_async_hook_then_failure_keeps_the_connection(h2harness, tmp_path):
+    h = h2harness(Slow(True, delay=0.2))
+    sid = h.get()
+    assert h.ut.data == b""  # waiting
+    h.run(0.3)
+    h.exchange()
+    assert h.ut.data.startswith(b"GET /x HTTP/1.1\r\n")
+    h.respond()
+    h.exchange()
+    assert h.response(sid)[1] == b"hello"
+    b = h2harness(Broken())
+    first = b.get()
+    second = b.get()
+    assert b.response(first)[0][b":status"] == b"500" and b.response(second)[0][b":status"] == b"500"
