@@ -26,7 +26,7 @@ cdef class SiteRuntime:
 
 cdef class Runtime:
     cdef public HostTable hosts
-    cdef public object trusted, error_log, targets, tls
+    cdef public object trusted, error_log, targets, tls, health
     cdef public str http2_engine
     cdef public double header_timeout, keepalive_timeout, shutdown_timeout, send_timeout
     cdef public Py_ssize_t max_header_size, max_concurrent_streams

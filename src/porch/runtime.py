@@ -17,6 +17,7 @@ from porch.routing import HostTable, PathTable
 from porch.upstream.pool import Balancer, Target
 
 if TYPE_CHECKING:
+    from porch.upstream.prober import HealthWatcher
     from porch.tls.service import TlsService
 
 
@@ -99,6 +100,7 @@ class Runtime:
         targets: tuple[Target, ...] = (),
         scheme: bytes = b"http",
         tls: TlsService | None = None,
+        health: HealthWatcher | None = None,
     ) -> None:
         self.hosts = hosts
         self.trusted = trusted
@@ -115,3 +117,4 @@ class Runtime:
         self.targets = targets
         self.scheme = scheme
         self.tls = tls  # None: no site has TLS, nothing listens on https_port
+        self.health = health  # probe results from the supervisor (upstream/prober.py); None: no probes

@@ -284,8 +284,10 @@ def test_host_problems(hosts, message):
         ('"http://user:secret@x"', '"http://...@x" has user info; proxy URLs take no user or password'),
         ('["http://x:1", "http://x:1/"]', '"http://x:1" is listed twice'),
         ('["http://a/app", "http://b/"]', '["http://a/app", "http://b/"] mixes paths; the upstreams of one route share one path'),
-        ("[]", '[] is empty; expected at least one: a URL like "http://127.0.0.1:8080"'),
-        ("8080", '8080 is an integer; expected a URL like "http://127.0.0.1:8080", or an array of them'),
+        ("[]", '[] is empty; expected at least one: a URL like "http://127.0.0.1:8080"'
+               ' or { url = "http://127.0.0.1:8080", weight = 5 }'),
+        ("8080", '8080 is not a target; expected a URL like "http://127.0.0.1:8080"'
+                 ' or { url = "http://127.0.0.1:8080", weight = 5 }, or an array of them'),
     ],
 )  # fmt: skip
 def test_proxy_problems(proxy, message):
@@ -438,7 +440,7 @@ def test_tls_protocols_and_ciphers():
         ('[[sites]]\nproxy = "http://x:1"\n' + SITE, "sites: unknown key (did you mean site?)"),
         (SITE + "colour = 1\n", (
             "site[0].colour: unknown key (expected one of: hosts, tls, redirect_http, hsts, proxy, strip_prefix,"
-            " upstream_host, allow_trace, upstream_tls, max_body, header_timeout, body_timeout, upstream_connect_timeout, upstream_timeout,"
+            " upstream_host, allow_trace, balance, max_fails, fail_timeout, retries, health, upstream_tls, max_body, header_timeout, body_timeout, upstream_connect_timeout, upstream_timeout,"
             " tunnel_idle_timeout, request_headers, response_headers, security_headers, acme_challenge, on_certificate, bundles, route)"
         )),
         ("http_port = 8080\n" + SITE, "http_port: not a top-level key (write it in [porch])"),

@@ -20,6 +20,9 @@ from porch.policies.hsts import Hsts
 from porch.policies.https import HttpsRedirect
 from porch.storage import FileStorage, Storage
 from porch.upstream.pool import Balancer, Target
+from porch.upstream.prober import HealthWatcher, probed_addresses
+from porch.upstream.sticky import Sticky, cookie_name
+from porch.upstream.sticky import secret as sticky_secret
 from porch.upstream.tls import client_context
 
 if TYPE_CHECKING:
@@ -49,6 +52,7 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
     routes = [r for s in config.sites for r in s.routes]
     for target in targets.values():
         target.error_log = error_log
+    probed = tuple(t for t in targets.values() if t.address in probed_addresses(config))
     return Runtime(
         hosts=HostTable.build(sites),
         trusted=TrustedProxies.parse(g.trusted_proxies),
@@ -66,13 +70,14 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
         error_log=error_log,
         targets=tuple(targets.values()),
         tls=tls,
+        health=HealthWatcher(storage, probed) if probed else None,
     )
 
 
 def _compile_site(site: Site, targets: _Targets, storage: Storage, tls: TlsService | None,
                   https_port: int) -> SiteRuntime:
     policies = _site_policies(site, storage, tls, https_port)
-    routes = {r.path.encode(): _compile_route(site, r, targets, policies) for r in site.routes}
+    routes = {r.path.encode(): _compile_route(site, r, targets, policies, storage) for r in site.routes}
     only = routes.get(b"/") if len(routes) == 1 else None
     return SiteRuntime(name=site.name, paths=PathTable.build(routes), root_only=only,
                        chain=compile_chain(policies + registry.build(site.policies)))
@@ -92,7 +97,8 @@ def _site_policies(site: Site, storage: Storage, tls: TlsService | None, https_p
     return policies
 
 
-def _compile_route(site: Site, route: Route, targets: _Targets, policies: list[Policy]) -> RouteRuntime:
+def _compile_route(site: Site, route: Route, targets: _Targets, policies: list[Policy],
+                   storage: Storage) -> RouteRuntime:
     pool = []
     for spec in route.upstreams:
         tls = route.upstream_tls if spec.scheme == "https" else None
@@ -108,7 +114,7 @@ def _compile_route(site: Site, route: Route, targets: _Targets, policies: list[P
     return RouteRuntime(
         site=site.name,
         path=route.path,
-        balancer=Balancer(tuple(pool)),
+        balancer=_balancer(route, tuple(pool), storage),
         strip=strip,
         base_path=base_path,
         upstream_host=route.upstream_host.encode() if route.upstream_host else None,
@@ -122,6 +128,16 @@ def _compile_route(site: Site, route: Route, targets: _Targets, policies: list[P
         tunnel_idle_timeout=route.limits.tunnel_idle_timeout,
         chain=compile_chain(policies + registry.build(route.policies)),
     )
+
+
+def _balancer(route: Route, pool: tuple[Target, ...], storage: Storage) -> Balancer:
+    p = route.pool
+    sticky = None
+    if p.balance == "cookie" and len(pool) > 1:
+        sticky = Sticky(cookie_name(route.path), sticky_secret(storage), [t.address for t in pool])
+    return Balancer(pool, tuple(t.weight for t in route.upstreams), mode=p.balance if sticky or p.balance != "cookie"
+                    else "round_robin", max_fails=p.max_fails, fail_timeout=p.fail_timeout,
+                    retries=p.retries, probed=p.health is not None, sticky=sticky)
 
 
 def _tls_for(tls: UpstreamTLS | None, targets: _Targets) -> tuple[ssl.SSLContext | None, str | None]:

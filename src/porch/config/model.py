@@ -22,6 +22,12 @@ class UpstreamTarget:
     host: str  # a name (resolved when connecting) or an IP literal
     port: int
     path: str = ""  # a base path from the URL ("http://x:1/app" -> "/app"), "" if none
+    weight: int = 1  # `{ url = ..., weight = 5 }`: its share in the route's balancing
+
+    @property
+    def address(self) -> str:
+        """scheme://host:port: what health state and pools are keyed by (not the path)."""
+        return f"{self.scheme}://{self.authority}"
 
     @property
     def authority(self) -> str:
@@ -64,6 +70,35 @@ class UpstreamTLS:
     server_name: str | None = None  # proxy_ssl_name: SNI and the name checked; None = the URL's host
 
 
+# How a route's targets are chosen (config/upstreams.py reads them, upstream/balance.py decides).
+Balance = Literal["round_robin", "least_conn", "ip_hash", "uri_hash", "random_two", "cookie"]
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """`health = { path = "/health", ... }`: active probes from the supervisor
+    (upstream/prober.py).  `expect` holds status ranges, inclusive: "2xx" is (200, 299)."""
+
+    path: str = "/health"
+    interval: float = 5.0
+    timeout: float = 2.0
+    expect: tuple[tuple[int, int], ...] = ((200, 299),)
+    rise: int = 2  # consecutive good probes that bring a down target back
+    fall: int = 3  # consecutive bad probes that take an up target out
+
+
+@dataclass(frozen=True)
+class Pool:
+    """How a route balances over its upstreams, when it counts one as failed, and
+    how often it tries another (nginx's upstream block and proxy_next_upstream)."""
+
+    balance: Balance = "round_robin"
+    max_fails: int = 1  # nginx max_fails=1; 0: never taken out by failures
+    fail_timeout: float = 10.0  # nginx fail_timeout=10s: the window, and the time out
+    retries: int = 1  # other targets tried after a failed one (proxy_next_upstream_tries)
+    health: HealthCheck | None = None
+
+
 @dataclass(frozen=True)
 class Route:
     """A path prefix on a site and where it goes."""
@@ -78,6 +113,7 @@ class Route:
     # (key, its config value), in the registry's order.
     policies: tuple[tuple[str, Any], ...] = ()
     upstream_tls: UpstreamTLS = field(default_factory=UpstreamTLS)  # for https:// upstreams
+    pool: Pool = field(default_factory=Pool)
     key_path: str = ""  # where it came from, for messages: "site[1].route[0]"
 
 

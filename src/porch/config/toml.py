@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from porch._compiled import HTTP2_ENGINES, http2_engine
-from porch.config import checks
+from porch.config import checks, upstreams
 from porch.config.errors import ConfigError
 from porch.config.model import (LETSENCRYPT, LETSENCRYPT_STAGING, Bundle, Config, Global, Hsts, Limits,
                                 Route, Site, TlsFiles, TlsMode, UpstreamTarget, UpstreamTLS, Webroot)
@@ -468,11 +468,7 @@ def _upstream(url: str) -> UpstreamTarget:
 
 
 def _proxy(value: Any) -> tuple[UpstreamTarget, ...]:
-    urls = _strings(value, 'a URL like "http://127.0.0.1:8080"')
-    targets = _unique((_upstream(url) for url in urls), show=lambda target: _show(target.url))
-    if len({target.path for target in targets}) > 1:  # requests are rewritten once, for all
-        raise ValueError(f"{_show(value)} mixes paths; the upstreams of one route share one path")
-    return targets
+    return upstreams.targets(value, _upstream)  # URLs or { url, weight } tables
 
 
 def _route_path(value: Any) -> str:
@@ -708,11 +704,12 @@ _ROUTE_KEYS: dict[str, Parser] = {
     # merged key by key: route over site over [porch]
     "upstream_tls": _upstream_tls,
     **_LIMIT_KEYS,
+    **upstreams.POOL_KEYS,  # balance, max_fails, fail_timeout, retries, health
 }
 # Policy keys (policies/registry.py): in [porch], a site or a route, merged in that order.
 _POLICY_KEYS: dict[str, Parser] = {spec.key: spec.parse for spec in registry.SPECS}
 _ROUTE_KEYS.update(_POLICY_KEYS)
-_INHERITED = ("proxy", "strip_prefix", "upstream_host", "allow_trace")
+_INHERITED = ("proxy", "strip_prefix", "upstream_host", "allow_trace", *upstreams.POOL_KEYS)
 
 
 def _nested(value: Any) -> Any:
@@ -792,7 +789,7 @@ class _Reader:
                 continue
             try:
                 values[key] = keys[key](value)
-            except _SubProblems as e:
+            except (_SubProblems, upstreams.SubProblems) as e:
                 for sub, message in e.problems:
                     self.problem(f"{path}.{sub}", message)
                 values[key] = _BAD
@@ -991,6 +988,7 @@ class _Reader:
             allow_trace=values.get("allow_trace", False),
             limits=Limits(**_layered([defaults, site, route], _LIMIT_KEYS)),
             upstream_tls=self.upstream_tls(where, [defaults, site, route], _has_https(values["proxy"])),
+            pool=upstreams.pool(values),
             key_path=where,
             policies=registry.merged([_layered([layer], _POLICY_KEYS) for layer in (defaults, site, route)]),
         )

@@ -104,6 +104,8 @@ class Server:
                 tunnel.check(now)
         for target in self.runtime.targets:
             target.expire(now)
+        if self.runtime.health is not None:
+            self.runtime.health.poll()  # probe results from the supervisor (upstream/prober.py)
         self.runtime.access_log.flush()
         if self.runtime.tls is not None:
             self.runtime.tls.refresh()  # certificate files changed, leaves due

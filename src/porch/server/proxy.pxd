@@ -20,7 +20,10 @@ cdef class Exchange:
     cdef public str host, site, client_ip
     cdef public object head_error, local, pending, replay, connect_task, out, error, waiting, _vars
     cdef public Chain chain
-    cdef public Target chosen
+    cdef public Target chosen, leased, cookie_target
+    cdef public object candidates
+    cdef public Py_ssize_t tries
+    cdef public double try_until
     cdef public RouteRuntime route
     cdef public Runtime runtime
     cdef public UpstreamConnection upstream

@@ -122,6 +122,11 @@ class Exchange:
         self.t_upstream_connect = 0.0
         self.t_upstream_header = 0.0
         self.chosen: Target | None = None
+        self.candidates: list[Target] | tuple[Target, ...] = ()  # the balancer's order: retries go down it
+        self.tries = 0  # connections tried on candidates (a pooled one's fresh retry not counted)
+        self.try_until = 0.0  # no other target is tried after this (the connect timeout, overall)
+        self.leased: Target | None = None  # counted in its `active` (least_conn) until the end
+        self.cookie_target: Target | None = None  # the one a valid sticky cookie named (balance = "cookie")
         # response side
         self.status = 0
         self.upstream_status = 0
@@ -450,8 +455,18 @@ class Exchange:
     def _find_upstream(self, fresh: bool) -> None:
         loop = self.client.loop
         now = loop.time()
-        balancer = self.route.balancer
-        targets = balancer.targets if balancer.single else balancer.order(now)
+        route = self.route
+        balancer = route.balancer
+        if balancer.single:
+            targets = balancer.targets
+        else:
+            targets = balancer.order(now, self)
+            if not targets:  # nginx "no live upstreams": at once, not a connect timeout each
+                self.fail(upstream_error(502, f"no live upstream for route {route.path}: {balancer.why_down(now)}"))
+                return
+        self.candidates = targets
+        self.tries = 0
+        self.try_until = now + route.upstream_connect_timeout
         if not fresh:
             target = targets[0]
             conn = target.take_idle(now)
@@ -461,11 +476,19 @@ class Exchange:
         self.connect_task = loop.create_task(self._connect(targets))
 
     async def _connect(self, targets: list[Target]) -> None:
+        """Connect to the next candidates in turn, up to the route's tries and within
+        the try budget (proxy_next_upstream_tries / _timeout); the last error if none."""
         loop = self.client.loop
         route = self.route
+        tries = route.balancer.tries
         timeout = route.upstream_connect_timeout
         err: ProxyError | None = None
-        for target in targets:
+        while self.tries < tries:
+            target = targets[self.tries]
+            left = self.try_until - loop.time()
+            if self.tries and left <= 0:
+                break  # the budget is spent: the last error stands
+            self.tries += 1
             self.chosen = target
             try:
                 _, conn = await asyncio.wait_for(
@@ -473,7 +496,7 @@ class Exchange:
                         partial(UpstreamConnection, target), target.host, target.port,
                         ssl=target.ssl, server_hostname=target.server_hostname,
                     ),
-                    timeout,
+                    min(timeout, left) if self.tries > 1 else timeout,
                 )
             except asyncio.TimeoutError:
                 what = " (TCP connect and TLS handshake)" if target.ssl is not None else ""
@@ -488,13 +511,26 @@ class Exchange:
                 else:
                     self._attach(conn, target, loop.time())
                 return
-            route.balancer.mark_failed(target, loop.time())
+            self._target_failed(target, err.cause)
         self.connect_task = None
         if not self.done:
-            self.fail(err)
+            self.fail(err or upstream_error(502, "no upstream left to try within the connect timeout"))
+
+    def _target_failed(self, target: Target, cause: str) -> None:
+        """Passive health: count the failure; log when it takes the target out."""
+        balancer = self.route.balancer
+        if balancer.mark_failed(target, self.client.loop.time()):
+            self.runtime.error_log.warn(
+                f"upstream {target.label} taken out for {balancer.fail_timeout:g}s after"
+                f" {balancer.max_fails} failure(s) within {balancer.fail_timeout:g}s: {cause}",
+                site=self.site, route=self.route.path)
 
     def _attach(self, conn: UpstreamConnection, target: Target, now: float) -> None:
         self.chosen = target
+        if self.leased is not None:
+            self.leased.active -= 1
+        target.active += 1
+        self.leased = target
         self.upstream = conn
         conn.lease(self, self.method == b"HEAD")
         transport = conn.transport
@@ -505,8 +541,7 @@ class Exchange:
         if self.pending:
             for chunk in self.pending:
                 transport.write(chunk)
-                if not self.retried:
-                    self._keep_for_replay(chunk)
+                self._keep_for_replay(chunk)  # also on a retry: a later one replays it all
             self.pending = None
             self.pending_size = 0
             self.client.unblock(self.client.B_PENDING)
@@ -545,8 +580,7 @@ class Exchange:
         upstream = self.upstream
         if upstream is not None:
             upstream.transport.write(data)
-            if not self.retried:
-                self._keep_for_replay(data)
+            self._keep_for_replay(data)
         else:
             if self.pending is None:
                 self.pending = []
@@ -617,6 +651,9 @@ class Exchange:
             lines.append(_CLOSE_LINE)
         elif self.version == b"1.0":
             lines.append(_KEEPALIVE_LINE)
+        sticky = self.route.balancer.sticky
+        if sticky is not None and self.chosen is not self.cookie_target:  # balance = "cookie"
+            lines.append(sticky.line(self.chosen.address, client.scheme == b"https"))
         lines.append(_CRLF)
         # Not response_started yet: flush() writes the head, and an upstream error
         # before that (a bad chunk size in the same read) can still be a clean 502.
@@ -816,18 +853,38 @@ class Exchange:
         upstream = self.upstream
         self.upstream = None
         if not self.response_started:
-            if (upstream is not None and upstream.reused and not got_bytes and not self.retried
-                    and self.method in IDEMPOTENT and self.replay_size >= 0):
-                # A pooled connection the upstream had closed: try once on a fresh one.
-                self.retried = True
-                self.up_deadline = 0.0
-                self._find_upstream(fresh=True)
+            if upstream is not None and not got_bytes and self._retry(upstream.reused, cause):
                 return
             self.fail(upstream_error(502, cause))
         elif self.up_until_close:
             self.on_response_end()  # the body was delimited by the close: it is complete
         else:
             self.fail(upstream_error(0, f"{cause} in the middle of the response"))
+
+    def _retry(self, reused: bool, cause: str) -> bool:
+        """The upstream connection ended before any response byte: try again if that
+        is safe (an idempotent request whose body sent so far is kept, RFC 9110 9.2.2).
+        A pooled connection the upstream had closed (its keep-alive timeout): once, on a
+        fresh connection, not counted against the target.  A fresh one: a failure of
+        the target (passive health), then the next candidate within `retries`."""
+        if not reused:
+            self._target_failed(self.chosen, cause)
+        if self.method not in IDEMPOTENT or self.replay_size < 0:
+            return False
+        if reused:
+            if self.retried:
+                return False
+            self.retried = True
+            self.up_deadline = 0.0
+            self._find_upstream(fresh=True)
+            return True
+        loop = self.client.loop
+        if self.tries >= self.route.balancer.tries or loop.time() >= self.try_until:
+            return False
+        self.retried = True  # the head and body kept are sent again
+        self.up_deadline = 0.0
+        self.connect_task = loop.create_task(self._connect(self.candidates))
+        return True
 
     def on_upstream_upgrade(self, transport: asyncio.Transport, rest: bytes) -> bool:
         """The upstream's HTTP ended with a 101 (its connection calls this).  When it
@@ -840,6 +897,9 @@ class Exchange:
         now = client.loop.time()
         self.upstream = None  # never back to the pool
         self.done = True  # no finish(): the tunnel logs the exchange when it ends
+        if self.leased is not None:  # no longer a request in flight (least_conn)
+            self.leased.active -= 1
+            self.leased = None
         self.response_started = True
         self.status = self.upstream_status = 101
         self.t_upstream_header = now
@@ -932,6 +992,9 @@ class Exchange:
             self.flush()
         client = self.client
         now = self.t_end = client.loop.time()
+        if self.leased is not None:
+            self.leased.active -= 1
+            self.leased = None
         upstream = self.upstream
         if upstream is not None:
             self.upstream = None

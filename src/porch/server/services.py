@@ -43,5 +43,6 @@ def supervisor_services(config: Config) -> list[Service]:
     """The services `porch run` starts in the supervisor for `config`: add yours here."""
     from porch.tls.file_deploy import FileDeployService  # bundles and hooks for tls = { cert, key }
     from porch.tls.manager import AcmeService  # ACME certificates (idle unless a site wants them)
+    from porch.upstream.prober import HealthService  # active health checks (idle unless a route has health)
 
-    return [AcmeService(), FileDeployService()]
+    return [AcmeService(), FileDeployService(), HealthService()]

@@ -12,9 +12,11 @@ cdef class Pooled:
 cdef class Target:
     cdef public object spec, ssl, server_hostname, error_log
     cdef public list idle
-    cdef public str host, label
-    cdef public int port
-    cdef public double down_until
+    cdef public str host, label, address
+    cdef public int port, fails
+    cdef public Py_ssize_t active
+    cdef public bint probe_up
+    cdef public double down_until, fail_start
 
     @cython.locals(idle=list, conn=Pooled)
     cpdef take_idle(self, double now)
@@ -22,6 +24,10 @@ cdef class Target:
 
 
 cdef class Balancer:
-    cdef public tuple targets
+    cdef public tuple targets, weights, seeds
     cdef public bint single
-    cdef public Py_ssize_t _next
+    cdef public Py_ssize_t _next, tries, max_fails
+    cdef public str mode
+    cdef public list current
+    cdef public double fail_timeout
+    cdef public object sticky, rng
