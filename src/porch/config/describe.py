@@ -13,6 +13,7 @@ from ipaddress import ip_address
 
 from porch.config.model import Config, Global, Limits, Route, Site, TlsFiles, UpstreamTLS, Webroot
 from porch.config.units import format_duration, format_size
+from porch.config.upstreams import pool_text, target_text
 from porch.config.workers import worker_count
 from porch.policies import registry
 
@@ -141,7 +142,7 @@ def _tls(site: Site, state_dir: str) -> str:
 
 def _route(route: Route, width: int) -> list[str]:
     """The route's line, and a second one with its upstream TLS if it has https:// upstreams."""
-    upstreams = ", ".join(target.url for target in route.upstreams)
+    upstreams = ", ".join(target_text(target) for target in route.upstreams)
     notes = ["strip_prefix"] if route.strip_prefix else []
     if route.allow_trace:
         notes.append("allow_trace")
@@ -154,6 +155,9 @@ def _route(route: Route, width: int) -> list[str]:
     https = [target.host for target in route.upstreams if target.scheme == "https"]
     if https:
         lines.append(f"  {' ' * width}    upstream tls: {_upstream_tls(route.upstream_tls, https)}")
+    pool = pool_text(route)
+    if pool:
+        lines.append(f"  {' ' * width}    pool: {pool}")
     return lines
 
 

@@ -23,8 +23,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from porch.config.model import HealthCheck, Pool, UpstreamTarget
-from porch.config.units import parse_duration
+from porch.config.model import HealthCheck, Pool, Route, UpstreamTarget
+from porch.config.units import format_duration, parse_duration
 
 BALANCE = ("round_robin", "least_conn", "ip_hash", "uri_hash", "random_two", "cookie")
 MAX_WEIGHT = 1000  # HAProxy's weights go to 256, Envoy's to 128: room enough, and bounded
@@ -206,3 +206,28 @@ POOL_KEYS: dict[str, Callable[[Any], Any]] = {
 def pool(values: dict[str, Any]) -> Pool:
     """The route's Pool from its layered values (bad ones already left out)."""
     return Pool(**{key: values[key] for key in POOL_KEYS if key in values})
+
+
+# --- `porch check` ---------------------------------------------------------------
+
+
+def target_text(target: UpstreamTarget) -> str:
+    return f"{target.url} (weight {target.weight})" if target.weight != 1 else target.url
+
+
+def pool_text(route: Route) -> str:
+    """The route's pool settings for `porch check`; "" for one target without probes."""
+    p = route.pool
+    if len(route.upstreams) == 1 and p.health is None:
+        return ""
+    parts = [p.balance.replace("_", " ")]
+    if len(route.upstreams) > 1:
+        parts.append(f"out for {format_duration(p.fail_timeout)} after {p.max_fails} failure(s)"
+                     if p.max_fails else "never out on failures")
+        parts.append(f"{p.retries} retr{'y' if p.retries == 1 else 'ies'}")
+    if p.health is not None:
+        h = p.health
+        expect = ",".join(f"{low // 100}xx" if high - low == 99 else str(low) for low, high in h.expect)
+        parts.append(f"health GET {h.path} every {format_duration(h.interval)} (timeout"
+                     f" {format_duration(h.timeout)}, expect {expect}, rise {h.rise}, fall {h.fall})")
+    return ", ".join(parts)

@@ -9,7 +9,8 @@ Balancer keeps the state between calls and acts on the answer.
   weights 5, 1, 1 give a a b a c a a, never a run of five;
 - least connections: fewest requests in flight per unit of weight; ties in turn
   (nginx's least_conn);
-- power of two random choices: two targets drawn by weight, the less loaded one
+- power of two random choices: two different targets drawn by weight, the less
+  loaded one
   (HAProxy `random(2)`, Envoy's LEAST_REQUEST);
 - hashes (client address, request URI): rendezvous hashing (HRW, Thaler & Ravishankar
   1996), weighted (score w / -ln(h)): when a target leaves or is down, only the keys
@@ -75,12 +76,17 @@ def weighted_pick(weights: tuple[int, ...], up: list[bool], rng: random.Random) 
 
 
 def random_two(active: list[int], weights: tuple[int, ...], up: list[bool], rng: random.Random) -> list[int]:
-    """Power of two choices: two draws by weight, the one with less in flight per
-    unit of weight first, then the other up targets as least_loaded orders them."""
+    """Power of two choices: two different targets drawn by weight, the one with less
+    in flight per unit of weight first, then the other up targets as least_loaded
+    orders them."""
     a = weighted_pick(weights, up, rng)
     if a < 0:
         return []
-    b = weighted_pick(weights, up, rng)
+    others = list(up)
+    others[a] = False
+    b = weighted_pick(weights, others, rng)
+    if b < 0:
+        return [a]
     first = b if active[b] * weights[a] < active[a] * weights[b] else a
     rest = [i for i in least_loaded(active, weights, up, first) if i != first]
     return [first, *rest]
