@@ -62,10 +62,10 @@ def test_least_conn_prefers_fewest_in_flight_per_weight():
     assert [t.host for t in b.order(0.0, request())] == ["10.0.0.3", "10.0.0.2", "10.0.0.1"]
 
 
-def test_least_conn_ties_take_turns():
-    b = Balancer(targets(3), mode="least_conn")
-    firsts = Counter(b.order(0.0, request())[0].host for _ in range(300))
-    assert set(firsts.values()) == {100}
+def test_least_conn_ties_go_by_weighted_round_robin():
+    b = Balancer(targets(3), (1, 2, 1), mode="least_conn")
+    firsts = Counter(b.order(0.0, request())[0].host for _ in range(400))
+    assert firsts == {"10.0.0.1": 100, "10.0.0.2": 200, "10.0.0.3": 100}
 
 
 def test_random_two_takes_the_less_loaded_of_two():

@@ -7,8 +7,8 @@ Balancer keeps the state between calls and acts on the answer.
 
 - round robin: nginx's smooth weighted round robin (ngx_http_upstream_round_robin.c):
   weights 5, 1, 1 give a a b a c a a, never a run of five;
-- least connections: fewest requests in flight per unit of weight; ties in turn
-  (nginx's least_conn);
+- least connections: fewest requests in flight per unit of weight; ties by weighted
+  round robin (nginx's least_conn);
 - power of two random choices: two different targets drawn by weight, the less
   loaded one
   (HAProxy `random(2)`, Envoy's LEAST_REQUEST);
@@ -57,6 +57,17 @@ def least_loaded(active: list[int], weights: tuple[int, ...], up: list[bool], st
     n = len(up)
     ring = [(start + k) % n for k in range(n) if up[(start + k) % n]]
     return sorted(ring, key=lambda i: active[i] / weights[i])  # stable: ties keep the ring order
+
+
+def least_conn(current: list[int], active: list[int], weights: tuple[int, ...], up: list[bool]) -> list[int]:
+    """nginx's least_conn: the up targets with the fewest requests in flight per unit of
+    weight; among those, smooth weighted round robin (so that weights count when the
+    load is light and every count is 0).  Then the rest by load, for retries."""
+    loads = [active[i] / weights[i] for i in range(len(up)) if up[i]]
+    low = min(loads)
+    tied = [ok and active[i] / weights[i] == low for i, ok in enumerate(up)]
+    first = smooth_weighted(current, weights, tied)
+    return [first, *(i for i in least_loaded(active, weights, up, first) if i != first)]
 
 
 def weighted_pick(weights: tuple[int, ...], up: list[bool], rng: random.Random) -> int:

@@ -26,7 +26,7 @@ cdef class Target:
 cdef class Balancer:
     cdef public tuple targets, weights, seeds
     cdef public bint single
-    cdef public Py_ssize_t _next, tries, max_fails
+    cdef public Py_ssize_t tries, max_fails
     cdef public str mode
     cdef public list current
     cdef public double fail_timeout

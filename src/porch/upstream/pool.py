@@ -115,7 +115,7 @@ class Balancer:
     upstream/health.py counts failures).  `single`: one target and no health probes,
     nothing to choose nor to count; the proxy then skips `order()` altogether."""
 
-    __slots__ = ("targets", "single", "tries", "mode", "weights", "seeds", "current", "_next",
+    __slots__ = ("targets", "single", "tries", "mode", "weights", "seeds", "current",
                  "max_fails", "fail_timeout", "sticky", "rng")
 
     def __init__(self, targets: tuple[Target, ...], weights: tuple[int, ...] | None = None,
@@ -130,7 +130,6 @@ class Balancer:
         self.weights = weights or (1,) * len(targets)
         self.seeds = tuple(balance.seed(t.address) for t in targets)
         self.current = [0] * len(targets)  # smooth weighted round robin's state
-        self._next = 0
         self.max_fails = max_fails
         self.fail_timeout = fail_timeout
         self.sticky = sticky
@@ -148,8 +147,7 @@ class Balancer:
             picks = balance.ring_after(balance.smooth_weighted(self.current, self.weights, up), up)
         elif mode == "least_conn" or mode == "random_two":
             active = [t.active for t in targets]
-            self._next = (self._next + 1) % len(targets)
-            picks = (balance.least_loaded(active, self.weights, up, self._next) if mode == "least_conn"
+            picks = (balance.least_conn(self.current, active, self.weights, up) if mode == "least_conn"
                      else balance.random_two(active, self.weights, up, self.rng))
         elif mode == "ip_hash":
             picks = balance.rendezvous(exchange.client_ip.encode(), self.seeds, self.weights, up)

@@ -1,0 +1,274 @@
+"""Upstream pools against real upstreams: every balancing mode's distribution over
+10,000 requests, consistent hashing, the sticky cookie, passive and active health
+with targets killed under load and brought back, all targets down, retries."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from .helpers import PYTHON, UPSTREAMS, free_port, port_accepts, refused_port, wait_until
+
+N = 10_000
+CONNS = 8  # keep-alive client connections, one thread each
+
+
+class Result:
+    def __init__(self, status: int, port: int | None, headers: list[tuple[str, str]], started: float):
+        self.status, self.port, self.headers, self.started = status, port, headers, started
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+
+def fetch_all(port: int, requests: list[tuple[str, dict]], conns: int = CONNS) -> list[Result]:
+    """Send `requests` ((path, headers) each) over `conns` keep-alive connections in
+    parallel; a result per request, in order (status -1: the request failed)."""
+    results: list[Result | None] = [None] * len(requests)
+
+    def run(offset: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for i in range(offset, len(requests), conns):
+            path, headers = requests[i]
+            started = time.monotonic()
+            try:
+                conn.request("GET", path, headers=headers)
+                resp = conn.getresponse()
+                body = resp.read()
+                served = json.loads(body)["server_port"] if resp.status == 200 else None
+                results[i] = Result(resp.status, served, resp.getheaders(), started)
+                if resp.will_close:
+                    conn.close()
+            except (OSError, http.client.HTTPException, ValueError):
+                results[i] = Result(-1, None, [], started)
+                conn.close()
+        conn.close()
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results  # type: ignore[return-value]
+
+
+def site(upstreams, weights=None, **keys) -> str:
+    targets = [f'{{ url = "{u.url}", weight = {w} }}' for u, w in zip(upstreams, weights or [1] * len(upstreams))]
+    extra = "".join(f"{k} = {v}\n" for k, v in keys.items())
+    return f'[[site]]\nproxy = [{", ".join(targets)}]\n{extra}'
+
+
+def start_upstream(procs, workdir: Path, port: int, host: str = "127.0.0.1", mode: str = "echo"):
+    managed = procs.start([PYTHON, str(UPSTREAMS), "--port", str(port), "--host", host, "--mode", mode],
+                          cwd=workdir, name=f"upstream-{host}-{port}-{time.monotonic_ns()}")
+    assert wait_until(lambda: port_accepts(port, host), timeout=15), managed.output()
+    return managed
+
+
+def shares(results: list[Result]) -> Counter:
+    return Counter(r.port for r in results)
+
+
+# -- distribution -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["round_robin", "least_conn", "random_two", "ip_hash", "uri_hash", "cookie"])
+def test_distribution_over_10000_requests(mode, upstream, porch):
+    ups = [upstream(), upstream(), upstream()]
+    weights = [1, 2, 1]
+    p = porch(site(ups, weights, balance=f'"{mode}"'), trusted_proxies=["127.0.0.1/32"])
+    if mode == "ip_hash":  # 1,000 clients (through a trusted proxy), 10 requests each
+        requests = [("/", {"X-Forwarded-For": f"198.51.{i % 4}.{i % 250}"}) for i in range(N)]
+        keys = [h["X-Forwarded-For"] for _, h in requests]
+    elif mode == "uri_hash":
+        requests = [(f"/item/{i % 1000}?v=1", {}) for i in range(N)]
+        keys = [path for path, _ in requests]
+    else:
+        requests = [("/", {}) for _ in range(N)]
+        keys = []
+    if mode == "cookie":
+        results = cookie_clients(p.port)
+    else:
+        results = fetch_all(p.port, requests)
+    assert [r for r in results if r.status != 200] == []
+    got = shares(results)
+    expected = {u.port: N * w / sum(weights) for u, w in zip(ups, weights)}
+    # exact for round robin; hashes and random draws: within 15% of each share
+    tolerance = 0.01 if mode == "round_robin" else 0.15
+    if mode in ("least_conn", "random_two"):
+        # load-driven: equal-speed upstreams end up near their weight, not on it
+        tolerance = 0.35
+    for port, want in expected.items():
+        assert abs(got[port] - want) <= want * tolerance, (mode, got, expected)
+    if keys:  # a hash sends each key to one target, always
+        by_key: dict[str, set] = {}
+        for key, r in zip(keys, results):
+            by_key.setdefault(key, set()).add(r.port)
+        assert all(len(ports) == 1 for ports in by_key.values())
+
+
+def cookie_clients(port: int, clients: int = 1000, each: int = 10) -> list[Result]:
+    """`clients` cookie-keeping clients, `each` requests apiece: every client's
+    requests must all reach one target (asserted here); all results returned."""
+    first = fetch_all(port, [("/", {}) for _ in range(clients)])
+    cookies = []
+    for r in first:
+        assert r.status == 200
+        cookies.append(r.header("Set-Cookie").split(";")[0])
+    again = fetch_all(port, [("/", {"Cookie": cookies[i % clients]}) for i in range(clients * (each - 1))])
+    for i, r in enumerate(again):
+        assert r.port == first[i % clients].port
+        assert r.header("Set-Cookie") is None  # a valid cookie for the target used: nothing new
+    return first + again
+
+
+def test_sticky_cookie_attributes_and_a_tampered_one_falls_back(upstream, porch):
+    ups = [upstream(), upstream()]
+    p = porch(site(ups, balance='"cookie"'))
+    (r,) = fetch_all(p.port, [("/", {})], conns=1)
+    cookie = r.header("Set-Cookie")
+    name_value, *attrs = [part.strip() for part in cookie.split(";")]
+    assert name_value.startswith("porch_upstream=")
+    assert attrs == ["Path=/", "HttpOnly", "SameSite=Lax"]  # no Secure over plain http
+    value = name_value.split("=", 1)[1]
+    tampered = value[:-1] + ("0" if value[-1] != "0" else "1")
+    results = fetch_all(p.port, [("/", {"Cookie": f"porch_upstream={tampered}"}) for _ in range(20)], conns=1)
+    assert {x.status for x in results} == {200}
+    assert len(shares(results)) == 2  # the normal choice: round robin over both
+    fresh = {x.header("Set-Cookie").split(";")[0] for x in results}
+    assert len(fresh) == 2 and f"porch_upstream={tampered}" not in fresh  # valid ones again
+
+
+# -- consistent hashing ----------------------------------------------------------------
+
+
+def test_uri_hash_moves_only_the_departed_targets_share(upstream, porch):
+    ups = [upstream() for _ in range(4)]
+    p = porch(site(ups, balance='"uri_hash"'))
+    paths = [(f"/doc/{i}", {}) for i in range(2000)]
+    before = [r.port for r in fetch_all(p.port, paths)]
+    gone = ups[1]
+    p.write_config(site([u for u in ups if u is not gone], balance='"uri_hash"'))
+    assert p.reload().returncode == 0
+    after = [r.port for r in fetch_all(p.port, paths)]
+    moved = [i for i in range(len(paths)) if before[i] != after[i]]
+    assert moved and all(before[i] == gone.port for i in moved)
+    assert len(moved) == before.count(gone.port)  # all of its keys, and only those
+    assert 0.15 < len(moved) / len(paths) < 0.35
+
+
+# -- health ------------------------------------------------------------------------
+
+
+class Load:
+    """Requests in a loop on `conns` keep-alive connections until stopped."""
+
+    def __init__(self, port: int, conns: int = 4):
+        self.port, self.results, self.stopping = port, [], False
+        self.threads = [threading.Thread(target=self._run) for _ in range(conns)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self) -> None:
+        while not self.stopping:
+            self.results += fetch_all(self.port, [("/", {})] * 20, conns=1)
+
+    def stop(self) -> list[Result]:
+        self.stopping = True
+        for t in self.threads:
+            t.join()
+        return self.results
+
+
+def test_passive_health_target_killed_under_load(upstream, porch):
+    ups = [upstream(), upstream(), upstream()]
+    p = porch(site(ups, max_fails=1, fail_timeout='"30s"'))
+    load = Load(p.port)
+    assert wait_until(lambda: len(load.results) > 300, timeout=20)
+    ups[1].managed.kill()
+    out = p.error_log_text(wait_for=rf"upstream http://127.0.0.1:{ups[1].port} taken out for 30s", timeout=10)
+    marked = time.monotonic()
+    assert wait_until(lambda: sum(r.started > marked for r in load.results) > 500, timeout=20)
+    results = load.stop()
+    assert "taken out" in out
+    # A killed upstream's refused connects and resets before a response byte go to the
+    # next target: no request fails, before or after it is marked down.
+    assert [r.status for r in results if r.status != 200] == []
+    after = [r for r in results if r.started > marked]
+    assert ups[1].port not in shares(after)
+    assert set(shares(after)) == {ups[0].port, ups[2].port}
+
+
+def test_active_health_takes_a_target_out_and_back_after_rise(procs, upstream, porch, tmp_path):
+    first = upstream()
+    port = free_port()
+    second = start_upstream(procs, tmp_path, port)
+    health = '{ path = "/__stats", interval = "200ms", timeout = "150ms", rise = 2, fall = 2 }'
+
+    class Fixed:  # the restartable one, at a port we choose
+        url = f"http://127.0.0.1:{port}"
+
+    # max_fails = 0: only the probes decide here
+    p = porch(site([first, Fixed], health=health, max_fails=0), workers=2)
+    p.wait_workers(2)
+    mark = p.error_log_mark()
+    load = Load(p.port)
+    assert wait_until(lambda: len(load.results) > 200, timeout=20)
+    second.kill()
+    p.error_log_text(wait_for=rf"upstream http://127.0.0.1:{port} is down: 2 health check", since=mark, timeout=10)
+    down_at = time.monotonic() + 1.0  # the workers read the state within a sweep (0.5 s)
+    assert wait_until(lambda: sum(r.started > down_at for r in load.results) > 300, timeout=20)
+    restarted = start_upstream(procs, tmp_path, port)
+    p.error_log_text(wait_for=rf"upstream http://127.0.0.1:{port} is up again: 2 health", since=mark, timeout=10)
+    up_at = time.monotonic() + 1.0
+    assert wait_until(lambda: sum(r.started > up_at for r in load.results) > 300, timeout=20)
+    results = load.stop()
+    between = [r for r in results if down_at < r.started and r.started < up_at - 1.0]
+    assert between and all(r.status == 200 and r.port == first.port for r in between)
+    back = [r for r in results if r.started > up_at]
+    assert {r.status for r in back} == {200} and port in shares(back)
+    assert restarted.running()
+
+
+def test_probes_come_from_the_supervisor_once_per_target(upstream, porch):
+    target = upstream()
+    health = '{ path = "/status/200", interval = "100ms", timeout = "90ms" }'
+    p = porch(f'[[site]]\nproxy = "{target.url}"\nhealth = {health}\n', workers=3)
+    p.wait_workers(3)
+    before = target.stats()["requests"]
+    time.sleep(2.0)  # the probes' own pace is what is measured: ~20 in 2 s
+    probes = target.stats()["requests"] - before
+    assert 10 <= probes <= 25, probes  # one prober, not one per worker (60)
+
+
+def test_all_targets_down_is_an_immediate_502(upstream, porch):
+    hanging = [upstream("hang"), upstream("hang")]
+    health = '{ path = "/", interval = "100ms", timeout = "50ms", fall = 1 }'
+    p = porch(site(hanging, health=health, upstream_timeout='"30s"'))
+    p.error_log_text(wait_for=r"is down.*\n.*is down", timeout=10)
+    time.sleep(0.6)  # a worker sweep reads the state
+    began = time.monotonic()
+    results = fetch_all(p.port, [("/", {})] * 20, conns=2)
+    assert {r.status for r in results} == {502}
+    assert time.monotonic() - began < 2.0  # not 30 s of upstream_timeout, nor a connect timeout
+    assert "no live upstream for route /" in p.error_log_text(wait_for="no live upstream")
+
+
+def test_refused_connect_retries_the_next_target_within_retries(upstream, porch):
+    good = upstream()
+
+    class Refused:
+        url = f"http://127.0.0.1:{refused_port()}"
+
+    p = porch(site([Refused, good], max_fails=0))  # never out: every other request meets it
+    results = fetch_all(p.port, [("/", {})] * 50, conns=1)
+    assert {r.status for r in results} == {200}
+    q = porch(site([Refused, good], max_fails=0, retries=0))
+    results = fetch_all(q.port, [("/", {})] * 10, conns=1)
+    assert Counter(r.status for r in results) == {200: 5, 502: 5}
