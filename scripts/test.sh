@@ -42,6 +42,8 @@ done
 # The header HTTP/2 on libnghttp2 is built with (setup.py, src/porch/server/ngh2.pyx);
 # the suite runs every HTTP/2 test on it and on the pure-Python h2 engine.
 [ -e /usr/include/nghttp2/nghttp2.h ] || missing+=(libnghttp2-dev)
+# nss_wrapper: a hosts file of the test's own for upstream names (test_upstream_pools.py)
+ls /usr/lib/*/libnss_wrapper.so >/dev/null 2>&1 || missing+=(libnss-wrapper)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} (Debian packages)"
     apt_install "${missing[@]}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -272,3 +273,66 @@ def test_refused_connect_retries_the_next_target_within_retries(upstream, porch)
     q = porch(site([Refused, good], max_fails=0, retries=0))
     results = fetch_all(q.port, [("/", {})] * 10, conns=1)
     assert Counter(r.status for r in results) == {200: 5, 502: 5}
+
+
+# -- names ---------------------------------------------------------------------------
+
+
+def test_upstream_name_is_resolved_at_each_connect(procs, porch, tmp_path, monkeypatch):
+    """A restarted container comes back at a new address under the same name: the next
+    connection goes there, without a reload.  Porch resolves nothing at load: each
+    connect passes the name to the event loop (getaddrinfo, no cache of ours), and a
+    pooled connection lives at most IDLE_TTL (2 s).  The name's address is changed
+    through nss_wrapper's hosts file (LD_PRELOAD, Debian's libnss-wrapper), not
+    /etc/hosts; both addresses are loopback ones."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 app.internal\n")
+    monkeypatch.setenv("LD_PRELOAD", "libnss_wrapper.so")
+    monkeypatch.setenv("NSS_WRAPPER_HOSTS", str(hosts))
+    port = free_port()
+    old = start_upstream(procs, tmp_path, port, "127.0.0.1")
+    p = porch(f'[[site]]\nproxy = "http://app.internal:{port}"\n')
+    assert [r.status for r in fetch_all(p.port, [("/", {})] * 3, conns=1)] == [200] * 3
+    old.kill()
+    new = start_upstream(procs, tmp_path, port, "127.0.0.2")
+    (tmp_path / "hosts.new").write_text("127.0.0.2 app.internal\n")
+    (tmp_path / "hosts.new").replace(hosts)
+    later = time.time() + 2  # nss_wrapper reloads the file when its mtime changes
+    os.utime(hosts, (later, later))
+    results = fetch_all(p.port, [("/", {})] * 3, conns=1)
+    assert [r.status for r in results] == [200] * 3
+    conn = http.client.HTTPConnection("127.0.0.2", port, timeout=5)
+    try:
+        conn.request("GET", "/__stats")
+        assert json.loads(conn.getresponse().read())["requests"] == 3  # all three went there
+    finally:
+        conn.close()
+    assert new.running()
+
+
+def test_reset_before_any_response_byte_goes_to_the_next_target_if_idempotent(upstream, porch):
+    dropping, good = upstream("drop"), upstream()
+    p = porch(site([dropping, good], max_fails=0))  # never out: every other request meets it
+    results = fetch_all(p.port, [("/", {})] * 20, conns=1)
+    assert {r.status for r in results} == {200}
+    assert dropping.stats()["requests"] == 10  # each of those went on to `good`
+    # POST is not idempotent (RFC 9110 9.2.2): it may have had an effect, never sent twice
+    conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
+    statuses = []
+    for _ in range(4):
+        conn.request("POST", "/", body=b"x")
+        resp = conn.getresponse()
+        resp.read()
+        statuses.append(resp.status)
+    conn.close()
+    assert sorted(statuses) == [200, 200, 502, 502]
+    assert dropping.stats()["requests"] == 12
+
+
+def test_a_reset_counts_as_a_failure_for_passive_health(upstream, porch):
+    dropping, good = upstream("drop"), upstream()
+    p = porch(site([dropping, good], max_fails=2, fail_timeout='"30s"'))
+    results = fetch_all(p.port, [("/", {})] * 40, conns=1)
+    assert {r.status for r in results} == {200}
+    assert dropping.stats()["requests"] == 2  # out after its second failure
+    p.error_log_text(wait_for=rf"upstream {dropping.url} taken out for 30s after 2 failure")

@@ -26,6 +26,10 @@ Modes (``--mode``), i.e. what the server does with every connection:
     connection is closed without a byte of answer: the race where an upstream's idle
     timeout crosses a reused connection's request (what Porch's stale-pool retry is for).
 
+``drop``
+    Every request is read, then its connection closed without a byte of answer: an
+    upstream that dies between accepting and answering (Porch's retry on the next target).
+
 ``/__stats`` is answered in every mode and never counted; every other request is.
 
 TLS (``--tls-cert`` and ``--tls-key``): every mode is served over TLS instead, ALPN
@@ -237,6 +241,8 @@ class Server:
                     await discard_forever(reader)
                     return
                 if self.mode == "drop-reused" and conn_request > 1:
+                    return
+                if self.mode == "drop":
                     return
                 keep = await self.dispatch(req, reader, writer, conn_id, conn_request)
                 if not keep or self.mode == "close-after-response":
@@ -569,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", default="echo",
-                        choices=["echo", "hang", "close-after-response", "drop-reused"])
+                        choices=["echo", "hang", "close-after-response", "drop-reused", "drop"])
     parser.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="and this key (PEM)")
     parser.add_argument("--tls-client-ca", help="require client certificates from this CA")
