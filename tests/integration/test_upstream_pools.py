@@ -336,3 +336,14 @@ def test_a_reset_counts_as_a_failure_for_passive_health(upstream, porch):
     assert {r.status for r in results} == {200}
     assert dropping.stats()["requests"] == 2  # out after its second failure
     p.error_log_text(wait_for=rf"upstream {dropping.url} taken out for 30s after 2 failure")
+
+
+def test_retries_with_fewer_targets_up_than_tries(upstream, porch):
+    a, b, c = upstream(), upstream(), upstream()
+    p = porch(site([a, b, c], retries=2, max_fails=1, fail_timeout='"30s"'))
+    assert {r.status for r in fetch_all(p.port, [("/", {})] * 6, conns=1)} == {200}
+    a.managed.kill()
+    b.managed.kill()
+    # a and b fail once each and are out; c alone is up: one candidate, three tries allowed
+    results = fetch_all(p.port, [("/", {})] * 10, conns=1)
+    assert {r.status for r in results} == {200} and shares(results) == {c.port: 10}

@@ -480,7 +480,7 @@ class Exchange:
         the try budget (proxy_next_upstream_tries / _timeout); the last error if none."""
         loop = self.client.loop
         route = self.route
-        tries = route.balancer.tries
+        tries = min(route.balancer.tries, len(targets))  # targets: those up, maybe fewer
         timeout = route.upstream_connect_timeout
         err: ProxyError | None = None
         while self.tries < tries:
@@ -879,7 +879,7 @@ class Exchange:
             self._find_upstream(fresh=True)
             return True
         loop = self.client.loop
-        if self.tries >= self.route.balancer.tries or loop.time() >= self.try_until:
+        if self.tries >= min(self.route.balancer.tries, len(self.candidates)) or loop.time() >= self.try_until:
             return False
         self.retried = True  # the head and body kept are sent again
         self.up_deadline = 0.0

@@ -166,7 +166,7 @@ class Balancer:
 
     def mark_failed(self, target: Target, now: float) -> bool:
         """Count a failure of `target`; True when it takes the target out."""
-        if self.single:
+        if len(self.targets) == 1:  # nginx: a lone server is never taken out by failures
             return False
         return health.record_failure(target, now, self.max_fails, self.fail_timeout)
 
