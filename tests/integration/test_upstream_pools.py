@@ -347,3 +347,39 @@ def test_retries_with_fewer_targets_up_than_tries(upstream, porch):
     # a and b fail once each and are out; c alone is up: one candidate, three tries allowed
     results = fetch_all(p.port, [("/", {})] * 10, conns=1)
     assert {r.status for r in results} == {200} and shares(results) == {c.port: 10}
+
+
+@pytest.mark.parametrize("http2", [False, True])
+def test_sticky_cookie_over_https_is_secure(http2, upstream, porch):
+    from .helpers import curl_fetch, resolve, wait_for_port
+
+    ups = [upstream(), upstream()]
+    https_port = free_port()
+    p = porch('[[site]]\nhosts = ["app.test"]\nredirect_http = false\n' + site(ups, balance='"cookie"').split("\n", 1)[1],
+              https_port=https_port, tls="internal")
+    wait_for_port(https_port, p.managed, what="porch https")
+    url = f"https://app.test:{https_port}/"
+    args = ["-k", "--http2" if http2 else "--http1.1", *resolve("app.test", https_port)]
+    first = curl_fetch(url, *args)
+    assert first.status == 200, first.stderr
+    cookie = dict((k.lower(), v) for k, v in first.headers)["set-cookie"]
+    assert cookie.endswith("; Path=/; HttpOnly; SameSite=Lax; Secure")
+    served = json.loads(first.body)["server_port"]
+    for _ in range(4):
+        again = curl_fetch(url, *args, "-H", f"Cookie: {cookie.split(';')[0]}")
+        assert json.loads(again.body)["server_port"] == served
+        assert "set-cookie" not in {k.lower() for k, _ in again.headers}
+
+
+def test_probe_state_is_carried_across_reloads_by_address(upstream, porch):
+    hanging, other = upstream("hang"), upstream()
+    health = '{ path = "/", interval = "100ms", timeout = "50ms", fall = 1, rise = 1 }'
+    text = f'[[site]]\nproxy = "{hanging.url}"\nhealth = {health}\nupstream_timeout = "20s"\n'
+    p = porch(text)
+    p.error_log_text(wait_for="is down")
+    p.write_config(text + f'[[site]]\nhosts = ["other.test"]\nproxy = "{other.url}"\n')
+    assert p.reload().returncode == 0
+    began = time.monotonic()
+    (r,) = fetch_all(p.port, [("/", {})], conns=1)  # served by a worker of the new generation
+    assert r.status == 502 and time.monotonic() - began < 2.0  # known down: no 20 s wait
+    assert p.error_log_text().count("is down") == 1  # not probed down again from scratch

@@ -155,8 +155,9 @@ def test_sticky_cookie_signed_and_checked(tmp_path):
     key = secret(FileStorage(tmp_path))
     assert secret(FileStorage(tmp_path)) == key  # made once, kept
     sticky = Sticky(cookie_name("/"), key, ["http://a:1", "http://b:2"])
-    line = sticky.line("http://b:2", https=True)
-    assert line.startswith(b"Set-Cookie: porch_upstream=") and line.endswith(b"; Path=/; HttpOnly; SameSite=Lax; Secure\r\n")
+    line = sticky.set_cookie("http://b:2", https=True)
+    assert line.startswith(b"porch_upstream=") and line.endswith(b"; Path=/; HttpOnly; SameSite=Lax; Secure")
+    assert not sticky.set_cookie("http://b:2", https=False).endswith(b"Secure")
     value = line.split(b"=", 1)[1].split(b";")[0]
     assert sticky.target_of([b"Cookie", b": ", b"a=1; porch_upstream=" + value, b"\r\n"]) == 1
     tampered = value[:-1] + (b"0" if value[-1:] != b"0" else b"1")
@@ -170,7 +171,7 @@ def test_cookie_balancer_follows_a_valid_cookie_while_its_target_is_up():
     pool = targets(3)
     sticky = Sticky(b"porch_upstream", b"k" * 32, [t.address for t in pool])
     b = Balancer(pool, mode="cookie", sticky=sticky)
-    value = sticky.line(pool[2].address, False).split(b"=", 1)[1].split(b";")[0]
+    value = sticky.set_cookie(pool[2].address, False).split(b"=", 1)[1].split(b";")[0]
     ex = request(headers=[b"Cookie", b": ", b"porch_upstream=" + value, b"\r\n"])
     assert all(b.order(0.0, ex)[0] is pool[2] for _ in range(10)) and ex.cookie_target is pool[2]
     pool[2].down_until = 10.0

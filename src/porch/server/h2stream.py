@@ -372,6 +372,8 @@ class H2Exchange(Exchange):
             return
         if self.chain.response and not self._run_responses(status, lines):
             return  # (HTTP/2 frames every body alike: a length changed by body hooks needs nothing)
+        if self.route.balancer.sticky is not None:  # balance = "cookie"
+            self.add_sticky_cookie(lines)
         if self.method == b"HEAD" or status == 204 or status == 304:
             self.framing = BODY_NONE
         else:

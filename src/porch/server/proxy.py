@@ -651,13 +651,19 @@ class Exchange:
             lines.append(_CLOSE_LINE)
         elif self.version == b"1.0":
             lines.append(_KEEPALIVE_LINE)
-        sticky = self.route.balancer.sticky
-        if sticky is not None and self.chosen is not self.cookie_target:  # balance = "cookie"
-            lines.append(sticky.line(self.chosen.address, client.scheme == b"https"))
+        if self.route.balancer.sticky is not None:  # balance = "cookie"
+            self.add_sticky_cookie(lines)
         lines.append(_CRLF)
         # Not response_started yet: flush() writes the head, and an upstream error
         # before that (a bad chunk size in the same read) can still be a clean 502.
         self.out = [b"".join((relayed_status_line(status, reason), *lines))]
+
+    def add_sticky_cookie(self, lines: list[bytes]) -> None:
+        """balance = "cookie": a Set-Cookie naming the target used, unless the client's
+        valid cookie named it already (upstream/sticky.py)."""
+        if self.chosen is not self.cookie_target:
+            value = self.route.balancer.sticky.set_cookie(self.chosen.address, self.client.scheme == b"https")
+            lines += (b"Set-Cookie", _SEP, value, _CRLF)
 
     def _relayed_lines(self, lines: list[bytes], special: list[tuple[int, bytes, bytes]] | None) -> list[bytes]:
         """The upstream's response headers the client gets (`lines`, with the special

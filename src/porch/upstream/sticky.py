@@ -47,7 +47,7 @@ def cookie_name(route_path: str) -> bytes:
 
 
 class Sticky:
-    """A route's cookie: the Set-Cookie lines (built at load) and the check of a
+    """A route's cookie: the Set-Cookie values (built at load) and the check of a
     request's Cookie headers."""
 
     def __init__(self, name: bytes, key: bytes, addresses: list[str]) -> None:
@@ -56,9 +56,9 @@ class Sticky:
         ids = [blake2b(a.encode(), digest_size=6).hexdigest().encode() for a in addresses]
         self.values = [i + b"." + self._mac(i) for i in ids]
         self.by_value = {v: n for n, v in enumerate(self.values)}
-        base = [b"Set-Cookie: %s=%s; Path=/; HttpOnly; SameSite=Lax" % (name, v) for v in self.values]
-        self.lines = {a: line + b"\r\n" for a, line in zip(addresses, base)}
-        self.secure_lines = {a: line + b"; Secure\r\n" for a, line in zip(addresses, base)}
+        base = [b"%s=%s; Path=/; HttpOnly; SameSite=Lax" % (name, v) for v in self.values]
+        self.plain = dict(zip(addresses, base))  # Set-Cookie values, by target address
+        self.secure = {a: value + b"; Secure" for a, value in zip(addresses, base)}
 
     def _mac(self, target_id: bytes) -> bytes:
         return hmac.new(self._key, self.name + b"=" + target_id, sha256).hexdigest()[:_MAC_LENGTH].encode()
@@ -82,6 +82,6 @@ class Sticky:
                         return index
         return -1
 
-    def line(self, address: str, https: bool) -> bytes:
-        """The Set-Cookie header line that names the target at `address`."""
-        return self.secure_lines[address] if https else self.lines[address]
+    def set_cookie(self, address: str, https: bool) -> bytes:
+        """The Set-Cookie value that names the target at `address`."""
+        return self.secure[address] if https else self.plain[address]
