@@ -177,3 +177,20 @@ def test_cookie_balancer_follows_a_valid_cookie_while_its_target_is_up():
     pool[2].down_until = 10.0
     ex = request(headers=[b"Cookie", b": ", b"porch_upstream=" + value, b"\r\n"])
     assert b.order(0.0, ex)[0] is not pool[2] and ex.cookie_target is None
+
+
+def test_health_watcher_reads_the_state_file_when_it_changes(tmp_path):
+    from porch.upstream.health import STATE_KEY
+    from porch.upstream.prober import HealthWatcher
+
+    storage = FileStorage(tmp_path)
+    pool = targets(2)
+    storage.put(STATE_KEY, encode_state({pool[1].address}))
+    watcher = HealthWatcher(storage, pool)  # reads it at once: a new worker knows
+    assert [t.probe_up for t in pool] == [True, False]
+    storage.put(STATE_KEY, encode_state({pool[0].address}))
+    watcher.poll()
+    assert [t.probe_up for t in pool] == [False, True]
+    storage.delete(STATE_KEY)
+    watcher.poll()
+    assert [t.probe_up for t in pool] == [True, True]

@@ -490,17 +490,18 @@ class Exchange:
                 break  # the budget is spent: the last error stands
             self.tries += 1
             self.chosen = target
+            wait = min(timeout, left) if self.tries > 1 else timeout
             try:
                 _, conn = await asyncio.wait_for(
                     loop.create_connection(
                         partial(UpstreamConnection, target), target.host, target.port,
                         ssl=target.ssl, server_hostname=target.server_hostname,
                     ),
-                    min(timeout, left) if self.tries > 1 else timeout,
+                    wait,
                 )
             except asyncio.TimeoutError:
                 what = " (TCP connect and TLS handshake)" if target.ssl is not None else ""
-                err = upstream_error(504, f"connecting to {target.label} timed out after {timeout:g}s{what}")
+                err = upstream_error(504, f"connecting to {target.label} timed out after {wait:g}s{what}")
             except OSError as exc:
                 reason = exc.strerror or exc if target.ssl is None else tls_failure(exc)
                 err = upstream_error(502, f"connecting to {target.label} failed: {reason}")

@@ -36,16 +36,20 @@ if TYPE_CHECKING:
 MAX_STATUS_LINE = 8192
 
 
-def probed_addresses(config: Config) -> dict[str, tuple[HealthCheck, UpstreamTarget, UpstreamTLS | None]]:
-    """Each probed target address, with the health settings and TLS it is probed with."""
-    found: dict[str, tuple[HealthCheck, UpstreamTarget, UpstreamTLS | None]] = {}
+Probed = tuple[HealthCheck, UpstreamTarget, "UpstreamTLS | None", "str | None"]
+
+
+def probed_addresses(config: Config) -> dict[str, Probed]:
+    """Each probed target address, with the health settings, TLS and Host header
+    (the route's upstream_host, else the target's host:port) it is probed with."""
+    found: dict[str, Probed] = {}
     for site in config.sites:
         for route in site.routes:
             if route.pool.health is None:
                 continue
             for target in route.upstreams:
                 tls = route.upstream_tls if target.scheme == "https" else None
-                found.setdefault(target.address, (route.pool.health, target, tls))
+                found.setdefault(target.address, (route.pool.health, target, tls, route.upstream_host))
     return found
 
 
@@ -73,11 +77,11 @@ class HealthWatcher:
 
 
 async def probe(check: HealthCheck, target: UpstreamTarget, context: ssl.SSLContext | None,
-                server_name: str | None) -> str:
+                server_name: str | None, host: str | None = None) -> str:
     """One probe: "" if the target answered an expected status within the timeout,
     else why not (for the log line)."""
     try:
-        return await asyncio.wait_for(_probe(check, target, context, server_name), check.timeout)
+        return await asyncio.wait_for(_probe(check, target, context, server_name, host), check.timeout)
     except asyncio.TimeoutError:
         return f"no answer within {check.timeout:g}s"
     except (OSError, ssl.SSLError) as err:
@@ -85,13 +89,13 @@ async def probe(check: HealthCheck, target: UpstreamTarget, context: ssl.SSLCont
 
 
 async def _probe(check: HealthCheck, target: UpstreamTarget, context: ssl.SSLContext | None,
-                 server_name: str | None) -> str:
+                 server_name: str | None, host: str | None) -> str:
     reader, writer = await asyncio.open_connection(
         target.host, target.port, ssl=context,
         server_hostname=(server_name or target.host) if context is not None else None)
     try:
         writer.write(b"GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: porch-health-check\r\n"
-                     b"Connection: close\r\n\r\n" % (check.path.encode(), target.authority.encode()))
+                     b"Connection: close\r\n\r\n" % (check.path.encode(), (host or target.authority).encode()))
         line = await reader.readuntil(b"\n")
     except asyncio.IncompleteReadError:
         return "closed the connection without a response"
@@ -141,7 +145,8 @@ class HealthService:
             task.cancel()
         self.tasks.clear()
 
-    async def _run(self, address: str, check: HealthCheck, target: UpstreamTarget, tls: UpstreamTLS | None) -> None:
+    async def _run(self, address: str, check: HealthCheck, target: UpstreamTarget, tls: UpstreamTLS | None,
+                   host: str | None) -> None:
         context = None
         if tls is not None:
             from porch.upstream.tls import client_context
@@ -149,7 +154,7 @@ class HealthService:
             context = client_context(verify=tls.verify, ca=tls.ca, cert=tls.cert, key=tls.key)
         state = self.states.setdefault(address, ProbeState())
         while True:
-            error = await probe(check, target, context, tls.server_name if tls else None)
+            error = await probe(check, target, context, tls.server_name if tls else None, host)
             if after_probe(state, not error, check.rise, check.fall, error):
                 self._changed(address, state, check)
             await asyncio.sleep(check.interval)
