@@ -84,27 +84,32 @@ def test_distribution_over_10000_requests(mode, upstream, porch):
     ups = [upstream(), upstream(), upstream()]
     weights = [1, 2, 1]
     p = porch(site(ups, weights, balance=f'"{mode}"'), trusted_proxies=["127.0.0.1/32"])
-    if mode == "ip_hash":  # 1,000 clients (through a trusted proxy), 10 requests each
-        requests = [("/", {"X-Forwarded-For": f"198.51.{i % 4}.{i % 250}"}) for i in range(N)]
+    # Hashes: 2,000 keys, 5 requests each; a weight-1 target's share of the keys then
+    # varies by 3.9% (one standard deviation), well inside the 15% allowed.
+    if mode == "ip_hash":  # 2,000 clients through a trusted proxy
+        requests = [("/", {"X-Forwarded-For": f"198.51.{i % 2000 // 250}.{i % 250}"}) for i in range(N)]
         keys = [h["X-Forwarded-For"] for _, h in requests]
     elif mode == "uri_hash":
-        requests = [(f"/item/{i % 1000}?v=1", {}) for i in range(N)]
+        requests = [(f"/item/{i % 2000}?v=1", {}) for i in range(N)]
         keys = [path for path, _ in requests]
     else:
         requests = [("/", {}) for _ in range(N)]
         keys = []
     if mode == "cookie":
         results = cookie_clients(p.port)
+    elif mode in ("least_conn", "random_two"):
+        # One request at a time: nothing in flight when Porch chooses, so the weights
+        # alone decide (least_conn: weighted round robin among the tied, as nginx).
+        # Under load these modes follow the upstreams' speed instead: on this shared
+        # machine, saturated upstreams even out whatever the weights (seen: 34/33/32%).
+        results = fetch_all(p.port, requests, conns=1)
     else:
         results = fetch_all(p.port, requests)
     assert [r for r in results if r.status != 200] == []
     got = shares(results)
     expected = {u.port: N * w / sum(weights) for u, w in zip(ups, weights)}
-    # exact for round robin; hashes and random draws: within 15% of each share
-    tolerance = 0.01 if mode == "round_robin" else 0.15
-    if mode in ("least_conn", "random_two"):
-        # load-driven: equal-speed upstreams end up near their weight, not on it
-        tolerance = 0.35
+    # exact for round robin and least_conn; hashes and random draws: within 15% of each share
+    tolerance = 0.01 if mode in ("round_robin", "least_conn") else 0.15
     for port, want in expected.items():
         assert abs(got[port] - want) <= want * tolerance, (mode, got, expected)
     if keys:  # a hash sends each key to one target, always
@@ -245,7 +250,7 @@ def test_probes_come_from_the_supervisor_once_per_target(upstream, porch):
     before = target.stats()["requests"]
     time.sleep(2.0)  # the probes' own pace is what is measured: ~20 in 2 s
     probes = target.stats()["requests"] - before
-    assert 10 <= probes <= 25, probes  # one prober, not one per worker (60)
+    assert 5 <= probes <= 25, probes  # one prober (~20), not one per worker (~60)
 
 
 def test_all_targets_down_is_an_immediate_502(upstream, porch):
@@ -253,7 +258,9 @@ def test_all_targets_down_is_an_immediate_502(upstream, porch):
     health = '{ path = "/", interval = "100ms", timeout = "50ms", fall = 1 }'
     p = porch(site(hanging, health=health, upstream_timeout='"30s"'))
     p.error_log_text(wait_for=r"is down.*\n.*is down", timeout=10)
-    time.sleep(0.6)  # a worker sweep reads the state
+    # The worker reads the state at its next sweep (every 0.5 s), which nothing outside
+    # shows; before that, a request would wait for the hanging upstream.
+    time.sleep(1.0)
     began = time.monotonic()
     results = fetch_all(p.port, [("/", {})] * 20, conns=2)
     assert {r.status for r in results} == {502}

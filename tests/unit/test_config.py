@@ -569,6 +569,7 @@ GOLDEN_CHECK = """\
 site[0] cloud.example.org, www.cloud.example.org
   tls auto: ACME certificate in /var/lib/porch/certs/cloud.example.org/; http redirects to https; hsts max-age=31536000
   /api/ -> http://10.0.0.5:9000, http://[fd00::5]:9000  (strip_prefix, upstream_host api.internal, upstream_timeout 5m)
+           pool: round robin, out for 10s after 1 failure(s), 1 retry
   /     -> http://127.0.0.1:8080/nextcloud  (max_body 10M, upstream_timeout 5m)
 
 site[1] * (catch-all)

@@ -132,12 +132,14 @@ def _compile_route(site: Site, route: Route, targets: _Targets, policies: list[P
 
 def _balancer(route: Route, pool: tuple[Target, ...], storage: Storage) -> Balancer:
     p = route.pool
-    sticky = None
-    if p.balance == "cookie" and len(pool) > 1:
+    mode, sticky = p.balance, None
+    if mode == "cookie" and len(pool) > 1:
         sticky = Sticky(cookie_name(route.path), sticky_secret(storage), [t.address for t in pool])
-    return Balancer(pool, tuple(t.weight for t in route.upstreams), mode=p.balance if sticky or p.balance != "cookie"
-                    else "round_robin", max_fails=p.max_fails, fail_timeout=p.fail_timeout,
-                    retries=p.retries, probed=p.health is not None, sticky=sticky)
+    elif mode == "cookie":
+        mode = "round_robin"  # one target: no cookie to set
+    return Balancer(pool, tuple(t.weight for t in route.upstreams), mode=mode, max_fails=p.max_fails,
+                    fail_timeout=p.fail_timeout, retries=p.retries, probed=p.health is not None,
+                    sticky=sticky)
 
 
 def _tls_for(tls: UpstreamTLS | None, targets: _Targets) -> tuple[ssl.SSLContext | None, str | None]:
