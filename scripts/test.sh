@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the tests need on Debian (nginx, wrk, curl, pebble, openssl, icecast2, h2load, sshd,
-# libnghttp2-dev; .venv with the test extras), then run the suite: bash scripts/test.sh
+# prosody, libnghttp2-dev; .venv with the test extras), then run the suite: bash scripts/test.sh
 # [pytest args].  Exits with pytest's code.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
@@ -34,9 +34,21 @@ stop_sshd_service() {
     fi
 }
 
+# The same for the prosody package: the tests run their own prosody (its own config and port).
+stop_prosody_service() {
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        as_root systemctl disable --now prosody >/dev/null 2>&1 || true
+    elif command -v service >/dev/null 2>&1; then
+        as_root service prosody stop >/dev/null 2>&1 || true
+    fi
+    if [ -s /run/prosody/prosody.pid ]; then
+        as_root kill "$(cat /run/prosody/prosody.pid)" >/dev/null 2>&1 || true
+    fi
+}
+
 missing=()
 declare -A package_of=([h2load]=nghttp2-client [sshd]=openssh-server)  # the command's package, where the names differ
-for tool in nginx wrk curl pebble openssl icecast2 h2load sshd; do
+for tool in nginx wrk curl pebble openssl icecast2 h2load sshd prosody; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]:-$tool}")
 done
 # The header HTTP/2 on libnghttp2 is built with (setup.py, src/porch/server/ngh2.pyx);
@@ -52,6 +64,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     if [[ " ${missing[*]} " == *" openssh-server "* ]]; then
         stop_sshd_service
+    fi
+    if [[ " ${missing[*]} " == *" prosody "* ]]; then
+        stop_prosody_service
     fi
 fi
 # sshd started by root needs its privilege separation directory, which the package's
