@@ -23,6 +23,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from porch.mux.proxy_protocol import encode_v1, encode_v2
+from porch.server.tunnel import RelayEnd
 
 if TYPE_CHECKING:
     from porch.config.model import Stream
@@ -160,18 +161,14 @@ class Splice:
                                               self.client.received, now - self.t_start, now)
 
 
-class _End(asyncio.Protocol):
-    """One side of a splice: what it reads goes to `peer`'s transport."""
+class _End(RelayEnd):
+    """One side of a splice (its peer is None until the target is connected)."""
 
-    __slots__ = ("splice", "transport", "peer", "received", "eof", "write_paused", "early")
+    __slots__ = ("splice", "early")
 
     def __init__(self, splice: Splice, transport: asyncio.Transport | None) -> None:
+        RelayEnd.__init__(self, transport)
         self.splice = splice
-        self.transport = transport
-        self.peer: _End | None = None  # None until the target is connected
-        self.received = 0
-        self.eof = False
-        self.write_paused = False
         self.early = b""  # read before the sides were joined (uvloop may deliver a read
         # already under way when connection_made pauses reading)
 
@@ -204,14 +201,3 @@ class _End(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.splice.close()
 
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        peer = self.peer
-        if peer is not None and not peer.transport.is_closing():
-            peer.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        peer = self.peer
-        if peer is not None and not peer.transport.is_closing() and not peer.eof:
-            peer.transport.resume_reading()

@@ -109,18 +109,41 @@ class Tunnel:
         self.client = self.upstream = self.exchange = None
 
 
-class _End(asyncio.Protocol):
-    """One side of a tunnel: what it reads goes to `peer`'s transport."""
+class RelayEnd(asyncio.Protocol):
+    """One side of a byte relay (a tunnel here, a passthrough in server/splice.py):
+    what it reads goes to `peer`'s transport, and while that side's writes are paused,
+    reading from `peer` pauses too (flow control both ways)."""
 
-    __slots__ = ("tunnel", "transport", "peer", "received", "eof", "write_paused")
+    __slots__ = ("transport", "peer", "received", "eof", "write_paused")
 
-    def __init__(self, tunnel: Tunnel, transport: asyncio.Transport) -> None:
-        self.tunnel = tunnel
+    def __init__(self, transport: asyncio.Transport | None) -> None:
         self.transport = transport
-        self.peer: _End | None = None  # set by the tunnel; None once it has closed
+        self.peer: RelayEnd | None = None  # set by the relay; None once it has closed
         self.received = 0
         self.eof = False
         self.write_paused = False
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        peer = self.peer
+        if peer is not None and not peer.transport.is_closing():
+            peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        peer = self.peer
+        if peer is not None and not peer.transport.is_closing() and not peer.eof:
+            peer.transport.resume_reading()
+
+
+class _End(RelayEnd):
+    """One side of a tunnel."""
+
+    __slots__ = ("tunnel",)
+
+    def __init__(self, tunnel: Tunnel, transport: asyncio.Transport) -> None:
+        RelayEnd.__init__(self, transport)
+        self.tunnel = tunnel
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
@@ -151,15 +174,3 @@ class _End(asyncio.Protocol):
             cause = f"{side} closed the connection{': ' + str(exc) if exc else ''}"
             tunnel.close(None if exc is None else
                          client_error(0, cause) if side == "client" else upstream_error(0, cause))
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        peer = self.peer
-        if peer is not None and not peer.transport.is_closing():
-            peer.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        peer = self.peer
-        if peer is not None and not peer.transport.is_closing() and not peer.eof:
-            peer.transport.resume_reading()
