@@ -13,6 +13,7 @@ cdef class RouteRuntime:
     cdef public bytes base_path, extra_headers
     cdef public tuple location_from
     cdef public bint allow_trace
+    cdef public int proxy_protocol
     cdef public double body_timeout, upstream_connect_timeout, upstream_timeout, tunnel_idle_timeout
     cdef public Chain chain
 

@@ -41,6 +41,7 @@ class RouteRuntime:
         upstream_timeout: float,
         tunnel_idle_timeout: float,
         allow_trace: bool = False,
+        proxy_protocol: int = 0,
         chain: Chain = EMPTY,
     ) -> None:
         self.site = site  # the site's first host name, for logs
@@ -57,6 +58,7 @@ class RouteRuntime:
         self.upstream_timeout = upstream_timeout
         self.tunnel_idle_timeout = tunnel_idle_timeout
         self.allow_trace = allow_trace  # else TRACE is answered 405 (server/proxy.py)
+        self.proxy_protocol = proxy_protocol  # 1, 2: a PROXY header, connections not shared
         self.chain = chain  # the route's policies with its site's (pipeline.py)
 
 

@@ -7,6 +7,9 @@
 - named: writes "target PORT\\n" at once (which target a connection reached), then echoes;
 - proxy: reads a PROXY header with the `proxy-protocol` package (the reference, not
   Porch's code), writes one JSON line {"source": [ip, port], "dest": [ip, port]}, echoes;
+- proxyhttp: reads a PROXY header with the package, then HTTP requests, each answered
+  200 with a JSON body {"source", "dest", "request", "conn_request"} (an HTTP upstream
+  behind `upstream_proxy_protocol`);
 - tls: a TLS server (its own certificate; ALPN xmpp-client and http/1.1) that writes
   one JSON line {"sni": ..., "alpn": ...} after the handshake, then echoes.
 """
@@ -43,6 +46,9 @@ async def handle(mode: str, reader, writer) -> None:
             line = {"source": [str(src[0]), src[1]] if src else None,
                     "dest": [str(dst[0]), dst[1]] if dst else None}
             writer.write(json.dumps(line).encode() + b"\n")
+        elif mode == "proxyhttp":
+            await proxy_http(reader, writer)
+            return
         elif mode == "tls":
             obj = writer.get_extra_info("ssl_object")
             writer.write(json.dumps({"sni": getattr(obj, "sni", None),
@@ -50,6 +56,26 @@ async def handle(mode: str, reader, writer) -> None:
         await echo(reader, writer)
     except (ConnectionError, asyncio.IncompleteReadError):
         writer.close()
+
+
+async def proxy_http(reader, writer) -> None:
+    result = await ProxyProtocolReader(ProxyProtocolDetect()).read(reader)
+    src, dst = result.source, result.dest
+    count = 0
+    while True:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            break
+        count += 1
+        body = json.dumps({"source": [str(src[0]), src[1]] if src else None,
+                           "dest": [str(dst[0]), dst[1]] if dst else None,
+                           "request": head.split(b"\r\n", 1)[0].decode("latin-1"),
+                           "conn_request": count}).encode()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        await writer.drain()
+    writer.close()
 
 
 def main() -> None:

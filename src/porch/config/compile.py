@@ -119,6 +119,7 @@ def _compile_route(site: Site, route: Route, targets: _Targets, policies: list[P
         base_path=base_path,
         upstream_host=route.upstream_host.encode() if route.upstream_host else None,
         allow_trace=route.allow_trace,
+        proxy_protocol=route.upstream_proxy_protocol,
         extra_headers=extra,
         location_from=_upstream_origins(route),
         max_body=route.limits.max_body,

@@ -146,6 +146,8 @@ def _route(route: Route, width: int) -> list[str]:
     notes = ["strip_prefix"] if route.strip_prefix else []
     if route.allow_trace:
         notes.append("allow_trace")
+    if route.upstream_proxy_protocol:
+        notes.append(f"PROXY v{route.upstream_proxy_protocol} to the upstream, no keep-alive")
     if route.upstream_host:
         notes.append(f"upstream_host {route.upstream_host}")
     notes += [f"{key} {registry.REGISTRY[key].describe(value)}" for key, value in route.policies]

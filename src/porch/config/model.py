@@ -108,6 +108,9 @@ class Route:
     strip_prefix: bool = False
     upstream_host: str | None = None  # Host sent upstream; None = the client's Host
     allow_trace: bool = False  # TRACE passed upstream; else 405 (cross-site tracing)
+    # A PROXY protocol header (1 or 2) before each request on a connection of its own:
+    # the upstream learns the client's address (HAProxy's send-proxy); 0 = none.
+    upstream_proxy_protocol: int = 0
     limits: Limits = field(default_factory=Limits)
     # Policy keys (policies/registry.py) merged from [porch], the site and the route:
     # (key, its config value), in the registry's order.

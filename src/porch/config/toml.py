@@ -694,6 +694,13 @@ _GLOBAL_ONLY_KEYS: dict[str, Parser] = {
     "underscores_in_headers": _bool,
     "error_log_level": _choice("debug", "info", "warn", "error"),
 }
+def _proxy_protocol_version(value: Any) -> int:
+    if value in ("v1", "v2", "off"):
+        return {"v1": 1, "v2": 2, "off": 0}[value]
+    raise ValueError(f'{_show(value)} is not "v1", "v2" or "off" (the PROXY protocol version'
+                     " the upstream reads: HAProxy's send-proxy is v1, send-proxy-v2 is v2)")
+
+
 # Keys a route takes, each (but path) also a site key whose value routes inherit.
 _ROUTE_KEYS: dict[str, Parser] = {
     "path": _route_path,
@@ -701,6 +708,7 @@ _ROUTE_KEYS: dict[str, Parser] = {
     "strip_prefix": _bool,
     "upstream_host": _upstream_host,
     "allow_trace": _bool,
+    "upstream_proxy_protocol": _proxy_protocol_version,
     # merged key by key: route over site over [porch]
     "upstream_tls": _upstream_tls,
     **_LIMIT_KEYS,
@@ -709,7 +717,8 @@ _ROUTE_KEYS: dict[str, Parser] = {
 # Policy keys (policies/registry.py): in [porch], a site or a route, merged in that order.
 _POLICY_KEYS: dict[str, Parser] = {spec.key: spec.parse for spec in registry.SPECS}
 _ROUTE_KEYS.update(_POLICY_KEYS)
-_INHERITED = ("proxy", "strip_prefix", "upstream_host", "allow_trace", *upstreams.POOL_KEYS)
+_INHERITED = ("proxy", "strip_prefix", "upstream_host", "allow_trace", "upstream_proxy_protocol",
+              *upstreams.POOL_KEYS)
 
 
 def _nested(value: Any) -> Any:
@@ -986,6 +995,7 @@ class _Reader:
             strip_prefix=values.get("strip_prefix", False),
             upstream_host=values.get("upstream_host"),
             allow_trace=values.get("allow_trace", False),
+            upstream_proxy_protocol=values.get("upstream_proxy_protocol", 0),
             limits=Limits(**_layered([defaults, site, route], _LIMIT_KEYS)),
             upstream_tls=self.upstream_tls(where, [defaults, site, route], _has_https(values["proxy"])),
             pool=upstreams.pool(values),

@@ -17,6 +17,7 @@ from the client, so memory stays bounded whatever the body size and peer speed.
 from __future__ import annotations
 
 import asyncio
+import socket
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,7 @@ from porch.http.h1 import (
 from porch.http.forwarding import real_client
 from porch.http.target import BadTarget, clean_path, needs_a_look
 from porch.http.upgrade import WEBSOCKET_LINES
+from porch.mux.proxy_protocol import encode_v1, encode_v2
 from porch.pipeline import EMPTY, Reply
 from porch.server.tunnel import Tunnel
 from porch.upstream.connection import UpstreamConnection
@@ -467,7 +469,7 @@ class Exchange:
         self.candidates = targets
         self.tries = 0
         self.try_until = now + route.upstream_connect_timeout
-        if not fresh:
+        if not fresh and not route.proxy_protocol:  # such connections are one client's
             target = targets[0]
             conn = target.take_idle(now)
             if conn is not None:
@@ -492,13 +494,14 @@ class Exchange:
             self.chosen = target
             wait = min(timeout, left) if self.tries > 1 else timeout
             try:
-                _, conn = await asyncio.wait_for(
-                    loop.create_connection(
+                if route.proxy_protocol:
+                    opening = self._open_with_proxy_header(target, route.proxy_protocol)
+                else:
+                    opening = loop.create_connection(
                         partial(UpstreamConnection, target), target.host, target.port,
                         ssl=target.ssl, server_hostname=target.server_hostname,
-                    ),
-                    wait,
-                )
+                    )
+                _, conn = await asyncio.wait_for(opening, wait)
             except asyncio.TimeoutError:
                 what = " (TCP connect and TLS handshake)" if target.ssl is not None else ""
                 err = upstream_error(504, f"connecting to {target.label} timed out after {wait:g}s{what}")
@@ -516,6 +519,33 @@ class Exchange:
         self.connect_task = None
         if not self.done:
             self.fail(err or upstream_error(502, "no upstream left to try within the connect timeout"))
+
+    async def _open_with_proxy_header(self, target: Target, version: int) -> tuple:
+        """A connection to `target` whose first bytes, before any TLS, are a PROXY
+        header naming this exchange's client (`upstream_proxy_protocol`)."""
+        loop = self.client.loop
+        infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+            await loop.sock_sendall(sock, self._proxy_header(version))
+            return await loop.create_connection(partial(UpstreamConnection, target), sock=sock,
+                                                ssl=target.ssl, server_hostname=target.server_hostname)
+        except BaseException:
+            sock.close()
+            raise
+
+    def _proxy_header(self, version: int) -> bytes:
+        """The client (after trusted proxies and PROXY headers received) and the address
+        it reached Porch on."""
+        transport = self.client.transport
+        peer = transport.get_extra_info("peername") or ("", 0)
+        local = transport.get_extra_info("sockname") or ("0.0.0.0", 0)
+        source = (self.client_ip, peer[1] if peer[0] in (self.client_ip, "::ffff:" + self.client_ip) else 0)
+        encode = encode_v1 if version == 1 else encode_v2
+        return encode(source, (local[0], local[1]))
 
     def _target_failed(self, target: Target, cause: str) -> None:
         """Passive health: count the failure; log when it takes the target out."""
@@ -1005,7 +1035,7 @@ class Exchange:
         upstream = self.upstream
         if upstream is not None:
             self.upstream = None
-            if self.up_keep_alive and self.request_done and not upstream.closed:
+            if self.up_keep_alive and self.request_done and not upstream.closed and not self.route.proxy_protocol:
                 if client.write_paused:  # paused for this client's sake, not the next one's
                     upstream.transport.resume_reading()
                 self.chosen.put_idle(upstream, now)
