@@ -1,8 +1,10 @@
 """The ClientHello reader (tls/clienthello.py) on hellos captured from real clients.
 
 tests/unit/data/clienthello/*.bin: the first bytes each client sent to a listening
-socket on 127.0.0.1 (curl 7.88, openssl 3.0 s_client, Python's ssl module), up to the
-end of the first record; only random values and public parameters are in them.
+socket on 127.0.0.1 (curl 7.88, openssl 3.0 s_client, Python's ssl module, Debian's
+Chromium 156 headless: 1,928 bytes with GREASE, a post-quantum key share and ECH
+GREASE), up to the end of the first record; only random values and public parameters
+are in them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ CAPTURED = {
     "openssl_tls12_sni": ClientHello("share.chat.example.com", ()),
     "python_sni_alpn": ClientHello("groups.chat.example.com", ("xmpp-client", "http/1.1")),
     "python_ip": ClientHello(None, ()),
+    "chromium_156_h2": ClientHello("chromium.example.org", ("h2", "http/1.1")),
 }
 
 
