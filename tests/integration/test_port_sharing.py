@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -252,3 +253,31 @@ def test_partial_hello_closed_after_header_timeout(porch, upstream, target, ca):
         assert s.recv(100) == b""  # closed by Porch
         assert 0.5 <= time.monotonic() - start < 5
     assert wait_until(lambda: "header_timeout" in p.error_log_text())
+
+
+def test_openssl_s_client_sni_and_alpn_combinations(porch, upstream, target, ca, tmp_path):
+    """openssl s_client, as an operator checks a port by hand: which certificate each
+    SNI/ALPN combination meets (the stream's target's, or Porch's own site's)."""
+    xmpp_ca = TestCA(tmp_path, "XMPP CA")
+    xcert, xkey, _ = xmpp_ca.leaf(["chat.example.com"], "xmpp")
+    t = target("tls", (xcert, xkey))
+    p = shared_porch(porch, upstream().url, ca, f'[[stream]]\nalpn = ["xmpp-client"]\n'
+                     f'passthrough = "{t.address}"\n')
+    cases = [  # (servername, alpn, the CA whose certificate is presented, ALPN agreed)
+        ("chat.example.com", "xmpp-client", xmpp_ca, "xmpp-client"),
+        (None, "xmpp-client", xmpp_ca, "xmpp-client"),  # no SNI: ALPN alone decides
+        ("a.test", "h2,http/1.1", ca, "h2"),
+        ("a.test", None, ca, None),
+    ]
+    for name, alpn, want_ca, agreed in cases:
+        argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{p.https_port}",
+                "-CAfile", str(want_ca.ca_path), "-verify_return_error"]
+        argv += ["-servername", name] if name else ["-noservername"]
+        argv += ["-alpn", alpn] if alpn else []
+        out = subprocess.run(argv, input=b"", capture_output=True, timeout=15)
+        text = out.stdout.decode(errors="replace")
+        assert "Verify return code: 0 (ok)" in text, (name, alpn, text[-800:])
+        if agreed:
+            assert f"ALPN protocol: {agreed}" in text, (name, alpn)
+        else:
+            assert "No ALPN negotiated" in text, (name, alpn)
