@@ -344,9 +344,10 @@ class Exchange:
     @property
     def request(self) -> RequestHead:
         """The client's request head (its fields as forwarded: no hop-by-hop, forwarding
-        or identity fields) and the host it was routed by."""
+        or identity fields) and the host it was routed by: a copy, to read; what goes
+        upstream is changed in the `upstream_request` phase."""
         return RequestHead(self.method, self.path + self.query, self.host.encode(), self.version,
-                           Headers(self.headers))
+                           Headers(list(self.headers)))
 
     def log_error(self, policy: str, message: str) -> None:
         self.runtime.error_log.error(f"{policy}: {message}", site=self.site, client=self.client_ip,
