@@ -43,6 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run as base  # noqa: E402  (bench/run.py: processes, CPU accounting, free ports)
+import tls as tls_bench  # noqa: E402  (bench/tls.py: Porch's TLS config)
 
 SNI = "bench.test"
 CHUNK = 1 << 20
@@ -206,21 +207,9 @@ stream {{
 
 
 def porch_conf(d: Path, port: int, target: int, cert: Path, key: Path) -> str:
-    return f"""[porch]
-http_port = {base.free_port()}
-https_port = {port}
-bind = ["127.0.0.1"]
-access_log = "{d}/access.log"
-error_log = "{d}/error.log"
-state_dir = "{d}/state"
-workers = 1
-
-[[site]]
-hosts = ["porch.bench.test"]
-proxy = "http://127.0.0.1:9"
-tls = {{ cert = "{cert}", key = "{key}" }}
-redirect_http = false
-
+    """bench/tls.py's Porch (one worker, a TLS site, logs in `d`) with the [[stream]]
+    that takes the bench's hellos; its site is never reached (port 9)."""
+    return tls_bench.porch_tls_conf(d, base.free_port(), port, 9, cert, key) + f"""
 [[stream]]
 sni = ["{SNI}"]
 passthrough = "127.0.0.1:{target}"
@@ -315,8 +304,6 @@ def main() -> int:
     if args.target_port:
         run_target(args.target_port)
         return 0
-    from tls import make_cert  # bench/tls.py: a self-signed P-256 certificate (needs cryptography)
-
     base.raise_nofile()
     procs = base.Procs()
     d = Path(tempfile.mkdtemp(prefix="porch-passthrough-"))
@@ -328,7 +315,7 @@ def main() -> int:
         target = procs.start("target", [sys.executable, __file__, "--target-port", str(target_port)],
                              base.LOAD_CPU)
         wait_port(target, target_port, "target")
-        cert_key = make_cert(d)
+        cert_key = tls_bench.make_cert(d)  # a self-signed P-256 certificate for 127.0.0.1
         base.log(f"uptime: {os.getloadavg()}; hello {len(hello)} bytes; {args.size_mib} MiB each way")
         for name in args.targets.split(","):
             if name == "direct":
