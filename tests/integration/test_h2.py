@@ -189,6 +189,21 @@ def _ws_frame(payload: bytes, opcode: int = 1) -> bytes:
     return struct.pack("!BB", 0x80 | opcode, 0x80 | len(payload)) + mask + masked
 
 
+def test_extended_connect_for_another_protocol_is_400_on_its_stream(h2porch, upstream):
+    """RFC 8441 tunnels are for websocket only here: :protocol chat gets 400 on that
+    stream, nothing goes upstream, and the connection goes on."""
+    up = upstream()
+    p = h2porch(tls_site(up.url))
+    with H2Client(p.https_port) as c:
+        c.pump(lambda: c.remote_settings, 5)
+        sid = c.request("/chat", "CONNECT", end=False, extra_pseudo=[(":protocol", "chat")])
+        stream = c.streams[sid]
+        assert c.pump(lambda: stream.headers or stream.done, 5)
+        assert stream.status == 400
+        assert c.get("/after").status == 200
+    assert up.stats()["requests"] == 1  # /after only
+
+
 def test_websocket_over_h2_rfc8441(h2porch, procs, tmp_path):
     ws = WsUpstream(procs, tmp_path)
     p = h2porch(tls_site(ws.url))

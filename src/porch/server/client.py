@@ -377,11 +377,8 @@ class ClientConnection:
         if self._head_size > runtime.max_header_size:
             ex.answer(431, "", source_error=client_error(
                 431, f"request head of {self._head_size} bytes over max_header_size {runtime.max_header_size}"))
-        elif ex.head_error is not None:
+        elif ex.head_error is not None:  # found while parsing (client.py, h2stream.py)
             ex.answer(ex.head_error.status, "", source_error=ex.head_error)
-        elif ex.local is not None:  # marker set by h2stream.py
-            ex.local = None
-            ex.answer(400, "", source_error=client_error(400, "malformed request"))
         else:
             err = ex.route_request()
             if err is not None:

@@ -118,7 +118,7 @@ class H2Stream(ClientConnection):
 
     def _websocket(self, ex: Exchange, protocol: bytes) -> None:
         if ex.method != b"CONNECT" or protocol.lower() != b"websocket":
-            ex.local = b""  # answered 400 by _route_head
+            ex.head_error = client_error(400, "malformed request")  # answered by _route_head
             return
         ex.method = b"GET"
         ex.websocket = True
