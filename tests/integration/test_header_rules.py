@@ -116,3 +116,25 @@ def test_security_headers_fill_in_what_the_app_left_out(porch, upstream):
     assert r.header("Content-Security-Policy") == "default-src 'self'"
     r = get("/elsewhere")  # Porch's own 404
     assert r.status == 404 and r.header("X-Content-Type-Options") == "nosniff"
+
+
+def test_security_headers_over_http2(porch, upstream):
+    up = upstream()
+    https_port = free_port()
+    p = porch(SECURITY.replace("UP", up.url).replace('tls = "off"', 'tls = "internal"\nredirect_http = false'),
+              https_port=https_port, tls="internal")
+    wait_for_port(https_port, p.managed, what="porch https")
+
+    def get(path: str):
+        r = curl_fetch(f"https://{HOST}:{https_port}{path}", "--http2", "-k", *resolve(HOST, https_port))
+        assert r.rc == 0, r.stderr
+        return r
+
+    r = get("/app/x?h=X-Frame-Options:DENY")  # the app's own wins
+    assert r.status == 200 and r.header("x-frame-options") == "DENY"
+    assert r.header("x-content-type-options") == "nosniff"
+    r = get("/forced/x?h=X-Frame-Options:ALLOWALL")
+    assert r.header("x-frame-options") == "SAMEORIGIN"
+    assert r.header("content-security-policy") == "default-src 'self'"
+    r = get("/elsewhere")
+    assert r.status == 404 and r.header("referrer-policy") == "strict-origin-when-cross-origin"
