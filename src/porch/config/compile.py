@@ -48,7 +48,8 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
         tls = build_tls(config, error_log)
     targets: _Targets = {}
     storage = FileStorage(g.state_dir)
-    sites = [(site.hosts, _compile_site(site, targets, storage, tls, g.https_port)) for site in config.sites]
+    env = registry.Env(storage=storage, error_log=error_log)
+    sites = [(site.hosts, _compile_site(site, targets, env, tls, g.https_port)) for site in config.sites]
     routes = [r for s in config.sites for r in s.routes]
     for target in targets.values():
         target.error_log = error_log
@@ -74,13 +75,14 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
     )
 
 
-def _compile_site(site: Site, targets: _Targets, storage: Storage, tls: TlsService | None,
+def _compile_site(site: Site, targets: _Targets, env: registry.Env, tls: TlsService | None,
                   https_port: int) -> SiteRuntime:
-    policies = _site_policies(site, storage, tls, https_port)
-    routes = {r.path.encode(): _compile_route(site, r, targets, policies, storage) for r in site.routes}
+    env = replace(env, site=site.name)
+    policies = _site_policies(site, env.storage, tls, https_port)
+    routes = {r.path.encode(): _compile_route(site, r, targets, policies, env) for r in site.routes}
     only = routes.get(b"/") if len(routes) == 1 else None
     return SiteRuntime(name=site.name, paths=PathTable.build(routes), root_only=only,
-                       chain=compile_chain(policies + registry.build(site.policies)))
+                       chain=compile_chain(policies + registry.build(site.policies, env)))
 
 
 def _site_policies(site: Site, storage: Storage, tls: TlsService | None, https_port: int) -> list[Policy]:
@@ -98,7 +100,7 @@ def _site_policies(site: Site, storage: Storage, tls: TlsService | None, https_p
 
 
 def _compile_route(site: Site, route: Route, targets: _Targets, policies: list[Policy],
-                   storage: Storage) -> RouteRuntime:
+                   env: registry.Env) -> RouteRuntime:
     pool = []
     for spec in route.upstreams:
         tls = route.upstream_tls if spec.scheme == "https" else None
@@ -114,7 +116,7 @@ def _compile_route(site: Site, route: Route, targets: _Targets, policies: list[P
     return RouteRuntime(
         site=site.name,
         path=route.path,
-        balancer=_balancer(route, tuple(pool), storage),
+        balancer=_balancer(route, tuple(pool), env.storage),
         strip=strip,
         base_path=base_path,
         upstream_host=route.upstream_host.encode() if route.upstream_host else None,
@@ -127,7 +129,7 @@ def _compile_route(site: Site, route: Route, targets: _Targets, policies: list[P
         upstream_connect_timeout=route.limits.upstream_connect_timeout,
         upstream_timeout=route.limits.upstream_timeout,
         tunnel_idle_timeout=route.limits.tunnel_idle_timeout,
-        chain=compile_chain(policies + registry.build(route.policies)),
+        chain=compile_chain(policies + registry.build(route.policies, env)),
     )
 
 

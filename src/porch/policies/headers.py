@@ -134,7 +134,7 @@ def describe(rules: HeaderRules) -> str:
 class _Rules(Policy):
     __slots__ = ("remove", "set", "add")
 
-    def __init__(self, rules: HeaderRules) -> None:
+    def __init__(self, rules: HeaderRules, env: object = None) -> None:
         # Encoded once; `remove` also drops what `set` replaces.
         self.remove = frozenset(n.lower().encode() for n in rules.remove) | frozenset(
             n.lower().encode() for n, _ in rules.set)

@@ -11,10 +11,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from porch.pipeline import Policy
 from porch.policies import headers, security
+
+if TYPE_CHECKING:
+    from porch.observability.errorlog import ErrorLog
+    from porch.storage import Storage
+
+
+@dataclass(frozen=True)
+class Env:
+    """What a policy may use at load time besides its config value (one per load,
+    shared by every build call): the state storage (files today, Redis later), the
+    error log.  A policy that needs a new load-time service adds a field here, once,
+    for all policies, never an import of `server/`."""
+
+    storage: Storage
+    error_log: ErrorLog
+    site: str = ""  # the site's name (its first host), for log lines
 
 
 def _inner_wins(outer: Any, inner: Any) -> Any:
@@ -27,14 +43,15 @@ class PolicySpec:
 
     - `parse(value)`: the value as written -> a frozen config value; ValueError with a
       message that says what is wrong and what to write instead;
-    - `build(config)`: the merged config value -> a Policy (at load time, once a route);
+    - `build(config, env)`: the merged config value -> a Policy (at load time, once a
+      route), with the load-time services of `env`;
     - `merge(outer, inner)`: a site's value over [porch]'s, a route's over the site's;
     - `describe(config)`: the words `porch check` prints for it.
     """
 
     key: str
     parse: Callable[[Any], Any]
-    build: Callable[[Any], Policy | None]  # None: the value turns it off (false)
+    build: Callable[[Any, Env], Policy | None]  # None: the value turns it off (false)
     merge: Callable[[Any, Any], Any] = _inner_wins
     describe: Callable[[Any], str] = str
 
@@ -64,6 +81,6 @@ def merged(layers: list[dict[str, Any]]) -> tuple[tuple[str, Any], ...]:
     return tuple(out)
 
 
-def build(policies: tuple[tuple[str, Any], ...]) -> list[Policy]:
-    built = (REGISTRY[key].build(value) for key, value in policies)
+def build(policies: tuple[tuple[str, Any], ...], env: Env) -> list[Policy]:
+    built = (REGISTRY[key].build(value, env) for key, value in policies)
     return [policy for policy in built if policy is not None]

@@ -86,5 +86,5 @@ class Security(Policy):
                 headers.setdefault(name, value)
 
 
-def build(config: SecurityHeaders | None) -> Policy | None:
+def build(config: SecurityHeaders | None, env: object = None) -> Policy | None:
     return None if config is None else Security(config)
