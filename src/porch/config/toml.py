@@ -65,6 +65,13 @@ def loads(text: str, source: str = "<string>", base: str | None = None) -> Confi
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{source}: {e}"]) from None
+    return load_data(data, source, base)
+
+
+def load_data(data: Values, source: str, base: str | None = None) -> Config:
+    """Check a config given as the values porch.toml would hold (what every front-end,
+    nginx and Apache files included, produces); the same checks and messages as a
+    porch.toml file."""
     return checks.checked(_Reader(source, base or os.getcwd()).config(data))
 
 
