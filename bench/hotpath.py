@@ -118,7 +118,7 @@ def setup(access_log: str, policies: int = 0):
         from porch.pipeline import compile_chain
 
         _, site = runtime.hosts.find(b"127.0.0.1")
-        site.root_only.chain = compile_chain(noop_policies(policies))
+        site.root_only.chain = compile_chain(list(site.root_only.chain.policies) + noop_policies(policies))
     server = FakeServer(loop, runtime)
     client = ClientConnection(server)
     ct = FakeTransport(("127.0.0.1", 50000), ("127.0.0.1", 8080))

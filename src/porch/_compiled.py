@@ -21,6 +21,7 @@ MODULES = (
     "porch/observability/accesslog.py",
     "porch/upstream/pool.py",
     "porch/pipeline.py",
+    "porch/policies/forwarding.py",  # on every proxied request
     "porch/http/response_head.py",
     "porch/runtime.py",
     "porch/upstream/connection.py",

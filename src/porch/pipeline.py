@@ -111,6 +111,15 @@ class Context(Protocol):
     query: bytes  # b"" or b"?..."
     version: bytes  # b"1.1", b"1.0", b"2.0"
     vars: dict[str, Any]  # per request, shared by policies (remote_user, ...)
+    host_header: bytes | None  # Host as the client sent it (with its port), None without
+    peer_ip: str  # the address that connected: the client, or a trusted proxy
+    peer_trusted: bool  # that address is in trusted_proxies
+    local_port: bytes  # the port the connection reached Porch on
+    # what a trusted proxy said it got (X-Forwarded-For/-Proto/-Host/-Port), else None
+    xff: bytes | None
+    xf_proto: bytes | None
+    xf_host: bytes | None
+    xf_port: bytes | None
 
     @property
     def request(self) -> RequestHead: ...  # the client's head (fields as received, filtered)

@@ -10,7 +10,8 @@ cdef class RouteRuntime:
     cdef public str site, path
     cdef public Balancer balancer
     cdef public object strip, upstream_host, max_body
-    cdef public bytes base_path, extra_headers
+    cdef public bytes base_path
+    cdef public object plain_upstream
     cdef public tuple location_from
     cdef public bint allow_trace
     cdef public int proxy_protocol

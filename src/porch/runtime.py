@@ -33,7 +33,6 @@ class RouteRuntime:
         strip: bytes | None,
         base_path: bytes,
         upstream_host: bytes | None,
-        extra_headers: bytes,
         location_from: tuple[bytes, ...],
         max_body: int | None,
         body_timeout: float,
@@ -47,10 +46,9 @@ class RouteRuntime:
         self.site = site  # the site's first host name, for logs
         self.path = path  # the route's prefix, for logs
         self.balancer = balancer
-        self.strip = strip  # b"/radicale" when strip_prefix is on
+        self.strip = strip  # b"/radicale" when strip_prefix is on (for the Location rewrite)
         self.base_path = base_path  # path of the proxy URL, prepended upstream ("" usually)
         self.upstream_host = upstream_host
-        self.extra_headers = extra_headers  # pre-encoded lines added upstream (X-Script-Name ...)
         self.location_from = location_from  # the proxy URLs' origins, rewritten in Location
         self.max_body = max_body
         self.body_timeout = body_timeout
@@ -60,6 +58,9 @@ class RouteRuntime:
         self.allow_trace = allow_trace  # else TRACE is answered 405 (server/proxy.py)
         self.proxy_protocol = proxy_protocol  # 1, 2: a PROXY header, connections not shared
         self.chain = chain  # the route's policies with its site's (pipeline.py)
+        # chain.upstream_request when its only hook is the forwarding headers' (set by
+        # compile.py): the exchange then calls policies/forwarding.py `fields` directly
+        self.plain_upstream: tuple | None = None
 
 
 class SiteRuntime:

@@ -84,13 +84,13 @@ class Server:
 
 
 class Harness:
-    def __init__(self, tmp_path, *policies):
+    def __init__(self, tmp_path, *policies, config=CONFIG):
         self.loop = uvloop.new_event_loop()
         self.errors = tmp_path / "error.log"
-        runtime = compile_config(loads(CONFIG), access_log=AccessLog("off", "combined"),
+        runtime = compile_config(loads(config), access_log=AccessLog("off", "combined"),
                                  error_log=ErrorLog(str(self.errors)))
         _, site = runtime.hosts.find(b"app.test")
-        site.root_only.chain = compile_chain(list(policies))
+        site.root_only.chain = compile_chain(list(site.root_only.chain.policies) + list(policies))
         self.runtime = runtime
         self.client = ClientConnection(Server(self.loop, runtime))
         self.ct = Transport(("127.0.0.1", 50000))
@@ -121,8 +121,8 @@ class Harness:
 def harness(tmp_path):
     made = []
 
-    def make(*policies):
-        h = Harness(tmp_path, *policies)
+    def make(*policies, config=CONFIG):
+        h = Harness(tmp_path, *policies, config=config)
         made.append(h)
         return h
 
@@ -384,3 +384,35 @@ def test_h2_async_hook_then_failure_keeps_the_connection(h2harness, tmp_path):
     first = b.get()
     second = b.get()
     assert b.response(first)[0][b":status"] == b"500" and b.response(second)[0][b":status"] == b"500"
+
+
+class Passive(Policy):
+    """upstream_request: hooks the phase and changes nothing."""
+
+    name = "request_headers"
+
+    def upstream_request(self, ctx, head):
+        return None
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_forwarding_fields_are_the_same_with_and_without_other_upstream_hooks(harness, trusted):
+    """policies/forwarding.py has a direct path (a route whose only upstream hook is the
+    forwarding headers') and the policy's hook (a route with other hooks): the upstream
+    gets the same head either way, from a client and from a trusted proxy."""
+    config = CONFIG.replace("[porch]\n", '[porch]\ntrusted_proxies = ["127.0.0.1"]\n') if trusted else CONFIG
+    head = (b"GET /x?q=1 HTTP/1.1\r\nHost: app.test:8080\r\nX-Forwarded-For: 203.0.113.7\r\n"
+            b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: app.example\r\nX-Forwarded-Port: 443\r\n\r\n")
+    sent = []
+    for policies in ((), (Passive(),)):
+        h = harness(*policies, config=config)
+        h.request(head)
+        sent.append(bytes(h.ut.data))
+    assert sent[0] == sent[1]
+    if trusted:
+        assert b"X-Forwarded-For: 203.0.113.7, 127.0.0.1\r\n" in sent[0]
+        assert b"X-Real-IP: 203.0.113.7\r\n" in sent[0]
+        assert b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: app.example\r\nX-Forwarded-Port: 443\r\n" in sent[0]
+    else:
+        assert b"X-Forwarded-For: 127.0.0.1\r\nX-Real-IP: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n" in sent[0]
+        assert b"X-Forwarded-Host: app.test:8080\r\n" in sent[0] and b"203.0.113.7" not in sent[0]

@@ -15,7 +15,8 @@ from porch.observability.errorlog import ErrorLog
 from porch.routing import HostTable, PathTable
 from porch.runtime import RouteRuntime, Runtime, SiteRuntime
 from porch.pipeline import Policy, compile_chain
-from porch.policies import acme_challenge, registry
+from porch.policies import acme_challenge, registry, strip_prefix
+from porch.policies.forwarding import FORWARDING
 from porch.policies.hsts import Hsts
 from porch.policies.https import HttpsRedirect
 from porch.storage import FileStorage, Storage
@@ -108,29 +109,33 @@ def _compile_route(site: Site, route: Route, targets: _Targets, policies: list[P
         if key not in targets:
             targets[key] = Target(spec, *_tls_for(tls, targets))
         pool.append(targets[key])
-    strip = route.path.rstrip("/").encode() if route.strip_prefix and route.path != "/" else None
-    extra = b""
-    if strip:
-        extra = b"X-Script-Name: %s\r\nX-Forwarded-Prefix: %s\r\n" % (strip, strip)
+    strip = strip_prefix.for_route(route.path, route.strip_prefix)
+    own: list[Policy] = [FORWARDING] if strip is None else [strip, FORWARDING]
     base_path = route.upstreams[0].path.encode() if route.upstreams else b""
-    return RouteRuntime(
+    return _plain_upstream(RouteRuntime(
         site=site.name,
         path=route.path,
         balancer=_balancer(route, tuple(pool), env.storage),
-        strip=strip,
+        strip=strip.prefix if strip is not None else None,
         base_path=base_path,
         upstream_host=route.upstream_host.encode() if route.upstream_host else None,
         allow_trace=route.allow_trace,
         proxy_protocol=route.upstream_proxy_protocol,
-        extra_headers=extra,
         location_from=_upstream_origins(route),
         max_body=route.limits.max_body,
         body_timeout=route.limits.body_timeout,
         upstream_connect_timeout=route.limits.upstream_connect_timeout,
         upstream_timeout=route.limits.upstream_timeout,
         tunnel_idle_timeout=route.limits.tunnel_idle_timeout,
-        chain=compile_chain(policies + registry.build(route.policies, env)),
-    )
+        chain=compile_chain(policies + own + registry.build(route.policies, env)),
+    ))
+
+
+def _plain_upstream(runtime: RouteRuntime) -> RouteRuntime:
+    """Mark a route whose only upstream_request hook is the forwarding headers'."""
+    hooks = runtime.chain.upstream_request
+    runtime.plain_upstream = hooks if hooks == (FORWARDING.upstream_request,) else None
+    return runtime
 
 
 def _balancer(route: Route, pool: tuple[Target, ...], storage: Storage) -> Balancer:

@@ -18,6 +18,7 @@ import httptools
 from porch.errors import ProxyError, client_error
 from porch.http import h1
 from porch.http.forwarding import FORWARDING, IDENTITY
+from porch.policies.forwarding import connection_part
 from porch.http.h1 import request_line_version
 from porch.http.upgrade import DROPPED, BodyAfterUpgrade, is_websocket
 from porch.server.proxy import Exchange
@@ -104,7 +105,7 @@ class ClientConnection:
         self.peer_ip = ""
         self.peer_trusted = False
         self.local_port = b""
-        self.forwarding = b""  # pre-encoded X-Forwarded-* lines for an untrusted peer
+        self.forwarding = b""  # this connection's forwarding fields (policies/forwarding.py)
         self.active: Exchange | None = None  # being answered
         # pipelined requests waiting their turn; a deque only once there are some
         # (an empty deque is 600 bytes, a third of an idle connection's cost)
@@ -145,11 +146,7 @@ class ClientConnection:
         self.local_port = str(sock[1]).encode() if sock else b""
         runtime = self.server.runtime
         self.peer_trusted = bool(runtime.trusted) and runtime.trusted.contains(ip)
-        ipb = ip.encode()
-        self.forwarding = b"".join((
-            b"X-Forwarded-For: ", ipb, b"\r\nX-Real-IP: ", ipb, b"\r\nX-Forwarded-Proto: ",
-            self.scheme, b"\r\nX-Forwarded-Port: ", self.local_port, b"\r\n",
-        ))
+        self.forwarding = connection_part(ip, self.scheme, self.local_port)  # policies/forwarding.py
         self.server.connections.add(self)
         self._set_deadline(_D_HEAD, runtime.header_timeout)
         if self.scheme == b"https":

@@ -6,6 +6,8 @@ from porch.upstream.connection cimport UpstreamConnection
 from porch.runtime cimport RouteRuntime, Runtime, SiteRuntime
 from porch.upstream.pool cimport Target
 from porch.pipeline cimport Chain
+from porch.http.model cimport Headers, RequestHead
+from porch.policies.forwarding cimport trusted_part
 from porch.http.target cimport needs_a_look
 from porch.http.h1 cimport relayed_status_line
 cimport cython
@@ -17,7 +19,9 @@ cdef class Exchange:
     cdef public object host_header, content_length, xff, xf_proto, xf_host, xf_port, connection_tokens
     cdef public bint chunked, expect_continue, keep_alive, retried, up_seen, request_done, websocket
     cdef public bint up_keep_alive, up_until_close, response_started, done, slash
-    cdef public str host, site, client_ip
+    cdef public str host, site, client_ip, peer_ip
+    cdef public bint peer_trusted
+    cdef public bytes local_port
     cdef public object head_error, local, pending, replay, connect_task, out, error, waiting, _vars
     cdef public Chain chain
     cdef public Target chosen, leased, cookie_target
@@ -39,7 +43,9 @@ cdef class Exchange:
     @cython.locals(route=RouteRuntime, path=bytes, query=bytes)
     cpdef _routed(self)
     cpdef begin(self)
+    @cython.locals(route=RouteRuntime, head=RequestHead, fields=list, target=bytes, parts=list)
     cpdef bytes _upstream_head(self)
+    cpdef bint _run_head_hooks(self, tuple hooks, object head)
     cpdef bytes _end_head(self, list parts)
     @cython.locals(target=Target)
     cpdef _find_upstream(self, bint fresh)

@@ -74,6 +74,10 @@ class Exchange:
         self.runtime = runtime
         self.t_start = t_start
         self.client_ip = client.peer_ip
+        # the connection as policies see it (pipeline.Context)
+        self.peer_ip = self.client.peer_ip  # (self.client: typed, a C field read)
+        self.peer_trusted = self.client.peer_trusted
+        self.local_port = self.client.local_port
         # set by the client connection while parsing
         self.headers: list[bytes] = []  # forwarded as received, flat: [name, b": ", value, b"\r\n", ...]
         self.method = b""
@@ -265,16 +269,11 @@ class Exchange:
                 405, "TRACE is not allowed (allow_trace = true on the route passes it)"),
                 headers=Headers([b"Allow", h1.SEP, _ALLOW, h1.CRLF]))
             return None
-        path = self.path
         query = self.query
-        if route.strip:
-            path = path[len(route.strip) :] or b"/"
         if self.target == b"*":  # OPTIONS * (route_request let nothing else through)
             self.upstream_target = b"*"
-        elif route.base_path:
-            self.upstream_target = route.base_path + path + query
-        else:
-            self.upstream_target = path + query if query else path
+        else:  # relative to the proxy URL's path until the upstream_request phase is over
+            self.upstream_target = self.path + query if query else self.path
         if route.max_body is not None and (self.content_length or 0) > route.max_body:
             return client_error(413, f"body of {self.content_length} bytes over max_body {route.max_body}")
         return None
@@ -377,23 +376,37 @@ class Exchange:
     # -- phase 2: upstream_request ---------------------------------------------
 
     def _upstream_head(self) -> bytes:
+        """The head the upstream gets: the client's fields (hop-by-hop ones out), then
+        the policies' upstream_request hooks over it (every route has some: the
+        forwarding headers are policies/forwarding.py), then Porch's framing.  The
+        hooks see the target relative to the proxy URL's path, which goes in front
+        after them.  b"" when a hook failed (the exchange is answered 500)."""
         route = self.route
-        client = self.client
-        host = self.host_header or b""
-        up_host = route.upstream_host or host
-        method = self.method
-        target = self.upstream_target
         tokens = self.connection_tokens
-        fields = _without_listed(self.headers, tokens) if tokens else self.headers
-        if self.chain.upstream_request:
-            return self._hooked_upstream_head(up_host, fields)
-        parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", up_host, _CRLF]
-        parts += fields
-        if client.peer_trusted:
-            parts.append(self._trusted_forwarding())
-        else:
-            parts += (client.forwarding, b"X-Forwarded-Host: ", host, _CRLF)
-        parts.append(route.extra_headers)
+        if self.chain.upstream_request is route.plain_upstream:
+            # Only the forwarding headers change this head: their fields without a
+            # RequestHead round trip (policies/forwarding.py says the cost).
+            target = self.upstream_target
+            if route.base_path and target != b"*":
+                target = route.base_path + target
+            parts = [self.method, b" ", target, b" HTTP/1.1\r\nHost: ", route.upstream_host or self.host_header or b"", _CRLF]
+            parts += _without_listed(self.headers, tokens) if tokens else self.headers
+            if self.peer_trusted:
+                parts.append(trusted_part(self.peer_ip, self.client.scheme, self.local_port, self.host_header,
+                                          self.client_ip, self.xff, self.xf_proto, self.xf_host, self.xf_port))
+            else:  # the connection's part, made once (server/client.py)
+                parts += (self.client.forwarding, b"X-Forwarded-Host: ", self.host_header or b"", _CRLF)
+            return self._end_head(parts)
+        fields = _without_listed(self.headers, tokens) if tokens else list(self.headers)
+        head = RequestHead(self.method, self.upstream_target, route.upstream_host or self.host_header or b"",
+                           b"1.1", Headers(fields))
+        if not self._run_head_hooks(self.chain.upstream_request, head):
+            return b""
+        target = head.target
+        if route.base_path and target != b"*":
+            target = route.base_path + target
+        parts = [head.method, b" ", target, b" HTTP/1.1\r\nHost: ", head.host, _CRLF]
+        parts += head.headers.flat
         return self._end_head(parts)
 
     def _end_head(self, parts: list[bytes]) -> bytes:
@@ -411,28 +424,6 @@ class Exchange:
         parts.append(_CRLF)
         return b"".join(parts)
 
-    def _hooked_upstream_head(self, up_host: bytes, fields: list[bytes]) -> bytes:
-        """The upstream head when policies hook it: they see the client's fields and
-        Porch's own (forwarding, X-Script-Name), so a rule may replace or drop those too."""
-        client = self.client
-        if client.peer_trusted:
-            own = self._trusted_forwarding()
-        else:
-            own = b"".join((client.forwarding, b"X-Forwarded-Host: ", self.host_header or b"", _CRLF))
-        headers = Headers(list(fields))
-        headers.flat += Headers.parse(own + self.route.extra_headers).flat
-        head = RequestHead(self.method, self.upstream_target, up_host, b"1.1", headers)
-        if not self._run_upstream_requests(head):
-            return b""
-        parts = [head.method, b" ", head.target, b" HTTP/1.1\r\nHost: ", head.host, _CRLF]
-        parts += head.headers.flat
-        return self._end_head(parts)
-
-    def _run_upstream_requests(self, head: RequestHead) -> bool:
-        """The policies' upstream_request hooks over the head that goes upstream; False
-        when one failed (the exchange is answered 500)."""
-        return self._run_head_hooks(self.chain.upstream_request, head)
-
     def _run_head_hooks(self, hooks: tuple, head: object) -> bool:
         """Each of `hooks` over `head`, changed in place; False when one failed: the
         exchange is then answered 500 (nothing has been written to the client yet)."""
@@ -443,17 +434,6 @@ class Exchange:
                 self.fail(self._policy_failed(hook, exc))
                 return False
         return True
-
-    def _trusted_forwarding(self) -> bytes:
-        client = self.client
-        peer = client.peer_ip.encode()
-        xff = self.xff + b", " + peer if self.xff else peer
-        return b"".join((
-            b"X-Forwarded-For: ", xff, b"\r\nX-Real-IP: ", self.client_ip.encode(),
-            b"\r\nX-Forwarded-Proto: ", self.xf_proto or client.scheme,
-            b"\r\nX-Forwarded-Host: ", self.xf_host or self.host_header or b"",
-            b"\r\nX-Forwarded-Port: ", self.xf_port or client.local_port, b"\r\n",
-        ))
 
     def _find_upstream(self, fresh: bool) -> None:
         loop = self.client.loop
