@@ -14,14 +14,15 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from porch.config.errors import ConfigError
+from porch.config.errors import ConfigError, Origins, locate
 from porch.config.model import Config, Site, TlsFiles
 
 Lines = list[str]
 
 
-def checked(config: Config) -> Config:
-    """`config` with its warnings; raises ConfigError if a check found a problem."""
+def checked(config: Config, origins: Origins | None = None) -> Config:
+    """`config` with its warnings; raises ConfigError if a check found a problem
+    (with the origin of its key path in `origins`, when the front-end gave one)."""
     problems: Lines = []
     warnings: Lines = list(config.warnings)
     for site in config.sites:
@@ -29,7 +30,7 @@ def checked(config: Config) -> Config:
             _tls_files(site, problems, warnings)
     warnings += acme_port_warnings(config)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, [locate(origins or {}, line.partition(": ")[0]) for line in problems])
     return replace(config, warnings=tuple(warnings))
 
 

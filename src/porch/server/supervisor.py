@@ -585,7 +585,7 @@ class Supervisor:
         try:
             config = load(self.path)
         except ConfigError as err:
-            raise ReloadError(invalid_config_message(self.path, err)) from None
+            raise ReloadError(invalid_config_message(self.path, err, located=False)) from None
         if str(Path(config.porch.state_dir).resolve()) != self.state_dir:
             raise ReloadError(f"porch.state_dir: changed from {self.state_dir} to {config.porch.state_dir}; "
                               "a running porch keeps its state_dir: restart porch to move it")
