@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in COMMANDS:
         p = sub.add_parser(name, help=text)
         p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+        if name == "check":
+            p.add_argument("--dump", action="store_true",
+                           help="print the effective config as porch.toml, every default written out")
     certs = sub.add_parser("certs", help="list certificates; `porch certs renew` renews them")
     certs.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
     certs.add_argument("action", nargs="?", choices=["renew"], help="renew the certificates that are due")
@@ -40,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         return _certs(args)
     if args.command == "trust":
         return _trust(args.config)
+    if args.command == "check" and args.dump:
+        return _dump(args.config)
     return {"check": _check, "run": _run, "reload": _reload}[args.command](args.config)
 
 
@@ -77,6 +82,19 @@ def _check(path: str) -> int:
     for line in config.warnings:
         print(f"warning: {line}")
     print(describe(config))
+    return 0
+
+
+def _dump(path: str) -> int:
+    """The model as TOML on stdout (it loads back to the same model), warnings on stderr."""
+    from porch.config.dump import dump
+
+    config = _load(path)
+    if config is None:
+        return 1
+    for line in config.warnings:
+        print(f"porch: warning: {line}", file=sys.stderr)
+    sys.stdout.write(dump(config))
     return 0
 
 

@@ -285,6 +285,8 @@ class _Reader:
         values = _layered([site, route], ROUTE_KEYS)
         if "path" not in values or "proxy" not in values:  # bad values, already reported
             return None
+        https = _has_https(values["proxy"])
+        tls = self.upstream_tls(where, [defaults, site, route], https)
         built = Route(
             path=values["path"],
             upstreams=values["proxy"],
@@ -293,7 +295,8 @@ class _Reader:
             allow_trace=values.get("allow_trace", False),
             upstream_proxy_protocol=values.get("upstream_proxy_protocol", 0),
             limits=Limits(**_layered([defaults, site, route], LIMIT_KEYS)),
-            upstream_tls=self.upstream_tls(where, [defaults, site, route], _has_https(values["proxy"])),
+            # only https:// upstreams use it: a plain route has the default, whatever [porch] says
+            upstream_tls=tls if https else UpstreamTLS(),
             pool=upstreams.pool(values),
             key_path=where,
             policies=registry.merged([_layered([layer], POLICY_KEYS) for layer in (defaults, site, route)]),

@@ -118,10 +118,24 @@ def merge(outer: HeaderRules, inner: HeaderRules) -> HeaderRules:
     names = {name.lower() for name, _ in inner.set} | {n.lower() for n in inner.remove}
     return HeaderRules(
         set=tuple(p for p in outer.set if p[0].lower() not in names) + inner.set,
-        add=tuple(p for p in outer.add if p[0].lower() not in names) + inner.add,
-        remove=tuple(n for n in outer.remove if n.lower() not in {s.lower() for s, _ in inner.set})
-        + inner.remove,
+        # an outer rule the inner one repeats is kept once: merging a route's merged
+        # rules with its site's again (a `porch check --dump` file) changes nothing
+        add=tuple(p for p in outer.add if p[0].lower() not in names and p not in inner.add) + inner.add,
+        remove=tuple(n for n in outer.remove if n.lower() not in {s.lower() for s, _ in inner.set}
+                     and n not in inner.remove) + inner.remove,
     )
+
+
+def dump(rules: HeaderRules) -> dict[str, Any]:
+    """The rules as porch.toml spells them (`porch check --dump`)."""
+    out: dict[str, Any] = {}
+    if rules.set:
+        out["set"] = dict(rules.set)
+    if rules.add:
+        out["add"] = dict(rules.add)
+    if rules.remove:
+        out["remove"] = list(rules.remove)
+    return out
 
 
 def describe(rules: HeaderRules) -> str:

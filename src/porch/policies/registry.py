@@ -37,6 +37,10 @@ def _inner_wins(outer: Any, inner: Any) -> Any:
     return inner
 
 
+def _as_written(config: Any) -> Any:
+    return list(config) if isinstance(config, tuple) else config
+
+
 @dataclass(frozen=True)
 class PolicySpec:
     """How one config key becomes a policy.
@@ -46,7 +50,9 @@ class PolicySpec:
     - `build(config, env)`: the merged config value -> a Policy (at load time, once a
       route), with the load-time services of `env`;
     - `merge(outer, inner)`: a site's value over [porch]'s, a route's over the site's;
-    - `describe(config)`: the words `porch check` prints for it.
+    - `describe(config)`: the words `porch check` prints for it;
+    - `dump(config)`: the value as porch.toml spells it, which `parse` reads back to
+      `config` (`porch check --dump`); the default fits values parse returns as written.
     """
 
     key: str
@@ -54,15 +60,17 @@ class PolicySpec:
     build: Callable[[Any, Env], Policy | None]  # None: the value turns it off (false)
     merge: Callable[[Any, Any], Any] = _inner_wins
     describe: Callable[[Any], str] = str
+    dump: Callable[[Any], Any] = _as_written
 
 
 _ABSENT = object()
 SPECS: tuple[PolicySpec, ...] = (
     PolicySpec("request_headers", headers.parse_request, headers.RequestHeaders, headers.merge,
-               headers.describe),
+               headers.describe, headers.dump),
     PolicySpec("response_headers", headers.parse_response, headers.ResponseHeaders, headers.merge,
-               headers.describe),
-    PolicySpec("security_headers", security.parse, security.build, describe=security.describe),
+               headers.describe, headers.dump),
+    PolicySpec("security_headers", security.parse, security.build, describe=security.describe,
+               dump=security.dump),
 )
 REGISTRY: dict[str, PolicySpec] = {spec.key: spec for spec in SPECS}
 

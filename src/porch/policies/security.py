@@ -62,6 +62,17 @@ def parse(value: Any) -> SecurityHeaders | None:
     return SecurityHeaders(tuple(fields), override)
 
 
+def dump(config: SecurityHeaders | None) -> dict[str, Any] | bool:
+    """The value as porch.toml spells it (`porch check --dump`): every field, "" for
+    those left out."""
+    if config is None:
+        return False
+    values = dict(config.fields)
+    out: dict[str, Any] = {key: values.get(name, "") for key, name, _ in _FIELDS}
+    out["override"] = config.override
+    return out
+
+
 def describe(config: SecurityHeaders | None) -> str:
     if config is None:
         return "off"
