@@ -100,6 +100,8 @@ def _site(site: Site, state_dir: str) -> list[str]:
     hosts = ", ".join(site.hosts) if site.hosts else "* (catch-all)"
     width = max((len(route.path) for route in site.routes), default=0)
     lines = [f"{site.key_path} {hosts}"]
+    if site.listen:
+        lines.append(f"  listen {', '.join(listener.where for listener in site.listen)} only")
     if site.tls != "off":
         lines.append(f"  tls {_tls(site, state_dir)}")
     lines += _acme(site)

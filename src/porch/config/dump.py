@@ -13,6 +13,7 @@ import json
 from dataclasses import fields
 from typing import Any
 
+from porch.config import listeners
 from porch.config.model import (Config, Global, HealthCheck, Limits, Pool, Route, Site, Stream, TlsFiles,
                                 UpstreamTarget, UpstreamTLS, Webroot)
 from porch.config.units import format_duration, format_size
@@ -27,7 +28,7 @@ def dump(config: Config) -> str:
     out = [f"# {config.source}, as Porch reads it: every default written out", "", "[porch]"]
     out += _pairs(_global(config.porch))
     for site in config.sites:
-        out += ["", "[[site]]", *_pairs(_site(site))]
+        out += ["", "[[site]]", *_pairs(_site(site, config.porch))]
         for route in site.routes:
             out += ["", "  [[site.route]]", *_pairs(_route(route, site), indent="  ")]
     for stream in config.streams:
@@ -42,10 +43,12 @@ def _global(g: Global) -> dict[str, Any]:
     return {f.name: _plain(f.name, getattr(g, f.name)) for f in fields(Global)}
 
 
-def _site(site: Site) -> dict[str, Any]:
+def _site(site: Site, g: Global) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if site.hosts:  # none: the catch-all
         out["hosts"] = list(site.hosts)
+    if site.listen:  # none: every listener
+        out["listen"] = listeners.spelled(site.listen, g)
     out["tls"] = _tls_files(site.tls) if isinstance(site.tls, TlsFiles) else site.tls
     out["redirect_http"] = site.redirect_http
     if site.hsts is not None:

@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
-from porch.config import upstreams
+from porch.config import listeners, upstreams
 from porch.config.acme_keys import acme_ca, acme_challenge, bundles, command, pem_file
 from porch.config.hosts import hosts, proxy, route_path, upstream_host
 from porch.config.tls_keys import hsts, tls, tls_ciphers, tls_default, tls_protocols, upstream_tls
@@ -92,6 +92,7 @@ def _nested(value: Any) -> Any:
 
 SITE_KEYS: dict[str, Parser] = {
     "hosts": hosts,
+    "listen": listeners.parse,
     "tls": tls,
     "redirect_http": boolean,
     "hsts": hsts,

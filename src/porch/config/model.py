@@ -179,6 +179,24 @@ class Hsts:
         return text
 
 
+# "plain": HTTP; "tls": HTTPS (Porch's TLS, or a stream's: config/streams.py).
+ListenerKind = Literal["plain", "tls"]
+
+
+@dataclass(frozen=True)
+class Listener:
+    """Where Porch accepts connections (config/listeners.py derives them from
+    [porch]): the kind says what a connection speaks, whatever the port number."""
+
+    address: str
+    port: int
+    kind: ListenerKind = "plain"
+
+    @property
+    def where(self) -> str:
+        return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
+
+
 @dataclass(frozen=True)
 class Site:
     """A virtual host: its names and its routes (a site-level `proxy` is route "/")."""
@@ -195,6 +213,8 @@ class Site:
     on_certificate: str | None = None  # command run after each issuance; None = [porch]'s
     bundles: tuple[Bundle, ...] = ()
     policies: tuple[tuple[str, Any], ...] = ()  # [porch]'s and the site's: for paths no route takes
+    # The listeners it serves on (`listen`); () = every one.
+    listen: tuple[Listener, ...] = ()
 
     @property
     def name(self) -> str:
@@ -285,6 +305,9 @@ class Config:
     sites: tuple[Site, ...]
     source: str = "<memory>"
     streams: tuple[Stream, ...] = ()
+    # Where connections are accepted (config/listeners.py); derived from [porch] by the
+    # loader: () only in a Config built by hand (then http_port on each bind address).
+    listeners: tuple[Listener, ...] = ()
     # What a front-end accepted but a person should hear about, one line each, with
     # the key path and the fix, like ConfigError's problems (config/checks.py).
     warnings: tuple[str, ...] = ()

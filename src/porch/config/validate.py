@@ -25,12 +25,12 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
-from porch.config import checks, upstreams
+from porch.config import checks, listeners, upstreams
 from porch.config.errors import ConfigError, Origins, locate
 from porch.config.keys import (GLOBAL_KEYS, GLOBAL_ONLY_KEYS, LIMIT_KEYS, POLICY_KEYS, ROUTE_KEYS,
                                SITE_ACME_KEYS, SITE_KEYS, TOP_KEYS, unknown)
-from porch.config.model import (Config, Global, Limits, Route, Site, TlsFiles, TlsMode, UpstreamTarget,
-                                UpstreamTLS)
+from porch.config.model import (Config, Global, Limits, Listener, Route, Site, TlsFiles, TlsMode,
+                                UpstreamTarget, UpstreamTLS)
 from porch.config.streams import check_listener, read_streams
 from porch.config.tls_keys import KEY_PEM, RELATIVE, SubProblems, pem_problem, quoted_path
 from porch.config.values import Parser, Values, show
@@ -64,6 +64,7 @@ class _Reader:
         self.pem_with_key: set[str] = set()  # cert files that hold their key too
         self.contexts_tried: dict[UpstreamTLS, str | None] = {}  # setting -> problem
         self.default_tls: TlsMode | None = None  # [porch] tls
+        self.listen: list[tuple[Listener, ...] | None] = []  # each site's (); None: bad
 
     def problem(self, where: str, message: str) -> None:
         self.problems.append((f"{where}: {message}", locate(self.origins, where)))
@@ -75,14 +76,16 @@ class _Reader:
         if not drafts and not self.problems:
             self.problem(self.source, 'no sites (add a [[site]] with hosts = ["example.org"]'
                          ' and proxy = "http://127.0.0.1:8080")')
-        self.check_hosts([site for site, _ in drafts])
+        self.listen = [self.site_listen(i, site, porch) for i, (site, _) in enumerate(drafts)]
+        self.check_hosts([site for site, _ in drafts], porch)
         sites = tuple(self.site(i, *draft, defaults) for i, draft in enumerate(drafts))
         streams = read_streams(self.tables(data, "stream"), self.problem)  # config/streams.py
         check_listener(streams, sites, self.problem)
         if self.problems:
             found = sorted(self.problems, key=lambda p: _site_index(p[0]))
             raise ConfigError([line for line, _ in found], [origin for _, origin in found])
-        return Config(porch=porch, sites=sites, source=self.source, streams=streams)
+        return Config(porch=porch, sites=sites, source=self.source, streams=streams,
+                      listeners=listeners.derive(porch, sites))
 
     def read(self, table: Values, keys: Mapping[str, Parser], where: str, scope: str) -> Values:
         """Parse each key of `table` with its parser; record unknown and bad keys."""
@@ -191,22 +194,42 @@ class _Reader:
             self.problem(where, 'no path (add path = "/prefix/" to the route)')
         return route
 
-    def check_hosts(self, sites: list[Values]) -> None:
-        """Each host in one site only; at most one site without hosts (the catch-all)."""
-        owners: dict[str, int] = {}
-        catch_all: int | None = None
+    def site_listen(self, i: int, site: Values, g: Global) -> tuple[Listener, ...] | None:
+        """The listeners site `i` names in `listen` (() = every one); None if bad."""
+        specs = site.get("listen")
+        if specs is None:
+            return ()
+        if specs is BAD:
+            return None
+        found, problems = listeners.resolve(specs, g)
+        for problem in problems:
+            self.problem(f"site[{i}].listen", problem)
+        return None if problems else found
+
+    def check_hosts(self, sites: list[Values], g: Global) -> None:
+        """Each host in one site only, and at most one site without hosts (the
+        catch-all), on each listener: sites with disjoint `listen` may share names."""
+        every = listeners.possible(g)
+        owners: dict[tuple[str, Listener], int] = {}
+        catch_all: dict[Listener, int] = {}
         for i, site in enumerate(sites):
-            if "hosts" not in site and catch_all is not None:
-                self.problem(f"site[{i}]", f"a second catch-all site (no hosts); site[{catch_all}]"
-                             " is one already (add hosts = [...] to one of them)")
+            listen = self.listen[i]
+            if listen is None:
+                continue  # reported
+            mine = listen or every
+            other = next((catch_all[l] for l in mine if l in catch_all), None)
+            if "hosts" not in site and other is not None:
+                self.problem(f"site[{i}]", f"a second catch-all site (no hosts); site[{other}]"
+                             " is one already (add hosts = [...] to one of them)" + _on(listen))
             elif "hosts" not in site:
-                catch_all = i
+                catch_all.update((l, i) for l in mine)
             hosts = site.get("hosts", ())
             for host in () if hosts is BAD else hosts:
-                if host in owners:
-                    self.problem(f"site[{i}].hosts", f"{show(host)} is also in site[{owners[host]}];"
-                                 " a host may belong to one site only")
-                owners.setdefault(host, i)
+                other = next((owners[host, l] for l in mine if (host, l) in owners), None)
+                if other is not None:
+                    self.problem(f"site[{i}].hosts", f"{show(host)} is also in site[{other}];"
+                                 " a host may belong to one site only" + _on(listen))
+                owners.update(((host, l), i) for l in mine if (host, l) not in owners)
 
     def site(self, i: int, site: Values, routes: list[Values], defaults: Values) -> Site:
         where = f"site[{i}]"
@@ -220,7 +243,14 @@ class _Reader:
             self.problem(f"{where}.upstream_tls", _NO_HTTPS)
         values = _layered([site], SITE_KEYS)
         hosts = values.get("hosts", ())
-        tls = self.tls(where, hosts, values.get("tls"), site.get("tls") is BAD)
+        listen = self.listen[i] or ()
+        tls = self.listen_tls(where, listen, values.get("tls"), site.get("tls") is BAD)
+        if tls is None:
+            tls = self.tls(where, hosts, values.get("tls"), site.get("tls") is BAD)
+        if listen and all(l.kind == "tls" for l in listen) and tls == "off":
+            self.problem(f"{where}.listen", 'names HTTPS listeners only, and this site has tls = "off";'
+                         ' give it a certificate (tls = "auto", "internal" or { cert, key }), or'
+                         ' write listen = "http"')
         if "hsts" in values and tls == "off":
             self.problem(f"{where}.hsts", 'needs HTTPS, and this site has tls = "off"'
                          " (remove hsts, or give the site a certificate)")
@@ -232,8 +262,19 @@ class _Reader:
             hsts=values.get("hsts"),
             key_path=where,
             policies=registry.merged([_layered([layer], POLICY_KEYS) for layer in (defaults, site)]),
+            listen=listen,
             **_layered([site], SITE_ACME_KEYS),
         )
+
+    def listen_tls(self, where: str, listen: tuple[Listener, ...], tls: Any, bad: bool) -> TlsMode | None:
+        """"off" for a site on plain listeners only (a certificate it would never use
+        is refused when written); None: the site has a TLS listener, as usual."""
+        if not listen or any(l.kind == "tls" for l in listen):
+            return None
+        if tls is not None and tls != "off" and not bad:
+            self.problem(f"{where}.tls", f"{show(tls) if isinstance(tls, str) else '{...}'} is never used:"
+                         ' this site listens on plain HTTP only (listen); remove tls, or add "https" to listen')
+        return "off"
 
     def tls(self, where: str, hosts: tuple[str, ...], tls: Any, bad: bool) -> TlsMode | TlsFiles:
         """The site's TLS mode: as written, else [porch] tls, else from its hosts
@@ -355,6 +396,11 @@ def _layered(layers: list[Values], keys: Mapping[str, Any]) -> Values:
     for layer in layers:
         merged.update((k, v) for k, v in layer.items() if k in keys and v is not BAD)
     return merged
+
+
+def _on(listen: tuple[Listener, ...]) -> str:
+    """The end of a clash message for a site with `listen`: where they clash."""
+    return " per listener, and their listen lists overlap" if listen else ""
 
 
 def _site_index(problem: str) -> int:
