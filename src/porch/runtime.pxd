@@ -28,6 +28,7 @@ cdef class SiteRuntime:
 
 cdef class Runtime:
     cdef public HostTable hosts
+    cdef public dict listener_hosts
     cdef public object trusted, error_log, targets, tls, health
     cdef public str http2_engine
     cdef public double header_timeout, keepalive_timeout, shutdown_timeout, send_timeout

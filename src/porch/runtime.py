@@ -104,8 +104,12 @@ class Runtime:
         scheme: bytes = b"http",
         tls: TlsService | None = None,
         health: HealthWatcher | None = None,
+        listener_hosts: dict[tuple[str, int], HostTable[SiteRuntime]] | None = None,
     ) -> None:
-        self.hosts = hosts
+        self.hosts = hosts  # every site: for a connection whose listener has no table below
+        # (address, port) of a listener -> the sites it serves (a site's `listen`); the
+        # same table as `hosts` while no site names its listeners
+        self.listener_hosts = listener_hosts or {}
         self.trusted = trusted
         self.header_timeout = header_timeout
         self.keepalive_timeout = keepalive_timeout

@@ -7,7 +7,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from porch._compiled import http2_engine
-from porch.config.model import Config, Route, Site, UpstreamTLS
+from porch.config.listeners import of as listeners_of
+from porch.config.listeners import serves
+from porch.config.model import Config, Listener, Route, Site, UpstreamTLS
 from porch.http import location
 from porch.http.forwarding import TrustedProxies
 from porch.observability.accesslog import AccessLog
@@ -50,13 +52,20 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
     targets: _Targets = {}
     storage = FileStorage(g.state_dir)
     env = registry.Env(storage=storage, error_log=error_log)
-    sites = [(site.hosts, _compile_site(site, targets, env, tls, g.https_port)) for site in config.sites]
+    listeners = listeners_of(config)
+    # the redirect to https:// names the TLS listener's port (443: none)
+    https_port = next((l.port for l in listeners if l.kind == "tls"), g.https_port)
+    acme_hosts = _acme_hosts(config)
+    sites = [(site.hosts, _compile_site(site, targets, env, tls, https_port, acme_hosts))
+             for site in config.sites]
     routes = [r for s in config.sites for r in s.routes]
     for target in targets.values():
         target.error_log = error_log
     probed = tuple(t for t in targets.values() if t.address in probed_addresses(config))
+    hosts = HostTable.build(sites)
     return Runtime(
-        hosts=HostTable.build(sites),
+        hosts=hosts,
+        listener_hosts=_listener_hosts(config, listeners, sites, hosts),
         trusted=TrustedProxies.parse(g.trusted_proxies),
         # The head arrives before we know the site: the strictest configured
         # header timeout applies (it guards against slowloris, not slow apps).
@@ -76,10 +85,39 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
     )
 
 
+def _listener_hosts(config: Config, listeners: tuple[Listener, ...], sites: list[tuple[tuple[str, ...], SiteRuntime]],
+                    every: HostTable) -> dict[tuple[str, int], HostTable]:
+    """A host table for each listener, of the sites that serve on it (`listen`);
+    listeners that serve every site share `every`."""
+    if not any(site.listen for site in config.sites):
+        return {}
+    tables: dict[tuple[int, ...], HostTable] = {tuple(range(len(sites))): every}
+    out = {}
+    for listener in listeners:
+        members = tuple(i for i, site in enumerate(config.sites) if serves(site, listener))
+        if members not in tables:
+            tables[members] = HostTable.build([sites[i] for i in members])
+        out[listener.address, listener.port] = tables[members]
+    return out
+
+
+def _acme_hosts(config: Config) -> frozenset[str]:
+    """Names of sites that get ACME certificates: a site on plain listeners only that
+    has one of them still answers Porch's HTTP-01 challenges for it."""
+    from porch.tls.auto import wants_acme
+
+    return frozenset(h for site in config.sites if wants_acme(site) for h in site.hosts)
+
+
 def _compile_site(site: Site, targets: _Targets, env: registry.Env, tls: TlsService | None,
-                  https_port: int) -> SiteRuntime:
+                  https_port: int, acme_hosts: frozenset[str] = frozenset()) -> SiteRuntime:
     env = replace(env, site=site.name)
     policies = _site_policies(site, env.storage, tls, https_port)
+    if site.listen and site.tls == "off" and acme_hosts.intersection(site.hosts) and not policies:
+        # Its name's certificate belongs to the site on the TLS listener, and the CA
+        # asks for HTTP-01 on port 80, here: Porch's tokens are answered, the rest
+        # go on to this site's upstream (Snikket answers its own).
+        policies.append(acme_challenge.AcmeChallenge(env.storage, "upstream"))
     routes = {r.path.encode(): _compile_route(site, r, targets, policies, env) for r in site.routes}
     only = routes.get(b"/") if len(routes) == 1 else None
     return SiteRuntime(name=site.name, paths=PathTable.build(routes), root_only=only,

@@ -92,7 +92,6 @@ def _nested(value: Any) -> Any:
 
 SITE_KEYS: dict[str, Parser] = {
     "hosts": hosts,
-    "listen": listeners.parse,
     "tls": tls,
     "redirect_http": boolean,
     "hsts": hsts,
@@ -103,6 +102,7 @@ SITE_KEYS: dict[str, Parser] = {
     "acme_challenge": acme_challenge,
     "on_certificate": command,
     "bundles": bundles,
+    "listen": listeners.parse,  # config/listeners.py
     "route": _nested,
 }
 SITE_ACME_KEYS = ("acme_challenge", "on_certificate", "bundles")

@@ -25,7 +25,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from porch.config.model import Global, Listener, Site
+from porch.config.model import Config, Global, Listener, Site
 
 NAMES = {"http": "plain", "https": "tls"}  # what `listen` calls each kind
 _EXAMPLE = '"http", "https", ":8443" or "127.0.0.1:80"'
@@ -116,6 +116,16 @@ def spelled(listen: tuple[Listener, ...], g: Global) -> list[str]:
         else:
             out += [l.where for l in mine]
     return out
+
+
+def of(config: Config) -> tuple[Listener, ...]:
+    """`config`'s listeners (derived here for a Config built by hand)."""
+    return config.listeners or derive(config.porch, config.sites)
+
+
+def kind_at(config: Config, address: str, port: int) -> str | None:
+    """The kind of the listener on (address, port), None if `config` has none there."""
+    return next((l.kind for l in of(config) if (l.address, l.port) == (address, port)), None)
 
 
 def serves(site: Site, listener: Listener) -> bool:

@@ -3,6 +3,7 @@
 # raises AttributeError (the suite runs compiled: tests/conftest.py).
 from porch.server.proxy cimport Exchange
 from porch.http.h1 cimport request_line_version
+from porch.routing cimport HostTable
 cimport cython
 
 cdef int _H_FORWARD, _H_HOST, _H_CL, _H_TE, _H_CONNECTION, _H_EXPECT, _H_DROP, _H_XFF, _H_XFPROTO
@@ -11,6 +12,7 @@ cdef dict _SPECIAL_SEEN
 
 cdef class ClientConnection:
     cdef public object server, loop, transport, parser, queue
+    cdef public HostTable hosts
     cdef public bytes scheme, local_port, forwarding
     cdef public str peer_ip
     cdef public bint peer_trusted, write_paused, closing, draining, gone

@@ -24,6 +24,7 @@ from porch.http.upgrade import DROPPED, BodyAfterUpgrade, is_websocket
 from porch.server.proxy import Exchange
 
 if TYPE_CHECKING:
+    from porch.routing import HostTable
     from porch.server.listener import Server
 
 # Header names the parser looks at (lowercase) -> what to do with them.
@@ -89,17 +90,19 @@ class ClientConnection:
 
     # Slots: an idle keep-alive connection is mostly this object (bench/ --idle).
     __slots__ = (
-        "server", "loop", "scheme", "transport", "parser", "peer_ip", "peer_trusted",
+        "server", "loop", "scheme", "hosts", "transport", "parser", "peer_ip", "peer_trusted",
         "local_port", "forwarding", "active", "queue", "blocks", "write_paused",
         "write_paused_at", "closing", "draining", "gone", "deadline", "deadline_kind", "reading",
         "_head_size", "_head_bytes", "_data", "_pos", "_chunk_at", "_tail",
     )
 
-    def __init__(self, server: Server, scheme: bytes | None = None) -> None:
+    def __init__(self, server: Server, scheme: bytes | None = None, hosts: HostTable | None = None) -> None:
         # per connection
         self.server = server
         self.loop = server.loop
         self.scheme = scheme or server.scheme  # b"https" on the TLS listener
+        # the sites of the listener that accepted it (config/listeners.py), chosen once here
+        self.hosts = hosts if hosts is not None else server.runtime.hosts
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = httptools.HttpRequestParser(self)
         self.peer_ip = ""

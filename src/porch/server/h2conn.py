@@ -44,7 +44,7 @@ FLUSH_NOW = 64 * 1024
 
 
 class H2Connection:
-    __slots__ = ("server", "loop", "transport", "h2", "streams", "guard", "peer_ip",
+    __slots__ = ("server", "hosts", "loop", "transport", "h2", "streams", "guard", "peer_ip",
                  "peer_trusted", "local_port", "forwarding", "max_streams", "write_paused",
                  "write_paused_at", "closing", "gone", "last_stream", "idle_since", "flush_soon",
                  "unflushed",
@@ -52,6 +52,7 @@ class H2Connection:
 
     def __init__(self, client: ClientConnection) -> None:
         self.server = client.server
+        self.hosts = client.hosts  # its listener's sites, for each stream
         self.loop = client.loop
         self.transport: asyncio.Transport = client.transport
         self.peer_ip = client.peer_ip

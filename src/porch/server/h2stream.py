@@ -56,7 +56,7 @@ class H2Stream(ClientConnection):
                  "remote_ended", "reset_after", "unacked", "tunnel", "switch_headers")
 
     def __init__(self, conn: H2Connection, stream_id: int) -> None:
-        ClientConnection.__init__(self, conn.server, b"https")
+        ClientConnection.__init__(self, conn.server, b"https", conn.hosts)
         # no parser and no socket of its own: frames come through the connection
         self.parser = None
         self.transport = StreamTransport(conn, stream_id)

@@ -18,6 +18,7 @@ import asyncio
 import socket
 
 from porch.errors import INTERNAL, ProxyError
+from porch.routing import HostTable
 from porch.runtime import Runtime
 from porch.server.client import _D_IDLE, ClientConnection
 from porch.server.mux import Mux, MuxSettings
@@ -64,13 +65,16 @@ class Server:
         self._sweeper = self.loop.create_task(self._sweep())
 
     async def add_listener(self, sock: socket.socket, tls: bool) -> asyncio.AbstractServer:
-        """Accept connections on one more socket (also after listen())."""
+        """Accept connections on one more socket (also after listen()).  `tls`: the
+        kind of its listener in the model (config/listeners.py); its connections
+        route among the sites of that listener (Runtime.listener_hosts)."""
+        hosts = self.listener_hosts(sock)
         mux = self.mux_tls if tls else self.mux_plain
         if mux is not None:  # TLS, if any, is started by the Mux once it has read the hello
-            server = await self.loop.create_server(lambda: Mux(self, mux), sock=sock, backlog=BACKLOG)
+            server = await self.loop.create_server(lambda: Mux(self, mux, hosts), sock=sock, backlog=BACKLOG)
         elif tls:
             server = await self.loop.create_server(
-                lambda: ClientConnection(self, b"https"), sock=sock, backlog=BACKLOG,
+                lambda: ClientConnection(self, b"https", hosts), sock=sock, backlog=BACKLOG,
                 ssl=self.runtime.tls.context,
                 # the handshake is part of the request head's time (nginx bounds it
                 # with client_header_timeout too)
@@ -80,9 +84,18 @@ class Server:
                 ssl_shutdown_timeout=SSL_SHUTDOWN_TIMEOUT,
             )
         else:
-            server = await self.loop.create_server(lambda: ClientConnection(self), sock=sock, backlog=BACKLOG)
+            server = await self.loop.create_server(lambda: ClientConnection(self, None, hosts), sock=sock,
+                                                   backlog=BACKLOG)
         self.servers.append(server)
         return server
+
+    def listener_hosts(self, sock: socket.socket) -> HostTable | None:
+        """The host table of the listener `sock` is bound to; None: every site's."""
+        tables = self.runtime.listener_hosts
+        if not tables or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        address, port = sock.getsockname()[:2]
+        return tables.get((address, port))
 
     def remove_listener(self, server: asyncio.AbstractServer) -> None:
         """Stop accepting on one socket (its connections carry on)."""

@@ -110,13 +110,14 @@ def _find_ssl_protocol_class(loop: asyncio.AbstractEventLoop):
 class Mux(asyncio.Protocol):
     """Owns the connection until it knows where it goes, then hands it over."""
 
-    __slots__ = ("server", "settings", "transport", "buf", "offset", "peer", "local", "client_ip",
+    __slots__ = ("server", "settings", "hosts", "transport", "buf", "offset", "peer", "local", "client_ip",
                  "proxy_source", "proxy_dest", "timer", "ssh_wait", "t_start", "decided",
                  "active", "reading", "deadline", "deadline_kind")
 
-    def __init__(self, server, settings: MuxSettings) -> None:
+    def __init__(self, server, settings: MuxSettings, hosts=None) -> None:
         self.server = server
         self.settings = settings
+        self.hosts = hosts  # its listener's sites (listener.py), for the HTTP it hands over
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.buf = b""
         self.offset = -1  # where the client's own bytes start (after a PROXY header); -1: not known
@@ -279,7 +280,7 @@ class Mux(asyncio.Protocol):
             self._own_http(data)
 
     def _own_http(self, data: bytes) -> None:
-        conn = self._hand_over(ClientConnection(self.server, b"http"))
+        conn = self._hand_over(ClientConnection(self.server, b"http", self.hosts))
         self.transport.set_protocol(conn)
         conn.connection_made(self.transport)
         if data:
@@ -302,7 +303,7 @@ class Mux(asyncio.Protocol):
 
     def _own_tls(self, data: bytes) -> None:
         """Porch's TLS, as the listener would have set it up, fed the bytes read."""
-        conn = self._hand_over(ClientConnection(self.server, b"https"))
+        conn = self._hand_over(ClientConnection(self.server, b"https", self.hosts))
         self._start_tls(conn, self.server.runtime.tls.context, data)
 
     def _start_tls(self, app: asyncio.Protocol, context, data: bytes) -> None:

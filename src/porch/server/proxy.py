@@ -173,7 +173,7 @@ class Exchange:
             if self.version != b"1.0":
                 return client_error(400, "missing Host header")
             host = b""
-        found = self.runtime.hosts.find(host)
+        found = self.client.hosts.find(host)  # the sites of its listener
         if found is None:
             return client_error(400, f"invalid Host header {host!r}")
         self.host, site = found

@@ -49,6 +49,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from porch.config.listeners import of as listeners_of
 from porch.config.errors import ConfigError, invalid_config_message
 from porch.config.model import Config
 from porch.config.toml import load
@@ -90,18 +91,15 @@ def exit_cause(returncode: int) -> str:
 
 
 def listen_addresses(config: Config) -> list[tuple[str, int]]:
-    """The (address, port) pairs `config` serves on: http_port on each bind address,
-    and https_port too when a site has TLS (tls/service.py: build_tls)."""
-    g = config.porch
-    ports = [g.http_port]
-    if any(site.tls != "off" for site in config.sites):
-        ports.append(g.https_port)
-    return [(address, port) for port in ports for address in g.bind]
+    """The (address, port) pairs of `config`'s listeners (config/listeners.py):
+    http_port on each bind address, and https_port too when a site has TLS."""
+    return [(listener.address, listener.port) for listener in listeners_of(config)]
 
 
 def _urls(config: Config, wanted: Sequence[tuple[str, int]]) -> str:
-    https = config.porch.https_port
-    return ", ".join(f"{'https' if port == https else 'http'}://{_where(a, port)}" for a, port in wanted)
+    kinds = {(l.address, l.port): l.kind for l in listeners_of(config)}
+    return ", ".join(f"{'https' if kinds.get((a, port)) == 'tls' else 'http'}://{_where(a, port)}"
+                     for a, port in wanted)
 
 
 def _where(address: str, port: int) -> str:

@@ -41,6 +41,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from porch.config.listeners import kind_at
 from porch.config.errors import ConfigError
 from porch.config.model import Config
 from porch.observability.errorlog import capture_logging
@@ -187,8 +188,8 @@ async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
     capture_logging(runtime.error_log)
     plain, tls = [], []
     for s in spec.sockets:
-        if s.own:
-            https = runtime.tls is not None and s.port == g.https_port
+        if s.own:  # TLS or not: its listener's kind in the model
+            https = kind_at(spec.config, s.address, s.port) == "tls"
             (tls if https else plain).append(socket.socket(fileno=s.fd))
     server = Server(loop, runtime)
     server.mux_plain, server.mux_tls = mux_settings(spec.config)  # port sharing, PROXY headers
@@ -234,7 +235,7 @@ class _Adopter:
         self.loop = loop
         self.server = server
         self.spare = {s.fd: s for s in spec.sockets if not s.own}
-        self.https_port = spec.config.porch.https_port if tls else None
+        self.config = spec.config
         self.adopted: dict[int, asyncio.AbstractServer | None] = {}  # None: being set up
         self.cancelled: set[int] = set()  # released while being set up
 
@@ -268,7 +269,7 @@ class _Adopter:
             return
         sock = socket.socket(fileno=os.dup(fd))
         try:
-            listener = await self.server.add_listener(sock, tls=s.port == self.https_port)
+            listener = await self.server.add_listener(sock, tls=kind_at(self.config, s.address, s.port) == "tls")
         except OSError:
             sock.close()
             self.adopted.pop(fd, None)
