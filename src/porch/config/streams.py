@@ -1,6 +1,6 @@
 """`[[stream]]` tables: connections on the HTTPS port passed through (sslh's job).
 
-Read apart from config/toml.py, which calls `read_streams` with the tables and its
+Read apart from config/validate.py, which calls `read_streams` with the tables and its
 problem collector: any front-end that has streams can reuse it.  Every problem names
 the key path (`stream[1].sni`), the value written and how to fix it.
 

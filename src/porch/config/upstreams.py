@@ -12,7 +12,7 @@
 Route keys, inherited from the site like `proxy`.  Each parser takes the TOML value
 and returns the model value or raises ValueError (SubProblems for a table: one
 problem per key) whose message quotes the value and says what to write instead;
-config/toml.py prefixes the key path.  `pool()` builds the model's Pool from the
+config/validate.py prefixes the key path.  `pool()` builds the model's Pool from the
 values read.
 """
 
@@ -68,7 +68,7 @@ def _int(value: Any, low: int, high: int | None, what: str) -> int:
 
 def targets(value: Any, url: Callable[[str], UpstreamTarget]) -> tuple[UpstreamTarget, ...]:
     """`proxy`: a URL, a target table, or a non-empty array of them.  `url` parses one
-    URL (config/toml.py's, shared with every other URL check)."""
+    URL (config/hosts.py's, shared with every other URL check)."""
     items = value if isinstance(value, list) else [value]
     if not items:
         raise ValueError(f"[] is empty; expected at least one: {_TARGET}")
