@@ -58,10 +58,14 @@ def test_one_host_two_sites_by_listener(porch, upstream, tmp_path):
     assert json.loads(body)["server_port"] == https_app.port
 
 
-def test_a_name_on_the_tls_listener_only_is_not_served_on_plain_http(porch, upstream, tmp_path):
+def test_a_name_on_the_tls_listener_only_redirects_on_plain_http(porch, upstream, tmp_path):
+    """No site of the plain listener has only-tls.test: the TLS site's stand-in there
+    sends the browser to https://, and serves nothing over plain HTTP."""
     p, ca, http_app, https_app = snikket_porch(porch, upstream, tmp_path)
-    plain = curl_fetch(f"http://only-tls.test:{p.port}/", *resolve("only-tls.test", p.port))
-    assert plain.status == 404, plain
+    plain = curl_fetch(f"http://only-tls.test:{p.port}/a?b", *resolve("only-tls.test", p.port))
+    assert plain.status == 308, plain
+    assert plain.header("Location") == f"https://only-tls.test:{p.https_port}/a?b"
+    assert http_app.stats()["requests"] == 0 and https_app.stats()["requests"] == 0
     secure = curl_fetch(f"https://only-tls.test:{p.https_port}/", "--cacert", str(ca.ca_path),
                         *resolve("only-tls.test", p.https_port))
     assert secure.status == 200, secure
@@ -84,3 +88,45 @@ proxy = "http://127.0.0.1:2"
     assert r.returncode == 1
     assert (f'{config}:8: site[1].listen: ":8443": Porch listens on http_port 80 and https_port 443;'
             ' write "http", "https", ":80" or ":443"') in r.stderr, r.stderr
+
+
+TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"  # RFC 8555 8.3's example
+KEYAUTH = TOKEN + ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
+
+
+def publish(p, token: str, keyauth: str) -> None:
+    """What the ACME manager does: the key authorization under acme/http-01/<token>."""
+    d = p.workdir / "state" / "acme" / "http-01"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / token).write_text(keyauth)
+
+
+def test_http01_for_the_tls_site_is_answered_on_the_plain_listener(porch, upstream):
+    """The HTTPS site of chat.example.com gets its certificate from ACME, and port 80
+    belongs to the plain site of the same name: Porch's tokens are answered there,
+    others go on to that site's upstream (Snikket answers its own); a TLS-only name
+    with no plain site answers them from its stand-in."""
+    http_app, https_app = upstream(), upstream()
+    p = porch(f"""
+[[site]]
+hosts = ["chat.example.com"]
+listen = "http"
+proxy = "{http_app.url}"
+
+[[site]]
+hosts = ["chat.example.com", "groups.chat.example.com"]
+listen = "https"
+tls = "auto"
+proxy = "{https_app.url}"
+""", acme_ca="https://127.0.0.1:1/dir", https_port=free_port())
+    publish(p, TOKEN, KEYAUTH)
+    for host in ("chat.example.com", "groups.chat.example.com"):
+        r = curl_fetch(f"http://{host}:{p.port}/.well-known/acme-challenge/{TOKEN}", *resolve(host, p.port))
+        assert (r.status, r.body) == (200, KEYAUTH.encode()), (host, r)
+    assert http_app.stats()["requests"] == 0
+    other = f"http://chat.example.com:{p.port}/.well-known/acme-challenge/{TOKEN[:-1]}x"
+    r = curl_fetch(other, *resolve("chat.example.com", p.port))
+    assert r.status == 200 and json.loads(r.body)["server_port"] == http_app.port, r
+    r = curl_fetch(f"http://chat.example.com:{p.port}/", *resolve("chat.example.com", p.port))
+    assert r.status == 200 and json.loads(r.body)["server_port"] == http_app.port, r
+    assert https_app.stats()["requests"] == 0

@@ -7,9 +7,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from porch._compiled import http2_engine
+from porch.config.compile_listeners import acme_hosts, empty_site, listener_hosts
 from porch.config.listeners import of as listeners_of
-from porch.config.listeners import serves
-from porch.config.model import Config, Listener, Route, Site, UpstreamTLS
+from porch.config.model import Config, Route, Site, UpstreamTLS
 from porch.http import location
 from porch.http.forwarding import TrustedProxies
 from porch.observability.accesslog import AccessLog
@@ -55,8 +55,8 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
     listeners = listeners_of(config)
     # the redirect to https:// names the TLS listener's port (443: none)
     https_port = next((l.port for l in listeners if l.kind == "tls"), g.https_port)
-    acme_hosts = _acme_hosts(config)
-    sites = [(site.hosts, _compile_site(site, targets, env, tls, https_port, acme_hosts))
+    acme_names = acme_hosts(config)
+    sites = [(site.hosts, _compile_site(site, targets, env, tls, https_port, acme_names))
              for site in config.sites]
     routes = [r for s in config.sites for r in s.routes]
     for target in targets.values():
@@ -65,7 +65,8 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
     hosts = HostTable.build(sites)
     return Runtime(
         hosts=hosts,
-        listener_hosts=_listener_hosts(config, listeners, sites, hosts),
+        listener_hosts=listener_hosts(config, listeners, sites, hosts, lambda site: empty_site(
+            site.name, compile_chain(_site_policies(site, storage, tls, https_port)))),
         trusted=TrustedProxies.parse(g.trusted_proxies),
         # The head arrives before we know the site: the strictest configured
         # header timeout applies (it guards against slowloris, not slow apps).
@@ -83,30 +84,6 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
         tls=tls,
         health=HealthWatcher(storage, probed) if probed else None,
     )
-
-
-def _listener_hosts(config: Config, listeners: tuple[Listener, ...], sites: list[tuple[tuple[str, ...], SiteRuntime]],
-                    every: HostTable) -> dict[tuple[str, int], HostTable]:
-    """A host table for each listener, of the sites that serve on it (`listen`);
-    listeners that serve every site share `every`."""
-    if not any(site.listen for site in config.sites):
-        return {}
-    tables: dict[tuple[int, ...], HostTable] = {tuple(range(len(sites))): every}
-    out = {}
-    for listener in listeners:
-        members = tuple(i for i, site in enumerate(config.sites) if serves(site, listener))
-        if members not in tables:
-            tables[members] = HostTable.build([sites[i] for i in members])
-        out[listener.address, listener.port] = tables[members]
-    return out
-
-
-def _acme_hosts(config: Config) -> frozenset[str]:
-    """Names of sites that get ACME certificates: a site on plain listeners only that
-    has one of them still answers Porch's HTTP-01 challenges for it."""
-    from porch.tls.auto import wants_acme
-
-    return frozenset(h for site in config.sites if wants_acme(site) for h in site.hosts)
 
 
 def _compile_site(site: Site, targets: _Targets, env: registry.Env, tls: TlsService | None,
