@@ -1,4 +1,4 @@
-"""porch version | check | run | reload | certs | trust: main(argv) -> exit code."""
+"""porch version | check | run | reload | certs | trust | hash-password: main(argv) -> exit code."""
 
 from __future__ import annotations
 
@@ -33,7 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     certs.add_argument("--dry-run", action="store_true", help="against the staging CA, storing nothing")
     p = sub.add_parser("trust", help="print the local CA's root certificate and how to install it")
     p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    p = sub.add_parser("hash-password", help="print an htpasswd line with a bcrypt hash"
+                       " (the password from a prompt, or stdin's first line)")
+    p.add_argument("--user", help="the user name the line starts with (else the hash alone)")
+    p.add_argument("--cost", type=int, default=10, choices=range(10, 17), metavar="10-16",
+                   help="bcrypt's cost: each step doubles the time of a check (default 10, ~60 ms)")
     args = parser.parse_args(argv)
+    if args.command == "hash-password":
+        return _hash_password(args.user, args.cost)
     if args.command == "version":
         from porch import _compiled
 
@@ -172,3 +179,40 @@ def _reload(path: str) -> int:
         message = f"porch: reload failed, still serving the previous config: {message}"
     print(message, file=sys.stderr)
     return 1
+
+
+def _hash_password(user: str | None, cost: int) -> int:
+    """A bcrypt htpasswd line for basic_auth.  The password comes from a prompt (asked
+    twice) on a terminal, else from stdin's first line, so that a script pipes it in
+    without it showing in `ps`: printf '%s\\n' "$PW" | porch hash-password --user alice."""
+    if user is not None and (not user or ":" in user or any(ord(c) < 32 for c in user)):
+        print("porch: --user: a user name is not empty and holds no ':' or control character",
+              file=sys.stderr)
+        return 2
+    password = _read_password()
+    if isinstance(password, str):
+        print(f"porch: {password}; nothing written", file=sys.stderr)
+        return 1
+    from porch.policies.htpasswd import bcrypt_line
+
+    line = bcrypt_line(user or "", password, cost)
+    print(line if user else line[1:])  # without --user: the hash alone
+    return 0
+
+
+def _read_password() -> bytes | str:
+    """The password as bytes, or why there is none (a str)."""
+    import getpass
+
+    if sys.stdin.isatty():
+        text = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != text:
+            return "the passwords differ"
+    else:
+        text = sys.stdin.readline().rstrip("\r\n")
+    password = text.encode()
+    if not password:
+        return "the password is empty"
+    if len(password) > 72:  # bcrypt reads 72 bytes: the rest would be ignored silently
+        return "the password is longer than 72 bytes, which is all bcrypt reads"
+    return password

@@ -36,3 +36,6 @@ cdef class Runtime:
     cdef public AccessLog access_log
     cdef public bytes scheme
     cdef public bint underscores_in_headers
+    cdef public frozenset identity_headers
+    cdef public object header_kinds
+    cdef public dict header_seen

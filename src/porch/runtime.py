@@ -97,6 +97,7 @@ class Runtime:
         send_timeout: float = 60.0,
         max_concurrent_streams: int = 100,
         underscores_in_headers: bool = False,
+        identity_headers: frozenset[bytes] = frozenset(),
         http2_engine: str = "auto",
         access_log: AccessLog,
         error_log: ErrorLog,
@@ -118,6 +119,12 @@ class Runtime:
         self.send_timeout = send_timeout
         self.max_concurrent_streams = max_concurrent_streams  # HTTP/2 (server/h2conn.py)
         self.underscores_in_headers = underscores_in_headers  # server/client.py
+        # Identity fields the policies set (a user_header): dropped from every client
+        # request like http/forwarding.IDENTITY.  server/client.py makes this load's
+        # table of request header names from them, once, and its memo of names seen.
+        self.identity_headers = identity_headers
+        self.header_kinds: object = None
+        self.header_seen: dict[bytes, int] = {}
         self.http2_engine = http2_engine  # "nghttp2" or "h2" (server/h2engine.py)
         self.access_log = access_log
         self.error_log = error_log

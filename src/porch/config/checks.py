@@ -16,6 +16,7 @@ from dataclasses import replace
 
 from porch.config.errors import ConfigError, Origins, locate
 from porch.config.model import Config, Site, TlsFiles
+from porch.policies import registry
 
 Lines = list[str]
 
@@ -29,6 +30,7 @@ def checked(config: Config, origins: Origins | None = None) -> Config:
         if isinstance(site.tls, TlsFiles):
             _tls_files(site, problems, warnings)
     warnings += acme_port_warnings(config)
+    warnings += _policy_warnings(config)
     if problems:
         raise ConfigError(problems, [locate(origins or {}, line.partition(": ")[0]) for line in problems])
     return replace(config, warnings=tuple(warnings))
@@ -43,6 +45,21 @@ def _tls_files(site: Site, problems: Lines, warnings: Lines) -> None:
     where = f"{site.key_path}.tls"
     problems += [f"{where}.{key}: {text}" if key else f"{where}: {text}" for key, text in found.problems]
     warnings += [f"{where}.{key}: {text}" if key else f"{where}: {text}" for key, text in found.warnings]
+
+
+def _policy_warnings(config: Config) -> Lines:
+    """What the policies warn about (policies/registry.py), once each: a [porch] value
+    that every route inherits is named where it is first met."""
+    out: Lines = []
+    seen: set[str] = set()
+    for site in config.sites:
+        for where, policies in [(site.key_path, site.policies), *((r.key_path, r.policies) for r in site.routes)]:
+            for line in registry.warnings(where, policies):
+                text = line.partition(": ")[2]
+                if text not in seen:
+                    seen.add(text)
+                    out.append(line)
+    return out
 
 
 def acme_port_warnings(config: Config) -> Lines:

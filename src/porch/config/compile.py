@@ -77,6 +77,8 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
         send_timeout=g.send_timeout,
         max_concurrent_streams=g.max_concurrent_streams,
         underscores_in_headers=g.underscores_in_headers,
+        identity_headers=registry.identity_headers(
+            [s.policies for s in config.sites] + [r.policies for r in routes]),
         http2_engine=http2_engine(g.http2_engine),  # the one that runs (validate.py checked it)
         access_log=access_log or AccessLog(g.access_log, g.access_log_format),
         error_log=error_log,

@@ -10,11 +10,11 @@ is a module under `policies/` and one line in `SPECS`: the loaders need no edit.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from porch.pipeline import Policy
-from porch.policies import headers, security
+from porch.policies import basic_auth, headers, security
 
 if TYPE_CHECKING:
     from porch.observability.errorlog import ErrorLog
@@ -31,6 +31,9 @@ class Env:
     storage: Storage
     error_log: ErrorLog
     site: str = ""  # the site's name (its first host), for log lines
+    # What a policy's instances of one load share (a file read once, a table of
+    # failed logins): a key per policy module, filled by its `build`.
+    shared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def _inner_wins(outer: Any, inner: Any) -> Any:
@@ -52,7 +55,10 @@ class PolicySpec:
     - `merge(outer, inner)`: a site's value over [porch]'s, a route's over the site's;
     - `describe(config)`: the words `porch check` prints for it;
     - `dump(config)`: the value as porch.toml spells it, which `parse` reads back to
-      `config` (`porch check --dump`); the default fits values parse returns as written.
+      `config` (`porch check --dump`); the default fits values parse returns as written;
+    - `warnings(config)`: what `porch check` warns about (the config can be served);
+    - `identity(config)`: header names the policy sets upstream as who the client
+      is: never taken from a client, on every site and route (server/client.py).
     """
 
     key: str
@@ -61,6 +67,8 @@ class PolicySpec:
     merge: Callable[[Any, Any], Any] = _inner_wins
     describe: Callable[[Any], str] = str
     dump: Callable[[Any], Any] = _as_written
+    warnings: Callable[[Any], tuple[str, ...]] = lambda config: ()
+    identity: Callable[[Any], tuple[str, ...]] = lambda config: ()
 
 
 _ABSENT = object()
@@ -71,6 +79,8 @@ SPECS: tuple[PolicySpec, ...] = (
                headers.describe, headers.dump),
     PolicySpec("security_headers", security.parse, security.build, describe=security.describe,
                dump=security.dump),
+    PolicySpec("basic_auth", basic_auth.parse, basic_auth.build, describe=basic_auth.describe,
+               dump=basic_auth.dump, warnings=basic_auth.warnings, identity=basic_auth.identity_headers),
 )
 REGISTRY: dict[str, PolicySpec] = {spec.key: spec for spec in SPECS}
 
@@ -92,3 +102,16 @@ def merged(layers: list[dict[str, Any]]) -> tuple[tuple[str, Any], ...]:
 def build(policies: tuple[tuple[str, Any], ...], env: Env) -> list[Policy]:
     built = (REGISTRY[key].build(value, env) for key, value in policies)
     return [policy for policy in built if policy is not None]
+
+
+def identity_headers(layers: list[tuple[tuple[str, Any], ...]]) -> frozenset[bytes]:
+    """The lowercase names every policy of `layers` (sites' and routes' merged values)
+    sets upstream as the client's identity (`PolicySpec.identity`)."""
+    return frozenset(name.lower().encode() for policies in layers for key, value in policies
+                     if value is not None for name in REGISTRY[key].identity(value))
+
+
+def warnings(where: str, policies: tuple[tuple[str, Any], ...]) -> list[str]:
+    """`porch check`'s warnings about the policies of one site or route (`where`)."""
+    return [f"{where}.{key}: {text}" for key, value in policies if value is not None
+            for text in REGISTRY[key].warnings(value)]

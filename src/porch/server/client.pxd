@@ -8,7 +8,6 @@ cimport cython
 
 cdef int _H_FORWARD, _H_HOST, _H_CL, _H_TE, _H_CONNECTION, _H_EXPECT, _H_DROP, _H_XFF, _H_XFPROTO
 cdef int _H_XFHOST, _H_XFPORT, _H_REFERER, _H_UA, _H_UPGRADE, _H_UNDERSCORE
-cdef dict _SPECIAL_SEEN
 
 cdef class ClientConnection:
     cdef public object server, loop, transport, parser, queue

@@ -25,6 +25,7 @@ from porch.server.proxy import Exchange
 
 if TYPE_CHECKING:
     from porch.routing import HostTable
+    from porch.runtime import Runtime
     from porch.server.listener import Server
 
 # Header names the parser looks at (lowercase) -> what to do with them.
@@ -34,6 +35,8 @@ _H_FORWARD = 0
 # Names with "_" are dropped unless `underscores_in_headers` (nginx's default, since
 # CGI and WSGI servers read "_" and "-" alike); one of these names spelled with "_"
 # (X_Remote_User, X_Forwarded_For, Transfer_Encoding) always (h1.HeaderKinds.kind).
+# Each load adds the identity fields its policies set (a basic_auth user_header) and
+# reads its own copy with its own memo (`_kinds`).
 _SPECIAL = h1.HeaderKinds({
     **{name: _H_DROP for name in h1.HOP_BY_HOP | FORWARDING | IDENTITY | DROPPED},
     b"upgrade": _H_UPGRADE,
@@ -49,7 +52,20 @@ _SPECIAL = h1.HeaderKinds({
     b"referer": _H_REFERER,
     b"user-agent": _H_UA,
 }, underscore=_H_UNDERSCORE, protected=_H_DROP)
-_SPECIAL_SEEN = _SPECIAL.seen
+
+
+def _kinds(runtime: Runtime) -> h1.HeaderKinds:
+    """The load's table of request header names: `_SPECIAL` with the identity fields
+    of its policies dropped too (Runtime.identity_headers), made at the first name the
+    load has not seen; its memo is `runtime.header_seen`, which on_header reads first."""
+    kinds = runtime.header_kinds
+    if kinds is None:
+        table = {**_SPECIAL.table, **dict.fromkeys(runtime.identity_headers, _H_DROP)}
+        kinds = h1.HeaderKinds(table, underscore=_H_UNDERSCORE, protected=_H_DROP)
+        kinds.seen = runtime.header_seen
+        runtime.header_kinds = kinds
+    return kinds  # type: ignore[return-value]
+
 _SEP = h1.SEP
 _CRLF = h1.CRLF
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
@@ -287,8 +303,8 @@ class ClientConnection:
         if name == b"Host":  # in every request: a compare, not hashing a new name (~400)
             kind = _H_HOST
         else:
-            found = _SPECIAL_SEEN.get(name)
-            kind = _SPECIAL.kind(name) if found is None else found
+            found = ex.runtime.header_seen.get(name)
+            kind = _kinds(ex.runtime).kind(name) if found is None else found
         if kind == _H_FORWARD or kind == _H_REFERER or kind == _H_UA:
             if kind == _H_REFERER:
                 ex.referer = value
