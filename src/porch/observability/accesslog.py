@@ -38,6 +38,8 @@ class LoggedExchange(Protocol):
     t_upstream_connect: float
     t_upstream_header: float
     error: Any
+    _vars: dict | None  # the policies' per-request values (pipeline.Context.vars): remote_user
+
 
     def route_label(self) -> str: ...
     def upstream_label(self) -> str: ...
@@ -192,7 +194,10 @@ class AccessLog:
         agent = ex.user_agent
         lines = self.lines  # appends: compiled, C-level appends to a typed list
         lines.append(ip)
-        lines.append(self._stamp)
+        if ex._vars is None or not ex._vars.get("remote_user"):
+            lines.append(self._stamp)
+        else:  # $remote_user: the user an auth policy let in
+            lines.append(b" - " + _user(ex._vars["remote_user"]) + self._stamp[4:])
         lines.append(ex.method)
         lines.append(b" ")
         lines.append(target)
@@ -226,11 +231,22 @@ class AccessLog:
             "referer": ex.referer.decode("latin-1") or None,
             "user_agent": ex.user_agent.decode("latin-1") or None,
             "error": str(ex.error) if ex.error else None,
+            "user": (ex._vars or {}).get("remote_user") or None,
         }
         return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 
 _V11 = b' HTTP/1.1" '
+
+
+def _user(name: str) -> bytes:
+    """A user name for the combined line: escaped as the other fields, no spaces (a
+    field of its own)."""
+    raw = name.encode()
+    text = raw if plain(raw) else escape(raw).encode()
+    return text.replace(b" ", b"\\x20")
+
+
 # Entries a memo keeps at most: a client or size never seen again costs nothing much.
 MEMO_LIMIT = 4096
 
