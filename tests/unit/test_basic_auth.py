@@ -287,3 +287,26 @@ def test_hash_password_prints_a_bcrypt_line_that_verifies(tmp_path):
 def test_hash_password_refuses(stdin, args, message):
     r = hash_password(stdin, *args)
     assert r.returncode != 0 and message in r.stderr.decode() and not r.stdout
+
+
+def test_each_load_drops_the_user_headers_its_config_names(tmp_path):
+    """The names go into the load's Runtime, and its table of request header names
+    (server/client.py) drops them, "_" spellings too; another load keeps its own."""
+    from porch.config.compile import compile_config
+    from porch.server import client
+
+    path = tmp_path / "htpasswd"
+    path.write_text("alice:{SHA}x\n")
+    text = (f'[porch]\nstate_dir = "{tmp_path}"\n[[site]]\nhosts = ["a.test"]\ntls = "off"\n'
+            f'proxy = "http://127.0.0.1:9"\n  [[site.route]]\n  path = "/dav/"\n'
+            f'  basic_auth = {{ htpasswd = "{path}", user_header = "X-Auth-User" }}\n')
+    configured = compile_config(loads(text))
+    plain = compile_config(loads(text.replace(', user_header = "X-Auth-User"', "")))
+    assert configured.identity_headers == frozenset({b"x-auth-user"})
+    assert plain.identity_headers == frozenset()
+    drop = client._kinds(plain).kind(b"X-Forwarded-User")  # a built-in identity field's kind
+    for name in (b"X-Auth-User", b"x-auth-user", b"X_AUTH_USER", b"x_Auth-user"):
+        assert client._kinds(configured).kind(name) == drop, name
+        assert client._kinds(plain).kind(name) != drop, name
+    for name in (b"X-Remote-User", b"REMOTE-USER", b"X_Remote_User"):  # built in: every load
+        assert client._kinds(plain).kind(name) == drop, name
