@@ -16,6 +16,7 @@ import pytest
 
 from .h2client import H2Client
 from .helpers import RawConn, curl_fetch, free_port, resolve, wait_for_port, wait_until
+from .test_h2 import H2_ENGINES
 
 HOST = "app.test"
 REALM = "Porch test"
@@ -203,11 +204,12 @@ def test_ten_failures_then_429_for_a_minute_logged_once(porch, upstream, users):
 # -- HTTP/2 ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def h2_porch(porch, upstream, users):
+@pytest.fixture(params=H2_ENGINES)  # both HTTP/2 engines, as test_h2.py
+def h2_porch(porch, upstream, users, request):
     up = upstream()
     https_port = free_port()
-    p = porch(config(up.url, users, tls="internal"), https_port=https_port, tls="internal")
+    p = porch(config(up.url, users, tls="internal"), https_port=https_port, tls="internal",
+              http2_engine=request.param)
     wait_for_port(https_port, p.managed, what="porch https")
     return p, https_port
 
