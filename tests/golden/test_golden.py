@@ -34,7 +34,8 @@ if not hasattr(certs, "TestCA"):
 
 @pytest.fixture(scope="module")
 def cert_dir(tmp_path_factory) -> Path:
-    """Files the cases name as @CERTS@/...: a CA, a site's and a client's certificate."""
+    """Files the cases name as @CERTS@/...: a CA, a site's and a client's certificate,
+    an htpasswd file."""
     d = tmp_path_factory.mktemp("golden-certs")
     ca = certs.TestCA(d)
     for stem, names, client in (("site", ["files.example.org"], False), ("client", ["porch"], True)):
@@ -42,6 +43,9 @@ def cert_dir(tmp_path_factory) -> Path:
         os.replace(pair.cert, d / f"{stem}.pem")
         os.replace(pair.key, d / f"{stem}.key")
     os.replace(ca.cert, d / "ca.pem")
+    # basic_auth's file: bcrypt of "golden", and a plaintext password (warned about)
+    (d / "htpasswd").write_text("alice:$2y$04$Ir4mWnzGvbfibhWOHJikReEj0yr.L4YzkEOioB.25b2SRZkyYSx2S\n"
+                                "carol:plaintext\n")
     return d
 
 
