@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from porch.pipeline import Policy
-from porch.policies import basic_auth, headers, security
+from porch.policies import basic_auth, compress, expires, headers, security
 
 if TYPE_CHECKING:
     from porch.observability.errorlog import ErrorLog
@@ -81,6 +81,8 @@ SPECS: tuple[PolicySpec, ...] = (
                dump=security.dump),
     PolicySpec("basic_auth", basic_auth.parse, basic_auth.build, describe=basic_auth.describe,
                dump=basic_auth.dump, warnings=basic_auth.warnings, identity=basic_auth.identity_headers),
+    PolicySpec("expires", expires.parse, expires.build, describe=expires.describe, dump=expires.dump),
+    PolicySpec("compress", compress.parse, compress.build, describe=compress.describe, dump=compress.dump),
 )
 REGISTRY: dict[str, PolicySpec] = {spec.key: spec for spec in SPECS}
 
