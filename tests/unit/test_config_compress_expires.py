@@ -149,3 +149,62 @@ def test_expires_off_and_false_turn_a_site_value_off():
 def test_expires_errors_name_the_key_the_value_and_the_fix(value, message):
     text = problem(SITE + f"expires = {value}\n")
     assert text.startswith("site[0].expires") and message in text, text
+
+
+# -- the encoders -------------------------------------------------------------------------
+
+CONTENT = b"".join(b'{"id": %d, "name": "row %d"}\n' % (i, i * 7) for i in range(20000))
+
+
+def encoder(coding: str, length: int, flush_each: bool):
+    from porch.policies import codings
+    if coding == "zstd":
+        return codings.ZstdEncoder(codings.contexts(3), length, flush_each)
+    return {"gzip": codings.GzipEncoder, "br": codings.BrotliEncoder}[coding](5 if coding == "gzip" else 4,
+                                                                             length, flush_each)
+
+
+def decoder(coding: str):
+    import zlib
+
+    import brotli
+    import zstandard
+    if coding == "gzip":
+        return zlib.decompressobj(31).decompress
+    if coding == "br":
+        return brotli.Decompressor().process
+    return zstandard.ZstdDecompressor().decompressobj().decompress
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "zstd"])
+@pytest.mark.parametrize("known", [True, False])
+def test_encoders_round_trip_in_pieces(coding, known):
+    enc = encoder(coding, len(CONTENT) if known else -1, flush_each=False)
+    pieces = [CONTENT[i:i + 7000] for i in range(0, len(CONTENT), 7000)]
+    out = b"".join(enc.push(p) for p in pieces[:-1]) + enc.finish(pieces[-1])
+    assert decoder(coding)(out) == CONTENT
+    assert len(out) < len(CONTENT) / 5
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "zstd"])
+def test_flush_each_lets_every_piece_decode_at_once(coding):
+    enc, dec = encoder(coding, -1, flush_each=True), decoder(coding)
+    got = b""
+    for i in range(5):
+        piece = b"data: event %d\n\n" % i
+        got += dec(enc.push(piece))
+        assert got.endswith(piece)  # the whole event, before the next one exists
+    got += dec(enc.finish(b""))
+    assert got == b"".join(b"data: event %d\n\n" % i for i in range(5))
+
+
+def test_zstd_contexts_are_reused_but_not_kept_big():
+    from porch.policies import codings
+    pool = codings.ZstdContexts(3)
+    small = codings.ZstdEncoder(pool, 1000, False)
+    small.finish(CONTENT[:1000])
+    assert pool.idle == [small.cctx]
+    again = codings.ZstdEncoder(pool, -1, False)  # takes the idle one
+    assert again.cctx is small.cctx and pool.idle == []
+    again.finish(CONTENT * 8)  # a long stream of unknown length: the context grew
+    assert pool.idle == []

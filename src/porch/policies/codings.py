@@ -164,7 +164,7 @@ class BrotliEncoder:
 class ZstdEncoder:
     """zstd (RFC 8878).  The length, when known, goes in the frame header and lets zstd
     size its window to the body; a `ZstdCompressor` (a context, ~30 us to make) is
-    taken from its policy's `ZstdContexts` and given back once the frame is done."""
+    taken from the worker's `ZstdContexts` and given back once the frame is done."""
 
     __slots__ = ("obj", "flush_each", "pool", "cctx")
 
@@ -187,11 +187,14 @@ class ZstdEncoder:
 
 
 class ZstdContexts:
-    """A few idle `ZstdCompressor`s of one level, reused by the next responses.  A
-    stream cut before its end never gives its context back: it is simply collected."""
+    """A few idle `ZstdCompressor`s of one level, reused by the next responses (one pool
+    per level for the whole worker: `contexts(level)`).  A context that grew for a long
+    stream is not kept: idle, it would hold its ~3.5 MiB for nothing.  A stream cut
+    before its end never gives its context back: it is simply collected."""
 
     __slots__ = ("level", "idle")
-    KEEP = 8  # idle contexts kept (each holds its buffers: ~1-3 MiB at level 3)
+    KEEP = 4  # idle contexts kept per level
+    LARGEST = 2 << 20  # bytes: a level-3 context sized for a body under a few hundred KB is ~1 MiB
 
     def __init__(self, level: int) -> None:
         self.level = level
@@ -201,5 +204,16 @@ class ZstdContexts:
         return self.idle.pop() if self.idle else zstandard.ZstdCompressor(level=self.level)
 
     def give(self, cctx: Any) -> None:
-        if len(self.idle) < self.KEEP:
+        if len(self.idle) < self.KEEP and cctx.memory_size() <= self.LARGEST:
             self.idle.append(cctx)
+
+
+_POOLS: dict[int, ZstdContexts] = {}
+
+
+def contexts(level: int) -> ZstdContexts:
+    """The worker's pool of zstd contexts of `level`, shared by every route."""
+    pool = _POOLS.get(level)
+    if pool is None:
+        pool = _POOLS[level] = ZstdContexts(level)
+    return pool

@@ -189,7 +189,7 @@ class Compress(Policy):
         self.types = _TYPES | {t.encode() for t in config.types if not t.endswith("/*")}
         self.majors = tuple(t[:-1].encode() for t in config.types if t.endswith("/*"))
         self.any_type = "*" in config.types
-        self.zstd = codings.ZstdContexts(self.levels.get(codings.ZSTD, 3))
+        self.zstd = codings.contexts(self.levels.get(codings.ZSTD, 3))
         self._typed: dict[bytes, bool] = {}  # Content-Type value -> compressible
 
     def response(self, ctx: Context, head: ResponseHead) -> None:
