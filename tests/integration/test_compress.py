@@ -103,6 +103,17 @@ def test_every_upstream_framing_is_coded_whole(porch, shaped, framing):
         assert decode(coding, r.body) == body(300 * 1024)
 
 
+def test_keep_alive_goes_on_after_a_compressed_response(porch, shaped):
+    p = porch(site(shaped.url))
+    with RawConn(p.port, timeout=10) as c:
+        for i, coding in enumerate(("gzip", "br", "zstd", None, "gzip")):
+            accept = f"Accept-Encoding: {coding}\r\n" if coding else ""
+            c.send(get(f"/x?size={3 + i}k", HOST, accept))
+            r = c.read_response()
+            assert r.header("Content-Encoding") == coding
+            assert decode(coding, r.body) == body((3 + i) * 1024)
+
+
 def test_an_http10_client_gets_it_until_the_close(porch, shaped):
     p = porch(site(shaped.url))
     r = fetch(p.port, "/x?size=20k", "gzip", version="HTTP/1.0")
