@@ -110,6 +110,9 @@ class Context(Protocol):
     path: bytes  # the clean path ("/a/../b" is "/b")
     query: bytes  # b"" or b"?..."
     version: bytes  # b"1.1", b"1.0", b"2.0"
+    # In the response phase: the status the upstream answered; 0 while the answer is
+    # Porch's own (whose body never passes the response_body hooks).
+    upstream_status: int
     vars: dict[str, Any]  # per request, shared by policies (remote_user, ...)
     host_header: bytes | None  # Host as the client sent it (with its port), None without
     peer_ip: str  # the address that connected: the client, or a trusted proxy

@@ -208,3 +208,37 @@ def test_zstd_contexts_are_reused_but_not_kept_big():
     assert again.cctx is small.cctx and pool.idle == []
     again.finish(CONTENT * 8)  # a long stream of unknown length: the context grew
     assert pool.idle == []
+
+
+# -- the response hook, on heads ------------------------------------------------------------
+
+
+class FakeContext:
+    """What pipeline.Context offers the hook, for one request."""
+
+    def __init__(self, upstream_status: int, accept: bytes = b"gzip", method: bytes = b"GET") -> None:
+        from porch.http.model import Headers, RequestHead
+        self.upstream_status = upstream_status
+        self.method = method
+        self.vars: dict = {}
+        self.request = RequestHead(method, b"/", b"a.test", b"1.1", Headers.of([(b"Accept-Encoding", accept)]))
+
+
+def hooked(ctx, status: int, fields: list[tuple[bytes, bytes]]):
+    from porch.http.model import Headers, ResponseHead
+    from porch.policies.compress import CompressConfig, build
+    head = ResponseHead(status, Headers.of(fields))
+    build(CompressConfig()).response(ctx, head)
+    return list(head.headers.items())
+
+
+def test_porchs_own_answers_never_take_a_coding_even_with_a_type():
+    """A policy's Reply whose fields name a Content-Type (a static page, say) is Porch's
+    own answer: its body passes no body hook, so it must not be announced as coded."""
+    fields = [(b"Content-Type", b"text/html"), (b"Content-Length", b"5000")]
+    ctx = FakeContext(upstream_status=0)
+    assert hooked(ctx, 200, fields) == fields and ctx.vars == {}
+    ctx = FakeContext(upstream_status=200)
+    assert hooked(ctx, 200, fields) == [(b"Content-Type", b"text/html"), (b"Vary", b"Accept-Encoding"),
+                                        (b"Content-Encoding", b"gzip")]
+    assert "compress" in ctx.vars

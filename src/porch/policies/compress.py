@@ -194,8 +194,8 @@ class Compress(Policy):
 
     def response(self, ctx: Context, head: ResponseHead) -> None:
         status = head.status
-        if status < 200 or status in _NO_BODY:
-            return
+        if status < 200 or status in _NO_BODY or not ctx.upstream_status:
+            return  # (Porch's own answers are short, and their bodies pass no body hook)
         fields = _read(head.headers)
         length = self._eligible(fields)
         if length is None:
@@ -224,7 +224,7 @@ class Compress(Policy):
         client that accepts a coding; None when it is not."""
         kind = fields.get(b"content-type")
         if kind is None or not self._compressible(kind):
-            return None  # (Porch's own answers have no Content-Type here: left alone)
+            return None
         if b"content-encoding" in fields or b"content-range" in fields:
             return None
         if any(name in fields for name in _DIGESTS):
