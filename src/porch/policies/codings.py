@@ -30,8 +30,9 @@ import zstandard
 GZIP, BR, ZSTD = "gzip", "br", "zstd"
 ALGORITHMS = (ZSTD, BR, GZIP)  # the default preference, best first
 # coding -> (lowest level, highest level, default level)
-# - gzip 5: nginx's gzip_comp_level is 1; 5 costs ~1.5x its CPU for bodies ~5% smaller
-#   (JSON, HTML), the middle zlib's own default (6) sits near;
+# - gzip 5: nginx's gzip_comp_level is 1; 5 costs ~2x its CPU for a body ~15% smaller
+#   (100 KB of JSON, bench/compress.py), near zlib's own default (6); gzip is what
+#   clients without zstd or br get, and they are few;
 # - br 4: brotli's streaming sweet spot (ngx_brotli and Caddy use 4 to 6 on the fly;
 #   10 and 11 are for compressing once, ahead of time);
 # - zstd 3: zstd's own default; 20-22 need windows above the 8 MiB that RFC 9659 3
