@@ -70,7 +70,7 @@ def _certs(args: argparse.Namespace) -> int:
 
 def _load(path: str):
     from porch.config.errors import ConfigError, invalid_config_message
-    from porch.config.toml import load
+    from porch.config.load import load
 
     try:
         return load(path)

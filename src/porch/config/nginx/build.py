@@ -1,0 +1,469 @@
+"""nginx directives -> the values a porch.toml holds, with the origin of each key.
+
+    {"porch": {...}, "site": [{"hosts": [...], "tls": ..., "route": [{...}, ...]}]}
+
+Server blocks that name the same hosts are one site: the `ssl` one gives the routes,
+a plain one that redirects to https:// (certbot's `if ($host = ...) { return 301 ...}`,
+`return 301 https://$host$request_uri`, `rewrite ^ https://... permanent`) is Porch's
+redirect_http, and a plain one alone is a site with tls = "off".  A site with one
+`location /` is written as a site with its keys (no route list).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from porch.config.nginx import directives as table
+from porch.config.nginx.locations import RouteBuilder, Scope, Upstream
+from porch.config.nginx.parse import Directive, Parsed
+from porch.config.nginx.policies import route_policies
+from porch.config.nginx.variables import Listen, Problem, duration, listen
+
+_HTTPS_REDIRECT = re.compile(r"https://\$(host|server_name)\$request_uri\??")
+_LETSENCRYPT = "/etc/letsencrypt/live/"
+_LOG_LEVELS = {"debug": "debug", "info": "info", "notice": "info", "warn": "warn", "error": "error",
+               "crit": "error", "alert": "error", "emerg": "error"}
+
+
+@dataclass
+class Server:
+    block: Directive
+    scope: Scope
+    names: tuple[str, ...] = ()
+    listens: list[tuple[Listen, Directive]] = field(default_factory=list)
+    locations: list[Directive] = field(default_factory=list)
+    redirect: Directive | None = None  # the https redirect it answers with
+    webroot: Directive | None = None  # location /.well-known/acme-challenge/ { root ...; }
+
+    @property
+    def ssl(self) -> bool:
+        return any(x.ssl for x, _ in self.listens)
+
+    @property
+    def plain(self) -> bool:
+        return any(not x.ssl for x, _ in self.listens)
+
+
+@dataclass
+class Result:
+    data: dict[str, Any]
+    origins: dict[str, str]  # key path -> "file:line: directive"
+    problems: list[str]
+    warnings: list[str]
+
+
+class Builder:
+    def __init__(self, parsed: Parsed, known_keys: frozenset[str]) -> None:
+        self.parsed = parsed
+        self.known = known_keys
+        self.problems = list(parsed.problems)
+        self.warnings = list(parsed.warnings)
+        self.upstreams: dict[str, Upstream] = {}
+        self.maps: set[str] = set()
+        self.porch: dict[str, Any] = {}
+        self.origins: dict[str, str] = {}
+        self.zones: dict[str, Directive] = {}
+
+    def warn(self, d: Directive, message: str) -> None:
+        line = f"{d.origin}: {message}"
+        if line not in self.warnings:
+            self.warnings.append(line)
+
+    def needs(self, key: str, d: Directive, values: dict | None, value: Any = None,
+              origins: dict | None = None) -> bool:
+        """Whether this build has porch.toml's `key`; if not, say so (an error, or a
+        warning for directives whose absence changes no answer's meaning)."""
+        if key in self.known:
+            if values is not None:
+                values[key] = value
+                if origins is not None:
+                    origins[key] = d
+            return True
+        soft = table.NEEDS_KEY.get(d.name, (key, False))[1]
+        message = (f"needs porch.toml's {key} key, which this Porch does not have yet"
+                   f" ({'ignored' if soft else 'remove it to load the file without it'})")
+        if soft:
+            self.warn(d, message)
+        else:
+            self.problems.append(f"{d.origin}: {message}")
+        return False
+
+    def route_policies(self, route: RouteBuilder) -> None:
+        route_policies(self, route)
+
+    # --- walking the tree ------------------------------------------------------------
+
+    def run(self) -> Result:
+        top = Scope()
+        servers: list[Server] = []
+        loose: list[Directive] = []
+        for d in self.parsed.directives:
+            if d.name == "http":
+                self.context(d.block or (), top, servers, http=True)
+            elif d.name == "events":
+                self.warn(d, f"has no effect here ({table.NO_EFFECT['worker_connections']})")
+            elif d.name == "location":
+                loose.append(d)
+            elif d.name == "stream":
+                self.problems.append(f"{d.origin}: write [[stream]] tables in a porch.toml for TCP"
+                                     " passthrough (README: Port sharing)")
+            else:
+                self.context((d,), top, servers, http=True)
+        if loose:  # Radicale's guide: bare location blocks, meant for a server
+            self.warn(loose[0], "outside a server block: read as in a catch-all server on port 80")
+            fake = Directive("server", (), loose[0].file, loose[0].line, tuple(loose))
+            servers.append(self.server(fake, top))
+        sites = self.sites(servers)
+        self.global_keys(top)
+        data: dict[str, Any] = {"site": sites}
+        if self.porch:
+            data["porch"] = self.porch
+        return Result(data, self.origins, self.problems, self.warnings)
+
+    def context(self, items: tuple[Directive, ...], scope: Scope, servers: list[Server], http: bool) -> None:
+        """The http level (or the main file's top): servers, upstreams, maps and defaults."""
+        for d in items:
+            if d.name == "server":
+                servers.append(self.server(d, scope))
+            elif d.name == "upstream":
+                self.upstream(d)
+            elif d.name == "map":
+                self.map(d)
+            elif d.name == "limit_req_zone":
+                self.zones[_zone_name(d)] = d
+            elif d.name in table.NO_EFFECT:
+                self.warn(d, f"has no effect here ({table.NO_EFFECT[d.name]})")
+            elif d.name in table.ROUTE_SCOPED or d.name in table.SERVER_SCOPED or d.name.startswith("gzip"):
+                scope.add(d)
+            else:
+                self.unknown(d)
+
+    def unknown(self, d: Directive) -> None:
+        self.problems.append(f"{d.origin}: is not supported by Porch's nginx reader (docs/nginx.md"
+                             " lists what is); write the porch.toml equivalent (porch convert prints"
+                             " the rest of this file as porch.toml)")
+
+    def upstream(self, d: Directive) -> None:
+        name = d.args[0] if d.args else ""
+        targets: list[Any] = []
+        pool: dict[str, Any] = {}
+        fails: set[tuple[str, str]] = set()
+        for item in d.block or ():
+            if item.name == "server" and item.args:
+                weight = 1
+                for flag in item.args[1:]:
+                    key, _, value = flag.partition("=")
+                    if key == "weight" and value.isdigit():
+                        weight = int(value)
+                    elif key in ("max_fails", "fail_timeout"):
+                        fails.add((key, value))
+                    else:
+                        self.problems.append(f"{item.origin}: {flag} is not supported (weight,"
+                                             " max_fails and fail_timeout are)")
+                url = item.args[0]
+                targets.append({"url": url, "weight": weight} if weight != 1 else {"url": url})
+            elif item.name in ("least_conn", "ip_hash", "random"):
+                pool["balance"] = {"least_conn": "least_conn", "ip_hash": "ip_hash", "random": "random_two"}[item.name]
+            elif item.name == "hash" and item.args[:1] == ("$request_uri",):
+                pool["balance"] = "uri_hash"
+            elif item.name in ("keepalive", "keepalive_timeout", "keepalive_requests"):
+                self.warn(item, "has no effect here (Porch keeps upstream connections alive by itself)")
+            else:
+                self.unknown(item)
+        for key, value in fails:
+            if len({v for k, v in fails if k == key}) > 1:
+                self.problems.append(f"{d.origin}: servers with different {key}; Porch has one per pool")
+            try:
+                pool[key] = int(value) if key == "max_fails" else duration(value)
+            except (ValueError, Problem):
+                self.problems.append(f"{d.origin}: {key}={value} is not valid")
+        self.upstreams[name] = Upstream(name, targets, pool, d)
+
+    def map(self, d: Directive) -> None:
+        """Only the WebSocket map of nginx's docs: Porch does what it is for."""
+        entries = {item.name: item.args for item in d.block or ()}
+        if d.args[:1] == ("$http_upgrade",) and len(d.args) == 2 and entries.get("default") == ("upgrade",):
+            self.maps.add(d.args[1])
+            return
+        self.problems.append(f"{d.origin}: only the $http_upgrade -> $connection_upgrade map is"
+                             " supported (Porch passes WebSocket upgrades by itself)")
+
+    # --- servers -----------------------------------------------------------------------
+
+    def server(self, d: Directive, outer: Scope) -> Server:
+        server = Server(d, Scope(outer=outer))
+        for item in d.block or ():
+            if item.name == "listen":
+                try:
+                    server.listens.append((listen(item), item))
+                except Problem as e:
+                    self.problems.append(f"{item.origin}: {e}")
+            elif item.name == "server_name":
+                server.names += item.args
+            elif item.name == "location":
+                server.locations.append(item)
+            elif item.name in ("return", "rewrite", "if"):
+                self.redirect(server, item)
+            elif item.name in table.NO_EFFECT:
+                self.warn(item, f"has no effect here ({table.NO_EFFECT[item.name]})")
+            elif item.name in table.ROUTE_SCOPED or item.name in table.SERVER_SCOPED or item.name.startswith("gzip"):
+                server.scope.add(item)
+            else:
+                self.unknown(item)
+        if not server.listens:  # nginx: listen *:80 when the server says nothing
+            server.listens.append((Listen(None, 80, False, False, False), d))
+        for loc in list(server.locations):
+            if self.acme_webroot(server, loc) or self.redirect_location(server, loc):
+                server.locations.remove(loc)
+        return server
+
+    def redirect(self, server: Server, d: Directive) -> None:
+        """The https redirects of the guides; anything else is not supported."""
+        if d.name == "if":
+            inner = d.block or ()
+            if d.args[:2] == ("$host", "=") and len(inner) == 1 and inner[0].name == "return":
+                d = inner[0]  # certbot: if ($host = name) { return 301 https://$host$request_uri; }
+        if d.name == "return" and len(d.args) == 2 and d.args[0] in ("301", "302", "307", "308") \
+                and _HTTPS_REDIRECT.fullmatch(d.args[1]):
+            server.redirect = d
+            return
+        if d.name == "return" and d.args == ("404",) and server.redirect is not None:
+            return  # certbot's `return 404; # managed by Certbot` after the if: other hosts
+        if d.name == "rewrite" and len(d.args) == 3 and d.args[0] in ("^", "^(.*)$", "^/(.*)$") \
+                and _HTTPS_REDIRECT.fullmatch(d.args[1].replace("$1", "$request_uri")) \
+                and d.args[2] in ("permanent", "redirect"):
+            server.redirect = d
+            return
+        self.problems.append(f"{d.origin}: only the redirect to https:// (return 301"
+                             " https://$host$request_uri) is supported; Porch redirects HTTP to"
+                             " HTTPS by itself for sites with TLS")
+
+    def redirect_location(self, server: Server, loc: Directive) -> bool:
+        block = loc.block or ()
+        if loc.args in (("/",),) and len(block) == 1 and block[0].name in ("return", "rewrite"):
+            self.redirect(server, block[0])
+            return True
+        return False
+
+    def acme_webroot(self, server: Server, loc: Directive) -> bool:
+        block = loc.block or ()
+        if loc.args == ("/.well-known/acme-challenge/",) and len(block) == 1 and block[0].name == "root":
+            server.webroot = block[0]
+            return True
+        return False
+
+    # --- sites -------------------------------------------------------------------------
+
+    def sites(self, servers: list[Server]) -> list[dict[str, Any]]:
+        self.ports(servers)
+        groups: dict[tuple[str, ...], list[Server]] = {}
+        for server in servers:
+            names = tuple(n for n in server.names if n not in ("_", '""', ""))
+            groups.setdefault(names, []).append(server)
+        out: list[dict[str, Any]] = []
+        for names, group in groups.items():
+            site = self.site(len(out), names, group)
+            if site is not None:
+                out.append(site)
+        return out
+
+    def ports(self, servers: list[Server]) -> None:
+        """Porch has one HTTP port and one HTTPS port for every site."""
+        for ssl, key in ((False, "http_port"), (True, "https_port")):
+            seen = [(x, d) for s in servers for x, d in s.listens if x.ssl == ssl]
+            ports = sorted({x.port for x, _ in seen})
+            if len(ports) > 1:
+                other = next(d for x, d in seen if x.port != seen[0][0].port)
+                self.problems.append(f"{other.origin}: port {other.args[0]}: Porch serves every site"
+                                     f" on one {'HTTPS' if ssl else 'HTTP'} port ({seen[0][0].port}"
+                                     f" from {seen[0][1].file}:{seen[0][1].line}); use one port")
+            if seen and seen[0][0].port != (443 if ssl else 80):
+                self.porch[key] = seen[0][0].port
+                self.origins[f"porch.{key}"] = seen[0][1].origin
+            defaults = [d for x, d in seen if x.default]
+            for d in defaults:
+                self.warn(d, "default_server: Porch answers hosts no site names with 404; to serve"
+                          " them, add a server block with server_name _;")
+        listens = [x for s in servers for x, _ in s.listens]
+        if listens and all(x.address for x in listens):
+            self.porch["bind"] = sorted({x.address.strip("[]") for x in listens if x.address})
+        ssl = [x for x in listens if x.ssl]
+        if ssl and not any(x.http2 for x in ssl) and not any(s.scope.get("http2") for s in servers):
+            self.porch["http2"] = False  # nginx offers h2 only where the file says so
+
+    def site(self, i: int, names: tuple[str, ...], group: list[Server]) -> dict[str, Any] | None:
+        where = f"site[{i}]"
+        secure = [s for s in group if s.ssl]
+        plain = [s for s in group if not s.ssl]
+        for extra in secure[1:] + plain[1:]:
+            self.problems.append(f"{extra.block.origin}: a second server block for the same"
+                                 " names and kind of port; merge it into the first")
+        main = secure[0] if secure else plain[0]
+        site: dict[str, Any] = {}
+        if names:
+            site["hosts"] = [self.host(n, main) for n in names]
+            self.origins[f"{where}.hosts"] = main.block.first("server_name").origin \
+                if main.block.first("server_name") else main.block.origin
+        if secure:
+            self.tls(site, where, main)
+            if main.plain:
+                site["redirect_http"] = False
+            elif plain and plain[0].locations:
+                self.warn(plain[0].block, "Porch answers plain HTTP for these names with a redirect"
+                          " to https:// (ACME challenges go to the upstream), not with this block's"
+                          " locations; porch.toml: redirect_http = false to serve both alike")
+                site["acme_challenge"] = "upstream"
+        else:
+            site["tls"] = "off"
+            if main.redirect is not None:
+                self.problems.append(f"{main.redirect.origin}: redirects to https://, but no server"
+                                     " block with listen ... ssl serves these names")
+                return None
+        for server in group:
+            if server.webroot is not None:
+                root = server.webroot.args[0] if server.webroot.args else ""
+                site["acme_challenge"] = {"webroot": root.rstrip("/") or "/"}
+                self.origins[f"{where}.acme_challenge"] = server.webroot.origin
+        routes = self.routes(main, names)
+        if len(routes) == 1 and routes[0][0].get("path") == "/" and "regex" not in routes[0][0]:
+            values, origins = routes[0]
+            values = {k: v for k, v in values.items() if k != "path"}
+            site.update(values)
+            self.origins.update({f"{where}.{k}": d.origin for k, d in origins.items()})
+        elif routes:
+            site["route"] = [values for values, _ in routes]
+            for j, (_, origins) in enumerate(routes):
+                self.origins.update({f"{where}.route[{j}].{k}": d.origin for k, d in origins.items()})
+                if "path" in origins:
+                    self.origins[f"{where}.route[{j}]"] = origins["path"].origin
+        elif main.redirect is None:
+            self.problems.append(f"{main.block.origin}: has no location with proxy_pass; nginx"
+                                 " would serve files from its root, Porch needs an upstream")
+            return None
+        self.origins.setdefault(where, main.block.origin)
+        return site
+
+    def host(self, name: str, server: Server) -> str:
+        if name.startswith("~"):
+            d = server.block.first("server_name") or server.block
+            self.problems.append(f"{d.origin}: {name}: regex server names are not supported; list"
+                                 ' the names, or use a wildcard ("*.example.org")')
+        if name.startswith(".") and len(name) > 1:
+            return "*" + name  # nginx ".example.org" is example.org and *.example.org
+        return name
+
+    def tls(self, site: dict[str, Any], where: str, server: Server) -> None:
+        cert, key = server.scope.one("ssl_certificate"), server.scope.one("ssl_certificate_key")
+        if cert is None:
+            self.warn(server.block, "listens with ssl but names no ssl_certificate (nginx fails"
+                      " every handshake); Porch gets a certificate itself (tls = \"auto\")")
+            return
+        cert_path = cert.args[0] if cert.args else ""
+        key_path = key.args[0] if key and key.args else ""
+        if os.path.isfile(cert_path) and (not key_path or os.path.isfile(key_path)):
+            site["tls"] = {"cert": cert_path, "key": key_path} if key_path else {"cert": cert_path, "key": cert_path}
+            self.origins[f"{where}.tls"] = cert.origin
+            return
+        why = ("certbot has not written it yet" if cert_path.startswith(_LETSENCRYPT)
+               else "the file is not there")
+        self.warn(cert, f"{cert_path}: {why}; Porch gets its own certificate from Let's Encrypt"
+                  ' (tls = "auto") and renews it: no certbot needed')
+        site["tls"] = "auto"
+        self.origins[f"{where}.tls"] = cert.origin
+
+    def routes(self, server: Server, names: tuple[str, ...]) -> list[tuple[dict, dict]]:
+        port = next((x.port for x, _ in server.listens), None)
+        out = []
+        for loc in server.locations:
+            scope = Scope(outer=server.scope)
+            for item in loc.block or ():
+                if item.name in table.NO_EFFECT:
+                    self.warn(item, f"has no effect here ({table.NO_EFFECT[item.name]})")
+                elif item.name in table.ROUTE_SCOPED or item.name == "proxy_pass" or item.name.startswith("gzip"):
+                    scope.add(item)
+                elif item.name == "location":
+                    pass  # reported by the route builder
+                else:
+                    self.unknown(item)
+            route = RouteBuilder(self, loc, scope, names, port)
+            if route.build():
+                out.append((route.values, route.origins))
+        return out
+
+    # --- [porch] ------------------------------------------------------------------------
+
+    def global_keys(self, top: Scope) -> None:
+        """What nginx sets per server but Porch once for all: the first one found."""
+        d = top.one("ssl_protocols") or self._first_in_servers("ssl_protocols")
+        if d is not None:
+            versions = [a.replace("TLSv", "") for a in d.args]
+            old = [v for v in versions if v not in ("1.2", "1.3")]
+            if old:
+                self.warn(d, f"TLSv{', TLSv'.join(old)} dropped: Porch refuses TLS below 1.2 (RFC 8996)")
+            kept = [v for v in versions if v in ("1.2", "1.3")]
+            if kept:
+                self.set_global("tls_protocols", kept, d)
+        d = top.one("ssl_ciphers") or self._first_in_servers("ssl_ciphers")
+        if d is not None and d.args:
+            self.set_global("tls_ciphers", d.args[0], d)
+        for name, key in (("keepalive_timeout", "keepalive_timeout"), ("send_timeout", "send_timeout"),
+                          ("client_header_timeout", "header_timeout")):
+            d = top.one(name) or self._first_in_servers(name)
+            if d is not None and d.args:
+                try:
+                    self.set_global(key, duration(d.args[0]), d)
+                except Problem as e:
+                    self.problems.append(f"{d.origin}: {e}")
+        d = top.one("underscores_in_headers")
+        if d is not None:
+            self.set_global("underscores_in_headers", d.args == ("on",), d)
+        self.logs(top)
+
+    def logs(self, top: Scope) -> None:
+        access = top.get("access_log") or self._all_in_servers("access_log")
+        if access:
+            d = access[0]
+            self.set_global("access_log", "off" if d.args[:1] == ("off",) else d.args[0], d)
+            if len({x.args[:1] for x in access}) > 1:
+                self.warn(access[1], "Porch writes one access log for every site (with the site's"
+                          f" name on each line); all go to {d.args[0]}")
+        errors = top.get("error_log") or self._all_in_servers("error_log")
+        if errors:
+            d = errors[0]
+            self.set_global("error_log", d.args[0], d)
+            if len(d.args) > 1 and d.args[1] in _LOG_LEVELS:
+                self.set_global("error_log_level", _LOG_LEVELS[d.args[1]], d)
+            if len({x.args[:1] for x in errors}) > 1:
+                self.warn(errors[1], f"Porch writes one error log for every site; all go to {d.args[0]}")
+
+    def set_global(self, key: str, value: Any, d: Directive) -> None:
+        self.porch[key] = value
+        self.origins[f"porch.{key}"] = d.origin
+
+    def _first_in_servers(self, name: str) -> Directive | None:
+        found = self._all_in_servers(name)
+        return found[0] if found else None
+
+    def _all_in_servers(self, name: str) -> list[Directive]:
+        out: list[Directive] = []
+        for d in self.parsed.directives:
+            out += _find(d, name)
+        return out
+
+
+def _find(d: Directive, name: str) -> list[Directive]:
+    if d.name == name:
+        return [d]
+    if d.name in ("http", "server"):
+        return [x for item in d.block or () for x in _find(item, name)]
+    return []
+
+
+def _zone_name(d: Directive) -> str:
+    for arg in d.args:
+        if arg.startswith("zone="):
+            return arg[5:].split(":")[0]
+    return ""

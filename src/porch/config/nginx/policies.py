@@ -1,0 +1,133 @@
+"""nginx directives whose porch.toml keys are the policies issue's (13):
+
+    auth_basic "realm"; auth_basic_user_file F;  -> basic_auth = { htpasswd, realm, user_header }
+    auth_request /verify;                        -> forward_auth (needs the URL: an error says so)
+    limit_req zone=z burst=20 nodelay;           -> rate_limit = { rate, burst, nodelay }
+    allow 10.0.0.0/8; deny all;                  -> allow = [...] (deny all: only those)
+    expires 7d;                                  -> expires = "7d"
+    gzip on; gzip_types ...; gzip_min_length N;  -> compress = { algorithms = ["gzip"], ... }
+
+Each goes through `Builder.needs`, which writes the key when this build has it and
+otherwise says the directive cannot be honoured yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from porch.config.nginx import directives as table
+from porch.config.nginx.parse import Directive
+from porch.config.nginx.variables import Problem, size
+
+
+def route_policies(ctx: Any, route: Any) -> None:
+    for step in (_basic_auth, _limit_req, _access, _expires, _compress, _static, _auth_request):
+        try:
+            step(ctx, route)
+        except Problem as e:
+            ctx.problems.append(str(e))
+
+
+def _basic_auth(ctx: Any, route: Any) -> None:
+    realm = route.scope.one("auth_basic")
+    if realm is None or realm.args == ("off",):
+        _identity_trap(ctx, route)
+        return
+    users = route.scope.one("auth_basic_user_file")
+    if users is None:
+        raise Problem(f"{realm.origin}: has no auth_basic_user_file; add the htpasswd file's path")
+    value: dict[str, Any] = {"htpasswd": users.args[0], "realm": realm.args[0] if realm.args else ""}
+    for d in route.scope.get("proxy_set_header"):
+        if len(d.args) == 2 and d.args[1] == "$remote_user" and d.args[0].lower() in table.IDENTITY:
+            value["user_header"] = d.args[0]
+    ctx.needs("basic_auth", realm, route.values, value, route.origins)
+
+
+def _identity_trap(ctx: Any, route: Any) -> None:
+    """nginx passes a client's X-Remote-User when the config does not set it."""
+    for d in route.scope.get("proxy_set_header"):
+        if len(d.args) == 2 and d.args[0].lower() in table.IDENTITY and d.args[1] == "$remote_user":
+            ctx.warn(d, "without auth_basic, $remote_user is empty and nginx sends no field; a client's"
+                     f" own {d.args[0]} is dropped by Porch on every route (never trusted)")
+
+
+def _limit_req(ctx: Any, route: Any) -> None:
+    d = route.scope.one("limit_req")
+    if d is None:
+        return
+    opts = dict(a.partition("=")[::2] for a in d.args)
+    zone = ctx.zones.get(opts.get("zone", ""))
+    if zone is None:
+        raise Problem(f"{d.origin}: zone {opts.get('zone', '')!r} has no limit_req_zone; define it in http")
+    zopts = dict(a.partition("=")[::2] for a in zone.args[1:])
+    if zone.args[:1] not in (("$binary_remote_addr",), ("$remote_addr",)):
+        raise Problem(f"{zone.origin}: Porch limits per client address ($binary_remote_addr) only")
+    value: dict[str, Any] = {"rate": zopts.get("rate", "")}
+    if "burst" in opts:
+        value["burst"] = int(opts["burst"]) if opts["burst"].isdigit() else opts["burst"]
+    if "nodelay" in d.args:
+        value["nodelay"] = True
+    ctx.needs("rate_limit", d, route.values, value, route.origins)
+
+
+def _access(ctx: Any, route: Any) -> None:
+    rules = [(d.name, d.args[0] if d.args else "", d) for name in ("allow", "deny")
+             for d in route.scope.get(name)]
+    if not rules:
+        return
+    rules.sort(key=lambda r: (r[2].file, r[2].line))  # nginx: first match in file order
+    allows = [arg for name, arg, _ in rules if name == "allow" and arg != "all"]
+    denies = [arg for name, arg, _ in rules if name == "deny" and arg != "all"]
+    first = rules[0][2]
+    if rules[-1][0] == "deny" and rules[-1][1] == "all" and not denies:
+        ctx.needs("allow", first, route.values, allows, route.origins)
+    elif not allows:
+        ctx.needs("deny", first, route.values, denies, route.origins)
+    else:
+        raise Problem(f"{first.origin}: mixes allow and deny; Porch reads allow ... + deny all,"
+                      " or deny lines alone")
+
+
+def _expires(ctx: Any, route: Any) -> None:
+    d = route.scope.one("expires")
+    if d is not None:
+        ctx.needs("expires", d, route.values, d.args[-1] if d.args else "", route.origins)
+
+
+def _compress(ctx: Any, route: Any) -> None:
+    d = route.scope.one("gzip")
+    if d is None or d.args != ("on",):
+        return
+    value: dict[str, Any] = {"algorithms": ["gzip"]}
+    types = route.scope.one("gzip_types")
+    if types is not None:
+        value["types"] = list(types.args)
+    length = route.scope.one("gzip_min_length")
+    if length is not None:
+        value["min_length"] = int(size(length.args[0], ctx.warnings, length.origin).rstrip("KMG") or 0)
+    level = route.scope.one("gzip_comp_level")
+    if level is not None and level.args[0].isdigit():
+        value["level"] = int(level.args[0])
+    dup = [x for x in route.scope.level_of("gzip").own["gzip"]] if route.scope.level_of("gzip") else []
+    if len(dup) > 1:
+        raise Problem(f"{dup[1].origin}: gzip is written twice here; nginx refuses the file"
+                      ' ("directive is duplicate"): remove one (Debian\'s nginx.conf has gzip on already)')
+    ctx.needs("compress", d, route.values, value, route.origins)
+
+
+def _static(ctx: Any, route: Any) -> None:
+    root = route.scope.level_of("root")
+    d = route.scope.one("root")
+    if d is not None and root is route.scope:  # a root inherited by a proxied location does nothing
+        ctx.needs("root", d, route.values, d.args[0] if d.args else "", route.origins)
+    files = route.scope.one("try_files")
+    if files is not None:
+        ctx.needs("try_files", files, route.values, True, route.origins)
+
+
+def _auth_request(ctx: Any, route: Any) -> None:
+    d: Directive | None = route.scope.one("auth_request")
+    if d is not None and d.args != ("off",):
+        raise Problem(f"{d.origin}: {d.args[0]} names a location, and Porch needs the auth service's"
+                      ' URL: write forward_auth = { url = "http://127.0.0.1:9091/api/verify" } in a'
+                      " porch.toml")
