@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     certs.add_argument("action", nargs="?", choices=["renew"], help="renew the certificates that are due")
     certs.add_argument("--force", action="store_true", help="renew even those not due")
     certs.add_argument("--dry-run", action="store_true", help="against the staging CA, storing nothing")
+    p = sub.add_parser("convert", help="print the porch.toml an nginx file means")
+    p.add_argument("file", help="an nginx file: nginx.conf, a sites-enabled/ file, a server block")
     p = sub.add_parser("trust", help="print the local CA's root certificate and how to install it")
     p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
     p = sub.add_parser("hash-password", help="print an htpasswd line with a bcrypt hash"
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "certs":
         return _certs(args)
+    if args.command == "convert":
+        return _convert(args.file)
     if args.command == "trust":
         return _trust(args.config)
     if args.command == "check" and args.dump:
@@ -102,6 +106,18 @@ def _dump(path: str) -> int:
     for line in config.warnings:
         print(f"porch: warning: {line}", file=sys.stderr)
     sys.stdout.write(dump(config))
+    return 0
+
+
+def _convert(path: str) -> int:
+    """The porch.toml on stdout; problems on stderr (exit 1), as `porch check` words them."""
+    from porch.config.nginx.convert import convert
+
+    text, problems = convert(path)
+    if problems:
+        print(f"porch: {path}: cannot convert:", *problems, sep="\n", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
     return 0
 
 

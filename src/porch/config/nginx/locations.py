@@ -266,7 +266,9 @@ class RouteBuilder:
         d = self.scope.one("client_max_body_size")
         if d is None:
             self.values["max_body"] = "1M"  # nginx's default when the file is silent
-            self.origins["max_body"] = self.location
+            loc = self.location
+            self.origins["max_body"] = Directive("location (nginx's default client_max_body_size 1m)",
+                                                 loc.args, loc.file, loc.line)
         else:
             value = size(_one(d), self.ctx.warnings, d.origin)
             self.set("max_body", "off" if value == "0" else value, d)
@@ -300,6 +302,7 @@ class RouteBuilder:
             if d is not None:
                 tls[key] = _one(d)
                 origin = origin or d
+                self.origins[f"upstream_tls.{key}"] = d
         d = self.scope.one("proxy_ssl_server_name")
         if d is not None and not on_off(d):
             self.warn(d, "off: Porch sends the server name (SNI) to TLS upstreams all the same")
@@ -308,6 +311,7 @@ class RouteBuilder:
         if verify is not None:
             tls["verify"] = on_off(verify)
             origin = origin or verify
+            self.origins["upstream_tls.verify"] = verify
         elif https:
             tls["verify"] = False  # nginx's default: proxy_ssl_verify off
             self.warn(proxy, "nginx does not check the upstream's certificate unless proxy_ssl_verify"
