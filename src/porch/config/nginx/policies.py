@@ -110,7 +110,7 @@ def _compress(ctx: Any, route: Any) -> None:
         value["level"] = int(level.args[0])
     dup = [x for x in route.scope.level_of("gzip").own["gzip"]] if route.scope.level_of("gzip") else []
     if len(dup) > 1:
-        raise Problem(f"{dup[1].origin}: gzip is written twice here; nginx refuses the file"
+        raise Problem(f"{dup[1].origin}: written twice at this level; nginx refuses the file"
                       ' ("directive is duplicate"): remove one (Debian\'s nginx.conf has gzip on already)')
     ctx.needs("compress", d, route.values, value, route.origins)
 
