@@ -173,7 +173,7 @@ class Builder:
                 self.warn(item, "has no effect here (Porch keeps upstream connections alive by itself)")
             else:
                 self.unknown(item)
-        for key, value in fails:
+        for key, value in sorted(fails):
             if len({v for k, v in fails if k == key}) > 1:
                 self.problems.append(f"{d.origin}: servers with different {key}; Porch has one per pool")
             try:
