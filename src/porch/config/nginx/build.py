@@ -24,6 +24,7 @@ from porch.config.nginx.variables import Listen, Problem, duration, listen
 
 _HTTPS_REDIRECT = re.compile(r"https://\$(host|server_name)\$request_uri\??")
 _LETSENCRYPT = "/etc/letsencrypt/live/"
+STATE_DIR_ENV = "PORCH_STATE_DIR"  # [porch] state_dir for an nginx file (default /var/lib/porch)
 _LOG_LEVELS = {"debug": "debug", "info": "info", "notice": "info", "warn": "warn", "error": "error",
                "crit": "error", "alert": "error", "emerg": "error"}
 
@@ -118,6 +119,9 @@ class Builder:
             servers.append(self.server(fake, top))
         sites = self.sites(servers)
         self.global_keys(top)
+        if os.environ.get(STATE_DIR_ENV):  # nginx files have no place for Porch's own state
+            self.porch["state_dir"] = os.environ[STATE_DIR_ENV]
+            self.origins["porch.state_dir"] = f"${STATE_DIR_ENV}"
         data: dict[str, Any] = {"site": sites}
         if self.porch:
             data["porch"] = self.porch

@@ -1,0 +1,265 @@
+"""The same nginx file served by Debian's nginx and by `porch run -c FILE`, against the
+same echo upstream: for each request of a table, what the upstream received (method,
+target, Host, the forwarding and config-set fields) and what the client got (status,
+Location, body for Porch's own answers) must be the same, but for the intended
+differences listed in INTENDED, each with its reason.
+
+Files: LibreTime's and Radicale's guide files (tests/data/nginx, verbatim, with the
+listen port and the upstream address rendered for the test), and a table of proxy_pass
+URI replacements (with and without a URI part, trailing slashes, encoded characters).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin
+
+import pytest
+
+from .helpers import Managed, PORCH_BIN, RawConn, Registry, Upstream, free_port, wait_for_port
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "nginx"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+# What the upstream sees that the two may spell differently, and why that is intended.
+INTENDED = {
+    "x-forwarded-for/client-sent": "nginx's $proxy_add_x_forwarded_for appends to what the client"
+    " sent (forgeable); Porch drops a client's X-Forwarded-For unless it comes from trusted_proxies",
+    "x-remote-user/client-sent": "nginx passes a client's X-Remote-User when the file does not set it;"
+    " Porch never trusts identity fields from clients",
+    "unknown-host": "nginx gives a Host no server names to its default server; Porch answers 404",
+    "forwarding-fields": "Porch always sends X-Forwarded-For/-Proto/-Host/-Port and X-Real-IP (and"
+    " X-Script-Name, X-Forwarded-Prefix where it strips a prefix); nginx sends only the lines written",
+    "no-location": "a path no location takes: nginx serves its root (403 or 404 here); Porch answers 404",
+    "decoded-reserved": "with a URI part nginx sends the path decoded and re-encoded, so %2F becomes"
+    " a path separator and %2B a plus; Porch keeps the client's encoding of reserved characters",
+    "raw-target": "without a URI part nginx passes the target byte for byte; Porch passes the path it"
+    " routed: dot segments resolved, %XX of unreserved characters decoded (RFC 3986 6.2.2), so the"
+    " upstream never sees a path other than the one routing decided on",
+}
+PORCH_OWN = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip",
+             "x-script-name", "x-forwarded-prefix")  # INTENDED["forwarding-fields"]
+# Fields compared at the upstream: the ones the files set, and the forwarding ones.
+COMPARED = ("host", "x-real-ip", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+            "x-forwarded-port", "x-script-name", "authorization", "x-remote-user", "depth",
+            "content-length", "content-type", "x-forwarded-prefix")
+
+
+def nginx_main(d: Path, site: Path) -> str:
+    temp = "".join(f"    {k}_temp_path {d}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    # As root, nginx's workers would run as nobody and not write request bodies to d.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    return (f"{user}daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n"
+            f"events {{ worker_connections 256; }}\nhttp {{\n    access_log off;\n{temp}"
+            f"    include {site};\n}}\n")
+
+
+@dataclass
+class Pair:
+    """nginx and Porch serving one rendered file; the echo upstream behind both."""
+
+    nginx: int
+    porch: int
+    upstream: Upstream
+
+    def ask(self, port: int, request: bytes) -> tuple[int, dict, dict | None]:
+        """(status, the client's headers lowercased, what the upstream received or None)."""
+        with RawConn(port) as conn:
+            conn.send(request)
+            resp = conn.read_response(head_request=request.startswith(b"HEAD "))
+        headers = {k.lower(): v for k, v in resp.headers}
+        seen = None
+        if resp.header("content-type") == "application/json" and resp.body.startswith(b"{"):
+            seen = resp.json()
+        return resp.status, headers, seen
+
+
+def serve(procs: Registry, tmp: Path, text: str, upstream: Upstream) -> Pair:
+    """Render `text` twice (its own port for each server) and start nginx and Porch."""
+    ports = {}
+    for name in ("nginx", "porch"):
+        d = tmp / name
+        d.mkdir()
+        ports[name] = port = free_port()
+        site = d / "site.conf"
+        site.write_text(text.replace("PORT", str(port)).replace("UPSTREAM", f"127.0.0.1:{upstream.port}"))
+        if name == "nginx":
+            (d / "nginx.conf").write_text(nginx_main(d, site))
+            argv = [NGINX, "-p", f"{d}/", "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")]
+        else:
+            # env(1) execs porch (same pid); PORCH_STATE_DIR: [porch] state_dir for nginx files
+            argv = ["env", f"PORCH_STATE_DIR={d / 'state'}", str(PORCH_BIN), "run", "-c", str(site)]
+        managed: Managed = procs.start(argv, cwd=d, name=name)
+        wait_for_port(port, managed)
+    return Pair(ports["nginx"], ports["porch"], upstream)
+
+
+def render_guide(name: str, wrap: bool = False) -> str:
+    text = (DATA / name).read_text()
+    text = text.replace("listen 80;", "listen 127.0.0.1:PORT;").replace("localhost:8080", "UPSTREAM")
+    text = text.replace("localhost:5232", "UPSTREAM")
+    if wrap:  # Radicale's guide prints the location alone; nginx needs it in a server
+        text = f"server {{\n    listen 127.0.0.1:PORT;\n    server_name dav.example.org;\n{text}}}\n"
+    return text
+
+
+def compare(pair: Pair, request: bytes, skip: tuple[str, ...] = ()) -> None:
+    """Ask both; assert the same answer (status, Location as the client resolves it) and
+    the same upstream view (method, target, body length, the COMPARED fields: those nginx
+    sent, and on Porch's side its own forwarding fields only where nginx sent them too)."""
+    out = {}
+    sent_by_nginx: set[str] = set()
+    head = request.split(b"\r\n\r\n")[0]
+    target, host = head.split(b" ")[1].decode(), head.split(b"Host: ")[1].split(b"\r\n")[0].decode()
+    for name, port in (("nginx", pair.nginx), ("porch", pair.porch)):
+        status, headers, seen = pair.ask(port, request)
+        fields = None
+        if seen is not None:
+            got: dict[str, list[str]] = {}
+            for k, v in seen["headers"]:
+                k = k.lower()
+                if k not in COMPARED or k in skip or (name == "porch" and k in PORCH_OWN and k not in sent_by_nginx):
+                    continue
+                got.setdefault(k, []).append(v.replace(str(port), "PORT"))
+            sent_by_nginx |= set(got) if name == "nginx" else set()
+            fields = (seen["method"], seen["target"], got, seen["body_length"])
+        location = headers.get("location")  # a relative one as the client resolves it (RFC 9110 10.2.2)
+        location = urljoin(f"http://{host}:{port}{target}", location).replace(str(port), "PORT") if location else ""
+        out[name] = (status, location, fields)
+    assert out["porch"] == out["nginx"], f"{head!r}\n nginx: {out['nginx']}\n porch: {out['porch']}"
+
+
+@pytest.fixture(scope="module")
+def echo(module_procs, tmp_path_factory) -> Upstream:
+    return Upstream(module_procs, tmp_path_factory.mktemp("echo"))
+
+
+@pytest.fixture(scope="module")
+def libretime(module_procs, tmp_path_factory, echo) -> Pair:
+    return serve(module_procs, tmp_path_factory.mktemp("libretime"), render_guide("libretime.conf"), echo)
+
+
+@pytest.fixture(scope="module")
+def radicale(module_procs, tmp_path_factory, echo) -> Pair:
+    return serve(module_procs, tmp_path_factory.mktemp("radicale"), render_guide("radicale.conf", wrap=True), echo)
+
+
+def req(method: str, target: str, host: str, extra: str = "", body: bytes = b"") -> bytes:
+    length = f"Content-Length: {len(body)}\r\n" if body or method in ("POST", "PUT", "PROPFIND") else ""
+    return (f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n{extra}{length}Connection: close\r\n\r\n"
+            .encode("latin-1") + body)
+
+
+LT = "libretime.example.org"
+LIBRETIME = [
+    req("GET", "/", LT),
+    req("GET", "/api/v2/info?x=1&y=%20", LT),
+    req("GET", "/static/a/../b.css", LT),
+    req("HEAD", "/", LT),
+    req("POST", "/rest/media", LT, "Content-Type: audio/ogg\r\n", b"x" * 70_000),
+    req("PUT", "/rest/media/1", LT, "Content-Type: application/json\r\n", b'{"a": 1}'),
+    req("DELETE", "/rest/media/1", LT),
+    req("GET", "/status/404", LT),
+    req("GET", "/status/503", LT),
+    req("GET", "/redirect?to=/login", LT),
+    req("GET", "/", LT, "X-Real-IP: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\n"),
+]
+
+
+@pytest.mark.parametrize("request_bytes", LIBRETIME, ids=lambda r: r.split(b"\r\n")[0].decode())
+def test_libretime_guide_same_as_nginx(libretime: Pair, request_bytes: bytes) -> None:
+    compare(libretime, request_bytes)
+
+
+def test_libretime_client_sent_forwarded_for_is_the_intended_difference(libretime: Pair) -> None:
+    request = req("GET", "/", LT, "X-Forwarded-For: 6.6.6.6\r\n")
+    compare(libretime, request, skip=("x-forwarded-for",))
+    _, _, nginx = libretime.ask(libretime.nginx, request)
+    _, _, porch = libretime.ask(libretime.porch, request)
+    assert ["X-Forwarded-For", "6.6.6.6, 127.0.0.1"] in nginx["headers"]  # INTENDED["x-forwarded-for/client-sent"]
+    assert ["X-Forwarded-For", "127.0.0.1"] in porch["headers"]
+
+
+def test_libretime_unknown_host_is_the_intended_difference(libretime: Pair) -> None:
+    status, _, seen = libretime.ask(libretime.nginx, req("GET", "/", "other.example"))
+    assert status == 200 and seen is not None  # INTENDED["unknown-host"]
+    status, _, seen = libretime.ask(libretime.porch, req("GET", "/", "other.example"))
+    assert status == 404 and seen is None
+
+
+DAV = "dav.example.org"
+RADICALE = [
+    req("GET", "/radicale/", DAV),
+    req("GET", "/radicale/alice/calendar.ics/", DAV, "Authorization: Basic YWxpY2U6c2VjcmV0\r\n"),
+    req("PROPFIND", "/radicale/alice/", DAV, "Depth: 1\r\nContent-Type: text/xml\r\n", b"<propfind/>" * 10),
+    req("PUT", "/radicale/alice/cal/e.ics", DAV, "Content-Type: text/calendar\r\n", b"B" * 1024 * 1024),
+    req("PUT", "/radicale/alice/cal/big.ics", DAV, "Content-Type: text/calendar\r\n", b"B" * (1024 * 1024 + 1)),
+    req("GET", "/radicale", DAV),
+    req("GET", "/radicale/status/401", DAV),
+    req("GET", "/radicale/redirect?to=/radicale/alice/", DAV),
+]
+
+
+@pytest.mark.parametrize("request_bytes", RADICALE, ids=lambda r: r.split(b"\r\n")[0].decode())
+def test_radicale_guide_same_as_nginx(radicale: Pair, request_bytes: bytes) -> None:
+    compare(radicale, request_bytes)
+
+
+def test_radicale_forged_remote_user_is_the_intended_difference(radicale: Pair) -> None:
+    request = req("GET", "/radicale/", DAV, "X-Remote-User: bob\r\n")
+    compare(radicale, request, skip=("x-remote-user",))
+    _, _, nginx = radicale.ask(radicale.nginx, request)
+    _, _, porch = radicale.ask(radicale.porch, request)
+    assert ["X-Remote-User", "bob"] in nginx["headers"]  # INTENDED["x-remote-user/client-sent"]
+    assert not [h for h in porch["headers"] if h[0].lower() == "x-remote-user"]
+
+
+URI_FILE = """server {
+    listen 127.0.0.1:PORT;
+    server_name uri.test;
+    location / { proxy_pass http://UPSTREAM; }
+    location /asis/ { proxy_pass http://UPSTREAM; }
+    location /radicale/ { proxy_pass http://UPSTREAM/; }
+    location /api/ { proxy_pass http://UPSTREAM/v2/; }
+    location /old { proxy_pass http://UPSTREAM/new; }
+}
+"""
+URIS = ["/asis/a%20b", "/asis/a/b?c=%2F", "/radicale/", "/radicale/a/b?c=d",
+        "/radicale/a%20b", "/radicale/x/../y", "/radicale/%7Euser", "/api/", "/api/items?page=2",
+        "/api/a%20b/c", "/old/x", "/oldx", "/radicale/caf%C3%A9", "/plain?q=%2F", "/old",
+        "/old?x=1", "/radicale//x", "/api/%7e"]
+
+
+@pytest.fixture(scope="module")
+def uri(module_procs, tmp_path_factory, echo) -> Pair:
+    return serve(module_procs, tmp_path_factory.mktemp("uri"), URI_FILE, echo)
+
+
+@pytest.mark.parametrize("target", URIS)
+def test_proxy_pass_uri_replacement_same_as_nginx(uri: Pair, target: str) -> None:
+    compare(uri, req("GET", target, "uri.test"))
+
+
+def test_radicale_path_no_location_takes_is_the_intended_difference(radicale: Pair) -> None:
+    status, _, seen = radicale.ask(radicale.nginx, req("GET", "/", DAV))
+    assert status in (403, 404) and seen is None  # INTENDED["no-location"]: nginx's own root
+    status, _, seen = radicale.ask(radicale.porch, req("GET", "/", DAV))
+    assert status == 404 and seen is None
+
+
+@pytest.mark.parametrize(("target", "routed"), [("/asis/x/../y", "/asis/y"), ("/asis/%7Euser", "/asis/~user")])
+def test_target_without_uri_part_is_the_routed_path(uri: Pair, target: str, routed: str) -> None:
+    _, _, nginx = uri.ask(uri.nginx, req("GET", target, "uri.test"))
+    _, _, porch = uri.ask(uri.porch, req("GET", target, "uri.test"))
+    assert nginx["target"] == target and porch["target"] == routed  # INTENDED["raw-target"]
+
+
+@pytest.mark.parametrize(("target", "decoded", "kept"), [("/radicale/a%2Fb", "/a/b", "/a%2Fb"),
+                                                          ("/radicale/a+b%2B", "/a+b+", "/a+b%2B")])
+def test_reserved_characters_keep_their_encoding(uri: Pair, target: str, decoded: str, kept: str) -> None:
+    _, _, nginx = uri.ask(uri.nginx, req("GET", target, "uri.test"))
+    _, _, porch = uri.ask(uri.porch, req("GET", target, "uri.test"))
+    assert nginx["target"] == decoded and porch["target"] == kept  # INTENDED["decoded-reserved"]
