@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
@@ -263,3 +264,25 @@ def test_reserved_characters_keep_their_encoding(uri: Pair, target: str, decoded
     _, _, nginx = uri.ask(uri.nginx, req("GET", target, "uri.test"))
     _, _, porch = uri.ask(uri.porch, req("GET", target, "uri.test"))
     assert nginx["target"] == decoded and porch["target"] == kept  # INTENDED["decoded-reserved"]
+
+
+def test_reload_rereads_the_nginx_file(procs: Registry, tmp_path: Path, echo: Upstream) -> None:
+    """SIGHUP/`porch reload -c FILE` read the nginx file again, as `porch run` did."""
+    pair_text = render_guide("radicale.conf", wrap=True)
+    d = tmp_path / "porch"
+    d.mkdir()
+    port = free_port()
+    site = d / "site.conf"
+    site.write_text(pair_text.replace("PORT", str(port)).replace("UPSTREAM", f"127.0.0.1:{echo.port}"))
+    env = ["env", f"PORCH_STATE_DIR={d / 'state'}"]
+    managed = procs.start([*env, str(PORCH_BIN), "run", "-c", str(site)], cwd=d, name="porch")
+    wait_for_port(port, managed)
+    pair = Pair(0, port, echo)
+    _, _, seen = pair.ask(port, req("GET", "/radicale/x", DAV))
+    assert ["X-Script-Name", "/radicale"] in seen["headers"]
+    site.write_text(site.read_text().replace("X-Script-Name /radicale", "X-Script-Name /dav"))
+    done = subprocess.run([*env, str(PORCH_BIN), "reload", "-c", str(site)], capture_output=True, text=True,
+                          timeout=60, cwd=d)
+    assert done.returncode == 0, done.stderr
+    _, _, seen = pair.ask(port, req("GET", "/radicale/x", DAV))
+    assert ["X-Script-Name", "/dav"] in seen["headers"]

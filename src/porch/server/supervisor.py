@@ -52,7 +52,7 @@ from pathlib import Path
 from porch.config.listeners import of as listeners_of
 from porch.config.errors import ConfigError, invalid_config_message
 from porch.config.model import Config
-from porch.config.toml import load
+from porch.config.load import load  # porch.toml or an nginx file, from its content
 from porch.config.workers import worker_count
 from porch.observability.errorlog import ErrorLog
 from porch.server import control
