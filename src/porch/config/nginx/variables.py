@@ -135,7 +135,8 @@ def variables(value: str) -> list[str]:
 def header_value(value: str, constants: dict[str, str]) -> str:
     """An nginx header value as a porch.toml header template: `$remote_addr` is
     `{client_ip}`, `$server_name`/`$server_port` their values here (`constants`)."""
-    if "{" in value and "}" in value:
+    bare = _VAR.sub("", value)  # ${name} is nginx's own syntax, not a literal brace
+    if "{" in bare and "}" in bare:
         raise Problem(f"{value!r} holds braces, which Porch would read as a placeholder;"
                       " remove them")
 
