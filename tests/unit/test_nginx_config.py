@@ -137,3 +137,16 @@ def test_cli_check_and_convert() -> None:
     assert out.returncode == 0 and 'max_body = "20M"    # snikket.conf:41: client_max_body_size' in out.stdout
     bad = subprocess.run([*porch, "convert", str(DATA / "radicale-auth.conf")], capture_output=True, text=True)
     assert bad.returncode == 1 and "radicale-auth.conf:6: auth_basic" in bad.stderr
+
+
+@pytest.mark.parametrize(("text", "kind"), [
+    ("proxy_pass http://x;\nadd_header X-A b;\n", "nginx"),  # bare directives (a snippet)
+    ("# comment = yes\nserver_tokens off;\n", "nginx"),
+    ('[[site]]\nproxy = "http://127.0.0.1:1"\n', "toml"),
+    ('[[site]]\ncsp = """\nscript-src self;\n"""\n', "toml"),  # a TOML string with a `name value;` line
+    ("<VirtualHost *:80>\n</VirtualHost>\n", "apache"),
+])
+def test_kind_from_content(tmp_path: Path, text: str, kind: str) -> None:
+    path = tmp_path / "f"
+    path.write_text(text)
+    assert load.kind(path) == kind

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import tomllib
 from dataclasses import replace
 
 from porch.config import toml
@@ -25,8 +26,17 @@ _DIRECTIVE = re.compile(r"^\s*[a-z_]+\s+[^=\n]*;\s*(?:#.*)?$", re.MULTILINE)
 
 
 def looks_like_nginx(text: str) -> bool:
-    """True for nginx syntax (blocks, or `name value;` lines): porch.toml has neither."""
-    return bool(_NGINX.search(text)) or (bool(_DIRECTIVE.search(text)) and "=" not in text.split("\n", 1)[0])
+    """True for nginx syntax: a block opener, or `name value;` lines in what is not TOML
+    (a TOML string may hold such a line; a TOML file never opens a block that way)."""
+    if _NGINX.search(text):
+        return True
+    if not _DIRECTIVE.search(text):
+        return False
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return True
+    return False
 
 
 def read(path: str) -> Result:
