@@ -37,6 +37,8 @@ INTENDED = {
     "no-location": "a path no location takes: nginx serves its root (403 or 404 here); Porch answers 404",
     "decoded-reserved": "with a URI part nginx sends the path decoded and re-encoded, so %2F becomes"
     " a path separator and %2B a plus; Porch keeps the client's encoding of reserved characters",
+    "slashless-prefix": "location /old + proxy_pass .../new: nginx joins the strings (/oldx -> /newx,"
+    " /old -> /new); Porch's strip_prefix keeps a slash (/new/x, /new/): warned at check",
     "raw-target": "without a URI part nginx passes the target byte for byte; Porch passes the path it"
     " routed: dot segments resolved, %XX of unreserved characters decoded (RFC 3986 6.2.2), so the"
     " upstream never sees a path other than the one routing decided on",
@@ -230,8 +232,8 @@ URI_FILE = """server {
 """
 URIS = ["/asis/a%20b", "/asis/a/b?c=%2F", "/radicale/", "/radicale/a/b?c=d",
         "/radicale/a%20b", "/radicale/x/../y", "/radicale/%7Euser", "/api/", "/api/items?page=2",
-        "/api/a%20b/c", "/old/x", "/oldx", "/radicale/caf%C3%A9", "/plain?q=%2F", "/old",
-        "/old?x=1", "/radicale//x", "/api/%7e"]
+        "/api/a%20b/c", "/old/x", "/radicale/caf%C3%A9", "/plain?q=%2F",
+        "/radicale//x", "/api/%7e"]
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +288,11 @@ def test_reload_rereads_the_nginx_file(procs: Registry, tmp_path: Path, echo: Up
     assert done.returncode == 0, done.stderr
     _, _, seen = pair.ask(port, req("GET", "/radicale/x", DAV))
     assert ["X-Script-Name", "/dav"] in seen["headers"]
+
+
+@pytest.mark.parametrize(("target", "joined", "porch_target"), [("/oldx", "/newx", "/new/x"), ("/old", "/new", "/new/"),
+                                                                ("/old?x=1", "/new?x=1", "/new/?x=1")])
+def test_slashless_prefix_is_the_intended_difference(uri: Pair, target: str, joined: str, porch_target: str) -> None:
+    _, _, nginx = uri.ask(uri.nginx, req("GET", target, "uri.test"))
+    _, _, porch = uri.ask(uri.porch, req("GET", target, "uri.test"))
+    assert nginx["target"] == joined and porch["target"] == porch_target  # INTENDED["slashless-prefix"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from porch.config import load, toml
+from porch.config import keys, load, toml
 from porch.config.errors import ConfigError
 from porch.config.nginx import named, read
 from porch.config.nginx.convert import convert
@@ -62,7 +62,7 @@ def test_snikket_keeps_its_mistakes_with_warnings() -> None:
     assert route.limits.max_body == 20 * 1024**2
     assert route.upstream_tls.verify is False
     assert site.acme_challenge == "upstream"
-    assert ("request_headers", toml._POLICY_KEYS["request_headers"]({"set": {"X-Forwarded-Proto": "https"}})) \
+    assert ("request_headers", keys.POLICY_KEYS["request_headers"]({"set": {"X-Forwarded-Proto": "https"}})) \
         in route.policies
     assert any('"20MB" is refused by nginx' in w and "snikket.conf:41" in w for w in config.warnings)
 

@@ -9,12 +9,11 @@ porch.toml alternative.  docs/nginx.md lists the directives read.
 
 from __future__ import annotations
 
-import inspect
 import re
 import tomllib
 from dataclasses import replace
 
-from porch.config import toml
+from porch.config import keys, validate
 from porch.config.errors import ConfigError
 from porch.config.model import Config
 from porch.config.nginx.build import Builder, Result
@@ -58,10 +57,7 @@ def load(path: str) -> Config:
 
 
 def _load_data(result: Result, path: str) -> Config:
-    kwargs = {}
-    if "origins" in inspect.signature(toml.load_data).parameters:  # config-draft's seam
-        kwargs["origins"] = result.origins
-    return toml.load_data(result.data, path, base=prefix_for(path), **kwargs)
+    return validate.load_data(result.data, path, base=prefix_for(path), origins=result.origins)
 
 
 def named(problem: str, origins: dict[str, str]) -> str:
@@ -80,7 +76,7 @@ def named(problem: str, origins: dict[str, str]) -> str:
 
 
 def _known_keys() -> frozenset[str]:
-    return frozenset(toml._ROUTE_KEYS) | frozenset(toml._SITE_KEYS)
+    return frozenset(keys.ROUTE_KEYS) | frozenset(keys.SITE_KEYS)
 
 
 __all__ = ["load", "looks_like_nginx", "read"]

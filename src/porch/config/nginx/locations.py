@@ -183,6 +183,10 @@ class RouteBuilder:
             raise _at(d, f"nginx joins {uri} and the rest of the path after {location} with no"
                       f" slash ({location}x -> {uri}x), which is almost always a mistake; write"
                       f" proxy_pass ...{uri}/; (Porch sends {uri}/x)")
+        if not uri.endswith("/") and not location.endswith("/"):
+            self.warn(d, f"nginx joins {uri} and what follows {location} as strings ({location}x ->"
+                      f" {uri}x, {location} -> {uri}); Porch sends {uri}/x and {uri}/: write location"
+                      f" {location}/ and proxy_pass ...{uri}/; to mean the same to both")
         if uri.endswith("/") and not location.endswith("/") and location != "/":
             self.warn(d, f"nginx sends {location}/x upstream as {uri}/x (two slashes); Porch sends"
                       f" {uri}x: write location {location}/ to mean that")
