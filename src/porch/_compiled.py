@@ -34,6 +34,8 @@ MODULES = (
 #   module source -> (the header it needs, the library it links)
 NATIVE = {
     "porch/server/ngh2.pyx": ("nghttp2/nghttp2.h", "nghttp2"),  # Debian libnghttp2-dev
+    # the shared counter table's process-shared mutex (limits/table.py); libc6-dev
+    "porch/limits/_table.pyx": ("pthread.h", "pthread"),
 }
 INCLUDE_DIRS = ("/usr/include", "/usr/local/include")
 

@@ -49,6 +49,7 @@ from porch.http.model import Headers, RequestHead, ResponseHead
 #   credentials are never asked for, nor sent, in clear;
 # - client refusals cheapest first (IP rules, connection and rate limits) before
 #   authentication, so a flood never reaches the password check;
+# - a rate limit keyed on the user (rate_limit_user) needs authentication's verdict;
 # - authentication before anything that answers with content (static files) or
 #   changes the request for the upstream;
 # - body limits once the request is known to be allowed, then the answers Porch
@@ -66,6 +67,7 @@ ORDER: tuple[str, ...] = (
     "rate_limit",
     "basic_auth",
     "forward_auth",
+    "rate_limit_user",
     "allow_trace",
     "max_body",
     "trailing_slash",

@@ -29,6 +29,7 @@ from porch.upstream.sticky import secret as sticky_secret
 from porch.upstream.tls import client_context
 
 if TYPE_CHECKING:
+    from porch.limits.table import CounterTable
     from porch.tls.service import TlsService
 
 # One pool per address and TLS setting, shared by every route using it.
@@ -36,7 +37,7 @@ _Targets = dict[tuple[str, str, int, UpstreamTLS | None], Target]
 
 
 def compile_config(config: Config, *, access_log: AccessLog | None = None,
-                   error_log: ErrorLog | None = None) -> Runtime:
+                   error_log: ErrorLog | None = None, counters: CounterTable | None = None) -> Runtime:
     """Build the runtime objects for `config` (already validated).  Loads the TLS
     certificates (and makes local-CA ones): ConfigError if a site's files do not load."""
     g = config.porch
@@ -51,7 +52,9 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
         tls = build_tls(config, error_log)
     targets: _Targets = {}
     storage = FileStorage(g.state_dir)
-    env = registry.Env(storage=storage, error_log=error_log)
+    # counters: the machine's shared table (a worker's, from the supervisor), else
+    # the policies that count make this process's own (limits/table.py local_table)
+    env = registry.Env(storage=storage, error_log=error_log, counters=counters)
     listeners = listeners_of(config)
     # the redirect to https:// names the TLS listener's port (443: none)
     https_port = next((l.port for l in listeners if l.kind == "tls"), g.https_port)

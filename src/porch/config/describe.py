@@ -76,6 +76,10 @@ def _settings(porch: Global, sites: tuple[Site, ...]) -> list[tuple[str, str]]:
         ("reload", f"old workers drain for {format_duration(porch.drain_timeout)}"),
         ("state dir", porch.state_dir),
     ]
+    if porch.max_connections is not None or porch.max_connections_per_client is not None:
+        limits = [f"{porch.max_connections} in all" if porch.max_connections else "",
+                  f"{porch.max_connections_per_client} per client" if porch.max_connections_per_client else ""]
+        settings.append(("max connections", ", ".join(x for x in limits if x) + " (refused at accept)"))
     if porch.underscores_in_headers:
         settings.append(("underscores in headers", "passed (names Porch sets are dropped in any spelling)"))
     if porch.email:

@@ -14,8 +14,9 @@ from porch.config import listeners, upstreams
 from porch.config.acme_keys import acme_ca, acme_challenge, bundles, command, pem_file
 from porch.config.hosts import hosts, proxy, route_path, upstream_host
 from porch.config.tls_keys import hsts, tls, tls_ciphers, tls_default, tls_protocols, upstream_tls
-from porch.config.values import (Parser, bind, boolean, duration, email, error_log, http2_engine, max_body,
-                                 networks, nonempty, one_of, port, show, size, streams, workers)
+from porch.config.values import (Parser, bind, boolean, connections, duration, email, error_log,
+                                 http2_engine, max_body, networks, nonempty, one_of, port, show, size,
+                                 streams, workers)
 from porch.policies import registry
 
 # --- the key tables ------------------------------------------------------------
@@ -58,6 +59,8 @@ GLOBAL_ONLY_KEYS: dict[str, Parser] = {
     "send_timeout": duration(zero_ok=False),
     "underscores_in_headers": boolean,
     "error_log_level": one_of("debug", "info", "warn", "error"),
+    "max_connections": connections,
+    "max_connections_per_client": connections,
 }
 def _proxy_protocol_version(value: Any) -> int:
     if value in ("v1", "v2", "off"):

@@ -266,6 +266,9 @@ class Global:
     # default); names Porch protects are dropped in any spelling all the same.
     underscores_in_headers: bool = False
     error_log_level: Literal["debug", "info", "warn", "error"] = "info"  # the least written
+    # Connections refused at accept over these (server/limits.py); None: no limit.
+    max_connections: int | None = None
+    max_connections_per_client: int | None = None
 
 
 # `[[stream]] protocol`: "tls" (the ClientHello's sni/alpn decide) or a plain

@@ -212,6 +212,19 @@ def streams(value: Any) -> int:
     return value
 
 
+_CONNECTIONS = "a whole number from 1 to 10000000, such as 50, or \"off\""
+
+
+def connections(value: Any) -> int | None:
+    """max_connections, max_connections_per_client: a count, or "off"."""
+    if value == "off":
+        return None
+    expect(is_int(value), value, _CONNECTIONS)
+    if not 1 <= value <= 10_000_000:
+        raise ValueError(f"{value} is out of range; expected {_CONNECTIONS}")
+    return value
+
+
 def http2_engine(value: Any) -> str:
     choice = one_of(*HTTP2_ENGINES)(value)
     _engine(choice)  # "nghttp2" where it is not built: the error says how to build it

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from porch.pipeline import Policy
-from porch.policies import basic_auth, compress, expires, headers, security
+from porch.policies import allow, basic_auth, compress, expires, headers, rate_limit, security
 
 if TYPE_CHECKING:
+    from porch.limits.table import CounterTable
     from porch.observability.errorlog import ErrorLog
     from porch.storage import Storage
 
@@ -34,6 +35,8 @@ class Env:
     # What a policy's instances of one load share (a file read once, a table of
     # failed logins): a key per policy module, filled by its `build`.
     shared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # counters shared by the machine's workers (limits/table.py); None: this process's own
+    counters: CounterTable | None = None
 
 
 def _inner_wins(outer: Any, inner: Any) -> Any:
@@ -83,6 +86,10 @@ SPECS: tuple[PolicySpec, ...] = (
                dump=basic_auth.dump, warnings=basic_auth.warnings, identity=basic_auth.identity_headers),
     PolicySpec("expires", expires.parse, expires.build, describe=expires.describe, dump=expires.dump),
     PolicySpec("compress", compress.parse, compress.build, describe=compress.describe, dump=compress.dump),
+    PolicySpec("rate_limit", rate_limit.parse, rate_limit.build, describe=rate_limit.describe,
+               dump=rate_limit.dump),
+    PolicySpec("allow", allow.parse, allow.build_allow, describe=allow.describe, dump=allow.dump),
+    PolicySpec("deny", allow.parse, allow.build_deny, describe=allow.describe, dump=allow.dump),
 )
 REGISTRY: dict[str, PolicySpec] = {spec.key: spec for spec in SPECS}
 

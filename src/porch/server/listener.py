@@ -21,6 +21,7 @@ from porch.errors import INTERNAL, ProxyError
 from porch.routing import HostTable
 from porch.runtime import Runtime
 from porch.server.client import _D_IDLE, ClientConnection
+from porch.server.limits import ConnectionLimits
 from porch.server.mux import Mux, MuxSettings
 from porch.server.tunnel import Tunnel
 
@@ -54,6 +55,8 @@ class Server:
         # port ([[stream]]) or read PROXY headers (server/mux.py); None: as always.
         self.mux_plain: MuxSettings | None = None
         self.mux_tls: MuxSettings | None = None
+        # Connection limits (server/limits.py), counted by the Mux; None: no limit.
+        self.limits: ConnectionLimits | None = None
 
     async def listen(self, sockets: list[socket.socket], tls_sockets: list[socket.socket] = ()) -> None:
         """Serve plain HTTP on `sockets` and HTTPS on `tls_sockets` (runtime.tls must
@@ -117,6 +120,8 @@ class Server:
                 tunnel.check(now)
         for target in self.runtime.targets:
             target.expire(now)
+        if self.limits is not None:
+            self.limits.reap()
         if self.runtime.health is not None:
             self.runtime.health.poll()  # probe results from the supervisor (upstream/prober.py)
         self.runtime.access_log.flush()
@@ -176,6 +181,8 @@ class Server:
             self._sweeper.cancel()
         for target in self.runtime.targets:
             target.close_all()
+        if self.limits is not None:
+            self.limits.release_all()
         self.runtime.access_log.close()
 
     def _cut(self, timeout: float) -> None:

@@ -146,10 +146,12 @@ class Mux(asyncio.Protocol):
         self.client_ip = self.peer[0]
         loop = self.server.loop
         self.t_start = loop.time()
-        self.server.connections.add(self)
         accept = self.settings.accept_proxy
         if not accept or not accept.contains(self.peer[0]):  # parsing the address: 3% of a handshake
             self.offset = 0
+            if not self._admitted():
+                return
+        self.server.connections.add(self)
         if self.offset == 0:
             self._wait_for_client()
         else:
@@ -215,10 +217,22 @@ class Mux(asyncio.Protocol):
         if found.source is not None:
             self.client_ip = found.source[0]
             self.proxy_source, self.proxy_dest = found.source, found.dest
+        if not self._admitted():
+            return False
         if len(self.buf) == self.offset:
             self._cancel_timer()  # the client's own silence starts now
             self._wait_for_client()
         return True
+
+    def _admitted(self) -> bool:
+        """Connection limits (server/limits.py), once the client is known: over one,
+        the connection is closed now, before any TLS."""
+        limits = self.server.limits
+        if limits is None or limits.admit(self.client_ip, self.transport):
+            return True
+        self._decide()
+        self.transport.close()
+        return False
 
     def _wait_for_client(self) -> None:
         """Nothing from the client yet: with an ssh stream, wait SSH_WAIT for it to

@@ -54,6 +54,7 @@ from porch.config.errors import ConfigError, invalid_config_message
 from porch.config.model import Config
 from porch.config.load import load  # porch.toml or an nginx file, from its content
 from porch.config.workers import worker_count
+from porch.limits.table import SharedTable
 from porch.observability.errorlog import ErrorLog
 from porch.server import control
 from porch.server.listener import bind_sockets
@@ -313,6 +314,9 @@ class Supervisor:
         self._reloading: asyncio.Task | None = None
         self._reload_again = False
         self.started = False  # the first workers accept connections
+        # Rate-limit and connection counters every worker maps (limits/table.py): made
+        # once, kept across reloads, so a reload forgets no client's count.
+        self.counters = SharedTable.create()
 
     # -- life cycle --------------------------------------------------------------
 
@@ -452,7 +456,7 @@ class Supervisor:
         try:
             for slot in range(workers):
                 spec = WorkerSpec(config=config, sockets=self.listeners.for_worker(wanted, slot, workers),
-                                  slot=slot, generation=self.generation)
+                                  slot=slot, generation=self.generation, counters_fd=self.counters.fd)
                 started.append(WorkerProcess(self.loop, spec, self._worker_exited))
         except OSError as err:
             self._abandon(started)
@@ -521,7 +525,8 @@ class Supervisor:
         if self.stopping or slot >= len(self.workers) or self.workers[slot] is not None:
             return
         sockets = self.listeners.for_worker(listen_addresses(self.config), slot, len(self.workers))
-        spec = WorkerSpec(config=self.config, sockets=sockets, slot=slot, generation=self.generation)
+        spec = WorkerSpec(config=self.config, sockets=sockets, slot=slot, generation=self.generation,
+                          counters_fd=self.counters.fd)
         try:
             w = self.workers[slot] = WorkerProcess(self.loop, spec, self._worker_exited)
             w.ready.add_done_callback(lambda f, slot=slot, w=w: self._restarted(slot, w))

@@ -67,6 +67,9 @@ class WorkerSpec:
     sockets: tuple[Inherited, ...]
     slot: int  # 0 .. workers-1, for log lines
     generation: int  # 1 at start, +1 per reload
+    # the machine's shared counter table (limits/table.py), a memfd made by the
+    # supervisor once and passed to every worker, reloads included; -1: none
+    counters_fd: int = -1
 
 
 def spawn(spec: WorkerSpec) -> tuple[subprocess.Popen, socket.socket]:
@@ -76,7 +79,8 @@ def spawn(spec: WorkerSpec) -> tuple[subprocess.Popen, socket.socket]:
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "porch.server.worker", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(), *(s.fd for s in spec.sockets)),
+            pass_fds=(theirs.fileno(), *(s.fd for s in spec.sockets),
+                      *((spec.counters_fd,) if spec.counters_fd >= 0 else ())),
             stdin=subprocess.DEVNULL,
         )
     except BaseException:
@@ -165,14 +169,17 @@ class _Control:
 async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
     """Serve until told to stop; return the exit code."""
     from porch.config.compile import compile_config
+    from porch.limits.table import SharedTable
+    from porch.server.limits import connection_limits
     from porch.server.listener import Server
     from porch.server.mux import mux_settings
 
     loop = asyncio.get_running_loop()
     g = spec.config.porch
     ctl = _Control(loop, ctl_sock, g.shutdown_timeout)
+    counters = SharedTable.attach(spec.counters_fd) if spec.counters_fd >= 0 else None
     try:
-        runtime = compile_config(spec.config)
+        runtime = compile_config(spec.config, counters=counters)
     except ConfigError as err:  # certificate files that do not load (tls/service.py)
         ctl.send_error(str(err))
         return 1
@@ -193,6 +200,9 @@ async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
             (tls if https else plain).append(socket.socket(fileno=s.fd))
     server = Server(loop, runtime)
     server.mux_plain, server.mux_tls = mux_settings(spec.config)  # port sharing, PROXY headers
+    server.limits = connection_limits(spec.config, counters, runtime.error_log)
+    if server.limits is not None:  # counted at accept, before any TLS: the Mux does it
+        server.mux_plain, server.mux_tls = server.limits.mux_settings(server.mux_plain, server.mux_tls)
     await server.listen(plain, tls)
     adopter = _Adopter(loop, server, spec, runtime.tls is not None)
     ctl.on_adopt = adopter.request
@@ -293,6 +303,8 @@ def _reopen_logs(server: Server) -> None:
 def _quit_now(server) -> None:
     """Stop at once: what is logged so far is written, connections die with us."""
     server.runtime.access_log.flush()
+    if server.limits is not None:
+        server.limits.release_all()  # the connections die with us: stop counting them
     os._exit(1)
 
 

@@ -1,0 +1,127 @@
+"""`max_connections_per_client` and `max_connections` ([porch]): connections counted
+at accept, across every worker of the machine (the shared table, limits/table.py).
+
+    [porch]
+    max_connections = 10000          # all clients together
+    max_connections_per_client = 50  # one client address (nginx limit_conn $binary_remote_addr 50)
+
+- A connection over a limit is closed as soon as it is accepted: before a byte is
+  read or a TLS handshake started (nginx's limit_conn answers 503 once the request
+  is read; by then a flood has cost a handshake).  Refusals are logged once per
+  client per LOG_EVERY seconds, not per attempt.
+- The client is the connection's peer, or the source of its PROXY header from an
+  accept_proxy_protocol peer (X-Forwarded-For comes later, with the request).
+- One HTTP/2 connection carries up to max_concurrent_streams requests: a client's
+  concurrent requests are bounded by both limits multiplied.
+- Counting is done by the first protocol of the listener (server/mux.py), which the
+  listener uses only when limits are set: without them, accepting costs what it did.
+  A connection stops counting once its transport closes, whichever protocol owns it
+  by then (HTTP/1.1, HTTP/2, a WebSocket tunnel, a passthrough): the sweeper
+  checks the transports counted here twice a second, and a client at its limit
+  has its own checked at once, so a connection it has just closed is not held
+  against it.
+- A worker stopped by SIGKILL leaves its connections counted (as nginx's zones keep
+  a crashed worker's counts); a worker that exits in any other way releases them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from porch.http.forwarding import TrustedProxies
+from porch.limits.table import CounterTable, local_table, now_ms
+from porch.server.mux import MuxSettings
+
+LOG_EVERY = 60.0
+_LOGGED_MAX = 10_000
+_TOTAL = b"conn:*"
+
+
+class ConnectionLimits:
+    """Admits or refuses connections; remembers the transports it counted."""
+
+    def __init__(self, table: CounterTable, per_client: int | None, total: int | None, log) -> None:
+        self.table = table
+        self.per_client = per_client
+        self.total = total
+        self.log = log
+        self.held: dict[bytes, list[asyncio.BaseTransport]] = {}  # client key -> its transports
+        self.logged: dict[str, float] = {}
+
+    def mux_settings(self, plain: MuxSettings | None, tls: MuxSettings | None):
+        """The listeners' first protocols: the Mux on both (counting is its first step)."""
+        nobody = TrustedProxies.parse(())
+        return (plain or MuxSettings(nobody, None, tls=False), tls or MuxSettings(nobody, None, tls=True))
+
+    def admit(self, ip: str, transport: asyncio.BaseTransport) -> bool:
+        """Count a new connection from `ip`; False (and logged) when over a limit."""
+        key = b"conn:" + ip.encode()
+        why = self._acquire(key)
+        if why and self._reap_key(key):  # some of its own connections have closed
+            why = self._acquire(key)
+        if why and why == "max_connections" and self.reap():
+            why = self._acquire(key)
+        if why:
+            self._refused(ip, why)
+            return False
+        self.held.setdefault(key, []).append(transport)
+        return True
+
+    def _acquire(self, key: bytes) -> str:
+        if self.total is not None and not self.table.acquire(_TOTAL, self.total):
+            return "max_connections"
+        if self.per_client is not None and not self.table.acquire(key, self.per_client):
+            if self.total is not None:
+                self.table.release(_TOTAL)
+            return "max_connections_per_client"
+        return ""
+
+    def _release(self, key: bytes) -> None:
+        if self.total is not None:
+            self.table.release(_TOTAL)
+        if self.per_client is not None:
+            self.table.release(key)
+
+    def _reap_key(self, key: bytes) -> int:
+        transports = self.held.get(key)
+        if not transports:
+            return 0
+        alive = [t for t in transports if not t.is_closing()]
+        for _ in range(len(transports) - len(alive)):
+            self._release(key)
+        if alive:
+            self.held[key] = alive
+        else:
+            del self.held[key]
+        return len(transports) - len(alive)
+
+    def reap(self) -> int:
+        """Stop counting the transports that have closed (the sweeper, twice a second)."""
+        return sum(self._reap_key(key) for key in list(self.held))
+
+    def release_all(self) -> None:
+        """The worker is exiting: its connections are gone with it."""
+        for key, transports in self.held.items():
+            for _ in transports:
+                self._release(key)
+        self.held.clear()
+
+    def _refused(self, ip: str, why: str) -> None:
+        now = now_ms() / 1000
+        if now - self.logged.get(ip, -LOG_EVERY) < LOG_EVERY:
+            return
+        if len(self.logged) >= _LOGGED_MAX:
+            self.logged.clear()
+        self.logged[ip] = now
+        limit = self.total if why == "max_connections" else self.per_client
+        self.log.warn(f"connection refused: {why} {limit} reached (logged once a minute per client)",
+                      client=ip)
+
+
+def connection_limits(config: Any, table: CounterTable | None, log) -> ConnectionLimits | None:
+    """The limiter for `config` (a config.model.Config), None when it sets no limit."""
+    g = config.porch
+    if g.max_connections is None and g.max_connections_per_client is None:
+        return None
+    return ConnectionLimits(table or local_table(), g.max_connections_per_client, g.max_connections, log)
