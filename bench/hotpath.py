@@ -84,6 +84,7 @@ class FakeServer:
         self.scheme = b"http"
         self.connections: set = set()
         self.draining = False
+        self.limits = None
 
 
 def noop_policies(n: int) -> list:

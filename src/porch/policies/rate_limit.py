@@ -156,7 +156,7 @@ class ClientRateLimit(Policy):
         self.burst = config.burst * 1000
         self.nodelay = config.nodelay
         self.status = config.status
-        zone = config.zone or f"{config.rate}|{config.burst}|{config.key}"
+        zone = config.zone or f"{config.rate}|{config.burst}|{config.key}|{config.nodelay}|{config.status}"
         self.zone = b"rl:" + zone.encode() + b"\0"
         self.header = config.key[7:].encode() if config.key.startswith("header:") else b""
         self.user = config.key == "user"

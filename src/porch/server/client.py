@@ -236,6 +236,8 @@ class ClientConnection:
         self.gone = True
         self.closing = True
         self.server.connections.discard(self)
+        if self.server.limits is not None:  # max_connections(_per_client): its place is free
+            self.server.limits.closed(self.transport)
         count = 0
         for ex in (self.active, self.reading, *self.queue):
             if ex is not None and not ex.done:

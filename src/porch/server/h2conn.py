@@ -112,6 +112,8 @@ class H2Connection:
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = self.closing = True
         self.server.connections.discard(self)
+        if self.server.limits is not None:  # max_connections(_per_client): its place is free
+            self.server.limits.closed(self.transport)
         streams = list(self.streams.values())
         self.streams.clear()
         for stream in streams:

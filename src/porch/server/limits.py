@@ -15,11 +15,11 @@ at accept, across every worker of the machine (the shared table, limits/table.py
   concurrent requests are bounded by both limits multiplied.
 - Counting is done by the first protocol of the listener (server/mux.py), which the
   listener uses only when limits are set: without them, accepting costs what it did.
-  A connection stops counting once its transport closes, whichever protocol owns it
-  by then (HTTP/1.1, HTTP/2, a WebSocket tunnel, a passthrough): the sweeper
-  checks the transports counted here twice a second, and a client at its limit
-  has its own checked at once, so a connection it has just closed is not held
-  against it.
+  A connection stops counting when it ends: HTTP/1.1 and HTTP/2 connections (and
+  the Mux, for one closed before it decided) say so as they close (`closed`); for
+  the rest (WebSocket tunnels, passthroughs) the sweeper checks the transports
+  counted here twice a second, and a client at its limit has its own checked at
+  once.
 - A worker stopped by SIGKILL leaves its connections counted (as nginx's zones keep
   a crashed worker's counts); a worker that exits in any other way releases them.
 """
@@ -39,14 +39,16 @@ _TOTAL = b"conn:*"
 
 
 class ConnectionLimits:
-    """Admits or refuses connections; remembers the transports it counted."""
+    """Admits or refuses connections; remembers the ones it counted, by peer address."""
 
     def __init__(self, table: CounterTable, per_client: int | None, total: int | None, log) -> None:
         self.table = table
         self.per_client = per_client
         self.total = total
         self.log = log
-        self.held: dict[bytes, list[asyncio.BaseTransport]] = {}  # client key -> its transports
+        # peer (address, port) -> (client key, the transport accepted); and by client
+        self.open: dict[tuple, tuple[bytes, asyncio.BaseTransport]] = {}
+        self.by_key: dict[bytes, set[tuple]] = {}
         self.logged: dict[str, float] = {}
 
     def mux_settings(self, plain: MuxSettings | None, tls: MuxSettings | None):
@@ -58,15 +60,33 @@ class ConnectionLimits:
         """Count a new connection from `ip`; False (and logged) when over a limit."""
         key = b"conn:" + ip.encode()
         why = self._acquire(key)
-        if why and self._reap_key(key):  # some of its own connections have closed
+        if why and self._reap(key):  # some of its own connections have closed
             why = self._acquire(key)
-        if why and why == "max_connections" and self.reap():
+        if why == "max_connections" and self.reap():
             why = self._acquire(key)
         if why:
             self._refused(ip, why)
             return False
-        self.held.setdefault(key, []).append(transport)
+        peer = transport.get_extra_info("peername")
+        self.open[peer] = (key, transport)
+        self.by_key.setdefault(key, set()).add(peer)
         return True
+
+    def closed(self, transport: asyncio.BaseTransport) -> None:
+        """A connection has ended (its protocol's connection_lost): its place is free
+        now, in every worker.  Any transport of it (TLS or the raw one) will do."""
+        peer = transport.get_extra_info("peername")
+        entry = self.open.get(peer) if peer is not None else None
+        if entry is not None:
+            self._forget(peer, entry[0])
+
+    def _forget(self, peer: tuple, key: bytes) -> None:
+        del self.open[peer]
+        peers = self.by_key[key]
+        peers.discard(peer)
+        if not peers:
+            del self.by_key[key]
+        self._release(key)
 
     def _acquire(self, key: bytes) -> str:
         if self.total is not None and not self.table.acquire(_TOTAL, self.total):
@@ -83,29 +103,24 @@ class ConnectionLimits:
         if self.per_client is not None:
             self.table.release(key)
 
-    def _reap_key(self, key: bytes) -> int:
-        transports = self.held.get(key)
-        if not transports:
-            return 0
-        alive = [t for t in transports if not t.is_closing()]
-        for _ in range(len(transports) - len(alive)):
-            self._release(key)
-        if alive:
-            self.held[key] = alive
-        else:
-            del self.held[key]
-        return len(transports) - len(alive)
+    def _reap(self, key: bytes) -> int:
+        """Forget the closed connections of one client; how many."""
+        gone = [peer for peer in self.by_key.get(key, ()) if self.open[peer][1].is_closing()]
+        for peer in gone:
+            self._forget(peer, key)
+        return len(gone)
 
     def reap(self) -> int:
-        """Stop counting the transports that have closed (the sweeper, twice a second)."""
-        return sum(self._reap_key(key) for key in list(self.held))
+        """Forget every closed connection that no protocol reported (a WebSocket
+        tunnel's, a passthrough's): the sweeper, twice a second."""
+        return sum(self._reap(key) for key in list(self.by_key))
 
     def release_all(self) -> None:
         """The worker is exiting: its connections are gone with it."""
-        for key, transports in self.held.items():
-            for _ in transports:
-                self._release(key)
-        self.held.clear()
+        for key, _ in list(self.open.values()):
+            self._release(key)
+        self.open.clear()
+        self.by_key.clear()
 
     def _refused(self, ip: str, why: str) -> None:
         now = now_ms() / 1000

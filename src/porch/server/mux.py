@@ -181,6 +181,8 @@ class Mux(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.decided:
             self._decide()
+            if self.server.limits is not None:
+                self.server.limits.closed(self.transport)
 
     # -- as a server connection (listener.py) ------------------------------------
 
