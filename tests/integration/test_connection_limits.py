@@ -13,7 +13,7 @@ import time
 import pytest
 
 from .h2client import H2Client
-from .helpers import RawConn, free_port, site, wait_for_port, wait_until
+from .helpers import ClosedBeforeResponse, RawConn, free_port, site, wait_for_port, wait_until
 
 HOST = "app.test"
 
@@ -38,12 +38,32 @@ def refused(port: int, source: str = "127.0.0.1") -> bool:
         return c.closed_by_peer(timeout=2.0)
 
 
+def admitted(port: int, n: int) -> list[From]:
+    """`n` connections that each got an answer.  A connection the test closed a moment
+    ago (wait_for_port's) may still count in the worker that had it until that worker
+    sees it close: such a refusal is retried, for up to 3 s."""
+    conns: list[From] = []
+
+    def one_more() -> bool:
+        c = From(port)
+        try:
+            assert c.get() == 200
+        except ClosedBeforeResponse:
+            c.close()
+            return False
+        conns.append(c)
+        return True
+
+    for _ in range(n):
+        assert wait_until(one_more, timeout=3.0), f"only {len(conns)} of {n} connections admitted"
+    return conns
+
+
 def test_the_51st_connection_is_refused_and_logged_once(porch, upstream):
     up = upstream()
     p = porch(site(up.url), max_connections_per_client=50)
-    conns = [From(p.port) for _ in range(50)]
+    conns = admitted(p.port, 50)
     try:
-        assert [c.get() for c in conns] == [200] * 50
         mark = p.error_log_mark()
         assert all(refused(p.port) for _ in range(5))
         assert From(p.port, "127.0.0.2").get() == 200  # another client
@@ -106,9 +126,8 @@ def test_the_count_holds_across_two_workers(porch, upstream):
     up = upstream()
     p = porch(site(up.url), max_connections_per_client=10, workers=2)
     p.wait_workers(2)
-    conns = [From(p.port) for _ in range(10)]
+    conns = admitted(p.port, 10)
     try:
-        assert [c.get() for c in conns] == [200] * 10
         assert all(refused(p.port) for _ in range(6))
         assert From(p.port, "127.0.0.2").get() == 200
     finally:
