@@ -15,8 +15,8 @@ client's connections over all of them).  Porch does the same with one table:
 - the operations are `CounterTable`'s: a Redis-backed table with the same methods
   can replace it when several machines serve the same sites (clustering).
 
-Keys are bytes, hashed with a keyed BLAKE2b (the seed is made at creation and read
-by every worker from the table) so that a client cannot choose keys that collide.
+Keys are bytes, hashed with SipHash-2-4 under a key made at creation and read by
+every worker from the table, so that a client cannot choose keys that collide.
 """
 
 from __future__ import annotations
@@ -90,21 +90,17 @@ class SharedTable:
         core.attach()
         return cls(fd, size, core)
 
-    def _hash(self, key: bytes) -> int:
-        h = int.from_bytes(hashlib.blake2b(key, digest_size=8, key=self.seed).digest(), "little")
-        return h or 1  # 0 marks a free slot
-
     def limit_req(self, key: bytes, now: int, rate: int, burst: int) -> int:
-        return self.core.limit_req(self._hash(key), now, rate, burst, KEEP_MS)
+        return self.core.limit_req(key, now, rate, burst, KEEP_MS)
 
     def acquire(self, key: bytes, limit: int) -> bool:
-        return self.core.acquire(self._hash(key), now_ms(), limit)
+        return self.core.acquire(key, now_ms(), limit)
 
     def release(self, key: bytes) -> None:
-        self.core.release(self._hash(key), now_ms())
+        self.core.release(key, now_ms())
 
     def value(self, key: bytes) -> int | None:
-        return self.core.value(self._hash(key), now_ms())
+        return self.core.value(key, now_ms())
 
     @property
     def nslots(self) -> int:
@@ -155,6 +151,12 @@ class _PyTable:
         self.buf = buffer
         self.fd = fd
         self.buckets = 0
+        self.seed_bytes = b""
+
+    def _key(self, name: bytes) -> int:
+        # not the compiled table's SipHash: the two never share a table
+        digest = hashlib.blake2b(name, digest_size=8, key=self.seed_bytes).digest()
+        return int.from_bytes(digest, "little") or 1
 
     def init(self, nslots: int, seed: bytes) -> None:
         if nslots % WAYS or nslots & (nslots - 1):
@@ -163,10 +165,11 @@ class _PyTable:
         _HEAD.pack_into(self.buf, 0, MAGIC, nslots, 0, seed)
 
     def attach(self) -> None:
-        magic, nslots, _, _ = _HEAD.unpack_from(self.buf, 0)
+        magic, nslots, _, seed = _HEAD.unpack_from(self.buf, 0)
         if magic != MAGIC:
             raise ValueError("not a counter table (bad magic)")
         self.buckets = nslots // WAYS
+        self.seed_bytes = seed
 
     nslots = property(lambda self: _HEAD.unpack_from(self.buf, 0)[1])
     seed = property(lambda self: _HEAD.unpack_from(self.buf, 0)[3])
@@ -210,7 +213,8 @@ class _PyTable:
         _SLOT.pack_into(self.buf, victim, key, 0, now, now)
         return victim, True
 
-    def limit_req(self, key: int, now: int, rate: int, burst: int, keep: int) -> int:
+    def limit_req(self, name: bytes, now: int, rate: int, burst: int, keep: int) -> int:
+        key = self._key(name)
         with self._locked():
             at, made = self._find(key, now, True)
             if made:
@@ -226,7 +230,8 @@ class _PyTable:
             _SLOT.pack_into(self.buf, at, key, excess, last, last + max(keep, -(-excess * 1000 // rate)))
             return excess
 
-    def acquire(self, key: int, now: int, limit: int) -> bool:
+    def acquire(self, name: bytes, now: int, limit: int) -> bool:
+        key = self._key(name)
         with self._locked():
             at, made = self._find(key, now, True)
             _, value, _, _ = _SLOT.unpack_from(self.buf, at)
@@ -237,7 +242,8 @@ class _PyTable:
             _SLOT.pack_into(self.buf, at, key, value + 1, now, _NEVER)
             return True
 
-    def release(self, key: int, now: int) -> None:
+    def release(self, name: bytes, now: int) -> None:
+        key = self._key(name)
         with self._locked():
             at, _ = self._find(key, now, False)
             if at is not None:
@@ -247,7 +253,8 @@ class _PyTable:
                 else:
                     _SLOT.pack_into(self.buf, at, k, value - 1, last, expires)
 
-    def value(self, key: int, now: int) -> int | None:
+    def value(self, name: bytes, now: int) -> int | None:
+        key = self._key(name)
         with self._locked():
             at, _ = self._find(key, now, False)
             return None if at is None else _SLOT.unpack_from(self.buf, at)[1]
