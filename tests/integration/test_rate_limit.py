@@ -66,6 +66,24 @@ def test_429_over_http2(porch, upstream):
     assert all(r.header(b"retry-after") == b"1" for r in refused)
 
 
+def test_delayed_streams_over_http2(porch, upstream):
+    """Without nodelay, streams of one connection wait their turn at the rate, each
+    on its own: 5 streams at 5r/s burst 4 end over ~0.8 s, all answered."""
+    up = upstream()
+    https_port = free_port()
+    p = porch(site(up.url, 'tls = "internal"\nredirect_http = false\n'
+                           'rate_limit = { rate = "5r/s", burst = 4 }\n'),
+              https_port=https_port, tls="internal")
+    wait_for_port(https_port, p.managed, what="porch https")
+    with H2Client(https_port, HOST, timeout=15) as h2:
+        start = time.monotonic()
+        sids = [h2.request(f"/s{i}") for i in range(5)]
+        h2.pump(lambda: all(h2.streams[sid].done for sid in sids), timeout=15)
+        elapsed = time.monotonic() - start
+        assert [h2.streams[sid].status for sid in sids] == [200] * 5
+    assert elapsed >= 0.75, elapsed
+
+
 def test_nodelay_answers_at_once_and_without_it_requests_are_spread_at_the_rate(porch, upstream):
     up = upstream()
     config = site(up.url, 'rate_limit = { rate = "5r/s", burst = 4 }\n') + site(

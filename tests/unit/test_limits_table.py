@@ -57,6 +57,11 @@ def _mapping(t: SharedTable):
 KINDS = ["compiled", "python"]
 
 
+def rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
 def test_the_compiled_table_is_built():
     from porch.limits import _table  # noqa: F401  (the suite runs compiled)
     assert type(SharedTable.create(64).core).__name__ == "Table"
@@ -121,10 +126,13 @@ def test_100k_keys_stay_in_the_fixed_table_and_evict_the_oldest(kind):
         t.limit_req(b"first", now, 10_000, 20_000)
     assert t.limit_req(b"first", now, 10_000, 20_000) < 0  # exhausted
     n = 25_000 if kind == "python" else 100_000
+    rss_before = rss_kib()
     for i in range(n):
         now += i % 2  # time moves on: "first" is the least recently used
         t.limit_req(b"flood %d" % i, now, 10_000, 20_000)
     assert os.fstat(t.fd).st_size == size  # nothing grew
+    if kind == "compiled":  # nor did the process: at most the table's own pages
+        assert rss_kib() - rss_before <= size // 1024 + 1024, (rss_before, rss_kib())
     assert t.used() <= slots
     assert t.evictions >= n - slots
     # within nginx's 60 s retention, yet evicted: its state is gone, a fresh bucket
