@@ -19,6 +19,7 @@ MODULES = (
     "porch/http/target.py",
     "porch/routing.py",
     "porch/observability/accesslog.py",
+    "porch/observability/stats.py",
     "porch/upstream/pool.py",
     "porch/pipeline.py",
     "porch/policies/forwarding.py",  # on every proxied request

@@ -13,6 +13,8 @@ COMMANDS = (
     ("check", "validate a config and show what it means"),
     ("run", "serve a config until SIGTERM or SIGINT (SIGHUP reloads it)"),
     ("reload", "make the running porch re-read its config, without dropping a connection"),
+    ("status", "what the running porch serves: sites, upstream health, certificates, recent errors"),
+    ("reopen-logs", "make the running porch open its log files again (after logrotate moved them)"),
 )
 
 
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         return _trust(args.config)
     if args.command == "check" and args.dump:
         return _dump(args.config)
-    return {"check": _check, "run": _run, "reload": _reload}[args.command](args.config)
+    commands = {"check": _check, "run": _run, "reload": _reload, "status": _status, "reopen-logs": _reopen_logs}
+    return commands[args.command](args.config)
 
 
 def _certs(args: argparse.Namespace) -> int:
@@ -159,6 +162,46 @@ def _run(path: str) -> int:
     except StartError as err:
         print(f"porch: cannot start: {err}", file=sys.stderr)
         return 1
+
+
+def _status(path: str) -> int:
+    """The dashboard's summary, from the admin API of the porch serving `path`."""
+    config = _load(path)
+    if config is None:
+        return 1
+    from porch.server.admin.status import StatusError, fetch, render
+
+    try:
+        print(render(fetch(config)))
+    except StatusError as err:
+        print(f"porch: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _reopen_logs(path: str) -> int:
+    """SIGUSR1 to the porch serving `path` (found as `porch reload` finds it)."""
+    import os
+    import signal
+
+    from porch.server import control
+    from porch.storage import FileStorage
+
+    config = _load(path)
+    if config is None:
+        return 1
+    state_dir = os.path.abspath(config.porch.state_dir)
+    try:
+        running = control.find(FileStorage(state_dir), state_dir)
+        os.kill(running.pid, signal.SIGUSR1)
+    except control.NotRunning as err:
+        print(f"porch: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"porch: cannot signal porch (pid {running.pid}): {err.strerror}", file=sys.stderr)
+        return 1
+    print(f"porch: asked porch (pid {running.pid}) to reopen its log files")
+    return 0
 
 
 def _reload(path: str) -> int:

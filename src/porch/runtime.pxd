@@ -1,6 +1,7 @@
 # Typed fields for the compiled build (setup.py); the .py is the code.  A field added
 # to a class in runtime.py must be declared here too.
 from porch.observability.accesslog cimport AccessLog
+from porch.observability.stats cimport RouteStats
 from porch.routing cimport HostTable, PathTable
 from porch.upstream.pool cimport Balancer
 from porch.pipeline cimport Chain
@@ -17,6 +18,9 @@ cdef class RouteRuntime:
     cdef public int proxy_protocol
     cdef public double body_timeout, upstream_connect_timeout, upstream_timeout, tunnel_idle_timeout
     cdef public Chain chain
+    cdef public AccessLog access_log
+    cdef public object error_log
+    cdef public RouteStats stats
 
 
 cdef class SiteRuntime:
@@ -34,6 +38,9 @@ cdef class Runtime:
     cdef public double header_timeout, keepalive_timeout, shutdown_timeout, send_timeout
     cdef public Py_ssize_t max_header_size, max_concurrent_streams
     cdef public AccessLog access_log
+    cdef public RouteStats stats
+    cdef public tuple access_logs, error_logs, routes
+    cdef public object metrics
     cdef public bytes scheme
     cdef public bint underscores_in_headers
     cdef public frozenset identity_headers

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from porch.http.forwarding import TrustedProxies
 from porch.observability.accesslog import AccessLog
 from porch.observability.errorlog import ErrorLog
+from porch.observability.stats import PolicyMetrics, RouteStats
 from porch.pipeline import EMPTY, Chain
 from porch.routing import HostTable, PathTable
 from porch.upstream.pool import Balancer, Target
@@ -42,6 +43,8 @@ class RouteRuntime:
         allow_trace: bool = False,
         proxy_protocol: int = 0,
         chain: Chain = EMPTY,
+        access_log: AccessLog | None = None,
+        error_log: ErrorLog | None = None,
     ) -> None:
         self.site = site  # the site's first host name, for logs
         self.path = path  # the route's prefix, for logs
@@ -61,6 +64,11 @@ class RouteRuntime:
         # chain.upstream_request when its only hook is the forwarding headers' (set by
         # compile.py): the exchange then calls policies/forwarding.py `fields` directly
         self.plain_upstream: tuple | None = None
+        # Where its requests are logged (its own, its site's or [porch]'s: compile.py);
+        # None only in tests that build a route by hand: the runtime's then.
+        self.access_log = access_log
+        self.error_log = error_log
+        self.stats = RouteStats(site, path)  # its counters (observability/stats.py)
 
 
 class SiteRuntime:
@@ -106,6 +114,10 @@ class Runtime:
         tls: TlsService | None = None,
         health: HealthWatcher | None = None,
         listener_hosts: dict[tuple[str, int], HostTable[SiteRuntime]] | None = None,
+        access_logs: tuple[AccessLog, ...] = (),
+        error_logs: tuple[ErrorLog, ...] = (),
+        metrics: PolicyMetrics | None = None,
+        routes: tuple[RouteRuntime, ...] = (),
     ) -> None:
         self.hosts = hosts  # every site: for a connection whose listener has no table below
         # (address, port) of a listener -> the sites it serves (a site's `listen`); the
@@ -132,3 +144,9 @@ class Runtime:
         self.scheme = scheme
         self.tls = tls  # None: no site has TLS, nothing listens on https_port
         self.health = health  # probe results from the supervisor (upstream/prober.py); None: no probes
+        # Every log file open, [porch]'s first: flushed by the sweeper, reopened on SIGUSR1.
+        self.access_logs = access_logs or (access_log,)
+        self.error_logs = error_logs or (error_log,)
+        self.stats = RouteStats("-", "-")  # requests that reached no route (400, 404 ...)
+        self.metrics = metrics or PolicyMetrics()  # policies' counters (registry.Env.metrics)
+        self.routes = routes  # every route, for their counters (server/snapshot.py)

@@ -35,7 +35,7 @@ if not hasattr(certs, "TestCA"):
 @pytest.fixture(scope="module")
 def cert_dir(tmp_path_factory) -> Path:
     """Files the cases name as @CERTS@/...: a CA, a site's and a client's certificate,
-    an htpasswd file."""
+    an htpasswd file, an admin token file."""
     d = tmp_path_factory.mktemp("golden-certs")
     ca = certs.TestCA(d)
     for stem, names, client in (("site", ["files.example.org"], False), ("client", ["porch"], True)):
@@ -46,6 +46,8 @@ def cert_dir(tmp_path_factory) -> Path:
     # basic_auth's file: bcrypt of "golden", and a plaintext password (warned about)
     (d / "htpasswd").write_text("alice:$2y$04$Ir4mWnzGvbfibhWOHJikReEj0yr.L4YzkEOioB.25b2SRZkyYSx2S\n"
                                 "carol:plaintext\n")
+    # admin.toml's admin_token_file: made here, as the keys are (no token in the repository)
+    (d / "admin-token").write_text("golden-case-token-" + "0" * 16 + "\n")
     return d
 
 

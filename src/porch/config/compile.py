@@ -13,7 +13,8 @@ from porch.config.model import Config, Route, Site, UpstreamTLS
 from porch.http import location
 from porch.http.forwarding import TrustedProxies
 from porch.observability.accesslog import AccessLog
-from porch.observability.errorlog import ErrorLog
+from porch.observability.errorlog import ErrorLog, Recent
+from porch.observability.stats import PolicyMetrics
 from porch.routing import HostTable, PathTable
 from porch.runtime import RouteRuntime, Runtime, SiteRuntime
 from porch.pipeline import Policy, compile_chain
@@ -36,6 +37,37 @@ if TYPE_CHECKING:
 _Targets = dict[tuple[str, str, int, UpstreamTLS | None], Target]
 
 
+class _Logs:
+    """The log files of one load: one AccessLog per (path, format) and one ErrorLog per
+    path, shared by the sites and routes naming them; [porch]'s first."""
+
+    def __init__(self, access: AccessLog, error: ErrorLog, access_format: str, level: str) -> None:
+        self.access = {(access.path, access_format): access}
+        self.error = {error.path: error}
+        self.default_access = access
+        self.default_error = error
+        self.routes: list[RouteRuntime] = []  # compiled, in order (their counters: Runtime.routes)
+        self.access_format = access_format
+        self.level = level
+
+    def access_log(self, path: str | None, fmt: str | None) -> AccessLog:
+        if path is None and fmt is None:
+            return self.default_access
+        key = (path or self.default_access.path, fmt or self.access_format)
+        if key not in self.access:
+            self.access[key] = AccessLog(*key)
+        return self.access[key]
+
+    def error_log(self, path: str | None) -> ErrorLog:
+        if path is None:
+            return self.default_error
+        if path not in self.error:
+            self.error[path] = ErrorLog(path)
+            self.error[path].set_level(self.level)
+            self.error[path].recent = self.default_error.recent
+        return self.error[path]
+
+
 def compile_config(config: Config, *, access_log: AccessLog | None = None,
                    error_log: ErrorLog | None = None, counters: CounterTable | None = None) -> Runtime:
     """Build the runtime objects for `config` (already validated).  Loads the TLS
@@ -43,6 +75,8 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
     g = config.porch
     error_log = error_log or ErrorLog(g.error_log)
     error_log.set_level(g.error_log_level)
+    if error_log.recent is None:  # what the dashboard shows (server/admin/)
+        error_log.recent = Recent()
     tls = None
     if any(site.tls != "off" for site in config.sites):
         # Imported here: it brings cryptography (~15 MiB a process) that a Porch
@@ -54,17 +88,20 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
     storage = FileStorage(g.state_dir)
     # counters: the machine's shared table (a worker's, from the supervisor), else
     # the policies that count make this process's own (limits/table.py local_table)
-    env = registry.Env(storage=storage, error_log=error_log, counters=counters)
+    metrics = PolicyMetrics()
+    env = registry.Env(storage=storage, error_log=error_log, counters=counters,
+                       metrics=metrics)
+    access_log = access_log or AccessLog(g.access_log, g.access_log_format)
+    logs = _Logs(access_log, error_log, g.access_log_format, g.error_log_level)
     listeners = listeners_of(config)
     # the redirect to https:// names the TLS listener's port (443: none)
     https_port = next((l.port for l in listeners if l.kind == "tls"), g.https_port)
     acme_names = acme_hosts(config)
-    sites = [(site.hosts, _compile_site(site, targets, env, tls, https_port, acme_names))
+    sites = [(site.hosts, _compile_site(site, targets, env, tls, https_port, logs, acme_names))
              for site in config.sites]
     routes = [r for s in config.sites for r in s.routes]
     for target in targets.values():
         target.error_log = error_log
-    probed = tuple(t for t in targets.values() if t.address in probed_addresses(config))
     hosts = HostTable.build(sites)
     return Runtime(
         hosts=hosts,
@@ -83,16 +120,29 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
         identity_headers=registry.identity_headers(
             [s.policies for s in config.sites] + [r.policies for r in routes]),
         http2_engine=http2_engine(g.http2_engine),  # the one that runs (validate.py checked it)
-        access_log=access_log or AccessLog(g.access_log, g.access_log_format),
+        access_log=access_log,
         error_log=error_log,
         targets=tuple(targets.values()),
         tls=tls,
-        health=HealthWatcher(storage, probed) if probed else None,
+        # Every pooled target: probe results, and drains from the admin API (issue 17)
+        health=HealthWatcher(storage, pooled) if (pooled := _pooled(config, targets)) else None,
+        access_logs=tuple(logs.access.values()),
+        error_logs=tuple(logs.error.values()),
+        metrics=metrics,
+        routes=tuple(logs.routes),
     )
 
 
+def _pooled(config: Config, targets: _Targets) -> tuple[Target, ...]:
+    """The targets the supervisor's health file may name: those probed, and those in
+    a pool of two or more (a drain takes them out of rotation)."""
+    probed = probed_addresses(config)
+    pools = {t.address for s in config.sites for r in s.routes if len(r.upstreams) > 1 for t in r.upstreams}
+    return tuple(t for t in targets.values() if t.address in probed or t.address in pools)
+
+
 def _compile_site(site: Site, targets: _Targets, env: registry.Env, tls: TlsService | None,
-                  https_port: int, acme_hosts: frozenset[str] = frozenset()) -> SiteRuntime:
+                  https_port: int, logs: _Logs, acme_hosts: frozenset[str] = frozenset()) -> SiteRuntime:
     env = replace(env, site=site.name)
     policies = _site_policies(site, env.storage, tls, https_port)
     if site.listen and site.tls == "off" and acme_hosts.intersection(site.hosts) and not policies:
@@ -100,7 +150,11 @@ def _compile_site(site: Site, targets: _Targets, env: registry.Env, tls: TlsServ
         # asks for HTTP-01 on port 80, here: Porch's tokens are answered, the rest
         # go on to this site's upstream (Snikket answers its own).
         policies.append(acme_challenge.AcmeChallenge(env.storage, "upstream"))
-    routes = {r.path.encode(): _compile_route(site, r, targets, policies, env) for r in site.routes}
+    error_log = logs.error_log(site.error_log)
+    routes = {r.path.encode(): _compile_route(site, r, targets, policies, env,
+                                              logs.access_log(r.access_log, r.access_log_format), error_log)
+              for r in site.routes}
+    logs.routes += routes.values()
     only = routes.get(b"/") if len(routes) == 1 else None
     return SiteRuntime(name=site.name, paths=PathTable.build(routes), root_only=only,
                        chain=compile_chain(policies + registry.build(site.policies, env)))
@@ -121,7 +175,8 @@ def _site_policies(site: Site, storage: Storage, tls: TlsService | None, https_p
 
 
 def _compile_route(site: Site, route: Route, targets: _Targets, policies: list[Policy],
-                   env: registry.Env) -> RouteRuntime:
+                   env: registry.Env, access_log: AccessLog | None = None,
+                   error_log: ErrorLog | None = None) -> RouteRuntime:
     pool = []
     for spec in route.upstreams:
         tls = route.upstream_tls if spec.scheme == "https" else None
@@ -148,6 +203,8 @@ def _compile_route(site: Site, route: Route, targets: _Targets, policies: list[P
         upstream_timeout=route.limits.upstream_timeout,
         tunnel_idle_timeout=route.limits.tunnel_idle_timeout,
         chain=compile_chain(policies + own + registry.build(route.policies, env)),
+        access_log=access_log,
+        error_log=error_log,
     ))
 
 

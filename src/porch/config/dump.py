@@ -23,10 +23,15 @@ _SIZES = frozenset({"max_header_size", "max_body"})  # bytes, spelled "16k"
 _PROXY_PROTOCOL = {0: "off", 1: "v1", 2: "v2"}
 
 
-def dump(config: Config) -> str:
-    """`config` as porch.toml text, ending with a newline."""
+def dump(config: Config, *, hide_token: bool = False) -> str:
+    """`config` as porch.toml text, ending with a newline.  `hide_token` (the admin
+    API's GET /config) leaves admin_token out, saying so: whoever reads the config
+    there has the token already, but a copy pasted elsewhere should not carry it."""
     out = [f"# {config.source}, as Porch reads it: every default written out", "", "[porch]"]
-    out += _pairs(_global(config.porch))
+    g = _global(config.porch)
+    if hide_token and g.pop("admin_token", None) is not None:
+        out.append("# admin_token: set, not shown")
+    out += _pairs(g)
     for site in config.sites:
         out += ["", "[[site]]", *_pairs(_site(site, config.porch))]
         for route in site.routes:
@@ -57,6 +62,7 @@ def _site(site: Site, g: Global) -> dict[str, Any]:
     challenge = site.acme_challenge
     out["acme_challenge"] = {"webroot": challenge.root} if isinstance(challenge, Webroot) else challenge
     out["on_certificate"] = site.on_certificate
+    out["error_log"] = site.error_log  # None: [porch]'s
     if site.bundles:
         out["bundles"] = [{"path": b.path, "contents": list(b.contents), "mode": f"{b.mode:04o}",
                            "group": b.group} for b in site.bundles]
@@ -72,6 +78,8 @@ def _route(route: Route, site: Site) -> dict[str, Any]:
         "upstream_host": route.upstream_host,
         "allow_trace": route.allow_trace,
         "upstream_proxy_protocol": _PROXY_PROTOCOL[route.upstream_proxy_protocol],
+        "access_log": route.access_log,  # None: [porch]'s
+        "access_log_format": route.access_log_format,
     }
     out.update((f.name, _plain(f.name, getattr(route.limits, f.name))) for f in fields(Limits))
     if any(t.scheme == "https" for t in route.upstreams):  # else unused, and refused

@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
-from porch.config import listeners, upstreams
+from porch.config import admin, listeners, upstreams
 from porch.config.acme_keys import acme_ca, acme_challenge, bundles, command, pem_file
 from porch.config.hosts import hosts, proxy, route_path, upstream_host
 from porch.config.tls_keys import hsts, tls, tls_ciphers, tls_default, tls_protocols, upstream_tls
@@ -61,6 +61,9 @@ GLOBAL_ONLY_KEYS: dict[str, Parser] = {
     "error_log_level": one_of("debug", "info", "warn", "error"),
     "max_connections": connections,
     "max_connections_per_client": connections,
+    "admin": admin.parse_address,  # the admin API (config/admin.py)
+    "admin_token": admin.parse_token,
+    "admin_token_file": nonempty("a file path"),
 }
 def _proxy_protocol_version(value: Any) -> int:
     if value in ("v1", "v2", "off"):
@@ -77,6 +80,8 @@ ROUTE_KEYS: dict[str, Parser] = {
     "upstream_host": upstream_host,
     "allow_trace": boolean,
     "upstream_proxy_protocol": _proxy_protocol_version,
+    "access_log": nonempty('a file path, "-" for stdout, or "off"'),  # per route or site
+    "access_log_format": one_of("combined", "json"),
     # merged key by key: route over site over [porch]
     "upstream_tls": upstream_tls,
     **LIMIT_KEYS,
@@ -86,7 +91,7 @@ ROUTE_KEYS: dict[str, Parser] = {
 POLICY_KEYS: dict[str, Parser] = {spec.key: spec.parse for spec in registry.SPECS}
 ROUTE_KEYS.update(POLICY_KEYS)
 _INHERITED = ("proxy", "strip_prefix", "upstream_host", "allow_trace", "upstream_proxy_protocol",
-              *upstreams.POOL_KEYS)
+              "access_log", "access_log_format", *upstreams.POOL_KEYS)
 
 
 def _nested(value: Any) -> Any:
@@ -105,6 +110,7 @@ SITE_KEYS: dict[str, Parser] = {
     "acme_challenge": acme_challenge,
     "on_certificate": command,
     "bundles": bundles,
+    "error_log": error_log,  # the site's own (nginx's error_log per server)
     "listen": listeners.parse,  # config/listeners.py
     "route": _nested,
 }
@@ -119,6 +125,7 @@ TOP_KEYS: dict[str, Parser] = {"porch": _nested, "site": _nested, "stream": _nes
 HOME = {
     **dict.fromkeys(GLOBAL_ONLY_KEYS, "[porch]"),
     **dict.fromkeys(SITE_KEYS, "[[site]]"),
+    **dict.fromkeys(("access_log", "access_log_format", "error_log"), "[porch], [[site]]"),
     "on_certificate": "[porch] or [[site]]",
     "path": "[[site.route]]",
     "route": "[[site.route]] tables, after their [[site]]",

@@ -118,6 +118,10 @@ class Route:
     upstream_tls: UpstreamTLS = field(default_factory=UpstreamTLS)  # for https:// upstreams
     pool: Pool = field(default_factory=Pool)
     key_path: str = ""  # where it came from, for messages: "site[1].route[0]"
+    # Its own access log (OpenTalk's access_log per server), the site's if it has one;
+    # None: [porch]'s.  The format None: [porch]'s access_log_format.
+    access_log: str | None = None
+    access_log_format: AccessLogFormat | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,7 @@ class Site:
     policies: tuple[tuple[str, Any], ...] = ()  # [porch]'s and the site's: for paths no route takes
     # The listeners it serves on (`listen`); () = every one.
     listen: tuple[Listener, ...] = ()
+    error_log: str | None = None  # its requests' error lines go there, not to [porch]'s
 
     @property
     def name(self) -> str:
@@ -269,6 +274,12 @@ class Global:
     # Connections refused at accept over these (server/limits.py); None: no limit.
     max_connections: int | None = None
     max_connections_per_client: int | None = None
+    # The admin API and dashboard (server/admin/): "host:port", or a unix socket path
+    # (starts with "/"); None: off.  Over TCP every request needs the token, given
+    # here, in admin_token_file (absolute path), or in $PORCH_ADMIN_TOKEN.
+    admin: str | None = None
+    admin_token: str | None = None
+    admin_token_file: str | None = None
 
 
 # `[[stream]] protocol`: "tls" (the ClientHello's sni/alpn decide) or a plain

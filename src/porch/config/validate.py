@@ -25,7 +25,7 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
-from porch.config import checks, listeners, upstreams
+from porch.config import admin, checks, listeners, upstreams
 from porch.config.errors import ConfigError, Origins, locate
 from porch.config.keys import (GLOBAL_KEYS, GLOBAL_ONLY_KEYS, LIMIT_KEYS, POLICY_KEYS, ROUTE_KEYS,
                                SITE_ACME_KEYS, SITE_KEYS, TOP_KEYS, unknown)
@@ -177,8 +177,21 @@ class _Reader:
         if https is not None and https == values.get("http_port", Global.http_port):
             self.problem("porch.https_port", f"{https} is also http_port; use two different ports")
         fields = _layered([values], GLOBAL_ONLY_KEYS)
+        self.admin_token(values, fields)
         self.default_tls = values.get("tls") if values.get("tls") is not BAD else None
         return Global(**fields), _layered([values], {**LIMIT_KEYS, "upstream_tls": None, **POLICY_KEYS})
+
+    def admin_token(self, values: Values, fields: Values) -> None:
+        """admin_token_file made absolute (from the config file's directory), and a TCP
+        admin address refused without a token (config/admin.py)."""
+        if isinstance(fields.get("admin_token_file"), str):
+            fields["admin_token_file"] = os.path.normpath(os.path.join(self.base, fields["admin_token_file"]))
+        if fields.get("admin") is None or BAD in (values.get("admin_token"), values.get("admin_token_file")):
+            return
+        problem = admin.token_problem(fields["admin"], fields.get("admin_token"), fields.get("admin_token_file"))
+        if problem:
+            key, _, message = problem.partition(": ")
+            self.problem(f"porch.{key}", message)
 
     def site_draft(self, i: int, table: Values) -> tuple[Values, list[Values]]:
         """A site's own values and its routes' values, read but not yet combined."""
@@ -263,6 +276,7 @@ class _Reader:
             key_path=where,
             policies=registry.merged([_layered([layer], POLICY_KEYS) for layer in (defaults, site)]),
             listen=listen,
+            error_log=values.get("error_log"),
             **_layered([site], SITE_ACME_KEYS),
         )
 
@@ -335,6 +349,8 @@ class _Reader:
             upstream_host=values.get("upstream_host"),
             allow_trace=values.get("allow_trace", False),
             upstream_proxy_protocol=values.get("upstream_proxy_protocol", 0),
+            access_log=values.get("access_log"),
+            access_log_format=values.get("access_log_format"),
             limits=Limits(**_layered([defaults, site, route], LIMIT_KEYS)),
             # only https:// upstreams use it: a plain route has the default, whatever [porch] says
             upstream_tls=tls if https else UpstreamTLS(),

@@ -19,6 +19,7 @@ import logging
 import os
 import time
 import traceback
+from collections import deque
 
 from porch.observability.sink import LineSink
 
@@ -27,8 +28,26 @@ from porch.observability.sink import LineSink
 _RANK = {"debug": 0, "info": 1, "warn": 2, "error": 3}
 
 
+class Recent:
+    """The latest warn and error lines of a process, for the admin dashboard's "recent
+    errors": a ring (the oldest fall out), each line numbered so the supervisor,
+    asking again, takes only those it has not seen."""
+
+    def __init__(self, size: int = 100) -> None:
+        self.lines: deque[tuple[int, float, str, str]] = deque(maxlen=size)  # (seq, time, level, line)
+        self.seq = 0
+
+    def add(self, level: str, line: str) -> None:
+        self.seq += 1
+        self.lines.append((self.seq, time.time(), level, line))
+
+    def since(self, seq: int) -> list[tuple[int, float, str, str]]:
+        return [item for item in self.lines if item[0] > seq]
+
+
 class ErrorLog:
     def __init__(self, path: str = "-", level: str = "info") -> None:
+        self.recent: Recent | None = None  # also kept there (warn and error lines)
         self.path = path
         self._sink = LineSink(path, 2)
         self._pid = os.getpid()
@@ -47,6 +66,8 @@ class ErrorLog:
         line = f"{stamp} [{level}] {self._pid}: {escape(message)}"
         if extra:
             line += " " + extra
+        if self.recent is not None and level in ("warn", "error"):
+            self.recent.add(level, line)
         self._sink.write((line + "\n").encode("utf-8", "backslashreplace"))
 
     def debug(self, message: str, **fields: object) -> None:

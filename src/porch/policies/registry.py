@@ -19,6 +19,7 @@ from porch.policies import allow, basic_auth, compress, expires, headers, rate_l
 if TYPE_CHECKING:
     from porch.limits.table import CounterTable
     from porch.observability.errorlog import ErrorLog
+    from porch.observability.stats import PolicyMetrics
     from porch.storage import Storage
 
 
@@ -37,6 +38,9 @@ class Env:
     shared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # counters shared by the machine's workers (limits/table.py); None: this process's own
     counters: CounterTable | None = None
+    # Counters a policy increments (observability/stats.py: counter(name, doc, labels),
+    # rate_limited), gathered into /metrics; None where nothing collects them (tests).
+    metrics: PolicyMetrics | None = None
 
 
 def _inner_wins(outer: Any, inner: Any) -> Any:

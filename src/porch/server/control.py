@@ -87,3 +87,21 @@ def request_reload(storage: Storage, running: Running, timeout: float = 60.0) ->
         time.sleep(0.05)
     return False, (f"porch (pid {running.pid}) did not report the outcome of the reload "
                    f"within {timeout:g}s; see its error log")
+
+
+def notify(state: str) -> None:
+    """Tell systemd (Type=notify units: contrib/porch.service) `state`, "READY=1" once
+    the first workers accept connections; nothing when not started by systemd.  The
+    sd_notify protocol is one datagram to $NOTIFY_SOCKET (a path, or "@" for Linux's
+    abstract namespace)."""
+    import socket
+
+    where = os.environ.get("NOTIFY_SOCKET")
+    if not where:
+        return
+    address = "\0" + where[1:] if where.startswith("@") else where
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(state.encode(), address)
+    except OSError:
+        pass  # systemd gone or the socket wrong: serving matters more

@@ -124,7 +124,8 @@ class Server:
             self.limits.reap()
         if self.runtime.health is not None:
             self.runtime.health.poll()  # probe results from the supervisor (upstream/prober.py)
-        self.runtime.access_log.flush()
+        for log in self.runtime.access_logs:  # [porch]'s and the sites' own
+            log.flush()
         if self.runtime.tls is not None:
             self.runtime.tls.refresh()  # certificate files changed, leaves due
 
@@ -183,7 +184,10 @@ class Server:
             target.close_all()
         if self.limits is not None:
             self.limits.release_all()
-        self.runtime.access_log.close()
+        for log in self.runtime.access_logs:
+            log.close()
+        for log in self.runtime.error_logs[1:]:  # the sites' own; [porch]'s is the worker's to close
+            log.close()
 
     def _cut(self, timeout: float) -> None:
         """The drain ran out of time: cut what is still open, and say so once."""

@@ -4,6 +4,8 @@
 from porch.server.client cimport ClientConnection
 from porch.upstream.connection cimport UpstreamConnection
 from porch.runtime cimport RouteRuntime, Runtime, SiteRuntime
+from porch.observability.accesslog cimport AccessLog
+from porch.observability.stats cimport RouteStats
 from porch.upstream.pool cimport Target
 from porch.pipeline cimport Chain
 from porch.http.model cimport Headers, RequestHead
@@ -59,3 +61,5 @@ cdef class Exchange:
     cpdef flush(self)
     cpdef on_response_end(self)
     cpdef finish(self)
+    @cython.locals(route=RouteRuntime, log=AccessLog, stats=RouteStats)
+    cpdef account(self, double now)

@@ -292,7 +292,7 @@ class Exchange:
         if source_error is not None:
             self.error = source_error
             if status >= 400 and status != 404:
-                self.runtime.error_log.error(
+                self._error_log().error(
                     cause or source_error.cause, site=self.site, client=self.client_ip, request=self._request_line()
                 )
         # A body we will not read makes the connection unusable afterwards.
@@ -349,8 +349,15 @@ class Exchange:
                            Headers(list(self.headers)))
 
     def log_error(self, policy: str, message: str) -> None:
-        self.runtime.error_log.error(f"{policy}: {message}", site=self.site, client=self.client_ip,
-                                     request=self._request_line())
+        self._error_log().error(f"{policy}: {message}", site=self.site, client=self.client_ip,
+                                request=self._request_line())
+
+    def _error_log(self):
+        """The route's error log (its site's own, or [porch]'s)."""
+        route = self.route
+        if route is not None and route.error_log is not None:
+            return route.error_log
+        return self.runtime.error_log
 
     # -- driving ---------------------------------------------------------------
 
@@ -531,8 +538,10 @@ class Exchange:
     def _target_failed(self, target: Target, cause: str) -> None:
         """Passive health: count the failure; log when it takes the target out."""
         balancer = self.route.balancer
+        target.failures += 1
+        target.last_error = cause
         if balancer.mark_failed(target, self.client.loop.time()):
-            self.runtime.error_log.warn(
+            self._error_log().warn(
                 f"upstream {target.label} taken out for {balancer.fail_timeout:g}s after"
                 f" {balancer.max_fails} failure(s) within {balancer.fail_timeout:g}s: {cause}",
                 site=self.site, route=self.route.path)
@@ -951,7 +960,7 @@ class Exchange:
         self.error = err
         self.out = None  # a head or body not written yet: never written (cut short)
         self._drop_upstream()
-        self.runtime.error_log.error(
+        self._error_log().error(
             err.cause, site=self.site, route=self.route.path if self.route else None,
             upstream=self.chosen.label if self.chosen else None,
             client=self.client_ip, request=self._request_line(),
@@ -1024,8 +1033,22 @@ class Exchange:
                 upstream.close()
         if self.chain.log:
             self._run_logs()
-        self.runtime.access_log.log(self, now)
+        self.account(now)
         client.exchange_finished(self)
+
+    def account(self, now: float) -> None:
+        """The log phase's own part, once per exchange: the access-log line and the
+        route's counters (observability/stats.py), both read from this exchange."""
+        route = self.route
+        log = self.runtime.access_log
+        stats = self.runtime.stats
+        if route is not None:
+            stats = route.stats
+            if route.access_log is not None:  # None: a route built by hand (tests)
+                log = route.access_log
+        log.log(self, now)
+        stats.record(self.status, self.version, self.bytes_in, self.bytes_out, now - self.t_start,
+                     now - self.t_upstream_connect if self.t_upstream_connect > 0.0 else -1.0)
 
     def _run_logs(self) -> None:
         for hook in self.chain.log:

@@ -34,8 +34,11 @@
 - SIGUSR1: reopen the log files, here and in every worker (logrotate's postrotate,
   as nginx's `reopen`).
 
-Supervisor-only services (ACME, later the admin API) plug in through
-server/services.py: objects with async start/reload/stop, run in this loop.
+Supervisor-only services (ACME, health probes) plug in through server/services.py:
+objects with async start/reload/stop, run in this loop.  The admin API
+(server/admin/, `[porch] admin`) runs in this loop too, on its own listener that no
+worker holds: it reloads through `reload(config)`, and adds up the workers' numbers
+(`gather()`, over the control channels) for /metrics and the dashboard.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import os
 import signal
 import socket
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,7 +59,7 @@ from porch.config.model import Config
 from porch.config.load import load  # porch.toml or an nginx file, from its content
 from porch.config.workers import worker_count
 from porch.limits.table import SharedTable
-from porch.observability.errorlog import ErrorLog
+from porch.observability.errorlog import ErrorLog, Recent
 from porch.server import control
 from porch.server.listener import bind_sockets
 from porch.server.services import STOP_TIMEOUT, Service, supervisor_services
@@ -67,6 +71,7 @@ STABLE_AFTER = 10.0  # a worker that ran this long before dying is restarted at 
 BACKOFF_MAX = 30.0
 KILL_MARGIN = 5.0  # SIGKILL a draining worker this long after its drain timeout
 DRAIN_ACK_TIMEOUT = 5.0  # a reload waits this long for old workers to stop accepting
+GATHER_TIMEOUT = 1.0  # a scrape waits this long for each worker's numbers
 
 
 class StartError(Exception):
@@ -188,6 +193,8 @@ class WorkerProcess:
         self.draining: asyncio.Future[None] = loop.create_future()  # after stop(): not accepting
         self.retiring = False  # told to stop: its exit is expected
         self.error = ""  # why it could not start, as it said
+        self.snapshot: dict | None = None  # its latest numbers (server/snapshot.py)
+        self._asked: list[asyncio.Future[None]] = []  # scrapes waiting for them
         self._buf = b""
         self._on_exit = on_exit
         loop.add_reader(self.ctl.fileno(), self._readable)
@@ -235,6 +242,13 @@ class WorkerProcess:
             except ProcessLookupError:
                 pass
 
+    def ask_metrics(self, since: int) -> asyncio.Future[None]:
+        """Ask for its numbers; the future is done when they are in `snapshot`."""
+        waiter = self.loop.create_future()
+        self._asked.append(waiter)
+        self._send(f"metrics {since}")
+        return waiter
+
     def _send(self, line: str) -> None:
         try:
             self.ctl.send(line.encode() + b"\n")
@@ -252,8 +266,14 @@ class WorkerProcess:
             self.loop.remove_reader(self.ctl.fileno())
             return
         self._buf += data
+        self._lines()
+
+    def _lines(self) -> None:
         while b"\n" in self._buf:
             line, self._buf = self._buf.split(b"\n", 1)
+            if line.startswith(b"metrics "):
+                self._metrics(line[8:])
+                continue
             text = line.decode("utf-8", "replace")
             if text == "draining":
                 if not self.draining.done():
@@ -270,6 +290,30 @@ class WorkerProcess:
                     self.error = text[6:]
                 self.ready.set_result(self.error)
 
+    def _metrics(self, data: bytes) -> None:
+        try:
+            snapshot = json.loads(data)
+        except ValueError:
+            return
+        if isinstance(snapshot, dict):
+            self.snapshot = snapshot
+        for waiter in self._asked:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._asked.clear()
+
+    def _drain_ctl(self) -> None:
+        """Read what the worker wrote before it exited (its final numbers)."""
+        while True:
+            try:
+                data = self.ctl.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            self._buf += data
+        self._lines()
+
     async def _poll(self) -> None:
         while self.proc.poll() is None:
             await asyncio.sleep(0.2)
@@ -285,7 +329,11 @@ class WorkerProcess:
             self._pidfd = -1
         if self.ctl.fileno() >= 0:
             self.loop.remove_reader(self.ctl.fileno())
+            self._drain_ctl()
             self.ctl.close()
+        for waiter in self._asked:
+            if not waiter.done():
+                waiter.set_result(None)
         if not self.ready.done():
             self.ready.set_result(f"it exited ({exit_cause(code)}) before accepting connections")
         if not self.draining.done():
@@ -313,10 +361,21 @@ class Supervisor:
         self._stop: asyncio.Future[str] | None = None  # "drain" or "now"
         self._reloading: asyncio.Task | None = None
         self._reload_again = False
+        self._reload_lock = asyncio.Lock()  # SIGHUP's reload and the admin API's POST /load
         self.started = False  # the first workers accept connections
         # Rate-limit and connection counters every worker maps (limits/table.py): made
         # once, kept across reloads, so a reload forgets no client's count.
         self.counters = SharedTable.create()
+        # For the admin API (server/admin/): the counts of workers gone (added up when
+        # they exit), reload outcomes, and recent warn/error lines from every process.
+        from porch.server.admin.collect import Counts
+
+        self.retired = Counts()
+        self.reloads = {"ok": 0, "failed": 0}
+        self.log.recent = Recent()
+        self.recent: deque[tuple[float, str, str, int]] = deque(maxlen=100)  # (time, level, line, pid)
+        self._seen: dict[int, int] = {}  # pid -> the last error line's number taken from it
+        self.admin = None  # server/admin/api.py AdminServer, when [porch] admin is set
 
     # -- life cycle --------------------------------------------------------------
 
@@ -367,12 +426,14 @@ class Supervisor:
             self.log.error(f"cannot start: {err}".replace("\n", "; "))
             raise StartError(str(err)) from None
         self.started = True
+        control.notify("READY=1")  # systemd Type=notify: serving now
         if self._reload_again:  # SIGHUP while starting
             self.request_reload()
         self.log.info(f"porch serving {len(config.sites)} site(s) on {_urls(config, wanted)}", pid=os.getpid(),
                       workers=" ".join(str(w.pid) for w in self.workers if w))
         for service in self.services:
             await self._call(service, "start", config, self.storage, self.log)
+        await self._admin(config)
         how = await self._stop
         return await self._shutdown(how)
 
@@ -412,6 +473,8 @@ class Supervisor:
                 w.stop(timeout, "shutdown")
         for service in self.services:
             await self._call(service, "stop", timeout=STOP_TIMEOUT)
+        if self.admin is not None:
+            await self.admin.stop()
         exits = [w.exited for w in self._all_workers()]
         if exits:
             _, pending = await asyncio.wait(exits, timeout=timeout + KILL_MARGIN)
@@ -477,6 +540,10 @@ class Supervisor:
 
     def _worker_exited(self, w: WorkerProcess) -> None:
         code = w.exited.result()
+        if w.snapshot is not None:  # its counts stay in /metrics
+            self.retired.add(w.snapshot)
+            self._take_errors(w.snapshot)
+            w.snapshot = None
         if w in self.retiring:
             self.retiring.discard(w)
             if code != 0 and not self.stopping:
@@ -567,31 +634,42 @@ class Supervisor:
         finally:
             self._reloading = None
 
-    async def reload(self) -> tuple[bool, str]:
-        """Reload the config file; (ok, message).  The outcome is also logged and
-        written for `porch reload` (server/control.py)."""
+    async def reload(self, config: Config | None = None) -> tuple[bool, str]:
+        """Reload the config file, or serve `config` (the admin API's POST /load, checked
+        already); (ok, message).  The outcome is also logged and written for `porch
+        reload` (server/control.py)."""
         started = time.monotonic()
-        try:
-            ok, message = True, await self._reload()
-            self.log.info(message)
-        except ReloadError as err:
-            ok, message = False, str(err)
-            # The error log is one line per event: the problems joined.
-            self.log.error("reload failed, still serving the previous config: " + message.replace("\n", "; "))
+        async with self._reload_lock:
+            try:
+                ok, message = True, await self._reload(config)
+                self.log.info(message)
+            except ReloadError as err:
+                ok, message = False, str(err)
+                # The error log is one line per event: the problems joined.
+                self.log.error("reload failed, still serving the previous config: " + message.replace("\n", "; "))
+        self.reloads["ok" if ok else "failed"] += 1
         try:
             control.write_result(self.storage, started, ok, message)
         except StorageError as err:
             self.log.error(f"cannot write the reload outcome: {err}")
         return ok, message
 
-    async def _reload(self) -> str:
-        try:
-            config = load(self.path)
-        except ConfigError as err:
-            raise ReloadError(invalid_config_message(self.path, err, located=False)) from None
+    def check_reloadable(self, config: Config) -> None:
+        """ReloadError if `config` cannot replace the running one whatever happens."""
         if str(Path(config.porch.state_dir).resolve()) != self.state_dir:
             raise ReloadError(f"porch.state_dir: changed from {self.state_dir} to {config.porch.state_dir}; "
                               "a running porch keeps its state_dir: restart porch to move it")
+
+    async def _reload(self, config: Config | None = None) -> str:
+        source = self.path
+        if config is None:
+            try:
+                config = load(self.path)
+            except ConfigError as err:
+                raise ReloadError(invalid_config_message(self.path, err, located=False)) from None
+        else:
+            source = "the config from the admin API"
+        self.check_reloadable(config)
         wanted = listen_addresses(config)
         try:
             opened = self.listeners.add(wanted, worker_count(config.porch.workers))
@@ -629,7 +707,8 @@ class Supervisor:
             self.log.reopen(config.porch.error_log)
         for service in self.services:
             await self._call(service, "reload", config)
-        return (f"reloaded {self.path}: {len(new)} new worker(s) serving {len(config.sites)} site(s); "
+        await self._admin(config)
+        return (f"reloaded {source}: {len(new)} new worker(s) serving {len(config.sites)} site(s); "
                 f"{len(old)} old one(s) finishing their requests for up to {drain:g}s")
 
     def _kill_stragglers(self, workers: list[WorkerProcess]) -> None:
@@ -637,6 +716,58 @@ class Supervisor:
             if not w.exited.done():
                 self.log.error(f"old {w.name} still draining after drain_timeout: killing it")
                 w.kill()
+
+    # -- the admin API -----------------------------------------------------------
+
+    async def _admin(self, config: Config) -> None:
+        """Start, move or stop the admin listener as `config` says (server/admin/api.py)."""
+        from porch.server.admin.api import AdminServer
+
+        g = config.porch
+        wanted = (g.admin, g.admin_token, g.admin_token_file) if g.admin else None
+        if self.admin is not None and self.admin.settings == wanted:
+            return
+        if self.admin is not None:
+            await self.admin.stop()
+            self.admin = None
+        if wanted is not None:
+            admin = AdminServer(self, wanted)
+            try:
+                await admin.start()
+            except (OSError, ValueError) as err:
+                self.log.error(f"admin API: cannot listen on {g.admin}: {getattr(err, 'strerror', None) or err}")
+                return
+            self.admin = admin
+            self.log.info(f"admin API on {g.admin}")
+
+    async def gather(self) -> list[dict]:
+        """Every live worker's numbers, asked now (up to GATHER_TIMEOUT; a worker that
+        does not answer in time counts with its previous snapshot)."""
+        live = [w for w in self._all_workers() if w.ready.done() and w.ready.result() is None
+                and not w.exited.done()]
+        waiters = [w.ask_metrics(self._seen.get(w.pid, 0)) for w in live]
+        if waiters:
+            await asyncio.wait(waiters, timeout=GATHER_TIMEOUT)
+        snapshots = [w.snapshot for w in live if w.snapshot is not None]
+        for snap in snapshots:
+            self._take_errors(snap)
+        own = self.log.recent
+        if own is not None:
+            self._take_errors({"pid": os.getpid(), "errors": own.since(self._seen.get(os.getpid(), 0))})
+        return snapshots
+
+    def snapshots(self) -> list[dict]:
+        """The workers' latest numbers, as last gathered (nothing asked)."""
+        return [w.snapshot for w in self._all_workers() if w.snapshot is not None]
+
+    def _take_errors(self, snap: dict) -> None:
+        pid = snap.get("pid", 0)
+        seen = self._seen.get(pid, 0)
+        for seq, stamp, level, line in snap.get("errors", ()):
+            if seq > seen:
+                self.recent.append((stamp, level, line, pid))
+                seen = seq
+        self._seen[pid] = seen
 
     # -- services ----------------------------------------------------------------
 

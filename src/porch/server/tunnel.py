@@ -101,7 +101,7 @@ class Tunnel:
             ex.error = error
         if ex.chain.log:
             ex._run_logs()
-        ex.runtime.access_log.log(ex, loop.time())
+        ex.account(loop.time())
         # The ends and the tunnel refer to each other (and through the exchange, an
         # HTTP/2 stream to its end): cycles the worker's rare cyclic collections would
         # leave in memory.  Closed, the tunnel needs none of it (issue 11).

@@ -19,7 +19,11 @@ The control channel (a SOCK_STREAM socket pair, one per worker):
 - worker -> supervisor: `draining\\n` once it has closed its listening sockets after a
   stop: from then on only the other workers accept (a reload is complete only then);
 - supervisor -> worker: `adopt FD\\n` starts accepting on inherited socket FD too (its
-  own worker is dead and waits for a restart), `release FD\\n` stops (it is back).
+  own worker is dead and waits for a restart), `release FD\\n` stops (it is back);
+- supervisor -> worker: `metrics SEQ\\n` asks for its numbers; worker -> supervisor:
+  `metrics JSON\\n` (server/snapshot.py: counters, gauges, error lines after SEQ),
+  also sent once, unasked, when a stop has drained it, so the supervisor keeps its
+  final counts (the admin API's /metrics adds up all workers, past ones too).
 
 Signals sent to the worker itself: SIGTERM drains for shutdown_timeout (a service
 manager may signal the whole process group), SIGQUIT quits at once, SIGUSR1 reopens
@@ -122,6 +126,7 @@ class _Control:
         self.quit: asyncio.Future[None] = loop.create_future()
         self.shutdown_timeout = shutdown_timeout
         self.on_adopt = None  # (adopt: bool, fd) -> None, set once serving
+        self.on_metrics = None  # (seq) -> dict, set once serving
         sock.setblocking(False)
         loop.add_reader(sock.fileno(), self._readable)
 
@@ -164,6 +169,21 @@ class _Control:
             elif words[:1] in (["adopt"], ["release"]) and len(words) == 2 and words[1].isdigit():
                 if self.on_adopt is not None:
                     self.on_adopt(words[0] == "adopt", int(words[1]))
+            elif words[:1] == ["metrics"] and len(words) == 2 and words[1].isdigit():
+                if self.on_metrics is not None:
+                    self.send_metrics(int(words[1]))
+
+    def send_metrics(self, since: int) -> None:
+        """Send the snapshot whole: tens of kilobytes may not fit the socket buffer at
+        once, and a line cut in two would be lost; the supervisor reads it at once."""
+        line = b"metrics " + json.dumps(self.on_metrics(since), separators=(",", ":")).encode() + b"\n"
+        try:
+            self.sock.settimeout(2.0)
+            self.sock.sendall(line)
+        except OSError:
+            pass  # the supervisor is gone or stuck: it goes without these numbers
+        finally:
+            self.sock.setblocking(False)
 
 
 async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
@@ -173,6 +193,7 @@ async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
     from porch.server.limits import connection_limits
     from porch.server.listener import Server
     from porch.server.mux import mux_settings
+    from porch.server.snapshot import snapshot
 
     loop = asyncio.get_running_loop()
     g = spec.config.porch
@@ -206,6 +227,7 @@ async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
     await server.listen(plain, tls)
     adopter = _Adopter(loop, server, spec, runtime.tls is not None)
     ctl.on_adopt = adopter.request
+    ctl.on_metrics = lambda since: snapshot(server, since)
     loop.add_signal_handler(signal.SIGTERM, ctl.request_stop, g.shutdown_timeout, "SIGTERM")
     loop.add_signal_handler(signal.SIGQUIT, ctl.request_quit)
     loop.add_signal_handler(signal.SIGUSR1, _reopen_logs, server)
@@ -232,6 +254,7 @@ async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
     await asyncio.wait([drain, ctl.quit], return_when=asyncio.FIRST_COMPLETED)
     if ctl.quit.done() and not drain.done():
         _quit_now(server)
+    ctl.send_metrics(0)  # the final counts (a blocking-free send: a few kilobytes)
     log.close()
     return 0
 
@@ -294,15 +317,18 @@ class _Adopter:
 def _reopen_logs(server: Server) -> None:
     """SIGUSR1 (the supervisor passes its own on): the log files, opened again."""
     runtime = server.runtime
-    runtime.error_log.reopen_file()
-    problem = runtime.access_log.reopen()
-    if problem is not None:
-        runtime.error_log.error(problem)
+    for log in runtime.error_logs:
+        log.reopen_file()
+    for access in runtime.access_logs:
+        problem = access.reopen()
+        if problem is not None:
+            runtime.error_log.error(problem)
 
 
 def _quit_now(server) -> None:
     """Stop at once: what is logged so far is written, connections die with us."""
-    server.runtime.access_log.flush()
+    for log in server.runtime.access_logs:
+        log.flush()
     if server.limits is not None:
         server.limits.release_all()  # the connections die with us: stop counting them
     os._exit(1)

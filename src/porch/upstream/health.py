@@ -12,9 +12,11 @@ Active: a target is up until `fall` probes in a row fail, then down until `rise`
 probes in a row succeed (nginx plus health_check passes/fails, HAProxy rise/fall).
 
 The state file (`upstream/health.json` in state_dir, written atomically by the
-supervisor's prober, upstream/prober.py): {"down": ["http://10.0.0.5:8080", ...]},
-target addresses (scheme://host:port) whose probes say down.  Workers stat it each
-sweep (server/listener.py) and read it when it changed.
+supervisor's prober, upstream/prober.py): {"down": ["http://10.0.0.5:8080", ...],
+"drained": [...]}, target addresses (scheme://host:port) whose probes say down, and
+those an operator drained (the admin API's POST /upstreams/TARGET/drain).  Workers
+stat it each sweep (server/listener.py) and read it when it changed; either list
+takes a target out of rotation for new requests (those in flight finish).
 """
 
 from __future__ import annotations
@@ -69,15 +71,20 @@ def after_probe(state: ProbeState, ok: bool, rise: int, fall: int, error: str = 
     return True
 
 
-def encode_state(down: set[str]) -> bytes:
-    return json.dumps({"down": sorted(down)}).encode() + b"\n"
+def encode_state(down: set[str], drained: set[str] | frozenset[str] = frozenset()) -> bytes:
+    return json.dumps({"down": sorted(down), "drained": sorted(drained)}).encode() + b"\n"
 
 
 def decode_state(data: bytes | None) -> set[str]:
-    """The addresses the file says are down; none for a missing or foreign file."""
+    """The addresses the file takes out of rotation (down or drained); none for a
+    missing or foreign file."""
     try:
         record = json.loads(data or b"{}")
     except ValueError:
         return set()
-    down = record.get("down") if isinstance(record, dict) else None
-    return {item for item in down if isinstance(item, str)} if isinstance(down, list) else set()
+    out: set[str] = set()
+    for key in ("down", "drained"):
+        items = record.get(key) if isinstance(record, dict) else None
+        if isinstance(items, list):
+            out |= {item for item in items if isinstance(item, str)}
+    return out

@@ -14,6 +14,8 @@ cdef class Target:
     cdef public list idle
     cdef public str host, label, address
     cdef public int port, fails
+    cdef public long long failures
+    cdef public str last_error
     cdef public Py_ssize_t active
     cdef public bint probe_up
     cdef public double down_until, fail_start

@@ -50,7 +50,7 @@ class Target:
     """One upstream address and its pool of idle keep-alive connections."""
 
     __slots__ = ("spec", "host", "port", "label", "address", "ssl", "server_hostname", "idle", "down_until",
-                 "error_log", "fails", "fail_start", "probe_up", "active")
+                 "error_log", "fails", "fail_start", "probe_up", "active", "failures", "last_error")
 
     def __init__(self, spec: UpstreamTarget, tls: ssl.SSLContext | None = None,
                  server_hostname: str | None = None, error_log: ErrorLog | None = None) -> None:
@@ -74,6 +74,8 @@ class Target:
         self.fail_start = 0.0
         self.probe_up = True
         self.active = 0  # requests in flight on it (least_conn, random_two)
+        self.failures = 0  # passive health failures since start (/metrics, /upstreams)
+        self.last_error = ""  # the latest one's cause
 
     def take_idle(self, now: float) -> Pooled | None:
         """The most recently used live connection, or None.  LIFO keeps few warm."""

@@ -118,6 +118,16 @@ class HealthService:
         self.tasks: dict[str, tuple[tuple, asyncio.Task]] = {}  # address -> (settings, its loop)
         self.storage: Storage | None = None
         self.log: ErrorLog | None = None
+        # Out of rotation by the operator's word (admin API), by address, kept across
+        # reloads; forgotten when Porch restarts.
+        self.drained: set[str] = set()
+
+    def drain(self, address: str, on: bool = True) -> None:
+        """Take `address` out of rotation (`on`), or put it back; the workers learn it
+        from the state file within a sweep (half a second)."""
+        (self.drained.add if on else self.drained.discard)(address)
+        self.log.info(f"upstream {address} {'drained: no new requests go to it' if on else 'back in rotation'}")
+        self._write()
 
     async def start(self, config: Config, storage: Storage, log: ErrorLog) -> None:
         self.storage, self.log = storage, log
@@ -170,6 +180,6 @@ class HealthService:
     def _write(self) -> None:
         down = {address for address, state in self.states.items() if not state.up}
         try:
-            self.storage.put(STATE_KEY, encode_state(down), mode=0o644)
+            self.storage.put(STATE_KEY, encode_state(down, self.drained), mode=0o644)
         except StorageError as err:
             self.log.error(f"cannot write the upstream health state: {err}")

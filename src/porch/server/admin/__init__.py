@@ -1,0 +1,1 @@
+"""The admin API, /metrics and the dashboard, served by the supervisor (api.py)."""
