@@ -37,6 +37,7 @@ what it returns or by changing the heads it is given.  If a policy needs somethi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
@@ -85,19 +86,46 @@ _RANK = {name: i for i, name in enumerate(ORDER)}
 PHASES = ("request", "upstream_request", "response", "response_body", "log")
 
 
+class FileBody:
+    """A response body read from an open file: `length` bytes of `fd` from `offset`.
+
+    The exchange that answers with it owns `fd` from then on: it streams the bytes
+    with flow control (never the whole file in memory) and closes `fd` when the
+    response ends, is cut, or is never sent (HEAD, a client gone)."""
+
+    __slots__ = ("fd", "offset", "length")
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.length = length
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+
 class Reply:
     """An answer Porch gives itself, from a `request` hook: status, extra header
-    fields (Content-Type and Content-Length are Porch's), body, and the cause the
-    error log gets for a 4xx/5xx (nothing is logged when it is empty)."""
+    fields, body, and the cause the error log gets for a 4xx/5xx (nothing is logged
+    when it is empty).
 
-    __slots__ = ("status", "headers", "body", "cause")
+    Without `content_type`, the body is a short text (None: Porch's standard body for
+    the status) sent as text/plain.  With it, the body is content: bytes or a
+    `FileBody`, sent with that Content-Type.  Content-Length and Connection are
+    Porch's; a 204 or 304 goes without body, Content-Type or Content-Length
+    (RFC 9110 15.3.5, 15.4.5)."""
 
-    def __init__(self, status: int, body: bytes | None = None, headers: Headers | None = None,
-                 cause: str = "") -> None:
+    __slots__ = ("status", "headers", "body", "cause", "content_type")
+
+    def __init__(self, status: int, body: bytes | FileBody | None = None, headers: Headers | None = None,
+                 cause: str = "", content_type: bytes | None = None) -> None:
         self.status = status
-        self.body = body  # None: Porch's standard body for the status
+        self.body = body
         self.headers = Headers() if headers is None else headers
         self.cause = cause
+        self.content_type = content_type
 
 
 class Context(Protocol):

@@ -1,9 +1,12 @@
 # Typed fields and C-level methods for the compiled build (setup.py); the .py is the code.
 cdef class PathTable:
-    cdef public tuple entries
-    cdef public frozenset slashless
+    cdef public tuple entries, patterns
+    cdef public frozenset slashless, stops
+    cdef public dict exact
+    cdef public bint nginx
 
     cpdef match(self, bytes path)
+    cpdef _select(self, bytes path)
     cpdef bint needs_slash(self, bytes path)
 
 

@@ -2,13 +2,24 @@
 
 Host lookup (nginx server_name order, minus regexes): exact name, then the longest
 matching `*.suffix` wildcard, then the catch-all site, else no site (404: never
-"first site wins").  Path lookup: longest matching prefix.  A prefix route "/app/"
-also answers "/app" with a 301 to "/app/" (nginx does the same for a location with a
-trailing slash when it proxies).
+"first site wins").  A prefix route "/app/" also answers "/app" with a 301 to "/app/"
+(nginx does the same for a location with a trailing slash when it proxies).
+
+Path lookup, as nginx picks a location (ngx_http_core_find_location):
+1. an exact route (`exact = "/x"`, nginx `location = /x`) for exactly this path wins;
+2. else the longest matching prefix route is remembered; if it has `priority =
+   "prefix"` (nginx `^~`), it wins;
+3. else the pattern routes (`regex`, nginx `~` / `~*`, and `match` globs), in file
+   order: the first that matches wins;
+4. else the remembered prefix route, or none (404).
+A site with prefix routes only (the common case) pays one flag test over the plain
+longest-prefix loop.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import TypeVar
 
 from porch.http.h1 import split_host
@@ -21,30 +32,110 @@ R = TypeVar("R")
 
 
 class PathTable:
-    """Prefix -> route, longest prefix first.  Not changed after `build`.
-    (Generic in R by its annotations; compiled, an extension type: routing.pxd.)"""
+    """Path -> route, in nginx's location order (module docstring).  Not changed after
+    `build`.  (Generic in R by its annotations; compiled, an extension type: routing.pxd.)"""
 
-    def __init__(self, entries: tuple[tuple[bytes, R], ...], slashless: frozenset[bytes]) -> None:
-        self.entries = entries
+    def __init__(self, entries: tuple[tuple[bytes, R], ...], slashless: frozenset[bytes],
+                 exact: dict[bytes, R] | None = None,
+                 patterns: tuple[tuple[Callable[[bytes], object], R], ...] = (),
+                 stops: frozenset[bytes] = frozenset()) -> None:
+        self.entries = entries  # prefix routes, longest first
         self.slashless = slashless  # "/app" for every "/app/" prefix without its own route
+        self.exact = exact or {}
+        self.patterns = patterns  # (test, route) in file order
+        self.stops = stops  # prefixes with priority = "prefix" (nginx ^~)
+        self.nginx = bool(self.exact or patterns)  # else: longest prefix, nothing more
 
     @classmethod
-    def build(cls, routes: dict[bytes, R]) -> PathTable[R]:
+    def build(cls, routes: dict[bytes, R], exact: dict[bytes, R] | None = None,
+              patterns: tuple[tuple[Callable[[bytes], object], R], ...] = (),
+              stops: frozenset[bytes] = frozenset()) -> PathTable[R]:
+        """`routes`: prefix -> route; `exact`: path -> route; `patterns`: (test, route)
+        in file order (`matcher` makes the tests); `stops`: prefixes that win over
+        patterns."""
         entries = tuple(sorted(routes.items(), key=lambda kv: len(kv[0]), reverse=True))
+        exact = exact or {}
         slashless = frozenset(
-            p[:-1] for p in routes if len(p) > 1 and p.endswith(b"/") and p[:-1] not in routes
+            p[:-1] for p in routes
+            if len(p) > 1 and p.endswith(b"/") and p[:-1] not in routes and p[:-1] not in exact
         )
-        return cls(entries, slashless)
+        return cls(entries, slashless, exact, patterns, stops)
 
     def match(self, path: bytes) -> R | None:
+        if self.nginx:
+            return self._select(path)
         for prefix, route in self.entries:
             if path.startswith(prefix):
                 return route
         return None
 
+    def _select(self, path: bytes) -> R | None:
+        """nginx's order (module docstring), for a table with exact or pattern routes."""
+        found = self.exact.get(path)
+        if found is not None:
+            return found
+        longest = None
+        for prefix, route in self.entries:
+            if path.startswith(prefix):
+                if prefix in self.stops:
+                    return route
+                longest = route
+                break
+        for test, route in self.patterns:
+            if test(path) is not None:
+                return route
+        return longest
+
     def needs_slash(self, path: bytes) -> bool:
         """True when `path` is a prefix route's name without its trailing slash."""
         return path in self.slashless
+
+
+def glob_regex(glob: str) -> str:
+    """A path glob as a regular expression, anchored at both ends: `*` any run of
+    characters ("/" too: `*.css` is every .css path), `?` one character, `[...]` a
+    class (`[!...]` negated), `{a,b}` alternatives (not nested).  ValueError names
+    what is wrong (an unclosed brace or bracket, a nested brace)."""
+    out, i, depth = [], 0, 0
+    while i < len(glob):
+        c = glob[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            end = glob.find("]", i + 2)
+            if end < 0:
+                raise ValueError(f"a [ at {i} has no ]")
+            body = glob[i + 1:end]
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = end
+        elif c == "{":
+            if depth:
+                raise ValueError(f"a {{ at {i} inside another {{...}}; braces do not nest")
+            depth = 1
+            out.append("(?:")
+        elif c == "}" and depth:
+            depth = 0
+            out.append(")")
+        elif c == "," and depth:
+            out.append("|")
+        else:
+            out.append(re.escape(c))
+        i += 1
+    if depth:
+        raise ValueError("a { has no }")
+    return "".join(out) + r"\Z"
+
+
+def matcher(kind: str, pattern: str, case: bool = True) -> Callable[[bytes], object]:
+    """The test of a pattern route on the clean path (None: no match): `kind` "regex"
+    (searched anywhere, as nginx's ~; `case` False is ~*) or "glob" (the whole path)."""
+    if kind == "glob":
+        return re.compile(glob_regex(pattern).encode()).match
+    return re.compile(pattern.encode(), 0 if case else re.IGNORECASE).search
 
 
 S = TypeVar("S")

@@ -309,18 +309,21 @@ def test_route_path_problems(path, message):
 
 def test_route_without_path():
     assert problem('[[site]]\nproxy = "http://x:1"\n[[site.route]]\nstrip_prefix = true\n') == (
-        'site[0].route[0]: no path (add path = "/prefix/" to the route)'
+        'site[0].route[0]: no path (add path = "/prefix/" to the route, or exact = "/page",'
+        ' regex = "\\\\.png$" or match = "*.png")'
     )
 
 
 def test_route_without_any_proxy():
     text = '[[site]]\n[[site.route]]\npath = "/a/"\nproxy = "http://a:1"\n[[site.route]]\npath = "/b/"\n'
-    assert problem(text) == 'site[0].route[1]: no proxy (add proxy = "http://host:port" to the route or the site)'
+    assert problem(text) == ('site[0].route[1]: no proxy (add proxy = "http://host:port" to the route or the site,'
+                             ' or root = "/var/www/..." for static files)')
 
 
 def test_site_without_proxy_or_routes():
     assert problem('[[site]]\nhosts = "a.org"\n') == (
-        'site[0]: no proxy (add proxy = "http://host:port" to the site, or [[site.route]] tables)'
+        'site[0]: no proxy (add proxy = "http://host:port" to the site, root = "/var/www/..."'
+        ' for static files, or [[site.route]] tables)'
     )
 
 
@@ -441,7 +444,7 @@ def test_tls_protocols_and_ciphers():
         (SITE + "colour = 1\n", (
             "site[0].colour: unknown key (expected one of: hosts, tls, redirect_http, hsts, proxy, strip_prefix,"
             " upstream_host, allow_trace, upstream_proxy_protocol, access_log, access_log_format, balance, max_fails, fail_timeout, retries, health, upstream_tls, max_body, header_timeout, body_timeout, upstream_connect_timeout, upstream_timeout,"
-            " tunnel_idle_timeout, request_headers, response_headers, security_headers, basic_auth, expires, compress, rate_limit, allow, deny, acme_challenge, on_certificate, bundles, error_log, listen, route)"
+            " tunnel_idle_timeout, request_headers, response_headers, security_headers, basic_auth, expires, compress, rate_limit, allow, deny, root, acme_challenge, on_certificate, bundles, error_log, listen, route)"
         )),
         ("http_port = 8080\n" + SITE, "http_port: not a top-level key (write it in [porch])"),
         (SITE + "http_port = 8080\n", "site[0].http_port: not a site key (write it in [porch])"),
@@ -491,7 +494,8 @@ def test_all_problems_are_reported_in_file_order():
         'site[0].proxy: "htp://x" is not an http:// or https:// URL (write it as http://host:port)',
         'site[1].max_body: "lots" is not a size (write bytes as 1048576 or with a unit: 64k, 20M, 1G (1024-based))',
         'site[1].hosts: "a.org" is also in site[0]; a host may belong to one site only',
-        'site[1]: no proxy (add proxy = "http://host:port" to the site, or [[site.route]] tables)',
+        'site[1]: no proxy (add proxy = "http://host:port" to the site, root = "/var/www/..."'
+        ' for static files, or [[site.route]] tables)',
     ]
 
 

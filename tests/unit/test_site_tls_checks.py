@@ -154,9 +154,9 @@ def test_port_80_or_no_acme_site_gives_no_warning():
 
 
 @pytest.mark.parametrize("path", [r"~* \\.(jpg|png)$", r"^/api/", r"\\.php$", r"/static/.*\\.css$"])
-def test_regex_looking_path_says_regex_paths_are_not_supported_yet(path):
+def test_regex_looking_path_points_to_the_regex_key(path):
     (found,) = problems(f'[[site]]\nhosts = ["example.org"]\n{UP}[[site.route]]\npath = "{path}"\n')
-    assert "looks like a regular expression" in found and 'regex = "..."' in found
+    assert "looks like a regular expression" in found and 'write regex = "' in found and "match = " in found
     assert 'write "/' not in found
 
 

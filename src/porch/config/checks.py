@@ -105,9 +105,9 @@ def regex_path_problem(value: str) -> str | None:
     "write /~* ..."."""
     if not _REGEX_HINTS.search(value):
         return None
-    return (f"{_quote(value)} looks like a regular expression; route paths are prefixes, and"
-            " regex paths are not supported yet (they come with the policies work, as a"
-            ' route matcher regex = "..."): use a prefix such as "/images/" for now')
+    return (f"{_quote(value)} looks like a regular expression; route paths are prefixes:"
+            ' write regex = "\\\\.(jpg|png)$" (nginx ~; add regex_case = false for ~*),'
+            ' match = "*.{jpg,png}" (a glob), or a prefix such as "/images/"')
 
 
 def _quote(value: str) -> str:

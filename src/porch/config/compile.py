@@ -15,7 +15,7 @@ from porch.http.forwarding import TrustedProxies
 from porch.observability.accesslog import AccessLog
 from porch.observability.errorlog import ErrorLog, Recent
 from porch.observability.stats import PolicyMetrics
-from porch.routing import HostTable, PathTable
+from porch.routing import HostTable, PathTable, matcher
 from porch.runtime import RouteRuntime, Runtime, SiteRuntime
 from porch.pipeline import Policy, compile_chain
 from porch.policies import acme_challenge, registry, strip_prefix
@@ -150,14 +150,37 @@ def _compile_site(site: Site, targets: _Targets, env: registry.Env, tls: TlsServ
         # asks for HTTP-01 on port 80, here: Porch's tokens are answered, the rest
         # go on to this site's upstream (Snikket answers its own).
         policies.append(acme_challenge.AcmeChallenge(env.storage, "upstream"))
-    error_log = logs.error_log(site.error_log)
-    routes = {r.path.encode(): _compile_route(site, r, targets, policies, env,
-                                              logs.access_log(r.access_log, r.access_log_format), error_log)
-              for r in site.routes}
-    logs.routes += routes.values()
-    only = routes.get(b"/") if len(routes) == 1 else None
-    return SiteRuntime(name=site.name, paths=PathTable.build(routes), root_only=only,
+    paths = _path_table(site, targets, policies, env, logs)
+    only = None  # the site's one route when it is the prefix "/": routed without a lookup
+    if len(site.routes) == 1 and not paths.nginx and paths.entries and paths.entries[0][0] == b"/":
+        only = paths.entries[0][1]
+    return SiteRuntime(name=site.name, paths=paths, root_only=only,
                        chain=compile_chain(policies + registry.build(site.policies, env)))
+
+
+def _path_table(site: Site, targets: _Targets, policies: list[Policy], env: registry.Env,
+                logs: _Logs) -> PathTable:
+    """The site's routes by matcher kind (routing.py: nginx's location order), each
+    with its own log files or its site's."""
+    prefixes: dict[bytes, RouteRuntime] = {}
+    exact: dict[bytes, RouteRuntime] = {}
+    patterns = []
+    stops = set()
+    error_log = logs.error_log(site.error_log)
+    for r in site.routes:
+        compiled = _compile_route(site, r, targets, policies, env,
+                                  logs.access_log(r.access_log, r.access_log_format), error_log)
+        logs.routes.append(compiled)
+        m = r.matcher
+        if m is None:
+            prefixes[r.path.encode()] = compiled
+            if r.priority_prefix:
+                stops.add(r.path.encode())
+        elif m.kind == "exact":
+            exact[m.pattern.encode()] = compiled
+        else:
+            patterns.append((matcher(m.kind, m.pattern, m.case), compiled))
+    return PathTable.build(prefixes, exact, tuple(patterns), frozenset(stops))
 
 
 def _site_policies(site: Site, storage: Storage, tls: TlsService | None, https_port: int) -> list[Policy]:

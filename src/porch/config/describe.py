@@ -148,8 +148,10 @@ def _tls(site: Site, state_dir: str) -> str:
 
 def _route(route: Route, width: int) -> list[str]:
     """The route's line, and a second one with its upstream TLS if it has https:// upstreams."""
-    upstreams = ", ".join(target_text(target) for target in route.upstreams)
+    upstreams = ", ".join(target_text(target) for target in route.upstreams) or "no upstream (root)"
     notes = ["strip_prefix"] if route.strip_prefix else []
+    if route.priority_prefix:
+        notes.append("priority prefix: regex and match routes do not take its paths (nginx ^~)")
     if route.allow_trace:
         notes.append("allow_trace")
     if route.upstream_proxy_protocol:
@@ -163,7 +165,7 @@ def _route(route: Route, width: int) -> list[str]:
     https = [target.host for target in route.upstreams if target.scheme == "https"]
     if https:
         lines.append(f"  {' ' * width}    upstream tls: {_upstream_tls(route.upstream_tls, https)}")
-    pool = pool_text(route)
+    pool = pool_text(route) if route.upstreams else ""
     if pool:
         lines.append(f"  {' ' * width}    pool: {pool}")
     return lines

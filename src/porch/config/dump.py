@@ -71,16 +71,20 @@ def _site(site: Site, g: Global) -> dict[str, Any]:
 
 
 def _route(route: Route, site: Site) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "path": route.path,
-        "proxy": _proxy(route.upstreams),
-        "strip_prefix": route.strip_prefix,
+    out: dict[str, Any] = _matcher(route)
+    if route.upstreams:  # none: static files only (root)
+        out["proxy"] = _proxy(route.upstreams)
+    if route.matcher is None:  # a matcher route has no prefix to strip or to prefer
+        out["strip_prefix"] = route.strip_prefix
+        if route.priority_prefix:
+            out["priority"] = "prefix"
+    out.update({
         "upstream_host": route.upstream_host,
         "allow_trace": route.allow_trace,
         "upstream_proxy_protocol": _PROXY_PROTOCOL[route.upstream_proxy_protocol],
         "access_log": route.access_log,  # None: [porch]'s
         "access_log_format": route.access_log_format,
-    }
+    })
     out.update((f.name, _plain(f.name, getattr(route.limits, f.name))) for f in fields(Limits))
     if any(t.scheme == "https" for t in route.upstreams):  # else unused, and refused
         out["upstream_tls"] = _upstream_tls(route.upstream_tls)
@@ -94,6 +98,17 @@ def _route(route: Route, site: Site) -> dict[str, Any]:
 
 
 _NONE = object()
+
+
+def _matcher(route: Route) -> dict[str, Any]:
+    """How the route matches (config/matchers.py): path, exact, regex (with
+    regex_case) or match."""
+    m = route.matcher
+    if m is None:
+        return {"path": route.path}
+    if m.kind == "regex":
+        return {"regex": m.pattern, "regex_case": m.case}
+    return {"exact" if m.kind == "exact" else "match": m.pattern}
 
 
 def _proxy(targets: tuple[UpstreamTarget, ...]) -> Any:

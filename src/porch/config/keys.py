@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
-from porch.config import admin, listeners, upstreams
+from porch.config import admin, listeners, matchers, upstreams
 from porch.config.acme_keys import acme_ca, acme_challenge, bundles, command, pem_file
 from porch.config.hosts import hosts, proxy, route_path, upstream_host
 from porch.config.tls_keys import hsts, tls, tls_ciphers, tls_default, tls_protocols, upstream_tls
@@ -75,6 +75,12 @@ def _proxy_protocol_version(value: Any) -> int:
 # Keys a route takes, each (but path) also a site key whose value routes inherit.
 ROUTE_KEYS: dict[str, Parser] = {
     "path": route_path,
+    # route matchers besides path (config/matchers.py, routing.py); route-only
+    "exact": matchers.exact_path,
+    "regex": matchers.regex,
+    "regex_case": boolean,
+    "match": matchers.glob,
+    "priority": matchers.priority,
     "proxy": proxy,
     "strip_prefix": boolean,
     "upstream_host": upstream_host,
@@ -127,7 +133,7 @@ HOME = {
     **dict.fromkeys(SITE_KEYS, "[[site]]"),
     **dict.fromkeys(("access_log", "access_log_format", "error_log"), "[porch], [[site]]"),
     "on_certificate": "[porch] or [[site]]",
-    "path": "[[site.route]]",
+    **dict.fromkeys(matchers.KEYS, "[[site.route]]"),
     "route": "[[site.route]] tables, after their [[site]]",
 }
 

@@ -100,11 +100,26 @@ class Pool:
 
 
 @dataclass(frozen=True)
-class Route:
-    """A path prefix on a site and where it goes."""
+class Matcher:
+    """How a route other than a prefix one matches the path (routing.py: nginx's
+    location order): "exact" (nginx `=`), "regex" (`~`, or `~*` when not `case`),
+    "glob" (`match = "*.{css,js}"`)."""
 
-    path: str  # prefix, always starting with "/"
-    upstreams: tuple[UpstreamTarget, ...]
+    kind: str
+    pattern: str
+    case: bool = True
+
+
+@dataclass(frozen=True)
+class Route:
+    """A path matcher on a site and where it goes."""
+
+    # The prefix, always starting with "/"; for a `matcher` route, its label in
+    # nginx's words ("= /50x.html", "~* \\.png$", "match *.css"), for logs and messages.
+    path: str
+    upstreams: tuple[UpstreamTarget, ...]  # () for a static-only route (root)
+    matcher: Matcher | None = None
+    priority_prefix: bool = False  # priority = "prefix": wins over regex routes (nginx ^~)
     strip_prefix: bool = False
     upstream_host: str | None = None  # Host sent upstream; None = the client's Host
     allow_trace: bool = False  # TRACE passed upstream; else 405 (cross-site tracing)

@@ -25,7 +25,7 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
-from porch.config import admin, checks, listeners, upstreams
+from porch.config import admin, checks, listeners, matchers, upstreams
 from porch.config.errors import ConfigError, Origins, locate
 from porch.config.keys import (GLOBAL_KEYS, GLOBAL_ONLY_KEYS, LIMIT_KEYS, POLICY_KEYS, ROUTE_KEYS,
                                SITE_ACME_KEYS, SITE_KEYS, TOP_KEYS, unknown)
@@ -202,9 +202,11 @@ class _Reader:
         return site, routes
 
     def route_draft(self, where: str, table: Values) -> Values:
+        """The route's values; its "path" is its label when it matches otherwise than by
+        prefix (config/matchers.py)."""
         route = self.read(table, ROUTE_KEYS, where, "a route key")
-        if "path" not in route:
-            self.problem(where, 'no path (add path = "/prefix/" to the route)')
+        for key, message in matchers.draft_problems(table, route):
+            self.problem(f"{where}.{key}" if key else where, message)
         return route
 
     def site_listen(self, i: int, site: Values, g: Global) -> tuple[Listener, ...] | None:
@@ -248,10 +250,11 @@ class _Reader:
         where = f"site[{i}]"
         self.check_paths(where, routes)
         built = [self.route(f"{where}.route[{j}]", site, r, defaults) for j, r in enumerate(routes)]
-        if "proxy" in site and not any(route.get("path") == "/" for route in routes):
+        if ("proxy" in site or "root" in site) and not any(route.get("path") == "/" for route in routes):
             built.append(self.route(where, site, {"path": "/"}, defaults))  # the site's own proxy
         elif not routes:
-            self.problem(where, 'no proxy (add proxy = "http://host:port" to the site, or [[site.route]] tables)')
+            self.problem(where, 'no proxy (add proxy = "http://host:port" to the site, root = "/var/www/..."'
+                         ' for static files, or [[site.route]] tables)')
         if isinstance(site.get("upstream_tls"), dict) and not any(r and _has_https(r.upstreams) for r in built):
             self.problem(f"{where}.upstream_tls", _NO_HTTPS)
         values = _layered([site], SITE_KEYS)
@@ -334,18 +337,28 @@ class _Reader:
 
     def route(self, where: str, site: Values, route: Values, defaults: Values) -> Route | None:
         """The route's values over the site's; None (reported or bad) if incomplete."""
+        policies = registry.merged([_layered([layer], POLICY_KEYS) for layer in (defaults, site, route)])
         if "proxy" not in route and "proxy" not in site:
-            self.problem(where, 'no proxy (add proxy = "http://host:port" to the route or the site)')
-            return None
+            if any(layer.get("root") is BAD for layer in (defaults, site, route)):
+                return None  # its root is bad, and already reported
+            if not self.static_only(where, dict(policies), route):
+                return None
         values = _layered([site, route], ROUTE_KEYS)
-        if "path" not in values or "proxy" not in values:  # bad values, already reported
-            return None
-        https = _has_https(values["proxy"])
+        if "path" not in values or ("proxy" not in values and "root" not in dict(policies)):
+            return None  # bad values, already reported
+        strip = matchers.strip_problem(site, route)
+        if strip:
+            self.problem(where, strip)
+        targets = values.get("proxy", ())
+        https = _has_https(targets)
         tls = self.upstream_tls(where, [defaults, site, route], https)
         built = Route(
             path=values["path"],
-            upstreams=values["proxy"],
-            strip_prefix=values.get("strip_prefix", False),
+            matcher=matchers.matcher(route),
+            priority_prefix=route.get("priority") == "prefix",
+            upstreams=targets,
+            # a matcher route has no prefix to strip (refused above when inherited as true)
+            strip_prefix=values.get("strip_prefix", False) is True and matchers.matcher(route) is None,
             upstream_host=values.get("upstream_host"),
             allow_trace=values.get("allow_trace", False),
             upstream_proxy_protocol=values.get("upstream_proxy_protocol", 0),
@@ -356,11 +369,26 @@ class _Reader:
             upstream_tls=tls if https else UpstreamTLS(),
             pool=upstreams.pool(values),
             key_path=where,
-            policies=registry.merged([_layered([layer], POLICY_KEYS) for layer in (defaults, site, route)]),
+            policies=policies,
         )
         if isinstance(route.get("upstream_tls"), dict) and not _has_https(built.upstreams):
             self.problem(f"{where}.upstream_tls", _NO_HTTPS)
         return built
+
+    def static_only(self, where: str, policies: Values, route: Values) -> bool:
+        """A route without proxy: valid when `root` answers every request (static files
+        only); reported otherwise."""
+        root = policies.get("root")
+        if root is None:
+            self.problem(where, 'no proxy (add proxy = "http://host:port" to the route or the site,'
+                         ' or root = "/var/www/..." for static files)')
+            return False
+        if root.try_files:
+            key = f"{where}.root" if "root" in route else where
+            self.problem(key, "try_files = true falls back to the upstream, and there is no proxy here;"
+                         ' add proxy = "http://host:port", or remove try_files')
+            return False
+        return True
 
     def upstream_tls(self, where: str, layers: list[Values], https: bool) -> UpstreamTLS:
         """The route's `upstream_tls`, key by key (route over site over [porch]).  For a

@@ -216,6 +216,23 @@ def simple_response(
     return b"".join(head) + body
 
 
+def content_head(status: int, content_type: bytes | None, length: int | None, *,
+                 close: bool = False, extra: bytes = b"") -> bytes:
+    """The head of content Porch serves itself (a policy's `Reply` with a content
+    type: static files).  `content_type` or `length` None: that field is left out
+    (a 304 has neither, RFC 9110 15.4.5)."""
+    head = [status_line(status)]
+    if content_type is not None:
+        head += (b"Content-Type: ", content_type, CRLF)
+    if length is not None:
+        head.append(b"Content-Length: %d\r\n" % length)
+    head.append(extra)
+    if close:
+        head.append(b"Connection: close\r\n")
+    head.append(CRLF)
+    return b"".join(head)
+
+
 def transfer_encoding_error(value: bytes) -> int:
     """0 when a request's Transfer-Encoding is exactly "chunked" (any case); else the
     status to answer with.

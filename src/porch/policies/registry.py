@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from porch.pipeline import Policy
-from porch.policies import allow, basic_auth, compress, expires, headers, rate_limit, security
+from porch.policies import allow, basic_auth, compress, expires, headers, rate_limit, root, security
 
 if TYPE_CHECKING:
     from porch.limits.table import CounterTable
@@ -94,6 +94,7 @@ SPECS: tuple[PolicySpec, ...] = (
                dump=rate_limit.dump),
     PolicySpec("allow", allow.parse, allow.build_allow, describe=allow.describe, dump=allow.dump),
     PolicySpec("deny", allow.parse, allow.build_deny, describe=allow.describe, dump=allow.dump),
+    PolicySpec("root", root.parse, root.build, describe=root.describe, dump=root.dump),
 )
 REGISTRY: dict[str, PolicySpec] = {spec.key: spec for spec in SPECS}
 

@@ -272,10 +272,13 @@ class ClientConnection:
     def resume_writing(self) -> None:
         self.write_paused = False
         ex = self.active
-        if ex is not None and ex.upstream is not None:
-            ex.upstream.transport.resume_reading()
-            if ex.request_done:
-                ex.up_deadline = self.loop.time() + ex.route.upstream_timeout
+        if ex is not None:
+            if ex.upstream is not None:
+                ex.upstream.transport.resume_reading()
+                if ex.request_done:
+                    ex.up_deadline = self.loop.time() + ex.route.upstream_timeout
+            elif ex.sending is not None:  # a file waits for room (filesend.py)
+                ex.send_file()
 
     # -- httptools callbacks ---------------------------------------------------
 

@@ -33,6 +33,8 @@ from porch.http.h1 import BODY_CLOSE, BODY_NONE
 from porch.http.h2 import SEND_BUFFER, RequestFields, request_line_problem, response_headers
 from porch.http.model import Headers
 from porch.observability.accesslog import escape
+from porch.pipeline import FileBody
+from porch.server import filesend
 from porch.server.client import _D_NONE, ClientConnection
 from porch.server.proxy import Exchange
 
@@ -326,10 +328,35 @@ class H2Exchange(Exchange):
                  b"content-length", b": ", b"%d" % len(body), b"\r\n", *headers.flat]
         return response_headers(status, lines), (b"" if head_only else body)
 
+    def _render_content(self, status: int, content_type: bytes | None, length: int | None,
+                        body: bytes, headers: Headers) -> object:
+        lines = []
+        if content_type is not None:
+            lines += (b"content-type", b": ", content_type, b"\r\n")
+        if length is not None:
+            lines += (b"content-length", b": ", b"%d" % length, b"\r\n")
+        return response_headers(status, lines + headers.flat), body
+
     def _write_local(self) -> None:
         self.response_started = True
         headers, body = self.local
+        if self.sending is not None:  # a file: DATA frames as the windows allow
+            self.client.send_headers(headers)
+            self.send_file()
+            return
         self._send_whole(headers, body)
+        self.finish()
+
+    def _file_piece(self, body: FileBody) -> int:
+        stream = self.client
+        data = filesend.read(body, min(body.length, filesend.CHUNK))
+        stream.send_data(data)  # paused past SEND_BUFFER (sync_paused): send_file waits
+        stream.conn.want_flush()
+        return len(data)
+
+    def _file_sent(self) -> None:
+        self.client.end()
+        self.client.conn.want_flush()
         self.finish()
 
     def _write_error(self, status: int, body: bytes) -> None:

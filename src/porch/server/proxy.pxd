@@ -24,6 +24,7 @@ cdef class Exchange:
     cdef public str host, site, client_ip, peer_ip
     cdef public bint peer_trusted
     cdef public bytes local_port
+    cdef public object sending
     cdef public object head_error, local, pending, replay, connect_task, out, error, waiting, _vars
     cdef public Chain chain
     cdef public Target chosen, leased, cookie_target

@@ -33,7 +33,8 @@ from porch.http.forwarding import real_client
 from porch.http.target import BadTarget, clean_path, needs_a_look
 from porch.http.upgrade import WEBSOCKET_LINES
 from porch.mux.proxy_protocol import encode_v1, encode_v2
-from porch.pipeline import EMPTY, Reply
+from porch.pipeline import EMPTY, FileBody, Reply
+from porch.server import filesend
 from porch.server.tunnel import Tunnel
 from porch.upstream.connection import UpstreamConnection
 from porch.upstream.tls import tls_failure
@@ -108,6 +109,7 @@ class Exchange:
         self.chain = EMPTY  # the policies that run (pipeline.py): the route's, or the site's
         self.slash = False  # no route, but one for path + "/": redirect there
         self.waiting: asyncio.Future | None = None  # a request hook being awaited
+        self.sending: FileBody | None = None  # a file being streamed to the client (filesend.py)
         self._vars: dict | None = None
         # upstream side
         self.upstream: UpstreamConnection | None = None
@@ -281,14 +283,60 @@ class Exchange:
     def reply(self, reply: Reply) -> None:
         """A policy's answer (pipeline.Reply)."""
         err = None
-        if reply.cause and reply.status >= 400:
-            err = ProxyError(reply.status, "client" if reply.status < 500 else "internal", reply.cause)
-        self.answer(reply.status, reply.cause, reply.body, err, reply.headers)
+        status = reply.status
+        if reply.cause and status >= 400:
+            err = ProxyError(status, "client" if status < 500 else "internal", reply.cause)
+        body = reply.body
+        if reply.content_type is None and type(body) is not FileBody and status != 304 and status != 204:
+            self.answer(status, reply.cause, body, err, reply.headers)
+        else:
+            self._answer_content(reply, err)
+
+    def _answer_content(self, reply: Reply, err: ProxyError | None) -> None:
+        """A policy's answer with content of its own (pipeline.Reply): bytes, or a file
+        streamed once the head is out (`send_file`); none for a 204/304 or a HEAD."""
+        status = reply.status
+        body = reply.body
+        self._note_answer(status, reply.cause, err)
+        empty = status == 204 or status == 304
+        head_only = empty or self.method == b"HEAD"
+        if type(body) is FileBody:
+            length = body.length
+            if head_only or not length:
+                body.close()
+            else:
+                self.sending = body
+            data = b""
+        else:
+            data = b"" if body is None or head_only else body
+            length = len(body or b"")
+        fields = self._local_fields(status, reply.headers)
+        self.local = self._render_content(status, None if empty else reply.content_type,
+                                          None if empty else length, data, fields)
+        self.bytes_out = len(data)
+        self.status = status
+
+    def _render_content(self, status: int, content_type: bytes | None, length: int | None,
+                        body: bytes, headers: Headers) -> object:
+        """Porch's own content answer, as `_write_local` writes it (HTTP/2: h2stream.py)."""
+        return h1.content_head(status, content_type, length, close=not self.keep_alive,
+                               extra=headers.wire()) + body
 
     def answer(self, status: int, cause: str, body: bytes | None = None,
                source_error: ProxyError | None = None, headers: Headers | None = None) -> None:
         """Prepare a response Porch gives itself instead of proxying: `headers` are
         its fields besides Content-Type, Content-Length and Connection."""
+        self._note_answer(status, cause, source_error)
+        if body is None:
+            body = h1.error_body(status)
+        head_only = self.method == b"HEAD"
+        self.local = self._render_local(status, body, self._local_fields(status, headers), head_only)
+        self.bytes_out = 0 if head_only else len(body)  # as nginx's $body_bytes_sent
+        self.status = status
+
+    def _note_answer(self, status: int, cause: str, source_error: ProxyError | None) -> None:
+        """What every answer of Porch's own does first: its error logged, and the
+        connection's end decided."""
         if source_error is not None:
             self.error = source_error
             if status >= 400 and status != 404:
@@ -298,12 +346,6 @@ class Exchange:
         # A body we will not read makes the connection unusable afterwards.
         if self.content_length or self.chunked or status in (400, 408, 413, 431, 505):
             self.keep_alive = False
-        if body is None:
-            body = h1.error_body(status)
-        head_only = self.method == b"HEAD"
-        self.local = self._render_local(status, body, self._local_fields(status, headers), head_only)
-        self.bytes_out = 0 if head_only else len(body)  # as nginx's $body_bytes_sent
-        self.status = status
 
     def _local_fields(self, status: int, headers: Headers | None) -> Headers:
         """The fields of Porch's own answer, after the policies' response hooks."""
@@ -378,6 +420,53 @@ class Exchange:
     def _write_local(self) -> None:
         self.response_started = True
         self.client.transport.write(self.local)
+        if self.sending is not None:
+            self.send_file()
+        else:
+            self.finish()
+
+    # -- a file body (pipeline.FileBody, server/filesend.py) ---------------------
+
+    def send_file(self) -> None:
+        """Stream `sending` after the head: pieces while the client takes them, at most
+        filesend.TURN bytes a loop turn; paused, `resume_writing` calls this again."""
+        body = self.sending
+        client = self.client
+        budget = filesend.TURN
+        while body is not None and not self.done:
+            if not body.length:
+                self.sending = None
+                body.close()
+                self._file_sent()
+                return
+            if client.write_paused:
+                return
+            if budget <= 0:
+                client.loop.call_soon(self.send_file)
+                return
+            try:
+                sent = self._file_piece(body)
+            except OSError as exc:
+                self.fail(ProxyError(0, "internal", f"reading the file failed: {exc}"))
+                return
+            budget -= sent
+            self.bytes_out += sent
+
+    def _file_piece(self, body: FileBody) -> int:
+        """One piece of the file to the client; how many bytes went."""
+        transport = self.client.transport
+        size = min(body.length, filesend.CHUNK)
+        if transport.get_write_buffer_size() == 0:
+            fd = filesend.plain_socket_fd(transport)
+            if fd >= 0:
+                sent = filesend.sendfile(fd, body, size)
+                if sent:
+                    return sent
+        data = filesend.read(body, size)
+        transport.write(data)
+        return len(data)
+
+    def _file_sent(self) -> None:
         self.finish()
 
     # -- phase 2: upstream_request ---------------------------------------------
@@ -1015,6 +1104,9 @@ class Exchange:
         self.done = True
         if self.waiting is not None:
             self.waiting.cancel()
+        if self.sending is not None:  # cut short: the file is not needed any more
+            self.sending.close()
+            self.sending = None
         if self.out is not None:
             self.flush()
         client = self.client

@@ -87,11 +87,19 @@ class RouteBuilder:
         if not self.matcher():
             return False
         proxy = self.scope.one("proxy_pass")
-        if proxy is None:
-            self.problem(self.location, "has no proxy_pass; Porch routes go to an upstream"
-                         " (static files: root, with Porch's static policy)")
+        if proxy is None and self.scope.one("root") is None:
+            # nginx would serve files from its own default html directory
+            self.problem(self.location, "has no proxy_pass and no root; Porch routes go to an"
+                         " upstream (proxy_pass) or serve files from a root; write one of them")
             self.policies()
             return False
+        if proxy is None:  # static files only: root (policies.py reads root, index, try_files)
+            for step in (self.response_headers, self.limits, self.policies):
+                try:
+                    step()
+                except Problem as e:
+                    self.problem(getattr(e, "directive", self.location), str(e))
+            return True
         for step in (self.proxy, self.request_headers, self.response_headers, self.limits,
                      self.upstream_tls, self.policies, self.traps):
             try:
@@ -127,9 +135,8 @@ class RouteBuilder:
                 self.values["regex_case"] = False
             self.ctx.needs("regex", d, None)
         elif modifier == "=":
-            self.problem(d, f"= {path}: exact-match locations are not supported; write a prefix"
-                         f" location (location {path} {{ ... }})")
-            return False
+            self.set("exact", path, d)
+            self.ctx.needs("exact", d, None)
         else:
             self.problem(d, f"{modifier!r} is not a location modifier (=, ^~, ~, ~*)")
             return False
@@ -156,7 +163,9 @@ class RouteBuilder:
         location = self.values.get("path")
         upstream = self.ctx.upstreams.get(parts.netloc)
         if uri and location is None:
-            raise _at(d, "cannot have a URI part in a regex location (nginx refuses it too);"
+            what = ("an exact location (Porch sends its path unchanged)" if "exact" in self.values
+                    else "a regex location (nginx refuses it too)")
+            raise _at(d, f"cannot have a URI part in {what};"
                       f" write proxy_pass {parts.scheme}://{parts.netloc};")
         if uri and location is not None:
             self.replacement(d, location, uri)

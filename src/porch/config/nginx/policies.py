@@ -115,14 +115,35 @@ def _compress(ctx: Any, route: Any) -> None:
     ctx.needs("compress", d, route.values, value, route.origins)
 
 
+# try_files forms that mean what Porch's root does without try_files: the file, a
+# directory's index, else 404
+_PLAIN_TRY_FILES = (("$uri", "$uri/", "=404"),)
+
+
 def _static(ctx: Any, route: Any) -> None:
-    root = route.scope.level_of("root")
+    """root (with index) in a location without proxy_pass: root = { path, index }.  In a
+    proxied location nginx's content handler is proxy_pass, so its root serves nothing
+    and is left out; try_files there falls back to a named location, which Porch has no
+    form for (its try_files = true falls back to the route's own proxy)."""
     d = route.scope.one("root")
-    if d is not None and root is route.scope:  # a root inherited by a proxied location does nothing
-        ctx.needs("root", d, route.values, d.args[0] if d.args else "", route.origins)
     files = route.scope.one("try_files")
-    if files is not None:
-        ctx.needs("try_files", files, route.values, True, route.origins)
+    if "proxy" in route.values:
+        if files is not None:
+            raise Problem(f"{files.origin}: try_files in a location with proxy_pass; write it in"
+                          " porch.toml as root = { path = ..., try_files = true } on a route with"
+                          " proxy (the file, else that route's upstream)")
+        return
+    if d is None:
+        return
+    if files is not None and files.args not in _PLAIN_TRY_FILES:
+        raise Problem(f"{files.origin}: try_files {' '.join(files.args)}: Porch reads only"
+                      " try_files $uri $uri/ =404 in a location without proxy_pass (what its root"
+                      " does anyway); remove it, or put proxy_pass in the location")
+    value: Any = d.args[0] if d.args else ""
+    index = route.scope.one("index")
+    if index is not None:
+        value = {"path": value, "index": list(index.args)}
+    ctx.needs("root", d, route.values, value, route.origins)
 
 
 def _auth_request(ctx: Any, route: Any) -> None:
