@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     certs.add_argument("action", nargs="?", choices=["renew"], help="renew the certificates that are due")
     certs.add_argument("--force", action="store_true", help="renew even those not due")
     certs.add_argument("--dry-run", action="store_true", help="against the staging CA, storing nothing")
-    p = sub.add_parser("convert", help="print the porch.toml an nginx file means")
+    p = sub.add_parser("convert", help="print the porch.toml an nginx or Apache file means")
     p.add_argument("file", help="an nginx file: nginx.conf, a sites-enabled/ file, a server block")
     p = sub.add_parser("trust", help="print the local CA's root certificate and how to install it")
     p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
@@ -114,8 +114,12 @@ def _dump(path: str) -> int:
 
 def _convert(path: str) -> int:
     """The porch.toml on stdout; problems on stderr (exit 1), as `porch check` words them."""
-    from porch.config.nginx.convert import convert
+    from porch.config.load import kind
 
+    if kind(path) == "apache":
+        from porch.config.apache.convert import convert
+    else:
+        from porch.config.nginx.convert import convert
     text, problems = convert(path)
     if problems:
         print(f"porch: {path}: cannot convert:", *problems, sep="\n", file=sys.stderr)

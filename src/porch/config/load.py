@@ -2,14 +2,13 @@
 
 `porch run -c /etc/nginx/nginx.conf`, `porch check -c sites-enabled/libretime.conf` and
 `porch check -c porch.toml` all work: nginx syntax (blocks, `name value;` lines) is
-read by config/nginx/, Apache's `<VirtualHost>` is named as such, the rest is TOML.
+read by config/nginx/, Apache's `<VirtualHost>` files by config/apache/, the rest is TOML.
 """
 
 from __future__ import annotations
 
 import os
 
-from porch.config.errors import ConfigError
 from porch.config.model import Config
 
 
@@ -20,9 +19,10 @@ def kind(path: str | os.PathLike[str]) -> str:
             head = f.read(65536).decode("utf-8", "replace")
     except OSError:
         return "toml"  # toml.load reports the error
+    from porch.config.apache import looks_like_apache
     from porch.config.nginx import looks_like_nginx
 
-    if "<VirtualHost" in head or "<IfModule" in head:
+    if looks_like_apache(head):
         return "apache"
     return "nginx" if looks_like_nginx(head) else "toml"
 
@@ -34,8 +34,9 @@ def load(path: str | os.PathLike[str]) -> Config:
 
         return nginx.load(str(path))
     if found == "apache":
-        raise ConfigError([f"{path}: is an Apache file (<VirtualHost>); Porch reads porch.toml and"
-                           " nginx files (write a porch.toml: README, porch.toml)"])
+        from porch.config import apache
+
+        return apache.load(str(path))
     from porch.config import toml
 
     return toml.load(path)

@@ -14,13 +14,17 @@ _LETSENCRYPT = "/etc/letsencrypt/live/"
 
 def convert(path: str) -> tuple[str, list[str]]:
     """(porch.toml text, problems); the text is empty when there are problems."""
-    result = read(path)
+    return render(path, read(path), "nginx")
+
+
+def render(path: str, result: Any, server: str) -> tuple[str, list[str]]:
+    """A front-end's Result (nginx's, Apache's) as commented porch.toml text."""
     if result.problems:
         return "", result.problems
     out = [f"# porch.toml for {path}, written by `porch convert`: each key's comment names",
-           "# the nginx line it comes from."]
+           f"# the {server} line it comes from."]
     if result.warnings:
-        out.append("#\n# What nginx did differently or what Porch ignores (porch check says the same):")
+        out.append(f"#\n# What {server} did differently or what Porch ignores (porch check says the same):")
         out += [f"#   {w}" for w in result.warnings]
     porch = result.data.get("porch")
     if porch:

@@ -1,0 +1,48 @@
+"""Apache httpd files as Porch configs: `load(path)` -> the model, `convert(path)` -> porch.toml.
+
+Same design as config/nginx/: the front-end produces the values a porch.toml holds and
+the origin of each key (`site[0].route[1].proxy` -> `libretime.conf:5: ProxyPass`),
+and `validate.load_data` checks them, so every message is porch.toml's, named by the
+Apache line it came from.  docs/apache.md lists the directives read.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from porch.config import keys, validate
+from porch.config.apache.build import Builder
+from porch.config.apache.parse import parse, server_root
+from porch.config.errors import ConfigError
+from porch.config.model import Config
+from porch.config.nginx import named
+from porch.config.nginx.build import Result
+
+_SECTION = re.compile(r"^\s*<(VirtualHost|IfModule|Location|Directory)\b", re.MULTILINE | re.IGNORECASE)
+
+
+def looks_like_apache(text: str) -> bool:
+    """True for httpd syntax: a <VirtualHost>, <IfModule>, <Location> section at a line's start."""
+    return bool(_SECTION.search(text))
+
+
+def read(path: str) -> Result:
+    """The porch.toml values of an Apache file, with origins, problems and warnings."""
+    return Builder(parse(path), frozenset(keys.ROUTE_KEYS) | frozenset(keys.SITE_KEYS)).run()
+
+
+def load(path: str) -> Config:
+    """The model an Apache file means; ConfigError naming its lines if it cannot be."""
+    result = read(path)
+    if result.problems:
+        raise ConfigError(result.problems)
+    try:
+        config = validate.load_data(result.data, path, base=server_root(path), origins=result.origins)
+    except ConfigError as err:
+        raise ConfigError([named(problem, result.origins) for problem in err.problems]) from None
+    warnings = tuple(result.warnings) + tuple(named(w, result.origins) for w in config.warnings)
+    return replace(config, warnings=warnings)
+
+
+__all__ = ["load", "looks_like_apache", "read"]
