@@ -136,10 +136,10 @@ class Builder:
         if len(d.args) > 1:
             self.warn(d, f"{' '.join(d.args[1:])}: Porch listens on one address list for all sites;"
                       f" read as {d.args[0]}")
-        vhost = VHost(d, port, address, Scope(list(self.top.items)))
+        vhost = VHost(d, port, address, Scope(outer=self.top))
         for item in d.block or ():
             self.vhost_item(vhost, item)
-        engine = next((x for x in (d.block or ()) if x.key == "sslengine"), None)
+        engine = vhost.scope.one("sslengine")
         cert = vhost.scope.one("sslcertificatefile")
         # certbot's le-ssl file has no SSLEngine: options-ssl-apache.conf (maybe missing) has it
         vhost.ssl = on(engine) if engine is not None else cert is not None
@@ -206,7 +206,7 @@ class Builder:
     def location(self, vhost: VHost, d: Directive) -> None:
         if len(d.args) != 1 or d.args[0].startswith("~"):
             raise Problem(f"{d.origin}: only <Location /path> is supported (not regexes)")
-        scope = Scope(list(vhost.scope.items))
+        scope = Scope(outer=vhost.scope)
         proxies = []
         for item in d.block or ():
             if item.key == "proxypass":
@@ -313,7 +313,8 @@ class Builder:
             site["tls"] = "off"
             if main.redirect is not None:
                 self.problems.append(f"{main.redirect.origin}: redirects to https://, but no VirtualHost"
-                                     " with SSLEngine on serves these names")
+                                     " with SSLEngine on serves these names (certbot writes it in a second file,"
+                                 " NAME-le-ssl.conf: load a file that Includes both, or apache2.conf)")
                 return None
         for d in main.excluded:
             self.problems.append(f"{d.origin}: ! (not proxied: httpd serves it from DocumentRoot) is"
@@ -333,7 +334,7 @@ class Builder:
             for j, (_, origins) in enumerate(routes):
                 self.origins.update({f"{where}.route[{j}].{k}": d.origin for k, d in origins.items()})
                 self.origins[f"{where}.route[{j}]"] = origins["path"].origin
-        elif main.redirect is None:
+        elif main.redirect is None and not self.problems:
             self.problems.append(f"{main.block.origin}: has no ProxyPass; httpd would serve files from"
                                  " its DocumentRoot, Porch needs an upstream")
             return None

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,12 +38,15 @@ class Problem(Exception):
 
 @dataclass
 class Scope:
-    """Directives by lowercase name, outer (vhost) first, then the <Location>'s."""
+    """Directives by lowercase name, the outer scope's (the vhost's, read when a route
+    is built, so lines after the <Location> count too) first, then its own."""
 
     items: list[Directive] = field(default_factory=list)
+    outer: Scope | None = None
 
     def get(self, key: str) -> list[Directive]:
-        return [d for d in self.items if d.key == key]
+        inherited = self.outer.get(key) if self.outer is not None else []
+        return inherited + [d for d in self.items if d.key == key]
 
     def one(self, key: str) -> Directive | None:
         found = self.get(key)
@@ -211,7 +215,9 @@ class RouteBuilder:
             raise Problem(f"{kind.origin}: has no Require valid-user; httpd asks for no password"
                           " without it: add Require valid-user")
         realm = self.scope.one("authname")
-        value = {"htpasswd": users.args[0], "realm": realm.args[0] if realm and realm.args else ""}
+        # httpd reads a relative AuthUserFile from the ServerRoot
+        path = os.path.join(self.ctx.parsed.root, users.args[0])
+        value = {"htpasswd": path, "realm": realm.args[0] if realm and realm.args else ""}
         users_only = [r for r in require if r.args[:1] == ("user",)]
         if users_only:
             raise Problem(f"{users_only[0].origin}: Require user NAME is not supported; put only those"
