@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the tests need on Debian (nginx, wrk, curl, pebble, openssl, icecast2, h2load, sshd,
+# Install what the tests need on Debian (nginx, wrk, curl, pebble, openssl, icecast2, h2load, sshd, apache2,
 # prosody, htpasswd, libnghttp2-dev, chromium, chromium-driver; .venv with the test extras), then run the suite: bash scripts/test.sh
 # [pytest args].  Exits with pytest's code.
 set -euo pipefail
@@ -19,6 +19,16 @@ stop_nginx_service() {
     fi
     if [ -s /run/nginx.pid ]; then  # started some other way: the package's pid file
         as_root nginx -s stop >/dev/null 2>&1 || true
+    fi
+}
+
+# The same for the apache2 package (tests/integration/test_apache_differential.py runs
+# its own apache2 with a temp ServerRoot on a test port).
+stop_apache_service() {
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        as_root systemctl disable --now apache2 >/dev/null 2>&1 || true
+    elif command -v service >/dev/null 2>&1; then
+        as_root service apache2 stop >/dev/null 2>&1 || true
     fi
 }
 
@@ -49,7 +59,7 @@ stop_prosody_service() {
 missing=()
 declare -A package_of=([h2load]=nghttp2-client [sshd]=openssh-server [htpasswd]=apache2-utils [chromedriver]=chromium-driver)  # the command's package, where the names differ
 # chromium and chromedriver: the admin dashboard in a headless browser (test_admin_dashboard.py)
-for tool in nginx wrk curl pebble openssl icecast2 h2load sshd prosody htpasswd chromium chromedriver; do
+for tool in nginx wrk curl pebble openssl icecast2 h2load sshd prosody htpasswd chromium chromedriver apache2; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]:-$tool}")
 done
 # The header HTTP/2 on libnghttp2 is built with (setup.py, src/porch/server/ngh2.pyx);
@@ -62,6 +72,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}"
     if [[ " ${missing[*]} " == *" nginx "* ]]; then
         stop_nginx_service
+    fi
+    if [[ " ${missing[*]} " == *" apache2 "* ]]; then
+        stop_apache_service
     fi
     if [[ " ${missing[*]} " == *" openssh-server "* ]]; then
         stop_sshd_service

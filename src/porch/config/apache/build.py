@@ -17,7 +17,7 @@ from typing import Any
 
 from porch.config.apache.parse import Directive, Parsed
 from porch.config.apache.routes import Problem, Proxy, RouteBuilder, Scope, on
-from porch.config.nginx.build import Result
+from porch.config.nginx.build import STATE_DIR_ENV, Result
 
 _LETSENCRYPT = "/etc/letsencrypt/live/"
 _HTTPS = re.compile(r"https://(%\{(SERVER_NAME|HTTP_HOST)\}|[A-Za-z0-9.-]+)(%\{REQUEST_URI\}|/\$1|/)?")
@@ -98,6 +98,9 @@ class Builder:
             self.problems.append(f"{self.parsed.root}: the file has no <VirtualHost>; Porch needs one"
                                  " with a ProxyPass")
         sites = self.sites(vhosts)
+        if os.environ.get(STATE_DIR_ENV):  # Apache files have no place for Porch's own state
+            self.porch["state_dir"] = os.environ[STATE_DIR_ENV]
+            self.origins["porch.state_dir"] = f"${STATE_DIR_ENV}"
         data: dict[str, Any] = {"site": sites}
         if self.porch:
             data["porch"] = self.porch
