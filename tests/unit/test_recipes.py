@@ -49,8 +49,15 @@ def differences(example: Path, guide: Path) -> set[tuple[str, str, str]]:
                     and (not k[1] or (k[0], k[1]) in routes_a & routes_b)}
 
 
+# needs the certificates its guide makes: tests/integration/test_radicale_mtls.py makes them and
+# serves it against a real Radicale
+NEEDS_FILES = ("radicale-mtls.toml",)
+
+
 def test_every_example_loads() -> None:
-    for path in sorted(EXAMPLES.glob("*.toml")):
+    examples = [p for p in sorted(EXAMPLES.glob("*.toml")) if p.name not in NEEDS_FILES]
+    assert len(examples) >= 5
+    for path in examples:
         load.load(path)
 
 
