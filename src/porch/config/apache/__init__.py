@@ -9,6 +9,7 @@ Apache line it came from.  docs/apache.md lists the directives read.
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import replace
 
 from porch.config import keys, validate
@@ -19,12 +20,23 @@ from porch.config.model import Config
 from porch.config.nginx import named
 from porch.config.nginx.build import Result
 
-_SECTION = re.compile(r"^\s*<(VirtualHost|IfModule|Location|Directory)\b", re.MULTILINE | re.IGNORECASE)
+_SECTION = re.compile(r"^\s*</?(VirtualHost|IfModule|Location|Directory)\b", re.MULTILINE | re.IGNORECASE)
+# httpd's capitalised directives (nginx's are lowercase) that start an apache2.conf
+_MAIN = re.compile(r"^\s*(IncludeOptional|Include|LoadModule|ServerRoot)\s+[^=\s]", re.MULTILINE)
 
 
 def looks_like_apache(text: str) -> bool:
-    """True for httpd syntax: a <VirtualHost>, <IfModule>, <Location> section at a line's start."""
-    return bool(_SECTION.search(text))
+    """True for httpd syntax: a <VirtualHost>, <IfModule>, <Location> section at a line's
+    start, or an apache2.conf's Include/LoadModule/ServerRoot line (never TOML: no `=`)."""
+    if _SECTION.search(text):
+        return True
+    if not _MAIN.search(text):
+        return False
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return True
+    return False
 
 
 def read(path: str) -> Result:
