@@ -3,13 +3,17 @@ as Porch reads them, and the messages for what it cannot read."""
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from porch.config import load
+from porch.config import load, toml
 from porch.config.apache import looks_like_apache
-from porch.config.apache.parse import parse
+from porch.config.apache.convert import convert
+from porch.config.apache.parse import parse, server_root
 from porch.config.errors import ConfigError
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "apache"
@@ -125,3 +129,31 @@ def test_websocket_proxypass_is_read_as_http_with_a_warning(tmp_path: Path) -> N
     paths = {r.path: r.upstreams[0].scheme for r in config.sites[0].routes}
     assert paths == {"/ws/": "http", "/": "http"}
     assert sum("WebSocket" in w for w in config.warnings) == 2
+
+
+GOLDEN = DATA.parent.parent / "golden" / "apache"
+CONVERTIBLE = [DATA / "libretime.conf", DATA / "snikket.conf", GOLDEN / "certbot.conf", GOLDEN / "paths.conf",
+               GOLDEN / "headers.conf", GOLDEN / "tls_files.conf", GOLDEN / "include_main.conf",
+               GOLDEN / "preserve_host.conf"]
+
+
+@pytest.mark.parametrize("path", CONVERTIBLE, ids=lambda p: p.name)
+def test_convert_prints_a_porch_toml_with_the_same_model(path: Path) -> None:
+    config = load.load(path)
+    text, problems = convert(str(path))
+    assert problems == []
+    again = toml.loads(text, str(path), base=server_root(str(path)))
+    strip = dict(source="", warnings=())
+    assert dataclasses.replace(again, **strip) == dataclasses.replace(config, **strip)
+
+
+def test_cli_check_and_convert() -> None:
+    porch = [sys.executable, "-m", "porch"]
+    check = subprocess.run([*porch, "check", "-c", str(DATA / "snikket.conf")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert "configuration is valid, with 11 warning(s)" in check.stdout
+    out = subprocess.run([*porch, "convert", str(DATA / "libretime.conf")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert 'upstream_host = "localhost:8080"    # libretime.conf:5: ProxyPass (httpd\'s default' in out.stdout
+    bad = subprocess.run([*porch, "convert", str(DATA / "libretime-certbot.conf")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "libretime-certbot.conf:6: RewriteRule: redirects to https://" in bad.stderr
