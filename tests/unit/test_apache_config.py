@@ -157,3 +157,12 @@ def test_cli_check_and_convert() -> None:
     assert 'upstream_host = "localhost:8080"    # libretime.conf:5: ProxyPass (httpd\'s default' in out.stdout
     bad = subprocess.run([*porch, "convert", str(DATA / "libretime-certbot.conf")], capture_output=True, text=True)
     assert bad.returncode == 1 and "libretime-certbot.conf:6: RewriteRule: redirects to https://" in bad.stderr
+
+
+def test_redirect_to_another_host_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load.load(write(tmp_path, "<VirtualHost *:80>\n  ServerName www.a.org\n  Redirect permanent / https://a.org/\n"
+                        "</VirtualHost>\n<VirtualHost *:443>\n  ServerName www.a.org\n  SSLEngine on\n"
+                        "  SSLCertificateFile /nonexistent/fullchain.pem\n  ProxyPass / http://127.0.0.1:1/\n"
+                        "</VirtualHost>\n"))
+    assert err.value.problems[0].startswith("site.conf:3: Redirect: redirects to a.org, another host")

@@ -300,6 +300,14 @@ class Builder:
             self.problems.append(f"{extra.block.origin}: a second VirtualHost for the same names and"
                                  " kind of port; merge it into the first")
         main = secure[0] if secure else plain[0]
+        for v in plain:
+            target = _HTTPS.fullmatch(v.redirect.args[1 if v.redirect.key == "rewriterule" else -1]) \
+                if v.redirect is not None else None
+            if target and not target.group(1).startswith("%") and target.group(1) not in names:
+                self.problems.append(f"{v.redirect.origin}: redirects to {target.group(1)}, another host;"
+                                     " Porch's HTTPS redirect keeps the client's host: give that host"
+                                     " its own site (or list it in ServerAlias)")
+                return None
         site: dict[str, Any] = {}
         if names:
             site["hosts"] = list(names)
