@@ -176,8 +176,7 @@ class Builder:
             elif key == "documentroot":
                 vhost.scope.items.append(item)
             elif key in ("errorlog", "customlog"):
-                self.warn(item, "per-site logs are not supported: Porch writes one log for every site,"
-                          " with the site's name on each line ([porch] access_log, error_log)")
+                vhost.scope.items.append(item)  # the site's own logs: see logs()
             elif key in ("directory", "proxy") and item.block is not None:
                 self.warn(item, f"<{item.name}> has no effect here (Porch serves no files; its proxy"
                           " is open only to the ProxyPass paths)")
@@ -335,6 +334,7 @@ class Builder:
             self.warn(root, "has no effect here: Porch serves no files"
                       + (" (ProxyPass / sends every request upstream)" if any(p.path == "/" for p in main.proxies)
                          else ""))
+        self.logs(site, where, main)
         routes = self.routes(main)
         if len(routes) == 1 and routes[0][0].get("path") == "/":
             values, origins = routes[0]
@@ -351,6 +351,21 @@ class Builder:
             return None
         self.origins.setdefault(where, main.block.origin)
         return site
+
+    def logs(self, site: dict[str, Any], where: str, vhost: VHost) -> None:
+        """CustomLog and ErrorLog of the VirtualHost: the site's access_log and error_log."""
+        custom, error = vhost.scope.one("customlog"), vhost.scope.one("errorlog")
+        if custom is not None and custom.args:
+            site["access_log"] = custom.args[0]
+            self.origins[f"{where}.access_log"] = custom.origin
+            if custom.args[1:] not in (("combined",), ()):
+                self.warn(custom, f"{custom.args[1]}: Porch writes \"combined\" (or \"json\":"
+                          " access_log_format) lines")
+            if custom.args[0].startswith("|"):
+                self.problems.append(f"{custom.origin}: piped logs are not supported; write a file path")
+        if error is not None and error.args:
+            site["error_log"] = error.args[0]
+            self.origins[f"{where}.error_log"] = error.origin
 
     def routes(self, vhost: VHost) -> list[tuple[dict, dict]]:
         out = []
