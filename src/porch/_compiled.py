@@ -17,10 +17,12 @@ MODULES = (
     "porch/http/h1.py",
     "porch/http/model.py",
     "porch/http/target.py",
+    "porch/http/request_id.py",
     "porch/routing.py",
     "porch/observability/accesslog.py",
     "porch/observability/stats.py",
     "porch/upstream/pool.py",
+    "porch/upstream/listener.py",
     "porch/pipeline.py",
     "porch/policies/forwarding.py",  # on every proxied request
     "porch/http/response_head.py",

@@ -112,7 +112,8 @@ class Reply:
     when it is empty).
 
     Without `content_type`, the body is a short text (None: Porch's standard body for
-    the status) sent as text/plain.  With it, the body is content: bytes or a
+    the status) sent as text/plain, or as the Content-Type that `headers` holds (an
+    auth service's own answer passed back).  With it, the body is content: bytes or a
     `FileBody`, sent with that Content-Type.  Content-Length and Connection are
     Porch's; a 204 or 304 goes without body, Content-Type or Content-Length
     (RFC 9110 15.3.5, 15.4.5)."""
@@ -135,6 +136,7 @@ class Context(Protocol):
     client_ip: str  # the real client (after trusted proxies)
     scheme: bytes  # b"http" or b"https": how the client reached Porch
     host: str  # the host name the request was routed by
+    host_header: bytes | None  # the Host (or :authority) as received, port included
     site: str  # the site's first host name, for logs
     method: bytes
     path: bytes  # the clean path ("/a/../b" is "/b")
@@ -153,6 +155,7 @@ class Context(Protocol):
     xf_proto: bytes | None
     xf_host: bytes | None
     xf_port: bytes | None
+    request_id: bytes  # X-Request-ID: a trusted proxy's, else Porch's (sent up and back, logged)
 
     @property
     def request(self) -> RequestHead: ...  # the client's head (fields as received, filtered)

@@ -444,7 +444,7 @@ def test_tls_protocols_and_ciphers():
         (SITE + "colour = 1\n", (
             "site[0].colour: unknown key (expected one of: hosts, tls, redirect_http, hsts, proxy, strip_prefix,"
             " upstream_host, allow_trace, upstream_proxy_protocol, access_log, access_log_format, balance, max_fails, fail_timeout, retries, health, upstream_tls, max_body, header_timeout, body_timeout, upstream_connect_timeout, upstream_timeout,"
-            " tunnel_idle_timeout, request_headers, response_headers, security_headers, basic_auth, expires, compress, rate_limit, allow, deny, root, acme_challenge, on_certificate, bundles, error_log, listen, route)"
+            " tunnel_idle_timeout, request_headers, response_headers, security_headers, basic_auth, expires, compress, rate_limit, allow, deny, root, forward_auth, acme_challenge, on_certificate, bundles, error_log, listen, route)"
         )),
         ("http_port = 8080\n" + SITE, "http_port: not a top-level key (write it in [porch])"),
         (SITE + "http_port = 8080\n", "site[0].http_port: not a site key (write it in [porch])"),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 from porch._compiled import http2_engine
 from porch.config.compile_listeners import acme_hosts, empty_site, listener_hosts
 from porch.config.listeners import of as listeners_of
-from porch.config.model import Config, Route, Site, UpstreamTLS
+from porch.config.model import Config, Route, Site, UpstreamTarget, UpstreamTLS
 from porch.http import location
 from porch.http.forwarding import TrustedProxies
 from porch.observability.accesslog import AccessLog
@@ -90,7 +91,7 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
     # the policies that count make this process's own (limits/table.py local_table)
     metrics = PolicyMetrics()
     env = registry.Env(storage=storage, error_log=error_log, counters=counters,
-                       metrics=metrics)
+                       metrics=metrics, upstream=partial(_shared_target, targets))
     access_log = access_log or AccessLog(g.access_log, g.access_log_format)
     logs = _Logs(access_log, error_log, g.access_log_format, g.error_log_level)
     listeners = listeners_of(config)
@@ -248,6 +249,16 @@ def _balancer(route: Route, pool: tuple[Target, ...], storage: Storage) -> Balan
     return Balancer(pool, tuple(t.weight for t in route.upstreams), mode=mode, max_fails=p.max_fails,
                     fail_timeout=p.fail_timeout, retries=p.retries, probed=p.health is not None,
                     sticky=sticky)
+
+
+def _shared_target(targets: _Targets, spec: UpstreamTarget) -> Target:
+    """The Target (and keep-alive pool) of `spec`'s address, for a policy's subrequests:
+    the one a route proxying there uses (https: with the default, verifying, TLS)."""
+    tls = UpstreamTLS() if spec.scheme == "https" else None
+    key = (spec.scheme, spec.host, spec.port, tls)
+    if key not in targets:
+        targets[key] = Target(spec, *_tls_for(tls, targets))
+    return targets[key]
 
 
 def _tls_for(tls: UpstreamTLS | None, targets: _Targets) -> tuple[ssl.SSLContext | None, str | None]:

@@ -96,6 +96,9 @@ RESPONSE_HEADERS = HeaderKinds({
     b"location": RH_LOCATION,
     b"content-location": RH_LOCATION,
     b"refresh": RH_REFRESH,
+    # Porch sends the client the id it sent upstream (server/proxy.py): an upstream's
+    # echo of it would be a second field
+    b"x-request-id": RH_DROP,
 })
 
 # Methods that RFC 9110 9.2.2 calls idempotent: safe to send again on a fresh
@@ -187,6 +190,10 @@ def encode_chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+TEXT_PLAIN = b"text/plain; charset=utf-8"  # the type of Porch's own bodies
+_TEXT_PLAIN_LINE = b"Content-Type: text/plain; charset=utf-8\r\n"
+
+
 def error_body(status: int) -> bytes:
     """The short body of Porch's own answers: "502 Bad Gateway\\n"."""
     return b"%d %s\n" % (status, reason(status))
@@ -194,7 +201,7 @@ def error_body(status: int) -> bytes:
 
 def simple_response(
     status: int, body: bytes | None = None, *, close: bool = False, extra: bytes = b"",
-    head_only: bool = False,
+    head_only: bool = False, content_type: bytes = TEXT_PLAIN,
 ) -> bytes:
     """A complete short response Porch answers itself (errors, redirects).
 
@@ -204,7 +211,7 @@ def simple_response(
         body = error_body(status)
     head = [
         status_line(status),
-        b"Content-Type: text/plain; charset=utf-8\r\n",
+        b"Content-Type: %s\r\n" % content_type if content_type is not TEXT_PLAIN else _TEXT_PLAIN_LINE,
         b"Content-Length: %d\r\n" % len(body),
         extra,
     ]

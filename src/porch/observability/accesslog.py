@@ -1,7 +1,7 @@
 """The access log: one line per request, written in batches.
 
-Formats: "combined" (nginx's, with the request time in seconds appended) and
-"json" (one object per line).  Lines are appended to a list on the hot path and
+Formats: "combined" (nginx's, with the request time in seconds and the request id
+(X-Request-ID) appended) and "json" (one object per line, `request_id` among them).  Lines are appended to a list on the hot path and
 written by `flush()`, which the server calls every half second and at shutdown:
 no logging-module call and no write(2) per request.  Each flush is one batch of
 whole lines for `LineSink`, so workers sharing the file never split each other's
@@ -39,7 +39,7 @@ class LoggedExchange(Protocol):
     t_upstream_header: float
     error: Any
     _vars: dict | None  # the policies' per-request values (pipeline.Context.vars): remote_user
-
+    request_id: bytes
 
     def route_label(self) -> str: ...
     def upstream_label(self) -> str: ...
@@ -80,7 +80,7 @@ class AccessLog:
         self.path = path
         self.enabled = path != "off"
         self._sink: LineSink | None = LineSink(path, 1) if self.enabled else None
-        # The lines not written yet, as pieces: a combined line is appended as the 13
+        # The lines not written yet, as pieces: a combined line is appended as the 15
         # pieces it is made of and joined with the others at flush (one join per batch,
         # not one per line: ~1,500 instructions a request, bench/hotpath.py).
         self.lines: list[bytes] = []
@@ -177,7 +177,7 @@ class AccessLog:
         ms = int((now - ex.t_start) * 1000.0)
         duration = self._durations.get(ms)
         if duration is None:
-            duration = b'" %d.%03d\n' % (ms // 1000, ms % 1000)
+            duration = b'" %d.%03d ' % (ms // 1000, ms % 1000)
             if ms < 10_000:
                 self._durations[ms] = duration
         ip = self._ips.get(ex.client_ip)
@@ -209,6 +209,8 @@ class AccessLog:
         lines.append(b'" "')
         lines.append((agent if plain(agent) else escape(agent).encode()) if agent else b"-")
         lines.append(duration)
+        lines.append(ex.request_id)  # token characters only (server/proxy.py)
+        lines.append(b"\n")
 
     def _json(self, ex: LoggedExchange, now: float) -> bytes:
         start = ex.t_start
@@ -232,6 +234,7 @@ class AccessLog:
             "user_agent": ex.user_agent.decode("latin-1") or None,
             "error": str(ex.error) if ex.error else None,
             "user": (ex._vars or {}).get("remote_user") or None,
+            "request_id": ex.request_id.decode("ascii"),
         }
         return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 

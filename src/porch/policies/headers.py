@@ -15,7 +15,8 @@
   name keeps the site's other names).  nginx's add_header forgets every inherited header
   as soon as a location has one of its own: another trap, not copied.
 - Values may name what the request brings: `{client_ip}` (after trusted proxies),
-  `{host}`, `{scheme}`, `{remote_user}` (the user an auth policy let in, else empty):
+  `{host}`, `{scheme}`, `{request_id}` (the request's X-Request-ID), `{remote_user}`
+  (the user an auth policy let in, else empty):
   `request_headers = { set = { "X-Real-IP" = "{client_ip}" } }`.  Other `{...}` are
   refused, so a typo is not sent as it is.
 - Names are tokens (RFC 9110 5.6.2); values may not hold CR, LF or NUL (a header cannot
@@ -43,6 +44,7 @@ _FILLERS = {
     "host": lambda ctx: ctx.host.encode(),
     "scheme": lambda ctx: ctx.scheme,
     "remote_user": lambda ctx: str(ctx.vars.get("remote_user", "")).encode(),
+    "request_id": lambda ctx: ctx.request_id,
 }
 # Fields the protocol code writes itself: a rule could only break the framing.
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "te",

@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from porch.pipeline import Policy
-from porch.policies import allow, basic_auth, compress, expires, headers, rate_limit, root, security
+from porch.policies import allow, basic_auth, compress, expires, forward_auth, headers, rate_limit, root, security
 
 if TYPE_CHECKING:
+    from porch.config.model import UpstreamTarget
     from porch.limits.table import CounterTable
     from porch.observability.errorlog import ErrorLog
     from porch.observability.stats import PolicyMetrics
     from porch.storage import Storage
+    from porch.upstream.pool import Target
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class Env:
     # Counters a policy increments (observability/stats.py: counter(name, doc, labels),
     # rate_limited), gathered into /metrics; None where nothing collects them (tests).
     metrics: PolicyMetrics | None = None
+    # the keep-alive pool of an upstream address, shared with the routes that proxy
+    # there (config/compile.py): for policies that send subrequests (forward_auth)
+    upstream: Callable[[UpstreamTarget], Target] | None = None
 
 
 def _inner_wins(outer: Any, inner: Any) -> Any:
@@ -95,6 +100,8 @@ SPECS: tuple[PolicySpec, ...] = (
     PolicySpec("allow", allow.parse, allow.build_allow, describe=allow.describe, dump=allow.dump),
     PolicySpec("deny", allow.parse, allow.build_deny, describe=allow.describe, dump=allow.dump),
     PolicySpec("root", root.parse, root.build, describe=root.describe, dump=root.dump),
+    PolicySpec("forward_auth", forward_auth.parse, forward_auth.build, describe=forward_auth.describe,
+               dump=forward_auth.dump, identity=forward_auth.identity_headers),
 )
 REGISTRY: dict[str, PolicySpec] = {spec.key: spec for spec in SPECS}
 

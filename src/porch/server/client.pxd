@@ -7,7 +7,7 @@ from porch.routing cimport HostTable
 cimport cython
 
 cdef int _H_FORWARD, _H_HOST, _H_CL, _H_TE, _H_CONNECTION, _H_EXPECT, _H_DROP, _H_XFF, _H_XFPROTO
-cdef int _H_XFHOST, _H_XFPORT, _H_REFERER, _H_UA, _H_UPGRADE, _H_UNDERSCORE
+cdef int _H_XFHOST, _H_XFPORT, _H_REFERER, _H_UA, _H_UPGRADE, _H_UNDERSCORE, _H_REQID
 
 cdef class ClientConnection:
     cdef public object server, loop, transport, parser, queue

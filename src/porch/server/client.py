@@ -21,6 +21,7 @@ from porch.http.forwarding import FORWARDING, IDENTITY
 from porch.policies.forwarding import connection_part
 from porch.http.h1 import request_line_version
 from porch.http.upgrade import DROPPED, BodyAfterUpgrade, is_websocket
+from porch.http.request_id import sane as sane_request_id
 from porch.server.proxy import Exchange
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 # Header names the parser looks at (lowercase) -> what to do with them.
 _H_FORWARD = 0
 (_H_HOST, _H_CL, _H_TE, _H_CONNECTION, _H_EXPECT, _H_DROP, _H_XFF, _H_XFPROTO,
- _H_XFHOST, _H_XFPORT, _H_REFERER, _H_UA, _H_UPGRADE, _H_UNDERSCORE) = range(1, 15)
+ _H_XFHOST, _H_XFPORT, _H_REFERER, _H_UA, _H_UPGRADE, _H_UNDERSCORE, _H_REQID) = range(1, 16)
 # Names with "_" are dropped unless `underscores_in_headers` (nginx's default, since
 # CGI and WSGI servers read "_" and "-" alike); one of these names spelled with "_"
 # (X_Remote_User, X_Forwarded_For, Transfer_Encoding) always (h1.HeaderKinds.kind).
@@ -51,6 +52,7 @@ _SPECIAL = h1.HeaderKinds({
     b"x-forwarded-port": _H_XFPORT,
     b"referer": _H_REFERER,
     b"user-agent": _H_UA,
+    b"x-request-id": _H_REQID,
 }, underscore=_H_UNDERSCORE, protected=_H_DROP)
 
 
@@ -291,7 +293,10 @@ class ClientConnection:
             if self.closing or self._last_parsed():
                 self._stop_parsing()
             now = self.loop.time()
-            ex = self.reading = Exchange(self, self.server.runtime, now)
+            # (Exchange.setup says why; through the typed field: a C call)
+            self.reading = Exchange.__new__(Exchange)
+            self.reading.setup(self, self.server.runtime, now)
+            ex = self.reading
             ex.target = url
             self._head_size = len(url)
             self.deadline_kind = _D_HEAD
@@ -353,6 +358,11 @@ class ClientConnection:
             ex.websocket = is_websocket(value)
         elif kind == _H_UNDERSCORE:
             self._underscore_header(ex, name, value)
+        elif kind == _H_REQID:
+            # A trusted proxy's id goes on (it is the id of the whole chain); anyone
+            # else's, or one that could split a header or a log line, is replaced.
+            if self.peer_trusted and sane_request_id(value):
+                ex.request_id = value
 
     def _underscore_header(self, ex: Exchange, name: bytes, value: bytes) -> None:
         runtime = ex.runtime

@@ -36,7 +36,7 @@ from porch.observability.accesslog import escape
 from porch.pipeline import FileBody
 from porch.server import filesend
 from porch.server.client import _D_NONE, ClientConnection
-from porch.server.proxy import Exchange
+from porch.server.proxy import Exchange, local_content_type
 
 if TYPE_CHECKING:
     import asyncio
@@ -324,7 +324,7 @@ class H2Exchange(Exchange):
         Exchange.begin(self)
 
     def _render_local(self, status: int, body: bytes, headers: Headers, head_only: bool) -> object:
-        lines = [b"content-type", b": ", b"text/plain; charset=utf-8", b"\r\n",
+        lines = [b"content-type", b": ", local_content_type(headers), b"\r\n",
                  b"content-length", b": ", b"%d" % len(body), b"\r\n", *headers.flat]
         return response_headers(status, lines), (b"" if head_only else body)
 

@@ -30,6 +30,7 @@ from porch.http.h1 import (
     RH_CONNECTION, RH_LENGTH, RH_LOCATION, RH_REFRESH, RH_TE, relayed_status_line,
 )
 from porch.http.forwarding import real_client
+from porch.http.request_id import next_request_id
 from porch.http.target import BadTarget, clean_path, needs_a_look
 from porch.http.upgrade import WEBSOCKET_LINES
 from porch.mux.proxy_protocol import encode_v1, encode_v2
@@ -37,6 +38,7 @@ from porch.pipeline import EMPTY, FileBody, Reply
 from porch.server import filesend
 from porch.server.tunnel import Tunnel
 from porch.upstream.connection import UpstreamConnection
+from porch.upstream.listener import UpstreamListener
 from porch.upstream.tls import tls_failure
 
 if TYPE_CHECKING:
@@ -53,6 +55,7 @@ PENDING_LIMIT = 64 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CHUNKED_LINE = b"Transfer-Encoding: chunked\r\n"
 _CLOSE_LINE = b"Connection: close\r\n"
+_RID_LINE = b"\r\nX-Request-ID: "  # after X-Forwarded-Host's value
 _KEEPALIVE_LINE = b"Connection: keep-alive\r\n"
 
 _SEP = h1.SEP
@@ -64,13 +67,22 @@ _PLAIN_CONNECTION = frozenset({b"close", b"keep-alive", b"Close", b"Keep-Alive"}
 _ALLOW = b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
 
 
-class Exchange:
-    """One request and its response.  Built by ClientConnection, which feeds it.
+class Exchange(UpstreamListener):
+    """One request and its response.  Built by ClientConnection, which feeds it; the
+    upstream connection it leases calls it back as its `UpstreamListener`.
 
     Compiled, this is an extension type whose fields proxy.pxd declares with their
     C types: a field added here must be declared there too."""
 
     def __init__(self, client: ClientConnection, runtime: Runtime, t_start: float) -> None:
+        self.setup(client, runtime, t_start)
+
+    def setup(self, client: ClientConnection, runtime: Runtime, t_start: float) -> None:
+        """The fields of a new exchange.  `Exchange.__new__(Exchange)` and then this is
+        how the client connection makes one: compiled, two C calls instead of a type
+        call with its arguments parsed (an Exchange derives from UpstreamListener, of
+        another module, so Cython gives it no vectorcall constructor: ~1,000
+        instructions, bench/hotpath.py under callgrind)."""
         self.client = client
         self.runtime = runtime
         self.t_start = t_start
@@ -146,6 +158,8 @@ class Exchange:
         self.error: ProxyError | None = None
         self.done = False
         self.t_end = 0.0
+        # X-Request-ID: generated here; a trusted proxy's replaces it (server/client.py)
+        self.request_id = next_request_id()
 
     # -- phase 1: request ------------------------------------------------------
 
@@ -351,6 +365,7 @@ class Exchange:
         """The fields of Porch's own answer, after the policies' response hooks."""
         if headers is None:
             headers = Headers()
+        headers.add(b"X-Request-ID", self.request_id)
         if self.chain.response:
             head = ResponseHead(status, headers)
             for hook in self.chain.response:
@@ -364,8 +379,9 @@ class Exchange:
 
     def _render_local(self, status: int, body: bytes, headers: Headers, head_only: bool) -> object:
         """Porch's own response, as `_write_local` writes it (HTTP/2: h2stream.py)."""
+        content_type = local_content_type(headers)  # (taken out of `headers` first)
         return h1.simple_response(status, body, close=not self.keep_alive, extra=headers.wire(),
-                                  head_only=head_only)
+                                  head_only=head_only, content_type=content_type)
 
     def answer_redirect(self, location: bytes) -> None:
         self.answer(301, "", headers=Headers([b"Location", h1.SEP, location, h1.CRLF]))
@@ -488,12 +504,15 @@ class Exchange:
             parts = [self.method, b" ", target, b" HTTP/1.1\r\nHost: ", route.upstream_host or self.host_header or b"", _CRLF]
             parts += _without_listed(self.headers, tokens) if tokens else self.headers
             if self.peer_trusted:
-                parts.append(trusted_part(self.peer_ip, self.client.scheme, self.local_port, self.host_header,
-                                          self.client_ip, self.xff, self.xf_proto, self.xf_host, self.xf_port))
+                parts += (trusted_part(self.peer_ip, self.client.scheme, self.local_port, self.host_header,
+                                       self.client_ip, self.xff, self.xf_proto, self.xf_host, self.xf_port),
+                          b"X-Request-ID: ", self.request_id, _CRLF)
             else:  # the connection's part, made once (server/client.py)
-                parts += (self.client.forwarding, b"X-Forwarded-Host: ", self.host_header or b"", _CRLF)
+                parts += (self.client.forwarding, b"X-Forwarded-Host: ", self.host_header or b"", _RID_LINE,
+                          self.request_id, _CRLF)
             return self._end_head(parts)
         fields = _without_listed(self.headers, tokens) if tokens else list(self.headers)
+        fields += (b"X-Request-ID", _SEP, self.request_id, _CRLF)  # a header rule may replace it
         head = RequestHead(self.method, self.upstream_target, route.upstream_host or self.host_header or b"",
                            b"1.1", Headers(fields))
         if not self._run_head_hooks(self.chain.upstream_request, head):
@@ -813,6 +832,11 @@ class Exchange:
             if listed and listed - _CLOSE_OR_KEEPALIVE:
                 lines = _without_listed(lines, listed)
         self.framing = BODY_CHUNKED if has_te else BODY_LENGTH if has_length else BODY_CLOSE
+        # Ours, the one the upstream was sent (the upstream's own is dropped: h1.py)
+        lines.append(b"X-Request-ID")
+        lines.append(_SEP)
+        lines.append(self.request_id)
+        lines.append(_CRLF)
         return lines
 
     def _run_bodies(self, data: bytes, end: bool) -> bytes:
@@ -1159,6 +1183,17 @@ class Exchange:
 
     def upstream_label(self) -> str:
         return self.chosen.label if self.chosen else "-"
+
+
+def local_content_type(headers: Headers) -> bytes:
+    """The Content-Type of Porch's own answer: text/plain, unless the answer brings its
+    own (a policy's Reply passing on another server's page: forward_auth), which is
+    then taken out of `headers`."""
+    value = headers.get(b"content-type")
+    if value is None:
+        return h1.TEXT_PLAIN
+    headers.remove(b"content-type")
+    return value
 
 
 def _without_listed(lines: list[bytes], listed: set[bytes]) -> list[bytes]:

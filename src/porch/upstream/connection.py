@@ -1,7 +1,8 @@
 """One keep-alive HTTP/1.1 connection to an upstream: asyncio.Protocol over httptools.
 
-The connection parses responses and hands them to whichever exchange currently
-leases it (`self.exchange`), through a small interface:
+The connection parses responses and hands them to whichever listener currently
+leases it (`self.exchange`: the server's Exchange, or a subrequest such as
+forward_auth's), through the interface of upstream/listener.py:
     on_response_head(status, reason, lines, special, keep_alive)
         lines: flat list [name, b": ", value, b"\r\n", ...] of headers to copy;
         special: [(kind, name, value)] of headers h1.RESPONSE_HEADERS flags, or None
