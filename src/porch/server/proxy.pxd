@@ -18,9 +18,9 @@ cimport cython
 
 cdef class Exchange(UpstreamListener):
     # The 4- and 2-byte fields first, right after the base's `up_seen`, and the statuses
-    # (100-999) as shorts: no padding, so the object stays within pymalloc's 512 bytes
-    # (GC header included); over it, each Exchange is a malloc() (~350 instructions a
-    # request, bench/hotpath.py under callgrind).
+    # (100-999) as shorts: no padding between them.  (Under 496 bytes, the object would
+    # come from pymalloc instead of malloc(): ~350 instructions a request less,
+    # bench/hotpath.py under callgrind; it is 520 now.)
     cdef public bint chunked, expect_continue, keep_alive, retried, request_done, websocket
     cdef public bint up_keep_alive, up_until_close, response_started, done, slash, peer_trusted
     cdef public int framing, tries

@@ -55,7 +55,6 @@ PENDING_LIMIT = 64 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CHUNKED_LINE = b"Transfer-Encoding: chunked\r\n"
 _CLOSE_LINE = b"Connection: close\r\n"
-_RID_LINE = b"\r\nX-Request-ID: "  # after X-Forwarded-Host's value
 _KEEPALIVE_LINE = b"Connection: keep-alive\r\n"
 
 _SEP = h1.SEP
@@ -504,12 +503,12 @@ class Exchange(UpstreamListener):
             parts = [self.method, b" ", target, b" HTTP/1.1\r\nHost: ", route.upstream_host or self.host_header or b"", _CRLF]
             parts += _without_listed(self.headers, tokens) if tokens else self.headers
             if self.peer_trusted:
-                parts += (trusted_part(self.peer_ip, self.client.scheme, self.local_port, self.host_header,
-                                       self.client_ip, self.xff, self.xf_proto, self.xf_host, self.xf_port),
-                          b"X-Request-ID: ", self.request_id, _CRLF)
+                parts += (b"X-Request-ID: ", self.request_id, _CRLF,
+                          trusted_part(self.peer_ip, self.client.scheme, self.local_port, self.host_header,
+                                       self.client_ip, self.xff, self.xf_proto, self.xf_host, self.xf_port))
             else:  # the connection's part, made once (server/client.py)
-                parts += (self.client.forwarding, b"X-Forwarded-Host: ", self.host_header or b"", _RID_LINE,
-                          self.request_id, _CRLF)
+                parts += (b"X-Request-ID: ", self.request_id, _CRLF, self.client.forwarding,
+                          b"X-Forwarded-Host: ", self.host_header or b"", _CRLF)
             return self._end_head(parts)
         fields = _without_listed(self.headers, tokens) if tokens else list(self.headers)
         fields += (b"X-Request-ID", _SEP, self.request_id, _CRLF)  # a header rule may replace it
