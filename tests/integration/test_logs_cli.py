@@ -47,11 +47,12 @@ def stop_and_read_access_log(p) -> list[str]:
 
 # -- access log: combined ------------------------------------------------------------
 
-# nginx's combined format, plus the request time in seconds with millisecond resolution.
+# nginx's combined format, plus the request time in seconds with millisecond resolution
+# and the request id (X-Request-ID).
 COMBINED = re.compile(
     r'^(?P<ip>\S+) - (?P<user>\S+) \[(?P<time>\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] '
     r'"(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+) "(?P<referer>[^"]*)" '
-    r'"(?P<agent>[^"]*)" (?P<rt>\d+\.\d{3})$'
+    r'"(?P<agent>[^"]*)" (?P<rt>\d+\.\d{3}) (?P<request_id>[0-9a-f]{24})$'
 )
 
 
