@@ -106,7 +106,7 @@ def _url(url: Any) -> tuple[str, str, int, str]:
     except ValueError as exc:
         raise ValueError(f"url: {url!r} is not a valid URL ({exc}); write it as http://host:port/path") from None
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"url: {url!r} is not an http:// or https:// URL")
+        raise ValueError(f'url: {url!r} is not an http:// or https:// URL; write url = "http://127.0.0.1:9091/api/verify"')
     if not parts.hostname or "@" in parts.netloc or parts.fragment:
         raise ValueError(f"url: {url!r} needs a host, and takes no user info nor #fragment;"
                          " write it as http://host:port/path")
