@@ -418,3 +418,14 @@ def test_forwarding_fields_are_the_same_with_and_without_other_upstream_hooks(ha
     else:
         assert b"X-Forwarded-For: 127.0.0.1\r\nX-Real-IP: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n" in sent[0]
         assert b"X-Forwarded-Host: app.test:8080\r\n" in sent[0] and b"203.0.113.7" not in sent[0]
+
+
+def test_compiled_exchange_comes_from_pymalloc():
+    """An Exchange is made per request: with its GC header (16 bytes) it must stay
+    within CPython's small-object limit (512 bytes), or each request pays malloc()
+    and free() (~350 instructions, bench/hotpath.py under callgrind).  A field added
+    to proxy.pxd must make room (see the comment there)."""
+    from porch.server.proxy import Exchange
+
+    assert hasattr(Exchange, "__pyx_vtable__"), "the suite runs compiled (tests/conftest.py)"
+    assert Exchange.__basicsize__ + 16 <= 512, Exchange.__basicsize__

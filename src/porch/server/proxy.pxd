@@ -18,19 +18,20 @@ cimport cython
 
 cdef class Exchange(UpstreamListener):
     # The 4- and 2-byte fields first, right after the base's `up_seen`, and the statuses
-    # (100-999) as shorts: no padding between them.  (Under 496 bytes, the object would
-    # come from pymalloc instead of malloc(): ~350 instructions a request less,
-    # bench/hotpath.py under callgrind; it is 520 now.)
+    # (100-999) as shorts: no padding between them.  496 bytes: with the GC header the
+    # object comes from pymalloc instead of malloc() (~350 instructions a request less,
+    # bench/hotpath.py under callgrind); the connection's peer_ip and local_port are read
+    # from `client`, and the body counters are ints (bounded by PENDING_LIMIT and
+    # REPLAY_LIMIT, plus one read).  test_pipeline_exchange checks the size.
     cdef public bint chunked, expect_continue, keep_alive, retried, request_done, websocket
     cdef public bint up_keep_alive, up_until_close, response_started, done, slash, peer_trusted
-    cdef public int framing, tries
+    cdef public int framing, tries, pending_size, replay_size
     cdef public short status, upstream_status
     cdef public bytes method, target, version, referer, user_agent, upstream_target, upstream_head
     cdef public bytes tunnel_early, path, query, request_id
     cdef public object switch_head
     cdef public object host_header, content_length, xff, xf_proto, xf_host, xf_port, connection_tokens
-    cdef public str host, site, client_ip, peer_ip
-    cdef public bytes local_port
+    cdef public str host, site, client_ip
     cdef public object sending
     cdef public object head_error, local, pending, replay, connect_task, error, waiting, _vars
     cdef public Chain chain
@@ -41,7 +42,6 @@ cdef class Exchange(UpstreamListener):
     cdef public Runtime runtime
     cdef public UpstreamConnection upstream
     cdef public ClientConnection client
-    cdef public Py_ssize_t pending_size, replay_size
     cdef public long long bytes_in, bytes_out
     cdef public double up_deadline, t_upstream_connect, t_upstream_header, t_end, t_start
     cdef public list headers
