@@ -17,16 +17,18 @@ from porch.http.request_id cimport next_request_id
 cimport cython
 
 cdef class Exchange(UpstreamListener):
-    # The 4- and 2-byte fields first, right after the base's `up_seen`, and the statuses
-    # (100-999) as shorts: no padding between them.  496 bytes: with the GC header the
+    # The 4-, 2- and 1-byte fields first, right after the base's `up_seen`, and the statuses
+    # (100-999) as shorts: no padding between them.  Under 496 bytes: with the GC header the
     # object comes from pymalloc instead of malloc() (~350 instructions a request less,
     # bench/hotpath.py under callgrind); the connection's peer_ip and local_port are read
     # from `client`, and the body counters are ints (bounded by PENDING_LIMIT and
     # REPLAY_LIMIT, plus one read).  test_pipeline_exchange checks the size.
-    cdef public bint chunked, expect_continue, keep_alive, retried, request_done, websocket
-    cdef public bint up_keep_alive, up_until_close, response_started, done, slash, peer_trusted
     cdef public int framing, tries, pending_size, replay_size
     cdef public short status, upstream_status
+    # The flags as bytes, not `bint` (a C int): 36 bytes less, which keeps room for the
+    # next field within pymalloc's limit.  Python code reads them as 0/1 ints.
+    cdef public unsigned char chunked, expect_continue, keep_alive, retried, request_done, websocket
+    cdef public unsigned char up_keep_alive, up_until_close, response_started, done, slash, peer_trusted
     cdef public bytes method, target, version, referer, user_agent, upstream_target, upstream_head
     cdef public bytes tunnel_early, path, query, request_id
     cdef public object switch_head
