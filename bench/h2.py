@@ -197,7 +197,8 @@ def profile(args, procs: base.Procs, porch, out: Path) -> None:
     print("\n" + text)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None, collect: dict | None = None) -> int:
+    """With `collect` (bench/all.py), summary_table's medians go in collect["summary"]."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=10, help="seconds per measured run (10)")
     ap.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per target and payload (3)")
@@ -211,7 +212,7 @@ def main() -> int:
     ap.add_argument("--py-spy", default=str(base.REPO / ".venv" / "bin" / "py-spy"))
     ap.add_argument("--http2-engine", default="auto", choices=("auto", "nghttp2", "h2"),
                     help="Porch's [porch] http2_engine (auto: h2 for now, see src/porch/_compiled.py)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     payloads = [x.strip() for x in args.payloads.split(",") if x.strip()]
     for tool in ("nginx", "h2load", "taskset"):
         if shutil.which(tool) is None:
@@ -254,6 +255,8 @@ def main() -> int:
                              f"{r['mibps']:7.1f} MiB/s  err {r['errors']}  server CPU {r['server_cpu']:.0f}%  "
                              f"CPU1 {r['cpu1']:.0f}%")
         table, summary = summary_table(args, results, names)
+        if collect is not None:
+            collect["summary"] = summary
         (out / "summary.md").write_text(table)
         (out / "results.json").write_text(json.dumps({"args": vars(args), "runs": results,
                                                        "summary": summary}, indent=1, default=str))

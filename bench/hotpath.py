@@ -144,14 +144,15 @@ def rounds(n: int, client, ct, up, runtime) -> None:
     log.flush()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None, collect: dict | None = None) -> int:
+    """With `collect` (bench/all.py), the best µs per request goes in collect["us_per_req"]."""
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=200_000)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--once", action="store_true", help="run n rounds once (for valgrind)")
     ap.add_argument("--access-log", default="/dev/null", help='"off" to skip the log line')
     ap.add_argument("--noop-policies", type=int, default=0, metavar="N")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     loop, runtime, client, ct, up, ut = setup(args.access_log, args.noop_policies)
     rounds(2000, client, ct, up, runtime)  # warm the memos
     before = ct.written
@@ -180,6 +181,9 @@ def main() -> int:
     print(f"{best[0]:.2f} us per request (best of 5; median {best[2]:.2f}); "
           f"{ct.writes / max(1, ct.written // per):.1f} client writes a request, "
           f"{ut.writes} upstream writes")
+    if collect is not None:
+        collect["us_per_req"] = best[0]
+        collect["median_us_per_req"] = best[2]
     return 0
 
 

@@ -290,7 +290,8 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None, collect: dict | None = None) -> int:
+    """With `collect` (bench/all.py), the figures per target go in collect["results"]."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=1024, help="bytes per bulk transfer, each way")
     ap.add_argument("--clients", type=int, default=50, help="parallel short connections")
@@ -300,7 +301,7 @@ def main() -> int:
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--porch", default=str(base.REPO / ".venv" / "bin" / "porch"))
     ap.add_argument("--target-port", type=int, help=argparse.SUPPRESS)  # internal: be the target
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.target_port:
         run_target(args.target_port)
         return 0
@@ -333,6 +334,8 @@ def main() -> int:
     print()
     print(f"load average at the end: {os.getloadavg()}")
     print(table(results))
+    if collect is not None:
+        collect["results"] = results
     return 0
 
 

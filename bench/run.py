@@ -560,7 +560,7 @@ def summarize(results: dict, targets: list[str], payloads: list[str], measured: 
     return summary, "\n".join(lines) + "\n"
 
 
-def mode_throughput(args, procs: Procs, out: Path) -> None:
+def mode_throughput(args, procs: Procs, out: Path) -> dict:
     setup = Setup(args, procs, out, keepalive_timeout=None, nginx_worker_connections=1024)
     try:
         setup.start_origin()
@@ -600,6 +600,7 @@ def mode_throughput(args, procs: Procs, out: Path) -> None:
             {"args": vars(args), "runs": results, "summary": summary}, indent=1, default=str))
         (out / "summary.md").write_text(header + table)
         print("\n" + header + table)
+        return summary
     finally:
         setup.collect_logs()
         procs.stop_all()
@@ -816,7 +817,9 @@ def mode_profile(args, procs: Procs, out: Path) -> None:
 # --------------------------------------------------------------------------- main
 
 
-def main() -> int:
+def main(argv: list[str] | None = None, collect: dict | None = None) -> int:
+    """Run the benchmark of the command line `argv`; with `collect`, its summary (the
+    medians of results.json) goes in collect["summary"] too (bench/all.py)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--idle", action="store_true", help="RSS holding idle keep-alive connections")
@@ -840,7 +843,7 @@ def main() -> int:
     ap.add_argument("--profile-seconds", type=int, default=15, help="py-spy duration (15)")
     ap.add_argument("--profile-rate", type=int, default=100, help="py-spy samples/s (100)")
     ap.add_argument("--profile-top", type=int, default=25, help="rows in the profile tables (25)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     args.payloads = [p.strip() for p in args.payloads.split(",") if p.strip()]
     for t in args.targets:
@@ -881,7 +884,9 @@ def main() -> int:
         elif args.profile:
             mode_profile(args, procs, out)
         else:
-            mode_throughput(args, procs, out)
+            summary = mode_throughput(args, procs, out)
+            if collect is not None:
+                collect["summary"] = summary
     except KeyboardInterrupt:
         log("interrupted")
         return 130

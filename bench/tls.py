@@ -177,7 +177,9 @@ def start_porch(args, setup, procs, out: Path, name: str, origin: int, cert: Pat
     return p, port
 
 
-def main() -> int:
+def main(argv: list[str] | None = None, collect: dict | None = None) -> int:
+    """With `collect` (bench/all.py), the medians per load go in collect["summary"]:
+    {load: {target: {"rps", "cpu_us_per_req", "p99"}}}."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", default="10s")
     ap.add_argument("--rounds", type=int, default=3)
@@ -187,7 +189,7 @@ def main() -> int:
     ap.add_argument("--against", choices=("nginx", "mux", "acme"), default="nginx",
                     help="mux: Porch against Porch with an unmatched [[stream]] (every hello through the"
                          " Mux); acme: against Porch with an ACME site (ready for TLS-ALPN-01)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     args.targets, args.payloads = ["porch", "nginx"], ["small"]
     out = base.OUT_ROOT / f"tls-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True)
@@ -239,6 +241,9 @@ def main() -> int:
                     for t in names}
             p99 = {t: statistics.median(r["p99"] for r in results[load][t]) for t in names}
             errs = sum(r["errors"] for t in names for r in results[load][t])
+            if collect is not None:
+                collect.setdefault("summary", {})[load] = {
+                    t: {"rps": med[t], "cpu_us_per_req": cost[t], "p99": p99[t], "errors": errs} for t in names}
             lines.append(f"| {load} | {med['porch']:,.0f} | {med[other]:,.0f} | {med['porch'] / med[other]:.2f} |"
                          f" {cost['porch']:.0f} | {cost[other]:.0f} |"
                          f" {base.fmt_ms(p99['porch'])} | {base.fmt_ms(p99[other])} | {errs} |")
