@@ -104,13 +104,12 @@ def http2_engine(choice: str) -> str:
     """The configured engine -> the one that runs.  ValueError for "nghttp2" where
     it is not built, saying how to build it.
 
-    "auto" is h2 for now: nghttp2 refuses a malformed :method or :path and CR, LF or
-    NUL in a value itself, with RST_STREAM, where issue 11 (tests/integration/
-    test_issue11_lifecycle.py) wants Porch's 400 and h2's GOAWAY; "auto" becomes
-    nghttp2 once its engine gives those answers too."""
-    if choice == "auto":
-        return "h2"
+    "auto" is nghttp2 where it is built (the C library; bench/RESULTS.md, HTTP/2
+    on libnghttp2), else h2.  Both give the same answers to malformed requests
+    (server/ngh2.pyx checks header blocks by h2's rules)."""
     built = native_loads("porch/server/ngh2.pyx")
+    if choice == "auto":
+        return "nghttp2" if built else "h2"
     if choice == "nghttp2" and not built:
         raise ValueError(
             '"nghttp2" is not built into this install (libnghttp2-dev was missing when '

@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from .h2client import H2Client
 from .helpers import (ClosedBeforeResponse, RawConn, free_port, rss_kib, site, wait_for_port,
                       wait_until)
+from .test_h2 import H2_ENGINES
 from .test_websocket import WsUpstream, ws
 from .tlscerts import TestCA
 
@@ -97,9 +98,10 @@ def _unchecked(client: H2Client) -> H2Client:
     ("GET", "be/no-slash"),
     ("GET", "*"),
 ])
-def test_h2_method_and_path_must_make_a_request_line(porch, upstream, method, path):
+@pytest.mark.parametrize("engine", H2_ENGINES)  # nghttp2 would reset these streams itself
+def test_h2_method_and_path_must_make_a_request_line(porch, upstream, method, path, engine):
     up = upstream()
-    p = https_porch(porch, tls_site(up.url))
+    p = https_porch(porch, tls_site(up.url), http2_engine=engine)
     with _unchecked(H2Client(p.https_port, HOST)) as c:
         bad = c.get(path, method=method)
         assert bad.status == 400 and bad.ended, bad
@@ -111,21 +113,23 @@ def test_h2_method_and_path_must_make_a_request_line(porch, upstream, method, pa
     assert ' 400 ' in p.access_log_lines(2)[0]
 
 
-def test_h2_options_asterisk_is_a_request_line(porch, upstream):
+@pytest.mark.parametrize("engine", H2_ENGINES)
+def test_h2_options_asterisk_is_a_request_line(porch, upstream, engine):
     # What target it becomes upstream is item 10's business; it is not refused here.
     up = upstream()
-    p = https_porch(porch, tls_site(up.url))
+    p = https_porch(porch, tls_site(up.url), http2_engine=engine)
     with H2Client(p.https_port, HOST) as c:
         assert c.get("*", method="OPTIONS").status == 200
     assert [t.split()[0] for t in up.stats()["targets"]] == ["OPTIONS"]
 
 
 @pytest.mark.parametrize("value", ["a\r\nX-Evil: 1", "a\nX-Evil: 1", "a\x00b"])
-def test_h2_header_values_with_cr_lf_nul_never_reach_the_upstream(porch, upstream, value):
+@pytest.mark.parametrize("engine", H2_ENGINES)  # nghttp2 checks by h2's rules (server/ngh2.pyx)
+def test_h2_header_values_with_cr_lf_nul_never_reach_the_upstream(porch, upstream, value, engine):
     # h2 validates what clients send (RFC 9113 8.2.1); the connection ends with a
     # GOAWAY PROTOCOL_ERROR, and nothing of the request goes upstream.
     up = upstream()
-    p = https_porch(porch, tls_site(up.url))
+    p = https_porch(porch, tls_site(up.url), http2_engine=engine)
     with _unchecked(H2Client(p.https_port, HOST)) as c:
         c.request("/be/inj", headers=[("x-inj", value)])
         assert c.pump(lambda: c.goaway is not None, timeout=5)

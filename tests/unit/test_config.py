@@ -668,7 +668,7 @@ def test_http2_engine_key():
     assert config(SITE).porch.http2_engine == "auto"
     for engine in ("auto", "nghttp2", "h2"):
         assert config(f'[porch]\nhttp2_engine = "{engine}"\n' + SITE).porch.http2_engine == engine
-    assert resolve("auto") == "h2"  # what runs (config/compile.py): h2 until nghttp2 meets issue 11
+    assert resolve("auto") == "nghttp2"  # what runs (config/compile.py) where it is built
     assert resolve("h2") == "h2"
 
 

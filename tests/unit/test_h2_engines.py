@@ -156,3 +156,69 @@ def test_input_in_any_bytes_like_object(engine):
     wire.client.send_headers(1, REQUEST, end_stream=True)
     events = wire.server.receive_data(memoryview(bytearray(wire.client.data_to_send())))
     assert [e.stream_id for e in events if type(e).__name__ == "RequestReceived"] == [1]
+
+
+# -- malformed requests: the same answer from both engines (issue 11, issue 16) ------------
+
+
+def unchecked(wire: Wire) -> Wire:
+    """Let the h2 client send what it would refuse (the attacker's side)."""
+    wire.client.config.validate_outbound_headers = False
+    wire.client.config.normalize_outbound_headers = False
+    return wire
+
+
+def outcome(engine: str, headers: list, body: bytes | None = None) -> tuple:
+    """What the server engine makes of one request: the request's headers as passed
+    on, or the connection error (its code and message)."""
+    wire = unchecked(Wire(resolve(engine)))
+    wire.client.send_headers(1, headers, end_stream=body is None)
+    if body is not None:
+        wire.client.send_data(1, body, end_stream=True)
+    try:
+        events = wire.to_server()
+    except ProtocolError as exc:
+        return ("connection error", int(exc.error_code), str(exc))
+    # (h2 reports END_STREAM as its own event, nghttp2's engine on the request too)
+    return tuple((type(e).__name__, getattr(e, "headers", None)) for e in events
+                 if type(e).__name__ in ("RequestReceived", "StreamReset"))
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET /x", "/y"), ("GET", "/a b"), ("GET", "/a\tb"), ('G"T', "/q"), ("GET", "no-slash"), ("GET", "*"),
+])
+def test_a_method_or_path_that_makes_no_request_line_reaches_porchs_check(method, path):
+    """Porch answers these 400 (http/h2.py request_line_problem); nghttp2 would reset
+    the stream itself, so its own messaging checks are off."""
+    headers = [(":method", method), (":scheme", "https"), (":authority", "app.test"), (":path", path)]
+    got = outcome("nghttp2", headers)
+    assert got[0][0] == "RequestReceived", got
+    assert (b":method", method.encode()) in got[0][1] and (b":path", path.encode()) in got[0][1]
+    assert got == outcome("h2", headers)
+
+
+@pytest.mark.parametrize("extra", [
+    [("x-inj", "a\r\nX-Evil: 1")], [("x-inj", "a\nb")], [("x-inj", "a\x00b")],  # RFC 9113 8.2.1
+    [("X-Upper", "1")], [("connection", "close")], [("te", "gzip")],  # 8.2.1, 8.2.2
+    [(":unknown", "1")], [(":path", "/again")],  # 8.3
+])
+def test_header_fields_h2_refuses_end_the_connection_on_both_engines(extra):
+    got = outcome("nghttp2", REQUEST + extra)
+    assert got[:2] == ("connection error", ErrorCodes.PROTOCOL_ERROR), got
+    assert got == outcome("h2", REQUEST + extra)
+
+
+def test_a_request_without_its_path_ends_the_connection_on_both_engines():
+    headers = [h for h in REQUEST if h[0] != ":path"]
+    got = outcome("nghttp2", headers)
+    assert got[0] == "connection error", got
+    assert got == outcome("h2", headers)
+
+
+@pytest.mark.parametrize("length, body", [("3", b"four"), ("5", b"four"), ("x", b"four"), ("4", b"four")])
+def test_a_body_against_its_content_length_as_h2_checks_it(length, body):
+    """RFC 9113 8.1.1: a body longer or shorter than content-length is malformed."""
+    headers = [(":method", "POST")] + REQUEST[1:] + [("content-length", length)]
+    got = outcome("nghttp2", headers, body)
+    assert (got[0] == "connection error") == (length != "4"), got
+    assert got == outcome("h2", headers, body)

@@ -25,6 +25,14 @@ What nghttp2 does differently, and how it is kept to Porch's rules (README, HTTP
 - A connection error nghttp2 detects itself (a malformed frame, a bad preface) makes
   `receive_data` raise `NgProtocolError`, as h2 raises ProtocolError; nghttp2 has
   already queued the GOAWAY, so `close_connection` adds none.
+- The requests' header fields are checked by h2's own rules (`h2.utilities.
+  validate_headers`, as h2 checks them: RFC 9113 8.2 and 8.3), not by nghttp2's
+  (`nghttp2_option_set_no_http_messaging`), so both engines give the same answer to
+  a malformed request: a connection error (GOAWAY PROTOCOL_ERROR, h2's message in
+  the error log) for what h2 refuses, and Porch's 400 (http/h2.py) for a :method or
+  :path that cannot make a request line, which nghttp2 would reset as a stream
+  error.  With nghttp2's messaging off, the body's length against content-length
+  (RFC 9113 8.1.1) is checked here too, as h2 checks it.
 - One rule is nghttp2's and not h2's: a client that opens streams past
   MAX_CONCURRENT_STREAMS after acknowledging the setting gets a connection error
   (before the acknowledgement, REFUSED_STREAM as on h2).  A conforming client never
@@ -41,7 +49,8 @@ from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 
-from h2.exceptions import ProtocolError
+from h2.exceptions import InvalidBodyLengthError, ProtocolError
+from h2.utilities import HeaderValidationFlags, validate_headers
 
 from porch.http.h2 import CONNECTION_WINDOW, STREAM_WINDOW
 
@@ -168,6 +177,7 @@ cdef extern from "nghttp2/nghttp2.h":
     void nghttp2_option_set_max_outbound_ack(nghttp2_option *, size_t)
     void nghttp2_option_set_stream_reset_rate_limit(nghttp2_option *, uint64_t, uint64_t)
     void nghttp2_option_set_max_continuations(nghttp2_option *, size_t)
+    void nghttp2_option_set_no_http_messaging(nghttp2_option *, int)
 
     int nghttp2_session_server_new2(nghttp2_session **, const nghttp2_session_callbacks *,
                                     void *, const nghttp2_option *)
@@ -214,6 +224,28 @@ cdef enum:
     # nghttp2 cuts DATA frames to the client's SETTINGS_MAX_FRAME_SIZE itself, so the
     # stream's pump (h2stream.py) need not: it cuts to the window only.
     NO_FRAME_LIMIT = 1 << 30
+
+
+# What h2 checks in a request's header block and in its trailers (server side).
+REQUEST_FLAGS = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False,
+                                      is_push_promise=False)
+TRAILER_FLAGS = REQUEST_FLAGS._replace(is_trailer=True)
+
+
+def _content_length(list headers):
+    """The request's declared body length, or None; ProtocolError as h2 raises it
+    (h2/stream.py) for a value that is not digits or two that differ."""
+    length = None
+    for name, value in headers:
+        if name == b"content-length":
+            if not value.isdigit():
+                raise ProtocolError(f"Invalid content-length header: {value!r}")
+            n = int(value, 10)
+            if length is None:
+                length = n
+            elif n != length:
+                raise ProtocolError(f"Conflicting content-length headers: {length} and {n}")
+    return length
 
 
 class NgProtocolError(ProtocolError):
@@ -289,6 +321,7 @@ cdef class NgEngine:
     cdef dict resets_after  # stream id -> RST_STREAM code once its END_STREAM is out
     cdef Py_ssize_t queued  # bytes in every _Out
     cdef list headers  # the header block being decoded
+    cdef dict lengths  # stream id -> [content-length, bytes received] (h2's check)
     cdef Py_ssize_t header_size
     cdef object failure  # NgProtocolError to raise from receive_data
     cdef object callback_exc  # an exception raised inside a callback (a bug of ours)
@@ -304,6 +337,7 @@ cdef class NgEngine:
         self.outs = {}
         self.resets_after = {}
         self.headers = []
+        self.lengths = {}
         if nghttp2_session_callbacks_new(&cb) != 0:
             raise MemoryError()
         nghttp2_session_callbacks_set_on_begin_headers_callback(cb, _on_begin_headers)
@@ -316,6 +350,7 @@ cdef class NgEngine:
             nghttp2_session_callbacks_del(cb)
             raise MemoryError()
         nghttp2_option_set_no_auto_window_update(opt, 1)
+        nghttp2_option_set_no_http_messaging(opt, 1)  # h2's header rules instead (above)
         nghttp2_option_set_max_outbound_ack(opt, MAX_OUTBOUND_ACK)
         nghttp2_option_set_stream_reset_rate_limit(opt, RESET_BURST, RESET_RATE)
         nghttp2_option_set_max_continuations(opt, MAX_CONTINUATIONS)
@@ -504,6 +539,20 @@ cdef class NgEngine:
         event.stream_id = stream_id
         self.events.append(event)
 
+    cdef int _body_length(self, int stream_id, Py_ssize_t n, bint end) except -1:
+        """Count a request's body bytes against its content-length; h2's
+        InvalidBodyLengthError past it, or short of it at the end."""
+        cdef list seen = self.lengths.get(stream_id)
+        if seen is None:
+            return 0
+        seen[1] += n
+        if seen[1] > seen[0] or (end and seen[1] != seen[0]):
+            del self.lengths[stream_id]
+            raise InvalidBodyLengthError(seen[0], seen[1])
+        if end:
+            del self.lengths[stream_id]
+        return 0
+
     cdef void _drop(self, int stream_id):
         cdef _Out out = self.outs.pop(stream_id, None)
         if out is not None:
@@ -567,8 +616,6 @@ cdef int _on_header(nghttp2_session *session, const nghttp2_frame *frame, const 
             f"a header list over {MAX_DECODED_HEADERS} bytes once decoded (HPACK bomb)",
             ENHANCE_YOUR_CALM)
         return NGHTTP2_ERR_CALLBACK_FAILURE
-    if frame.headers.cat != NGHTTP2_HCAT_REQUEST:
-        return 0  # trailers: not passed upstream (as on h2)
     try:
         self.headers.append((PyBytes_FromStringAndSize(<const char *>name, namelen),
                              PyBytes_FromStringAndSize(<const char *>value, valuelen)))
@@ -588,17 +635,32 @@ cdef int _on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame,
     cdef ConnectionTerminated goaway
     try:
         if kind == NGHTTP2_HEADERS:
+            headers, self.headers = self.headers, []
             if frame.headers.cat == NGHTTP2_HCAT_REQUEST:
+                for _ in validate_headers(headers, REQUEST_FLAGS):
+                    pass
+                length = _content_length(headers)
+                if length is not None:
+                    self.lengths[frame.hd.stream_id] = [length, 0]
+                    if end:
+                        self._body_length(frame.hd.stream_id, 0, True)
                 request = RequestReceived.__new__(RequestReceived)
                 request.stream_id = frame.hd.stream_id
-                request.headers = self.headers
+                request.headers = headers
                 request.stream_ended = True if end else None
-                self.headers = []
                 self.events.append(request)
-            elif end:  # trailers end the request
+            else:  # trailers: checked, not passed upstream (as on h2); they end the request
+                for _ in validate_headers(headers, TRAILER_FLAGS):
+                    pass
+                if not end:
+                    raise ProtocolError("Trailers must have END_STREAM set")  # h2's rule and words
+                if self.lengths:
+                    self._body_length(frame.hd.stream_id, 0, True)
                 self._ended(frame.hd.stream_id)
         elif kind == NGHTTP2_DATA:
             if end:
+                if self.lengths:
+                    self._body_length(frame.hd.stream_id, 0, True)
                 self._ended(frame.hd.stream_id)
         elif kind == NGHTTP2_WINDOW_UPDATE:
             window = WindowUpdated.__new__(WindowUpdated)
@@ -614,6 +676,9 @@ cdef int _on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame,
             goaway = ConnectionTerminated.__new__(ConnectionTerminated)
             goaway.error_code = frame.goaway.error_code
             self.events.append(goaway)
+    except ProtocolError as exc:  # the client's fault: the connection ends as on h2
+        self.failure = NgProtocolError(str(exc), PROTOCOL_ERROR)
+        return NGHTTP2_ERR_CALLBACK_FAILURE
     except BaseException as exc:
         self.callback_exc = exc
         return NGHTTP2_ERR_CALLBACK_FAILURE
@@ -656,7 +721,12 @@ cdef int _on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t st
         event.data = PyBytes_FromStringAndSize(<const char *>data, length)
         # Padding is consumed by nghttp2 itself; the rest waits for acknowledge_received_data.
         event.flow_controlled_length = length
+        if self.lengths:
+            self._body_length(stream_id, length, False)
         self.events.append(event)
+    except ProtocolError as exc:
+        self.failure = NgProtocolError(str(exc), PROTOCOL_ERROR)
+        return NGHTTP2_ERR_CALLBACK_FAILURE
     except BaseException as exc:
         self.callback_exc = exc
         return NGHTTP2_ERR_CALLBACK_FAILURE
@@ -673,6 +743,8 @@ cdef int _on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t 
         self._drop(stream_id)
         if self.resets_after:
             self.resets_after.pop(stream_id, None)
+        if self.lengths:
+            self.lengths.pop(stream_id, None)
         event = StreamReset.__new__(StreamReset)
         event.stream_id = stream_id
         event.error_code = error_code
