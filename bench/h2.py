@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None, collect: dict | None = None) -> int:
                     help="instead: py-spy Porch for SECONDS under the /small load, print where the time goes")
     ap.add_argument("--py-spy", default=str(base.REPO / ".venv" / "bin" / "py-spy"))
     ap.add_argument("--http2-engine", default="auto", choices=("auto", "nghttp2", "h2"),
-                    help="Porch's [porch] http2_engine (auto: h2 for now, see src/porch/_compiled.py)")
+                    help="Porch's [porch] http2_engine (auto: nghttp2 where built, else h2)")
     args = ap.parse_args(argv)
     payloads = [x.strip() for x in args.payloads.split(",") if x.strip()]
     for tool in ("nginx", "h2load", "taskset"):

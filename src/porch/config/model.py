@@ -278,7 +278,7 @@ class Global:
     # RFC 9113 6.5.2 recommends no less than 100.
     max_concurrent_streams: int = 100
     # What speaks HTTP/2: "nghttp2" (libnghttp2, compiled in when its header was
-    # there at build time), "h2" (pure Python), "auto" (h2 for now: _compiled.py).
+    # there at build time), "h2" (pure Python), "auto" (nghttp2 where built, else h2: _compiled.py).
     http2_engine: str = "auto"
     # A client that reads nothing of a response for this long is dropped (nginx send_timeout 60s).
     send_timeout: float = 60.0
