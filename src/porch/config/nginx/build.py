@@ -67,6 +67,7 @@ class Builder:
         self.porch: dict[str, Any] = {}
         self.origins: dict[str, str] = {}
         self.zones: dict[str, Directive] = {}
+        self.locations: list[Directive] = []  # the server block's being read
 
     def warn(self, d: Directive, message: str) -> None:
         line = f"{d.origin}: {message}"
@@ -381,7 +382,10 @@ class Builder:
     def routes(self, server: Server, names: tuple[str, ...]) -> list[tuple[dict, dict]]:
         port = next((x.port for x, _ in server.listens), None)
         out = []
+        self.locations = server.locations  # auth_request names one of them (policies.py)
         for loc in server.locations:
+            if any(item.name == "internal" for item in loc.block or ()):
+                continue  # reached by auth_request only: forward_auth's url (policies.py)
             scope = Scope(outer=server.scope)
             for item in loc.block or ():
                 if item.name in table.NO_EFFECT:

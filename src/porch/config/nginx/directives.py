@@ -89,7 +89,7 @@ ROUTE_SCOPED = frozenset({
     "auth_basic", "auth_basic_user_file", "limit_req", "allow", "deny", "expires", "root",
     "try_files", "gzip", "gzip_types", "gzip_min_length", "gzip_comp_level", "gzip_proxied",
     "gzip_vary", "gzip_disable", "gzip_http_version", "gzip_buffers", "auth_request",
-    "proxy_hide_header", "index",
+    "proxy_hide_header", "index", "auth_request_set", "internal", "proxy_pass_request_body",
 })
 
 # Server (or http) level only, read by the builder itself.

@@ -58,6 +58,16 @@ class Upstream:
     origin: Directive
 
 
+def auth_request_vars(scope: Scope) -> dict[str, str]:
+    """`auth_request_set $user $upstream_http_remote_user;` lines: "$user" -> the
+    auth answer's field name ("remote-user")."""
+    out = {}
+    for d in scope.get("auth_request_set"):
+        if len(d.args) == 2 and d.args[1].lower().startswith("$upstream_http_"):
+            out[d.args[0]] = d.args[1][len("$upstream_http_"):].lower().replace("_", "-")
+    return out
+
+
 class RouteBuilder:
     """Reads one location; `values` and `origins` (key -> directive) when done."""
 
@@ -234,6 +244,8 @@ class RouteBuilder:
                           " no line); remove it")
             if value == f"$http_{lower.replace('-', '_')}":
                 continue  # the client's own field, passed as it is
+            if value in auth_request_vars(self.scope):
+                continue  # forward_auth's copy_headers (policies.py)
             if lower in table.IDENTITY:
                 if value == "$remote_user":
                     continue  # basic_auth's user_header, see policies()

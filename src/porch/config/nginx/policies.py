@@ -1,7 +1,7 @@
 """nginx directives whose porch.toml keys are the policies issue's (13):
 
     auth_basic "realm"; auth_basic_user_file F;  -> basic_auth = { htpasswd, realm, user_header }
-    auth_request /verify;                        -> forward_auth (needs the URL: an error says so)
+    auth_request /verify; auth_request_set ...   -> forward_auth = { url, copy_headers } (the url from location /verify)
     limit_req zone=z burst=20 nodelay;           -> rate_limit = { rate, burst, nodelay }
     allow 10.0.0.0/8; deny all;                  -> allow = [...] (deny all: only those)
     expires 7d;                                  -> expires = "7d"
@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from porch.config.nginx import directives as table
+from porch.config.nginx.locations import auth_request_vars
 from porch.config.nginx.parse import Directive
 from porch.config.nginx.variables import Problem, size
 
@@ -147,8 +148,61 @@ def _static(ctx: Any, route: Any) -> None:
 
 
 def _auth_request(ctx: Any, route: Any) -> None:
+    """auth_request /authelia; with the location it names (`internal`, proxy_pass to
+    the service), as Authelia's, Authentik's and oauth2-proxy's nginx snippets write
+    it -> forward_auth = { url, copy_headers }.  `auth_request_set $user
+    $upstream_http_remote_user;` with `proxy_set_header Remote-User $user;` is a copied
+    field (Porch copies it under the service's name, so the two names must agree)."""
     d: Directive | None = route.scope.one("auth_request")
-    if d is not None and d.args != ("off",):
-        raise Problem(f"{d.origin}: {d.args[0]} names a location, and Porch needs the auth service's"
-                      ' URL: write forward_auth = { url = "http://127.0.0.1:9091/api/verify" } in a'
-                      " porch.toml")
+    if d is None or d.args == ("off",):
+        return
+    uri = d.args[0] if d.args else ""
+    url = _auth_url(ctx, d, uri)
+    value: dict[str, Any] = {"url": url}
+    fields = auth_request_vars(route.scope)
+    copied = []
+    for h in route.scope.get("proxy_set_header"):
+        if len(h.args) == 2 and h.args[1] in fields:
+            if h.args[0].lower() != fields[h.args[1]]:
+                raise Problem(f"{h.origin}: {h.args[0]} {h.args[1]}: Porch sets the auth service's"
+                              f" {fields[h.args[1]]} field upstream under its own name; name the field"
+                              f" {fields[h.args[1]]} here, or have the service answer {h.args[0]}")
+            copied.append(h.args[0])
+    if copied:
+        value["copy_headers"] = copied
+    ctx.needs("forward_auth", d, route.values, value, route.origins)
+
+
+def _auth_url(ctx: Any, d: Directive, uri: str) -> str:
+    """The URL nginx's subrequest to `uri` goes to: the proxy_pass of the location
+    that takes it, by nginx's rule (with a URI part, the location's match replaced)."""
+    loc, prefix = _location_for(ctx.locations, uri)
+    if loc is None:
+        raise Problem(f"{d.origin}: {uri}: no location of this server takes it; add"
+                      " location = " + uri + " { internal; proxy_pass http://AUTH-SERVICE/...; }")
+    proxy = next((x for x in loc.block or () if x.name == "proxy_pass"), None)
+    if proxy is None or not proxy.args or "$" in proxy.args[0]:
+        raise Problem(f"{loc.origin}: the location auth_request {uri} names needs a plain"
+                      " proxy_pass http://HOST:PORT/path; to the auth service")
+    target = proxy.args[0]
+    scheme, _, rest = target.partition("://")
+    host, slash, path = rest.partition("/")
+    if host in ctx.upstreams:  # an upstream block: its first server
+        first = ctx.upstreams[host].targets[0]
+        host = (first.get("url") if isinstance(first, dict) else first).split("://")[-1]
+    if not slash:  # no URI part: the subrequest's own URI
+        return f"{scheme}://{host}{uri}"
+    return f"{scheme}://{host}/{path}{uri[len(prefix):]}"
+
+
+def _location_for(locations: list[Directive], uri: str) -> tuple[Directive | None, str]:
+    """nginx's choice for a plain URI among exact and prefix locations."""
+    best: tuple[Directive | None, str] = (None, "")
+    for loc in locations:
+        args = loc.args
+        if len(args) == 2 and args[0] == "=" and args[1] == uri:
+            return loc, uri
+        path = args[-1] if len(args) == 1 or args[0] == "^~" else None
+        if path is not None and uri.startswith(path) and len(path) > len(best[1]):
+            best = (loc, path)
+    return best
