@@ -201,6 +201,21 @@ def test_ten_failures_then_429_for_a_minute_logged_once(porch, upstream, users):
     assert up.stats()["requests"] == 1
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_throttle_counts_across_workers(porch, upstream, users, workers):
+    """One client, a new connection per guess (SO_REUSEPORT spreads them over the
+    workers): throttled at the 10th failure whatever the number of workers.  With a
+    count per worker, two workers would answer ~20 guesses with 401 before a 429."""
+    up = upstream()
+    p = porch(config(up.url, users), workers=workers)
+    p.wait_workers(workers)
+    statuses = [get(p.port, "/x", "Authorization: " + basic("carol", f"guess {i}")).status for i in range(20)]
+    assert statuses == [401] * 10 + [429] * 10, statuses
+    log = p.error_log_text(wait_for="failed logins")
+    assert log.count("10 failed logins from 127.0.0.1 within 60s") == 1, log
+    assert up.stats()["requests"] == 0
+
+
 # -- HTTP/2 ----------------------------------------------------------------------------
 
 

@@ -133,3 +133,47 @@ def test_the_count_holds_across_two_workers(porch, upstream):
     finally:
         for c in conns:
             c.close()
+
+
+# -- HTTP/2: each stream counts as a connection (nginx's limit_conn) ------------------
+
+REFUSED_STREAM = 7  # RFC 9113 7
+
+
+def h2_site(porch, upstream, **limits):
+    up = upstream()
+    https_port = free_port()
+    p = porch(site(up.url, 'tls = "internal"\nredirect_http = false\n'), https_port=https_port,
+              tls="internal", **limits)
+    wait_for_port(https_port, p.managed, what="porch https")
+    return p, https_port
+
+
+def concurrent(c: H2Client, n: int, path: str = "/slow?delay=1.5") -> list[int]:
+    """`n` streams opened in one write; their outcome: status, or -code when reset."""
+    sids = [c.request(path, flush=False) for _ in range(n)]
+    c.flush()
+    results = [c.response(sid) for sid in sids]
+    return [-r.reset if r.reset is not None else r.status for r in results]
+
+
+def test_http2_streams_over_the_limit_get_refused_stream_and_the_connection_lives(porch, upstream):
+    p, port = h2_site(porch, upstream, max_connections_per_client=3)
+    mark = p.error_log_mark()
+    with H2Client(port, HOST) as c:
+        assert concurrent(c, 5) == [200, 200, 200, -REFUSED_STREAM, -REFUSED_STREAM]
+        assert concurrent(c, 4) == [200, 200, 200, -REFUSED_STREAM]  # places given back, taken again
+        assert c.get("/x").status == 200 and c.goaway is None
+        with H2Client(port, HOST) as other:  # a second connection of the client holds a place
+            assert other.get("/x").status == 200
+            assert concurrent(c, 3) == [200, 200, -REFUSED_STREAM]
+        assert wait_until(lambda: concurrent(c, 3, "/x") == [200] * 3, timeout=3.0)  # its place is free
+    log = p.error_log_text(wait_for="HTTP/2 stream refused", since=mark)
+    assert log.count("HTTP/2 stream refused: max_connections_per_client 3 reached") == 1, log
+
+
+def test_http2_streams_count_against_max_connections(porch, upstream):
+    p, port = h2_site(porch, upstream, max_connections=2)
+    with H2Client(port, HOST) as c:
+        assert concurrent(c, 3) == [200, 200, -REFUSED_STREAM]
+        assert "HTTP/2 stream refused: max_connections 2" in p.error_log_text(wait_for="stream refused")

@@ -19,6 +19,7 @@ import pytest
 from porch.config.describe import describe
 from porch.config.errors import ConfigError
 from porch.config.toml import loads
+from porch.limits.table import SharedTable, now_ms
 from porch.policies import htpasswd
 from porch.policies.basic_auth import Malformed, Throttle, VerifiedCache, client_key, credentials
 
@@ -196,24 +197,39 @@ def test_credentials_read_basic_in_any_case_and_refuse_malformed_ones():
 
 
 def test_throttle_blocks_after_ten_failures_within_the_window_for_the_block_time():
-    t = Throttle(limit=10, window=60.0, block=60.0)
-    starts = [t.failed("1.2.3.4", 100.0 + i) for i in range(10)]
+    t = Throttle(SharedTable.create(1024), limit=10, window=60.0, block=60.0)
+    starts = [t.failed("1.2.3.4", 100_000 + i * 1000) for i in range(10)]
     assert starts == [False] * 9 + [True]
-    assert t.blocked("1.2.3.4", 110.0) == pytest.approx(59.0)
-    assert t.blocked("5.6.7.8", 110.0) == 0.0
-    assert t.blocked("1.2.3.4", 168.5) > 0 and t.blocked("1.2.3.4", 169.0) == 0.0  # from the 10th, at 109
+    assert t.blocked("1.2.3.4", 110_000) == pytest.approx(59.0)
+    assert t.blocked("5.6.7.8", 110_000) == 0.0
+    assert t.blocked("1.2.3.4", 168_500) > 0 and t.blocked("1.2.3.4", 169_000) == 0.0  # from the 10th, at 109
     # after the block, counting starts again
-    assert not t.failed("1.2.3.4", 171.0)
+    assert not t.failed("1.2.3.4", 171_000)
 
 
-def test_throttle_forgets_failures_older_than_the_window_and_stays_bounded():
-    t = Throttle(limit=10, window=60.0, block=60.0, size=100)
+def test_throttle_forgets_failures_older_than_the_window_and_stays_in_the_fixed_table():
+    table = SharedTable.create(1024)
+    t = Throttle(table, limit=10, window=60.0, block=60.0)
     for i in range(9):
-        t.failed("a", float(i))
-    assert not t.failed("a", 100.0)  # the first nine are over a minute old
-    for i in range(1000):
-        t.failed(f"10.0.{i // 256}.{i % 256}", 200.0)
-    assert len(t._keys) == 100
+        t.failed("a", i * 1000)
+    assert not t.failed("a", 100_000)  # the first nine are over a minute old
+    for i in range(5000):
+        t.failed(f"10.0.{i // 256}.{i % 256}", 200_000)
+    assert table.used() <= 1024  # a flood of addresses recycles slots
+
+
+def test_throttle_counts_across_processes_sharing_the_table():
+    """Two workers: five failures in each process make ten, and both see the block."""
+    table = SharedTable.create(1024)
+    now = now_ms()
+    pid = os.fork()
+    if pid == 0:  # the other worker, on the inherited mapping
+        child = Throttle(SharedTable.attach(table.fd))
+        os._exit(0 if [child.failed("9.9.9.9", now) for _ in range(5)] == [False] * 5 else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    t = Throttle(table)
+    assert [t.failed("9.9.9.9", now) for _ in range(5)] == [False] * 4 + [True]
+    assert t.blocked("9.9.9.9", now) == pytest.approx(60.0)
 
 
 def test_ipv6_clients_are_counted_by_their_64():

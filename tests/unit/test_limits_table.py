@@ -117,6 +117,20 @@ def test_connection_counts(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_failures_block_at_the_limit_within_the_window(kind):
+    """The login throttle's counter (policies/basic_auth.py): a window from the first
+    failure; the limit-th starts a block, after which counting starts again."""
+    t = make(kind)
+    assert [t.failed(b"f", 1000 + i, 3, 60_000, 60_000) for i in range(3)] == [0, 0, 60_000]
+    assert t.blocked(b"f", 1002) == 60_000 and t.blocked(b"f", 61_001) == 1
+    assert t.blocked(b"f", 61_002) == 0 and t.blocked(b"other", 1002) == 0
+    assert t.failed(b"f", 61_002, 3, 60_000, 60_000) == 0  # a new window
+    assert t.failed(b"g", 0, 3, 60_000, 60_000) == 0
+    assert t.failed(b"g", 60_000, 3, 60_000, 60_000) == 0  # the first is a window old: forgotten
+    assert t.failed(b"g", 60_001, 3, 60_000, 60_000) == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_100k_keys_stay_in_the_fixed_table_and_evict_the_oldest(kind):
     slots = 4096 if kind == "python" else 65536
     t = make(kind, slots)

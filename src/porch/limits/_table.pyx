@@ -288,6 +288,42 @@ cdef class Table:
                 s.value = 0
         self._unlock()
 
+    def failed(self, bytes name, int64_t now, int64_t limit, int64_t window, int64_t block) -> int:
+        """Count one failure of `key` (a failed login) in a fixed window of `window` ms
+        starting at its first failure; at `limit` failures the key is blocked for
+        `block` ms (value -1, `expires` the end) and counting restarts after it.  The
+        block's length in ms when this failure starts it, else 0."""
+        cdef bint made
+        cdef Slot *s
+        cdef uint64_t key = self._key(name)
+        self._lock()
+        s = self._find(key, now, True, &made)
+        if made or s.value < 0 or now - s.last >= window:
+            s.value = 0
+            s.last = now
+        s.value += 1
+        if s.value >= limit:
+            s.value = -1
+            s.expires = now + block
+            self._unlock()
+            return block
+        s.expires = s.last + window
+        self._unlock()
+        return 0
+
+    def blocked(self, bytes name, int64_t now) -> int:
+        """The ms `key` stays blocked by `failed` (0: not blocked)."""
+        cdef bint made
+        cdef Slot *s
+        cdef int64_t left = 0
+        cdef uint64_t key = self._key(name)
+        self._lock()
+        s = self._find(key, now, False, &made)
+        if s != NULL and s.value < 0 and s.expires > now:
+            left = s.expires - now
+        self._unlock()
+        return left
+
     def value(self, bytes name, int64_t now) -> int | None:
         """The value stored for `key` (None: no slot), for tests and stats."""
         cdef bint made

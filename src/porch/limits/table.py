@@ -53,6 +53,15 @@ class CounterTable(Protocol):
     def release(self, key: bytes) -> None:
         ...
 
+    def failed(self, key: bytes, now: int, limit: int, window: int, block: int) -> int:
+        """Count a failure (a login) of `key` in a fixed `window` (ms): the block (ms)
+        it starts when it is the `limit`-th, else 0."""
+        ...
+
+    def blocked(self, key: bytes, now: int) -> int:
+        """The ms `key` stays blocked by `failed` (0: not blocked)."""
+        ...
+
     def value(self, key: bytes) -> int | None:
         ...
 
@@ -98,6 +107,12 @@ class SharedTable:
 
     def release(self, key: bytes) -> None:
         self.core.release(key, now_ms())
+
+    def failed(self, key: bytes, now: int, limit: int, window: int, block: int) -> int:
+        return self.core.failed(key, now, limit, window, block)
+
+    def blocked(self, key: bytes, now: int) -> int:
+        return self.core.blocked(key, now)
 
     def value(self, key: bytes) -> int | None:
         return self.core.value(key, now_ms())
@@ -252,6 +267,29 @@ class _PyTable:
                     _SLOT.pack_into(self.buf, at, 0, 0, 0, 0)
                 else:
                     _SLOT.pack_into(self.buf, at, k, value - 1, last, expires)
+
+    def failed(self, name: bytes, now: int, limit: int, window: int, block: int) -> int:
+        key = self._key(name)
+        with self._locked():
+            at, made = self._find(key, now, True)
+            _, value, last, _ = _SLOT.unpack_from(self.buf, at)
+            if made or value < 0 or now - last >= window:
+                value, last = 0, now
+            value += 1
+            if value >= limit:
+                _SLOT.pack_into(self.buf, at, key, -1, last, now + block)
+                return block
+            _SLOT.pack_into(self.buf, at, key, value, last, last + window)
+            return 0
+
+    def blocked(self, name: bytes, now: int) -> int:
+        key = self._key(name)
+        with self._locked():
+            at, _ = self._find(key, now, False)
+            if at is None:
+                return 0
+            _, value, _, expires = _SLOT.unpack_from(self.buf, at)
+            return expires - now if value < 0 and expires > now else 0
 
     def value(self, name: bytes, now: int) -> int | None:
         key = self._key(name)

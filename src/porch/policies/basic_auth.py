@@ -22,7 +22,10 @@
   entry changes the key.
 - Failed logins are counted per client address: after 10 within a minute, 429 with
   Retry-After for a minute, whatever the credentials (else the guessing goes on),
-  logged once when it starts.
+  logged once when it starts.  The count lives in the machine's shared counter table
+  (limits/table.py), so it holds across workers.  forward_auth needs no throttle of
+  its own: the auth service sees every attempt and owns that policy (Authelia's
+  regulation, Authentik's reputation), as with nginx's auth_request.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from porch.http.model import Headers, RequestHead
+from porch.limits.table import CounterTable, local_table, now_ms
 from porch.pipeline import Context, Policy, Reply
 from porch.policies import htpasswd
 
@@ -135,7 +139,7 @@ def build(config: BasicAuthConfig | None, env: Any) -> Policy | None:
         return None
     shared = env.shared.get("basic_auth")
     if shared is None:
-        shared = env.shared["basic_auth"] = Shared(env.error_log)
+        shared = env.shared["basic_auth"] = Shared(env.error_log, getattr(env, "counters", None))
     return BasicAuth(config, shared)
 
 
@@ -177,46 +181,29 @@ class VerifiedCache:
 
 
 class Throttle:
-    """Failed logins per client key: after `limit` in `window` seconds, the key is
-    blocked for `block` seconds.  At most `size` keys (least recently used first out:
-    a flood of addresses costs memory no more than this, at the price of forgetting).
+    """Failed logins per client key, in the machine's shared counter table
+    (limits/table.py, the one rate_limit and the connection limits use): every worker
+    counts together, as SO_REUSEPORT spreads one client's connections over them.
+    After `limit` failures within `window` seconds of the first, the key is blocked for
+    `block` seconds.  The table is fixed-size (least recently used slots recycled): a
+    flood of addresses costs no memory, at the price of forgetting."""
 
-    In-process, so each worker counts its own: the interface (`blocked`, `failed`) is
-    the one the shared-memory counter table of the rate limits (issue 13) offers, to
-    be swapped in so that all workers count together."""
+    __slots__ = ("table", "limit", "window", "block")
 
-    __slots__ = ("limit", "window", "block", "size", "_keys")
-
-    def __init__(self, limit: int = FAILURES, window: float = WINDOW, block: float = BLOCK,
-                 size: int = 10_000) -> None:
+    def __init__(self, table: CounterTable, limit: int = FAILURES, window: float = WINDOW,
+                 block: float = BLOCK) -> None:
+        self.table = table
         self.limit = limit
-        self.window = window
-        self.block = block
-        self.size = size
-        self._keys: OrderedDict[str, list[float]] = OrderedDict()  # key -> [since, count, until]
+        self.window = int(window * 1000)
+        self.block = int(block * 1000)
 
-    def blocked(self, key: str, now: float) -> float:
-        """Seconds the key stays blocked (0.0: not blocked)."""
-        state = self._keys.get(key)
-        if state is None or state[2] <= now:
-            return 0.0
-        return state[2] - now
+    def blocked(self, key: str, now: int) -> float:
+        """Seconds the key stays blocked (0.0: not blocked); `now` in ms (now_ms)."""
+        return self.table.blocked(b"login:" + key.encode(), now) / 1000
 
-    def failed(self, key: str, now: float) -> bool:
+    def failed(self, key: str, now: int) -> bool:
         """Count a failure; True when it is the one that starts a block."""
-        keys = self._keys
-        state = keys.get(key)
-        if state is None or now - state[0] > self.window:
-            state = keys[key] = [now, 0.0, 0.0]
-            if len(keys) > self.size:
-                keys.popitem(last=False)
-        keys.move_to_end(key)
-        state[1] += 1
-        if state[1] < self.limit:
-            return False
-        # blocked; counting starts again when the block ends
-        state[:] = [now + self.block, 0.0, now + self.block]
-        return True
+        return bool(self.table.failed(b"login:" + key.encode(), now, self.limit, self.window, self.block))
 
 
 def client_key(ip: str) -> str:
@@ -234,11 +221,11 @@ class Shared:
     """What every basic_auth of one load shares: the files (each read once), the
     cache, the throttle and the checking threads."""
 
-    def __init__(self, error_log: Any) -> None:
+    def __init__(self, error_log: Any, counters: CounterTable | None = None) -> None:
         self.error_log = error_log
         self.files: dict[str, htpasswd.Watched] = {}
         self.cache = VerifiedCache()
-        self.throttle = Throttle()
+        self.throttle = Throttle(counters or local_table())
         self._pool: ThreadPoolExecutor | None = None
 
     def file(self, path: str) -> htpasswd.Watched:
@@ -297,7 +284,7 @@ class BasicAuth(Policy):
         now = time.monotonic()
         shared = self.shared
         key = client_key(ctx.client_ip)
-        wait = shared.throttle.blocked(key, now)
+        wait = shared.throttle.blocked(key, now_ms())
         if wait:
             headers = Headers.of([(b"Retry-After", b"%d" % math.ceil(wait))])
             return Reply(429, headers=headers)
@@ -337,7 +324,7 @@ class BasicAuth(Policy):
     def _failed(self, ctx: Context, key: str, now: float, cause: str) -> Reply:
         # A success does not reset the count: one valid account must not buy an
         # attacker more guesses at another.
-        if self.shared.throttle.failed(key, now):
+        if self.shared.throttle.failed(key, now_ms()):
             ctx.log_error(self.name, f"{FAILURES} failed logins from {key} within {WINDOW:.0f}s:"
                                      f" answered 429 for {BLOCK:.0f}s")
         return self._unauthorized(f"basic_auth: {cause}")

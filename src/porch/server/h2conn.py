@@ -112,7 +112,7 @@ class H2Connection:
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = self.closing = True
         self.server.connections.discard(self)
-        if self.server.limits is not None:  # max_connections(_per_client): its place is free
+        if self.server.limits is not None:  # max_connections(_per_client): its places are free
             self.server.limits.closed(self.transport)
         streams = list(self.streams.values())
         self.streams.clear()
@@ -143,6 +143,12 @@ class H2Connection:
             # refused, so the client may retry it (RFC 9113 8.7).
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             return
+        limits = self.server.limits
+        if limits is not None and self.streams and not limits.admit_stream(self.transport):
+            # max_connections(_per_client): each stream beside the first counts as a
+            # connection, as in nginx's limit_conn (server/limits.py); refused, retryable
+            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            return
         stream = H2Stream(self, sid)
         self.streams[sid] = stream
         stream.start(event.headers, event.stream_ended is not None)
@@ -163,6 +169,7 @@ class H2Connection:
         stream = self.streams.pop(event.stream_id, None)
         if stream is None:
             return
+        self._stream_gone()
         if not stream.ended:  # reset before its response ended
             cause = self.guard.reset(self.loop.time())
             if cause is not None:
@@ -247,7 +254,14 @@ class H2Connection:
         """The stream is closed both ways."""
         if self.streams.get(stream.stream_id) is stream:
             del self.streams[stream.stream_id]
+            self._stream_gone()
             self._after_stream()
+
+    def _stream_gone(self) -> None:
+        # A stream that ends beside others gives back the place admit_stream counted
+        # (streams beyond the first hold one each; the first uses the connection's).
+        if self.streams and self.server.limits is not None:
+            self.server.limits.stream_ended(self.transport)
 
     def _after_stream(self) -> None:
         if not self.streams:

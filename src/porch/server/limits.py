@@ -11,8 +11,13 @@ at accept, across every worker of the machine (the shared table, limits/table.py
   client per LOG_EVERY seconds, not per attempt.
 - The client is the connection's peer, or the source of its PROXY header from an
   accept_proxy_protocol peer (X-Forwarded-For comes later, with the request).
-- One HTTP/2 connection carries up to max_concurrent_streams requests: a client's
-  concurrent requests are bounded by both limits multiplied.
+- HTTP/2: each concurrent stream counts as a connection, as nginx's limit_conn
+  counts each HTTP/2 stream.  The connection's own place (taken at accept, as for
+  HTTP/1.1) serves its first stream; each stream open beside it takes one more place
+  and gives it back when it ends.  A stream over a limit is refused with RST_STREAM
+  REFUSED_STREAM (RFC 9113 8.7: never processed, safe to retry) while the
+  connection and its other streams go on; logged like connection refusals.  So a
+  limit of N bounds a client's concurrent requests to N over either protocol.
 - Counting is done by the first protocol of the listener (server/mux.py), which the
   listener uses only when limits are set: without them, accepting costs what it did.
   A connection stops counting when it ends: HTTP/1.1 and HTTP/2 connections (and
@@ -50,6 +55,8 @@ class ConnectionLimits:
         self.open: dict[tuple, tuple[bytes, asyncio.BaseTransport]] = {}
         self.by_key: dict[bytes, set[tuple]] = {}
         self.logged: dict[str, float] = {}
+        # peer -> places its HTTP/2 streams hold beside the connection's own
+        self.streams: dict[tuple, int] = {}
 
     def mux_settings(self, plain: MuxSettings | None, tls: MuxSettings | None):
         """The listeners' first protocols: the Mux on both (counting is its first step)."""
@@ -80,7 +87,37 @@ class ConnectionLimits:
         if entry is not None:
             self._forget(peer, entry[0])
 
+    def admit_stream(self, transport: asyncio.BaseTransport) -> bool:
+        """Count an HTTP/2 stream opened beside others on a counted connection; False
+        (and logged) when over a limit: the caller refuses the stream."""
+        peer = transport.get_extra_info("peername")
+        entry = self.open.get(peer) if peer is not None else None
+        if entry is None:  # not counted at accept (no such connection)
+            return True
+        key = entry[0]
+        why = self._acquire(key)
+        if why and self._reap(key):  # some of the client's other connections have closed
+            why = self._acquire(key)
+        if why:
+            self._refused(key[5:].decode(), why, "HTTP/2 stream refused")
+            return False
+        self.streams[peer] = self.streams.get(peer, 0) + 1
+        return True
+
+    def stream_ended(self, transport: asyncio.BaseTransport) -> None:
+        """A stream that admit_stream counted has ended."""
+        peer = transport.get_extra_info("peername")
+        held = self.streams.get(peer, 0) if peer is not None else 0
+        if held:
+            if held == 1:
+                del self.streams[peer]
+            else:
+                self.streams[peer] = held - 1
+            self._release(self.open[peer][0])
+
     def _forget(self, peer: tuple, key: bytes) -> None:
+        for _ in range(self.streams.pop(peer, 0)):
+            self._release(key)
         del self.open[peer]
         peers = self.by_key[key]
         peers.discard(peer)
@@ -117,12 +154,14 @@ class ConnectionLimits:
 
     def release_all(self) -> None:
         """The worker is exiting: its connections are gone with it."""
-        for key, _ in list(self.open.values()):
-            self._release(key)
+        for peer, (key, _) in list(self.open.items()):
+            for _ in range(1 + self.streams.get(peer, 0)):
+                self._release(key)
         self.open.clear()
+        self.streams.clear()
         self.by_key.clear()
 
-    def _refused(self, ip: str, why: str) -> None:
+    def _refused(self, ip: str, why: str, what: str = "connection refused") -> None:
         now = now_ms() / 1000
         if now - self.logged.get(ip, -LOG_EVERY) < LOG_EVERY:
             return
@@ -130,7 +169,7 @@ class ConnectionLimits:
             self.logged.clear()
         self.logged[ip] = now
         limit = self.total if why == "max_connections" else self.per_client
-        self.log.warn(f"connection refused: {why} {limit} reached (logged once a minute per client)",
+        self.log.warn(f"{what}: {why} {limit} reached (logged once a minute per client)",
                       client=ip)
 
 
