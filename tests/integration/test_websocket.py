@@ -155,6 +155,27 @@ def test_forwarded_handshake_headers(ws_upstream, front):
     assert "sec-websocket-key" in headers and headers["origin"] == "http://app.test"
 
 
+def test_response_header_rules_reach_the_101(ws_upstream, front):
+    """Issue 13: response headers go on every response, 101s included (nginx's
+    `always`), with their {request_id} filled in; the 101's own fields stay."""
+    rules = ('response_headers = { set = { "X-Frame-Options" = "SAMEORIGIN", "X-Req" = "id={request_id}" } }\n'
+             "security_headers = true\n")
+    p = front(site(ws_upstream.url, rules))
+
+    async def session():
+        async with ws(p, "/echo") as c:
+            await c.send("x")
+            await c.recv()
+            return c.response
+    response = run(session())
+    assert response.status_code == 101
+    headers = response.headers
+    assert headers["X-Frame-Options"] == "SAMEORIGIN"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Req"] == "id=" + headers["X-Request-ID"] and len(headers["X-Request-ID"]) >= 16
+    assert headers["Upgrade"].lower() == "websocket" and "sec-websocket-accept" in {k.lower() for k in headers}
+
+
 def test_thousand_concurrent_connections(ws_upstream, procs, tmp_path, front):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 8192 if hard == resource.RLIM_INFINITY else min(hard, 8192)

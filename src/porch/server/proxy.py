@@ -748,6 +748,8 @@ class Exchange(UpstreamListener):
         if status < 200:
             if status == 101:
                 if self.websocket:  # on_upstream_upgrade writes it: the switch is next
+                    # the request id goes back on every response (issue 13), the 101 too
+                    lines += (b"X-Request-ID", _SEP, self.request_id, _CRLF)
                     if self.chain.response and not self._run_responses(101, lines):
                         return
                     self.switch_head = b"".join((relayed_status_line(101, reason), *lines,
