@@ -138,3 +138,60 @@ def test_security_headers_over_http2(porch, upstream):
     assert r.header("content-security-policy") == "default-src 'self'"
     r = get("/elsewhere")
     assert r.status == 404 and r.header("referrer-policy") == "strict-origin-when-cross-origin"
+
+
+# -- side by side with nginx's add_header ------------------------------------------------
+
+NGINX_ADD_HEADER = """
+worker_processes 1;
+error_log {dir}/error.log info;
+pid {dir}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            add_header X-Frame-Options SAMEORIGIN always;
+            add_header Cache-Control public always;
+            proxy_pass {upstream};
+        }}
+    }}
+}}
+"""
+SAME_RULES = ('response_headers = { set = { "X-Frame-Options" = "SAMEORIGIN" },'
+              ' add = { "Cache-Control" = "public" } }\n')
+
+
+def test_the_same_fields_as_nginx_add_header_always(porch, upstream, procs, tmp_path):
+    """LibreTime's and OpenTalk's `add_header ... always` against `set` and `add`, on
+    the same upstream answers: 200, the app's own Cache-Control (kept, ours added
+    after it, as nginx), 204, 304, 404 and 500 (nginx's `always`: Porch has no other
+    mode).  The intended difference, not compared here: `set` replaces an app's field
+    of the same name where add_header would send both (test_rules_over_http1)."""
+    from .helpers import site
+    up = upstream()
+    d = tmp_path / "nginx"
+    d.mkdir()
+    nginx_port = free_port()
+    (d / "nginx.conf").write_text(NGINX_ADD_HEADER.format(dir=d, port=nginx_port, upstream=up.url))
+    managed = procs.start(["nginx", "-p", str(d), "-c", str(d / "nginx.conf"),
+                           "-g", "daemon off; master_process off;"], cwd=d, name="nginx")
+    wait_for_port(nginx_port, managed, what="nginx")
+    p = porch(site(up.url, SAME_RULES, host=HOST))
+
+    def view(port: int, path: str) -> tuple:
+        with RawConn(port) as c:
+            c.send(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+            r = c.read_response()
+        return r.status, r.header_all("X-Frame-Options"), r.header_all("Cache-Control")
+
+    paths = ("/x", "/x?h=Cache-Control:no-cache", "/status/204", "/status/304", "/status/404", "/status/500")
+    theirs = [view(nginx_port, path) for path in paths]
+    assert theirs[0] == (200, ["SAMEORIGIN"], ["public"]) and theirs[1][2] == ["no-cache", "public"], theirs
+    assert [view(p.port, path) for path in paths] == theirs
