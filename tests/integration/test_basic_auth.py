@@ -216,6 +216,25 @@ def test_the_throttle_counts_across_workers(porch, upstream, users, workers):
     assert up.stats()["requests"] == 0
 
 
+def test_acme_challenges_need_no_login_and_are_not_throttled(porch, upstream, users, tmp_path):
+    """HTTP-01 validation requests are exempt (RFC 8555 8.3: the CA does not log in),
+    also from a client the login throttle has blocked."""
+    up = upstream()
+    token = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
+    challenges = tmp_path / "webroot" / ".well-known" / "acme-challenge"
+    challenges.mkdir(parents=True)
+    (challenges / token).write_text("keyauth")
+    p = porch(config(up.url, users).replace(
+        'redirect_http = false\n', f'redirect_http = false\nacme_challenge = {{ webroot = "{tmp_path / "webroot"}" }}\n'))
+    challenge = f"/.well-known/acme-challenge/{token}"
+    r = get(p.port, challenge)
+    assert (r.status, r.body) == (200, b"keyauth")
+    assert [get(p.port, "/x", "Authorization: " + basic("carol", f"guess {i}")).status for i in range(11)] \
+        == [401] * 10 + [429]
+    r = get(p.port, challenge)
+    assert (r.status, r.body) == (200, b"keyauth")
+
+
 # -- HTTP/2 ----------------------------------------------------------------------------
 
 

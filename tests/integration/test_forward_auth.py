@@ -175,3 +175,29 @@ def test_service_hanging_is_a_504_after_the_timeout(porch, upstream, procs, tmp_
     assert r.status == 504 and 0.9 <= took < 4, took
     assert up.stats()["requests"] == 0
     assert "did not answer within 1s" in p.error_log_text(wait_for="did not answer")
+
+
+def test_refusals_are_left_to_the_service_to_throttle(porch, upstream, auth):
+    """Unlike basic_auth's login throttle, forward_auth answers no 429 of its own: each
+    try is asked of the auth service, which owns that policy (Authelia's regulation)."""
+    up = upstream()
+    p = porch(config(up.url, auth.url))
+    before = len(auth.requests())
+    statuses = [raw_get(p.port, "/app/", f"Authorization: Bearer guess{i}").status for i in range(15)]
+    assert statuses == [401] * 15
+    assert len(auth.requests()) == before + 15
+
+
+def test_acme_challenges_are_not_sent_to_the_auth_service(porch, upstream, tmp_path):
+    """HTTP-01 validation requests are exempt (RFC 8555 8.3: the CA does not log in),
+    even with the auth service down."""
+    up = upstream()
+    token = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
+    challenges = tmp_path / "webroot" / ".well-known" / "acme-challenge"
+    challenges.mkdir(parents=True)
+    (challenges / token).write_text("keyauth")
+    p = porch(config(up.url, f"http://127.0.0.1:{refused_port()}/verify")
+              .replace("redirect_http = false\n", f'redirect_http = false\nacme_challenge = {{ webroot = "{tmp_path / "webroot"}" }}\n'))
+    r = raw_get(p.port, f"/.well-known/acme-challenge/{token}")
+    assert (r.status, r.body) == (200, b"keyauth")
+    assert raw_get(p.port, "/app/").status == 502
