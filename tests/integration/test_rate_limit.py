@@ -214,3 +214,44 @@ def test_forty_connections_answered_as_nginx_answers_them(porch, upstream, nginx
     ours = separate(p.port, 40)
     assert sorted(theirs) == [200] * 21 + [429] * 19, theirs
     assert sorted(ours) == sorted(theirs)
+
+
+# -- other keys ----------------------------------------------------------------------------
+
+def test_keyed_on_an_api_key_header_and_on_the_user(porch, upstream, tmp_path):
+    """key = "header:X-Api-Key": a bucket per key, a request without one not limited;
+    key = "user": a bucket per user basic_auth let in (one client address for all)."""
+    import base64
+    import subprocess
+    up = upstream()
+    users = tmp_path / "htpasswd"
+    users.write_text("".join(subprocess.run(["htpasswd", "-nbs", u, "pw"], check=True, capture_output=True,
+                                            text=True).stdout.strip() + "\n" for u in ("alice", "bob")))
+    p = porch(f"""
+[[site]]
+hosts = ["{HOST}"]
+proxy = "{up.url}"
+  [[site.route]]
+  path = "/api/"
+  proxy = "{up.url}"
+  rate_limit = {{ rate = "1r/m", nodelay = true, key = "header:X-Api-Key" }}
+  [[site.route]]
+  path = "/dav/"
+  proxy = "{up.url}"
+  basic_auth = {{ htpasswd = "{users}" }}
+  rate_limit = {{ rate = "1r/m", nodelay = true, key = "user" }}
+""")
+
+    def get(path: str, *fields: str) -> int:
+        with RawConn(p.port) as c:
+            c.send(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{''.join(f + chr(13) + chr(10) for f in fields)}\r\n"
+                   .encode())
+            return c.read_response().status
+
+    assert [get("/api/x", "X-Api-Key: A") for _ in range(2)] == [200, 429]
+    assert get("/api/x", "X-Api-Key: B") == 200
+    assert [get("/api/x") for _ in range(3)] == [200] * 3  # no key: not limited, as nginx
+    auth = {u: "Authorization: Basic " + base64.b64encode(f"{u}:pw".encode()).decode() for u in ("alice", "bob")}
+    assert [get("/dav/x", auth["alice"]) for _ in range(2)] == [200, 429]
+    assert get("/dav/x", auth["bob"]) == 200
+    assert get("/dav/x") == 401  # authentication first: no user, no bucket spent
