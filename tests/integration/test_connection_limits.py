@@ -177,3 +177,15 @@ def test_http2_streams_count_against_max_connections(porch, upstream):
     with H2Client(port, HOST) as c:
         assert concurrent(c, 3) == [200, 200, -REFUSED_STREAM]
         assert "HTTP/2 stream refused: max_connections 2" in p.error_log_text(wait_for="stream refused")
+        c.request("/slow?delay=5")  # two streams still open when the connection goes
+        c.request("/slow?delay=5")
+        c.pump(lambda: False, timeout=0.3)
+    # every place the connection and its streams held is free again
+
+    def two_streams_pass() -> bool:
+        try:
+            with H2Client(port, HOST) as again:
+                return concurrent(again, 2, "/x") == [200, 200]
+        except (ssl.SSLError, OSError):
+            return False
+    assert wait_until(two_streams_pass, timeout=3.0)
