@@ -82,6 +82,7 @@ class Server:
         self.connections = set()
         self.tunnels = set()
         self.draining = False
+        self.limits = None  # no connection limits (server/listener.py Server.limits)
 
 
 class Harness:
