@@ -19,6 +19,7 @@ MODULES = (
     "porch/http/target.py",
     "porch/http/request_id.py",
     "porch/routing.py",
+    "porch/observability/record.py",
     "porch/observability/accesslog.py",
     "porch/observability/stats.py",
     "porch/upstream/pool.py",

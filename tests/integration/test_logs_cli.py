@@ -171,10 +171,10 @@ def test_json_access_log_fields(upstream, porch):
             pytest.fail(f"access log line is not one JSON object: {line!r}")
     first, second = records
 
-    assert first["client"] == "127.0.0.1"
-    assert first["host"] == "app.test"
+    assert first["client_ip"] == "127.0.0.1"
+    assert first["site"] == first["host"] == "app.test"
     assert first["method"] == "POST"
-    assert first["uri"] == "/slow?delay=0.3"
+    assert first["target"] == "/slow?delay=0.3"
     assert first["protocol"] == "HTTP/1.1"
     assert first["route"] == "/"
     assert first["upstream"] == up.url
@@ -189,9 +189,10 @@ def test_json_access_log_fields(upstream, porch):
     assert 0.3 <= first["duration"] < 2, first
     assert 0 <= first["upstream_connect_time"] <= first["upstream_header_time"], first
     assert 0.3 <= first["upstream_header_time"] <= first["duration"], first
+    assert 0.3 <= first["upstream_time"] <= first["duration"], first
 
     assert second["host"] == "app.test"
-    assert second["uri"] == "/dead/thing"
+    assert second["target"] == "/dead/thing"
     assert second["route"] == "/dead/"
     assert second["upstream"] == dead
     assert second["status"] == 502

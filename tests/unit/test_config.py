@@ -230,7 +230,7 @@ def test_wrong_type_names_the_expected_type():
         ('trusted_proxies = ["10.0.0.0/33"]', 'porch.trusted_proxies: "10.0.0.0/33" is not a CIDR or IP; expected one like "10.0.0.0/8"'),
         ("workers = 0", 'porch.workers: 0 is below 1; expected "auto" or a number of worker processes, 1 or more'),
         ('workers = "4"', 'porch.workers: "4" is a string; expected "auto" or a number of worker processes, 1 or more'),
-        ('access_log_format = "common"', 'porch.access_log_format: "common" is not supported; expected "combined" or "json"'),
+        ('access_log_format = "common"', 'porch.access_log_format: "common" is not supported; expected "combined" or "vhost_combined" or "json"'),
         ('acme_challenge_type = "dns-01"', 'porch.acme_challenge_type: "dns-01" is not supported; expected "auto" or "http-01" or "tls-alpn-01"'),
         ('error_log = "off"', 'porch.error_log: "off" is not allowed: errors must go somewhere (write a path, or "-" for stderr)'),
         ('state_dir = ""', 'porch.state_dir: "" is empty; expected a directory path'),

@@ -73,7 +73,7 @@ def test_site_and_route_logs():
 
 
 @pytest.mark.parametrize("text, message", [
-    ('access_log_format = "xml"', 'site[0].access_log_format: "xml" is not supported; expected "combined" or "json"'),
+    ('access_log_format = "xml"', 'site[0].access_log_format: "xml" is not supported; expected "combined" or "vhost_combined" or "json"'),
     ('error_log = "off"', 'site[0].error_log: "off" is not allowed: errors must go somewhere'
      ' (write a path, or "-" for stderr)'),
     ('access_log = ""', 'site[0].access_log: "" is empty; expected a file path, "-" for stdout, or "off"'),

@@ -42,19 +42,22 @@ class _Logs:
     """The log files of one load: one AccessLog per (path, format) and one ErrorLog per
     path, shared by the sites and routes naming them; [porch]'s first."""
 
-    def __init__(self, access: AccessLog, error: ErrorLog, access_format: str, level: str) -> None:
-        self.access = {(access.path, access_format): access}
+    def __init__(self, access: AccessLog, error: ErrorLog, access_format: str, level: str,
+                 shared: frozenset[str] = frozenset()) -> None:
+        self.access = {(access.path, access.format): access}
         self.error = {error.path: error}
         self.default_access = access
         self.default_error = error
         self.routes: list[RouteRuntime] = []  # compiled, in order (their counters: Runtime.routes)
         self.access_format = access_format
         self.level = level
+        self.shared = shared  # files several sites write (shared_files)
 
     def access_log(self, path: str | None, fmt: str | None) -> AccessLog:
         if path is None and fmt is None:
             return self.default_access
-        key = (path or self.default_access.path, fmt or self.access_format)
+        path = path or self.default_access.path
+        key = (path, fmt or default_format(path, self.access_format, self.shared))
         if key not in self.access:
             self.access[key] = AccessLog(*key)
         return self.access[key]
@@ -67,6 +70,24 @@ class _Logs:
             self.error[path].set_level(self.level)
             self.error[path].recent = self.default_error.recent
         return self.error[path]
+
+
+def shared_files(config: Config) -> frozenset[str]:
+    """The access-log files that routes of more than one site write."""
+    sites_of: dict[str, set[str]] = {}
+    for site in config.sites:
+        for r in site.routes:
+            sites_of.setdefault(r.access_log or config.porch.access_log, set()).add(site.name)
+    return frozenset(path for path, names in sites_of.items()
+                     if len(names) > 1 and path not in ("-", "off"))
+
+
+def default_format(path: str, fmt: str, shared: frozenset[str]) -> str:
+    """[porch]'s access_log_format for `path`: its "combined" (the default) becomes
+    "vhost_combined" in a file several sites share, so each line says whose it is (as
+    Debian's apache2 writes other_vhosts_access.log); a site's or route's own
+    access_log_format is taken as written.  stdout is left as it is."""
+    return "vhost_combined" if fmt == "combined" and path in shared else fmt
 
 
 def compile_config(config: Config, *, access_log: AccessLog | None = None,
@@ -92,8 +113,10 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
     metrics = PolicyMetrics()
     env = registry.Env(storage=storage, error_log=error_log, counters=counters,
                        metrics=metrics, upstream=partial(_shared_target, targets))
-    access_log = access_log or AccessLog(g.access_log, g.access_log_format)
-    logs = _Logs(access_log, error_log, g.access_log_format, g.error_log_level)
+    shared = shared_files(config)
+    access_log = access_log or AccessLog(
+        g.access_log, default_format(g.access_log, g.access_log_format, shared))
+    logs = _Logs(access_log, error_log, g.access_log_format, g.error_log_level, shared)
     listeners = listeners_of(config)
     # the redirect to https:// names the TLS listener's port (443: none)
     https_port = next((l.port for l in listeners if l.kind == "tls"), g.https_port)

@@ -37,7 +37,7 @@ GLOBAL_ONLY_KEYS: dict[str, Parser] = {
     "accept_proxy_protocol": networks,
     "workers": workers,
     "access_log": nonempty('a file path, "-" for stdout, or "off"'),
-    "access_log_format": one_of("combined", "json"),
+    "access_log_format": one_of("combined", "vhost_combined", "json"),
     "error_log": error_log,
     "state_dir": nonempty("a directory path"),
     "max_header_size": size,
@@ -87,7 +87,7 @@ ROUTE_KEYS: dict[str, Parser] = {
     "allow_trace": boolean,
     "upstream_proxy_protocol": _proxy_protocol_version,
     "access_log": nonempty('a file path, "-" for stdout, or "off"'),  # per route or site
-    "access_log_format": one_of("combined", "json"),
+    "access_log_format": one_of("combined", "vhost_combined", "json"),
     # merged key by key: route over site over [porch]
     "upstream_tls": upstream_tls,
     **LIMIT_KEYS,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-AccessLogFormat = Literal["combined", "json"]
+AccessLogFormat = Literal["combined", "vhost_combined", "json"]
 
 
 @dataclass(frozen=True)

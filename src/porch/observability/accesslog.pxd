@@ -1,5 +1,5 @@
 # Typed fields and C-level methods for the compiled build (setup.py); the .py is the code.
-from porch.server.proxy cimport Exchange
+from porch.observability.record cimport LogRecord
 cimport cython
 
 @cython.locals(c=cython.uchar)
@@ -8,8 +8,8 @@ cpdef bint plain(bytes value)
 cdef bytes _V11
 
 cdef class AccessLog:
-    cdef public str path
-    cdef public bint enabled, json
+    cdef public str path, format
+    cdef public bint enabled, json, vhost
     cdef public object _sink
     cdef public list lines
     cdef public int count
@@ -17,6 +17,6 @@ cdef class AccessLog:
     cdef public bytes _stamp
     cdef public dict _durations, _ips, _statuses, _sizes
 
-    cpdef log(self, Exchange ex, double now)
+    cpdef log(self, LogRecord rec, double now)
     @cython.locals(ms=long, lines=list)
-    cpdef _combined(self, Exchange ex, double now)
+    cpdef _combined(self, LogRecord ex, double now)

@@ -1,10 +1,18 @@
 """The access log: one line per request, written in batches.
 
-Formats: "combined" (nginx's, with the request time in seconds and the request id
-(X-Request-ID) appended) and "json" (one object per line, `request_id` among them).  Lines are appended to a list on the hot path and
-written by `flush()`, which the server calls every half second and at shutdown:
-no logging-module call and no write(2) per request.  Each flush is one batch of
-whole lines for `LineSink`, so workers sharing the file never split each other's
+Formats (`access_log_format`):
+- "combined": nginx's, with the request time in seconds and the request id
+  (X-Request-ID) appended;
+- "vhost_combined": the same with "site:port " in front (Apache's, as Debian's
+  other_vhosts_access.log), which a file shared by several sites gets by default
+  (config/compile.py);
+- "json": one object per line (`request_id` among its keys), for Loki or Elasticsearch.
+
+A line is made from a `LogRecord` (observability/record.py) that the exchange fills
+at its end, never from the Exchange itself.  Lines are appended to a list on the hot
+path and written by `flush()`, which the server calls every half second and at
+shutdown: no logging-module call and no write(2) per request.  Each flush is one batch
+of whole lines for `LineSink`, so workers sharing the file never split each other's
 lines (see observability/sink.py).
 """
 
@@ -12,37 +20,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Protocol
 
+from porch.observability.record import LogRecord
 from porch.observability.sink import LineSink
 
 # Bytes that may appear unescaped in a log field (printable ASCII minus " and \).
 _SAFE = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
 
-
-class LoggedExchange(Protocol):
-    """What an access-log line is made of (server/proxy.py's Exchange has it)."""
-
-    client_ip: str
-    method: bytes
-    target: bytes
-    version: bytes
-    host: str
-    status: int
-    upstream_status: int
-    bytes_in: int
-    bytes_out: int
-    referer: bytes
-    user_agent: bytes
-    t_start: float
-    t_upstream_connect: float
-    t_upstream_header: float
-    error: Any
-    _vars: dict | None  # the policies' per-request values (pipeline.Context.vars): remote_user
-    request_id: bytes
-
-    def route_label(self) -> str: ...
-    def upstream_label(self) -> str: ...
+FORMATS = ("combined", "vhost_combined", "json")
 
 
 # Lines written at once at most: at 60k requests/s, half a second of lines is 3 MB,
@@ -73,11 +58,12 @@ def escape(value: bytes) -> str:
 
 
 class AccessLog:
-    """Compiled, an extension type (accesslog.pxd) that reads the Exchange's typed
+    """Compiled, an extension type (accesslog.pxd) that reads the record's typed
     fields directly; lines are ASCII bytes (fields escaped, JSON ensure_ascii)."""
 
     def __init__(self, path: str = "-", fmt: str = "combined") -> None:
         self.path = path
+        self.format = fmt
         self.enabled = path != "off"
         self._sink: LineSink | None = LineSink(path, 1) if self.enabled else None
         # The lines not written yet, as pieces: a combined line is appended as the 15
@@ -86,6 +72,7 @@ class AccessLog:
         self.lines: list[bytes] = []
         self.count = 0  # lines in it
         self.json = fmt == "json"
+        self.vhost = fmt == "vhost_combined"
         self._next_second = 0.0  # loop time at which the stamp goes stale
         self._stamp = b""  # ' - - [$time_local] "'
         # Memos of the line's pieces (each is made once, then one dict lookup: an int's
@@ -95,12 +82,15 @@ class AccessLog:
         self._statuses: dict[int, bytes] = {}  # 200 -> b"200 "
         self._sizes: dict[int, bytes] = {}  # $body_bytes_sent
 
-    def log(self, ex: LoggedExchange, now: float) -> None:
+    def log(self, rec: LogRecord, now: float) -> None:
+        """One line for `rec`, a request that ended at `now` (the loop's clock)."""
         if self.enabled:
             if self.json:
-                self.lines.append(self._json(ex, now))
+                self.lines.append(json_line(rec, now, time.time()))
             else:
-                self._combined(ex, now)
+                if self.vhost:  # Apache's "%v:%p " (vhost_combined)
+                    self.lines.append(b"%s:%s " % (rec.site.encode(), rec.port or b"-"))
+                self._combined(rec, now)
             self.count += 1
             if self.count >= FLUSH_LINES:
                 self.flush()
@@ -116,7 +106,7 @@ class AccessLog:
             return
         if self.json:
             record = {
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "client": client_ip,
+                "time": _rfc3339(time.time()), "client_ip": client_ip,
                 "stream": what, "status": status, "bytes_in": received, "bytes_out": sent,
                 "duration": round(duration, 6),
             }
@@ -165,7 +155,7 @@ class AccessLog:
         self._stamp = b' - - [' + stamp + b'] "'
         self._next_second = now + (1.0 - wall % 1.0)
 
-    def _combined(self, ex: LoggedExchange, now: float) -> None:
+    def _combined(self, ex: LogRecord, now: float) -> None:
         """Append the line's pieces to `lines`."""
         if now >= self._next_second:
             self._refresh_stamp(now)
@@ -194,10 +184,10 @@ class AccessLog:
         agent = ex.user_agent
         lines = self.lines  # appends: compiled, C-level appends to a typed list
         lines.append(ip)
-        if ex._vars is None or not ex._vars.get("remote_user"):
+        if not ex.user:
             lines.append(self._stamp)
         else:  # $remote_user: the user an auth policy let in
-            lines.append(b" - " + _user(ex._vars["remote_user"]) + self._stamp[4:])
+            lines.append(b" - " + _user(ex.user) + self._stamp[4:])
         lines.append(ex.method)
         lines.append(b" ")
         lines.append(target)
@@ -211,32 +201,6 @@ class AccessLog:
         lines.append(duration)
         lines.append(ex.request_id)  # token characters only (server/proxy.py)
         lines.append(b"\n")
-
-    def _json(self, ex: LoggedExchange, now: float) -> bytes:
-        start = ex.t_start
-        record = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "client": ex.client_ip,
-            "host": ex.host,
-            "method": ex.method.decode("latin-1"),
-            "uri": ex.target.decode("latin-1"),
-            "protocol": "HTTP/" + ex.version.decode("latin-1"),
-            "route": ex.route_label(),
-            "upstream": ex.upstream_label(),
-            "status": ex.status,
-            "upstream_status": ex.upstream_status or None,
-            "bytes_in": ex.bytes_in,
-            "bytes_out": ex.bytes_out,
-            "duration": round(now - start, 6),
-            "upstream_connect_time": _since(start, ex.t_upstream_connect),
-            "upstream_header_time": _since(start, ex.t_upstream_header),
-            "referer": ex.referer.decode("latin-1") or None,
-            "user_agent": ex.user_agent.decode("latin-1") or None,
-            "error": str(ex.error) if ex.error else None,
-            "user": (ex._vars or {}).get("remote_user") or None,
-            "request_id": ex.request_id.decode("ascii"),
-        }
-        return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 
 _V11 = b' HTTP/1.1" '
@@ -263,3 +227,53 @@ def _remember(memo: dict, key, value: bytes) -> bytes:
 
 def _since(start: float, t: float) -> float | None:
     return round(t - start, 6) if t else None
+
+
+def json_line(rec: LogRecord, now: float, wall: float) -> bytes:
+    """One JSON object and a newline, for Loki or Elasticsearch: `time` in RFC 3339
+    with milliseconds (`wall`, the clock when the request ended), durations in seconds.
+
+    What a client sent (target, user agent, referer) is decoded as UTF-8, the bytes
+    that are not UTF-8 written as the text `\\xHH`, and json.dumps escapes the rest
+    (quotes, backslashes, control characters; everything past ASCII as \\uHHHH): a
+    line stays one object with these keys whatever the client sends."""
+    start = rec.t_start
+    record = {
+        "time": _rfc3339(wall),
+        "site": rec.site,
+        "host": rec.host,
+        "route": rec.route,
+        "client_ip": rec.client_ip,
+        "method": _text(rec.method),
+        "target": _text(rec.target),
+        "protocol": "HTTP/2" if rec.version == b"2.0" else "HTTP/" + _text(rec.version),
+        "status": rec.status,
+        "bytes_in": rec.bytes_in,
+        "bytes_out": rec.bytes_out,
+        "duration": round(now - start, 6),
+        "upstream": rec.upstream,
+        "upstream_status": rec.upstream_status or None,
+        "upstream_connect_time": _since(start, rec.t_upstream_connect),
+        "upstream_header_time": _since(start, rec.t_upstream_header),
+        # nginx's $upstream_response_time: connected to the end of the response
+        "upstream_time": _since(rec.t_upstream_connect, now) if rec.t_upstream_connect else None,
+        "user": rec.user or None,
+        "user_agent": _text(rec.user_agent) or None,
+        "referer": _text(rec.referer) or None,
+        "request_id": _text(rec.request_id),
+        "error": str(rec.error) if rec.error else None,
+    }
+    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "backslashreplace")
+
+
+def _rfc3339(wall: float) -> str:
+    """2026-12-02T17:50:00.123+01:00: local time, as the combined format's."""
+    local = time.localtime(wall)
+    offset = local.tm_gmtoff // 60
+    sign = "+" if offset >= 0 else "-"
+    return "%s.%03d%s%02d:%02d" % (time.strftime("%Y-%m-%dT%H:%M:%S", local), int(wall % 1.0 * 1000),
+                                   sign, abs(offset) // 60, abs(offset) % 60)

@@ -6,6 +6,7 @@ from porch.upstream.connection cimport UpstreamConnection
 from porch.upstream.listener cimport UpstreamListener
 from porch.runtime cimport RouteRuntime, Runtime, SiteRuntime
 from porch.observability.accesslog cimport AccessLog
+from porch.observability.record cimport LogRecord
 from porch.observability.stats cimport RouteStats
 from porch.upstream.pool cimport Target
 from porch.pipeline cimport Chain
@@ -15,6 +16,8 @@ from porch.http.target cimport needs_a_look
 from porch.http.h1 cimport relayed_status_line
 from porch.http.request_id cimport next_request_id
 cimport cython
+
+cdef LogRecord _RECORD
 
 cdef class Exchange(UpstreamListener):
     # The 4-, 2- and 1-byte fields first, right after the base's `up_seen`, and the statuses
@@ -75,3 +78,4 @@ cdef class Exchange(UpstreamListener):
     cpdef finish(self)
     @cython.locals(route=RouteRuntime, log=AccessLog, stats=RouteStats)
     cpdef account(self, double now)
+    cpdef LogRecord fill_record(self, LogRecord rec)

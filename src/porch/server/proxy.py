@@ -34,6 +34,7 @@ from porch.http.request_id import next_request_id
 from porch.http.target import BadTarget, clean_path, needs_a_look
 from porch.http.upgrade import WEBSOCKET_LINES
 from porch.mux.proxy_protocol import encode_v1, encode_v2
+from porch.observability.record import LogRecord
 from porch.pipeline import EMPTY, FileBody, Reply
 from porch.server import filesend
 from porch.server.tunnel import Tunnel
@@ -64,6 +65,11 @@ _PLAIN_CONNECTION = frozenset({b"close", b"keep-alive", b"Close", b"Keep-Alive"}
 # RFC 9110 15.5.6: a 405 lists what is allowed; the upstream's own methods are not
 # known here, so the common ones (TRACE and CONNECT left out).
 _ALLOW = b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
+
+# The access log's record (observability/record.py), one per process and filled again
+# at the end of each exchange: the log turns it into bytes at once, before the next
+# exchange can end (one thread, one loop).  No allocation a request.
+_RECORD = LogRecord()
 
 
 class Exchange(UpstreamListener):
@@ -1163,8 +1169,8 @@ class Exchange(UpstreamListener):
         client.exchange_finished(self)
 
     def account(self, now: float) -> None:
-        """The log phase's own part, once per exchange: the access-log line and the
-        route's counters (observability/stats.py), both read from this exchange."""
+        """The log phase's own part, once per exchange: the access-log line (from the
+        record `fill_record` makes) and the route's counters (observability/stats.py)."""
         route = self.route
         log = self.runtime.access_log
         stats = self.runtime.stats
@@ -1172,9 +1178,36 @@ class Exchange(UpstreamListener):
             stats = route.stats
             if route.access_log is not None:  # None: a route built by hand (tests)
                 log = route.access_log
-        log.log(self, now)
+        if log.enabled:
+            log.log(self.fill_record(_RECORD), now)
         stats.record(self.status, self.version, self.bytes_in, self.bytes_out, now - self.t_start,
                      now - self.t_upstream_connect if self.t_upstream_connect > 0.0 else -1.0)
+
+    def fill_record(self, rec: LogRecord) -> LogRecord:
+        """`rec` with this exchange's log fields (issue 12 item 6: the access log reads
+        the record, not the Exchange)."""
+        rec.client_ip = self.client_ip
+        rec.host = self.host
+        rec.site = self.site
+        rec.route = self.route.path if self.route is not None else "-"
+        rec.upstream = self.chosen.label if self.chosen is not None else "-"
+        rec.port = self.client.local_port
+        rec.method = self.method
+        rec.target = self.target
+        rec.version = self.version
+        rec.referer = self.referer
+        rec.user_agent = self.user_agent
+        rec.request_id = self.request_id
+        rec.user = None if self._vars is None else self._vars.get("remote_user")
+        rec.status = self.status
+        rec.upstream_status = self.upstream_status
+        rec.bytes_in = self.bytes_in
+        rec.bytes_out = self.bytes_out
+        rec.t_start = self.t_start
+        rec.t_upstream_connect = self.t_upstream_connect
+        rec.t_upstream_header = self.t_upstream_header
+        rec.error = self.error
+        return rec
 
     def _run_logs(self) -> None:
         for hook in self.chain.log:
@@ -1187,12 +1220,6 @@ class Exchange(UpstreamListener):
 
     def _request_line(self) -> str:
         return (b"%s %s HTTP/%s" % (self.method, self.target, self.version)).decode("latin-1")
-
-    def route_label(self) -> str:
-        return self.route.path if self.route else "-"
-
-    def upstream_label(self) -> str:
-        return self.chosen.label if self.chosen else "-"
 
 
 def local_content_type(headers: Headers) -> bytes:
