@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the tests need on Debian (nginx, wrk, curl, pebble, openssl, icecast2, h2load, sshd, apache2,
-# prosody, htpasswd, libnghttp2-dev, chromium, chromium-driver; .venv with the test extras), then run the suite: bash scripts/test.sh
+# prosody, htpasswd, libnghttp2-dev, chromium, chromium-driver, logrotate; .venv with the test extras), then run the suite: bash scripts/test.sh
 # [pytest args].  Exits with pytest's code.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
@@ -59,7 +59,8 @@ stop_prosody_service() {
 missing=()
 declare -A package_of=([h2load]=nghttp2-client [sshd]=openssh-server [htpasswd]=apache2-utils [chromedriver]=chromium-driver)  # the command's package, where the names differ
 # chromium and chromedriver: the admin dashboard in a headless browser (test_admin_dashboard.py)
-for tool in nginx wrk curl pebble openssl icecast2 h2load sshd prosody htpasswd chromium chromedriver apache2; do
+# logrotate: contrib/logrotate run under load (test_logrotate.py)
+for tool in nginx wrk curl pebble openssl icecast2 h2load sshd prosody htpasswd chromium chromedriver apache2 logrotate; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]:-$tool}")
 done
 # The header HTTP/2 on libnghttp2 is built with (setup.py, src/porch/server/ngh2.pyx);
