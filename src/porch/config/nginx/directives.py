@@ -64,7 +64,7 @@ NO_EFFECT: dict[str, str] = {
     "types": "Porch serves no files of its own by type here",
     "default_type": "Porch serves no files of its own by type here",
     "server_tokens": "Porch does not add a version to its Server field",
-    "log_format": "Porch writes [porch] access_log_format (\"combined\" or \"json\")",
+    "log_format": "Porch writes [porch] access_log_format (\"combined\", \"vhost_combined\" or \"json\")",
     "keepalive_requests": "Porch keeps client connections open as long as keepalive_timeout allows",
     "proxy_pass_header": "Porch passes the upstream's response fields as they are",
     "proxy_ssl_protocols": "Porch offers TLS 1.2 and 1.3 to upstreams, OpenSSL's default",
