@@ -150,3 +150,25 @@ def test_vhost_combined_named_and_combined_kept_when_asked(upstream, porch, tmp_
     (line,) = p.access_log_path.read_text().splitlines()
     m = VHOST.match(line)
     assert m and m["vhost"] == "three.test", line
+
+
+def test_a_route_writes_its_own_log_or_none(upstream, porch, tmp_path):
+    """access_log per route (issue 17): a route's own file and format, a route with
+    none, the site's other routes in [porch]'s file."""
+    up = upstream()
+    api = tmp_path / "api.log"
+    config = (f'[[site]]\nhosts = ["app.test"]\n'
+              f'  [[site.route]]\n  path = "/api/"\n  proxy = "{up.url}"\n'
+              f'  access_log = "{api}"\n  access_log_format = "json"\n'
+              f'  [[site.route]]\n  path = "/health/"\n  proxy = "{up.url}"\n  access_log = "off"\n'
+              f'  [[site.route]]\n  path = "/"\n  proxy = "{up.url}"\n')
+    p = porch(config)
+    for path in ("/api/v1", "/health/z", "/page"):
+        with RawConn(p.port) as c:
+            c.send(f"GET {path} HTTP/1.1\r\nHost: app.test\r\n\r\n".encode())
+            assert c.read_response().status == 200
+    p.stop()
+    (line,) = api.read_text().splitlines()
+    assert json.loads(line)["target"] == "/api/v1" and json.loads(line)["route"] == "/api/"
+    (line,) = p.access_log_path.read_text().splitlines()
+    assert COMBINED.match(line) and '"GET /page HTTP/1.1"' in line, line
