@@ -97,7 +97,7 @@ def test_json_line_is_one_object_whatever_an_http2_client_sends(upstream, porch)
         c.flush()
         assert c.response(sid).status == 200
     (record,) = json_records(p, 1)
-    check_hostile(record, "HTTP/2")
+    check_hostile(record, "HTTP/2.0")
 
 
 # -- vhost_combined ------------------------------------------------------------------

@@ -280,7 +280,7 @@ def test_connections_cut_at_the_drain_timeout_are_logged_as_cut(porch, upstream,
     assert re.search(r"\[warn\] \d+: drain timeout: 4 connection\(s\) still open after 1s cut, "
                      r"4 request\(s\) unfinished", text), text
     lines = _json_lines(p, 4)
-    got = sorted((r["method"], r["uri"], r["protocol"], r["status"], r["error"]) for r in lines)
+    got = sorted((r["method"], r["target"], r["protocol"], r["status"], r["error"]) for r in lines)
     assert got == [
         ("GET", "/events?count=1000&interval=0.2", "HTTP/1.1", 200, "internal: drain timeout"),
         ("GET", "/slow?delay=20", "HTTP/1.1", 444, "internal: drain timeout"),

@@ -129,7 +129,7 @@ def test_echo_text_and_binary_up_to_16mib(ws_upstream, front):
     with RSSSampler(p) as rss:
         run(session())
     [entry] = json_log(p)
-    assert entry["status"] == 101 and entry["method"] == "GET" and entry["uri"] == "/echo"
+    assert entry["status"] == 101 and entry["method"] == "GET" and entry["target"] == "/echo"
     sent = sum(len(m.encode() if isinstance(m, str) else m) for m in messages)
     # each way: the payloads plus a few bytes of framing (and the client's masks)
     assert sent <= entry["bytes_in"] < sent + 1024, entry

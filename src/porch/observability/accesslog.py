@@ -246,7 +246,7 @@ def json_line(rec: LogRecord, now: float, wall: float) -> bytes:
         "client_ip": rec.client_ip,
         "method": _text(rec.method),
         "target": _text(rec.target),
-        "protocol": "HTTP/2" if rec.version == b"2.0" else "HTTP/" + _text(rec.version),
+        "protocol": "HTTP/" + _text(rec.version),  # HTTP/2.0: as the combined line says
         "status": rec.status,
         "bytes_in": rec.bytes_in,
         "bytes_out": rec.bytes_out,
