@@ -358,9 +358,12 @@ class Builder:
         if custom is not None and custom.args:
             site["access_log"] = custom.args[0]
             self.origins[f"{where}.access_log"] = custom.origin
-            if custom.args[1:] not in (("combined",), ()):
-                self.warn(custom, f"{custom.args[1]}: Porch writes \"combined\" (or \"json\":"
-                          " access_log_format) lines")
+            if custom.args[1:] == ("vhost_combined",):  # Debian's other_vhosts_access.log
+                site["access_log_format"] = "vhost_combined"
+                self.origins[f"{where}.access_log_format"] = custom.origin
+            elif custom.args[1:] not in (("combined",), ()):
+                self.warn(custom, f"{custom.args[1]}: Porch writes \"combined\" (or \"vhost_combined\","
+                          " \"json\": access_log_format) lines")
             if custom.args[0].startswith("|"):
                 self.problems.append(f"{custom.origin}: piped logs are not supported; write a file path")
         if error is not None and error.args:
