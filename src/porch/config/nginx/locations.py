@@ -232,6 +232,7 @@ class RouteBuilder:
 
     def request_headers(self) -> None:
         rules: dict[str, Any] = {}
+        copied = auth_request_vars(self.scope)  # forward_auth's copy_headers (policies.py)
         for d in self.scope.get("proxy_set_header"):
             if len(d.args) != 2:
                 raise _at(d, "takes a name and a value; write proxy_set_header X-Name value;")
@@ -244,8 +245,8 @@ class RouteBuilder:
                           " no line); remove it")
             if value == f"$http_{lower.replace('-', '_')}":
                 continue  # the client's own field, passed as it is
-            if value in auth_request_vars(self.scope):
-                continue  # forward_auth's copy_headers (policies.py)
+            if value in copied:
+                continue
             if lower in table.IDENTITY:
                 if value == "$remote_user":
                     continue  # basic_auth's user_header, see policies()
