@@ -30,6 +30,7 @@ MODULES = (
     "porch/runtime.py",
     "porch/upstream/connection.py",
     "porch/server/proxy.py",
+    "porch/server/downstream.py",  # how an exchange writes to its client (HTTP/1.1)
     "porch/server/client.py",
 )
 

@@ -23,6 +23,10 @@ from porch.http.h1 import request_line_version
 from porch.http.upgrade import DROPPED, BodyAfterUpgrade, is_websocket
 from porch.http.request_id import sane as sane_request_id
 from porch.server.proxy import Exchange
+# The module, not its H1: imported first, downstream's compiled types import this
+# module before downstream's own body has run (a cycle through proxy.py).
+from porch.server import downstream as _downstream
+from porch.server.lifecycle import RQ_DONE, RS_DONE, RS_IDLE
 
 if TYPE_CHECKING:
     from porch.routing import HostTable
@@ -108,7 +112,7 @@ class ClientConnection:
 
     # Slots: an idle keep-alive connection is mostly this object (bench/ --idle).
     __slots__ = (
-        "server", "loop", "scheme", "hosts", "transport", "parser", "peer_ip", "peer_trusted",
+        "server", "loop", "scheme", "hosts", "down", "transport", "parser", "peer_ip", "peer_trusted",
         "local_port", "forwarding", "active", "queue", "blocks", "write_paused",
         "write_paused_at", "closing", "draining", "gone", "deadline", "deadline_kind", "reading",
         "_head_size", "_head_bytes", "_data", "_pos", "_chunk_at", "_tail",
@@ -121,6 +125,7 @@ class ClientConnection:
         self.scheme = scheme or server.scheme  # b"https" on the TLS listener
         # the sites of the listener that accepted it (config/listeners.py), chosen once here
         self.hosts = hosts if hosts is not None else server.runtime.hosts
+        self.down = _downstream.H1  # how its exchanges write to it (server/downstream.py)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = httptools.HttpRequestParser(self)
         self.peer_ip = ""
@@ -242,7 +247,7 @@ class ClientConnection:
             self.server.limits.closed(self.transport)
         count = 0
         for ex in (self.active, self.reading, *self.queue):
-            if ex is not None and not ex.done:
+            if ex is not None and ex.rs < RS_DONE:
                 count += 1
                 if cut is not None and ex is self.reading and not ex.method and self.parser is not None:
                     ex.method = _parsed_method(self.parser)  # a head cut short
@@ -277,7 +282,7 @@ class ClientConnection:
         if ex is not None:
             if ex.upstream is not None:
                 ex.upstream.transport.resume_reading()
-                if ex.request_done:
+                if ex.rq == RQ_DONE:
                     ex.up_deadline = self.loop.time() + ex.route.upstream_timeout
             elif ex.sending is not None:  # a file waits for room (filesend.py)
                 ex.send_file()
@@ -392,8 +397,9 @@ class ClientConnection:
         self._route_head(ex)
         if not (ex.chunked or ex.content_length):
             # No body (RFC 9112 6.3): the request is whole with its head, and the
-            # upstream's timeout starts when it is sent (Exchange._attach).
-            ex.request_done = True
+            # upstream's timeout starts when it is sent (Exchange._attach).  The table's
+            # `end` from BODY (server/lifecycle.py), inlined: a new exchange is in BODY.
+            ex.rq = RQ_DONE
         if self.active is None:
             self.active = ex
             ex.begin()
@@ -540,7 +546,7 @@ class ClientConnection:
         (ex.local): its head says keep-alive, so the connection idles after it, and is
         closed within the server's idle grace."""
         for ex in (self.active, self.reading, *self.queue):
-            if ex is not None and not ex.response_started and ex.local is None:
+            if ex is not None and ex.rs == RS_IDLE and ex.local is None:
                 ex.keep_alive = False
 
     def shutdown(self) -> None:
@@ -629,7 +635,7 @@ class ClientConnection:
                     pending.keep_alive = False
             if self.active is None:
                 self.close()
-        elif (ex is not None and ex.websocket and ex.local is None and not ex.done
+        elif (ex is not None and ex.websocket and ex.local is None and ex.rs < RS_DONE
               and not (ex.content_length or ex.chunked)):  # as Exchange._upstream_head
             ex.keep_alive = False
             ex.tunnel_early = rest

@@ -2,7 +2,7 @@
 
 ALPN picks h2 on the HTTPS listener, and the ClientConnection made for the socket
 hands its transport to an H2Connection (client.py `_speak_h2`).  Each request
-stream gets an H2Stream and an H2Exchange (server/h2stream.py), so it runs the same
+stream gets an H2Stream and an Exchange writing through H2Downstream (server/h2stream.py), so it runs the same
 request lifecycle as HTTP/1.1, to the same HTTP/1.1 upstream pools.
 
 What this class adds is the connection's share:

@@ -4,14 +4,15 @@ An HTTP/2 request runs through the same Exchange as an HTTP/1.1 one: the same
 routing, policies, forwarding headers, upstream pools and log line.  Two classes
 adapt it:
 
-- `H2Stream` stands where ClientConnection stands for HTTP/1.1 (it derives from it,
-  so the Exchange's calls on its client are the same C calls when compiled): it owns
-  the stream's flow control both ways.  Response bytes beyond the client's window
-  wait in `buffered`; past SEND_BUFFER, reading from the upstream pauses.  Request
-  bytes are acknowledged (WINDOW_UPDATE) only once passed on upstream, so a client
-  cannot send faster than the upstream takes them.
-- `H2Exchange` writes the response as HEADERS and DATA frames instead of HTTP/1.1
-  bytes: it overrides only the methods that write to the client.
+- `H2Stream` stands where ClientConnection stands for HTTP/1.1 on the request side
+  (it derives from it, so the Exchange's calls on its client are the same C calls
+  when compiled): it owns the stream's flow control both ways.  Response bytes
+  beyond the client's window wait in `buffered`; past SEND_BUFFER, reading from the
+  upstream pauses.  Request bytes are acknowledged (WINDOW_UPDATE) only once passed
+  on upstream, so a client cannot send faster than the upstream takes them.
+- `H2Downstream` is how the Exchange writes the response (server/downstream.py):
+  HEADERS and DATA frames on the stream instead of HTTP/1.1 bytes.  The Exchange is
+  the same class for both protocols.
 
 WebSockets over HTTP/2 (RFC 8441): an extended CONNECT with `:protocol websocket`
 goes upstream as an HTTP/1.1 Upgrade request; the upstream's 101 becomes a 200 on
@@ -29,14 +30,16 @@ from typing import TYPE_CHECKING
 from h2.errors import ErrorCodes
 
 from porch.errors import ProxyError, client_error
-from porch.http.h1 import BODY_CLOSE, BODY_NONE
+from porch.http.h1 import BODY_NONE
 from porch.http.h2 import SEND_BUFFER, RequestFields, request_line_problem, response_headers
-from porch.http.model import Headers
+from porch.http.model import ResponseHead
 from porch.observability.accesslog import escape
 from porch.pipeline import FileBody
 from porch.server import filesend
 from porch.server.client import _D_NONE, ClientConnection
-from porch.server.proxy import Exchange, local_content_type
+from porch.server.downstream import Downstream
+from porch.server.lifecycle import EV_HEAD
+from porch.server.proxy import Exchange
 
 if TYPE_CHECKING:
     import asyncio
@@ -62,6 +65,7 @@ class H2Stream(ClientConnection):
         # no parser and no socket of its own: frames come through the connection
         self.parser = None
         self.transport = StreamTransport(conn, stream_id)
+        self.down = H2
         self.peer_ip = conn.peer_ip
         self.peer_trusted = conn.peer_trusted
         self.local_port = conn.local_port
@@ -84,7 +88,7 @@ class H2Stream(ClientConnection):
     def start(self, raw: list[tuple[bytes, bytes]], end_stream: bool) -> None:
         """A request's HEADERS: make its Exchange, route it, send it on its way."""
         fields = RequestFields(raw)
-        ex = H2Exchange(self, self.server.runtime, self.loop.time())
+        ex = Exchange(self, self.server.runtime, self.loop.time())
         ex.version = b"2.0"
         self.reading = ex
         self._head_size = len(fields.path) + len(fields.method)
@@ -110,7 +114,7 @@ class H2Stream(ClientConnection):
         if end_stream:
             # No body: the request is whole with its head (as client.py does), and the
             # upstream's timeout starts when it is sent (Exchange._attach).
-            ex.request_done = True
+            ex.end_request()
             self.reading = None
         elif ex.websocket:
             self.reading = None  # the stream stays open for the tunnel; no body to read
@@ -315,137 +319,70 @@ class H2Stream(ClientConnection):
                 self.resume_writing()
 
 
-class H2Exchange(Exchange):
-    """An Exchange whose client is an H2Stream: the response goes out as frames."""
+class H2Downstream(Downstream):
+    """HTTP/2 (server/downstream.py): the response as HEADERS and DATA frames on the
+    exchange's stream (`ex.client`), sent as the windows allow (H2Stream.pump)."""
 
-    def begin(self) -> None:
-        if self.local is None and self.expect_continue and not self.request_done:
-            self.client.send_headers(_CONTINUE)  # RFC 9113 8.1: an interim HEADERS
-        Exchange.begin(self)
+    def send_continue(self, ex: Exchange) -> None:
+        ex.client.send_headers(_CONTINUE)  # RFC 9113 8.1: an interim HEADERS
 
-    def _render_local(self, status: int, body: bytes, headers: Headers, head_only: bool) -> object:
-        lines = [b"content-type", b": ", local_content_type(headers), b"\r\n",
-                 b"content-length", b": ", b"%d" % len(body), b"\r\n", *headers.flat]
-        return response_headers(status, lines), (b"" if head_only else body)
+    def send_interim(self, ex: Exchange, status: int, reason: bytes, lines: list[bytes]) -> None:
+        ex.client.send_headers(response_headers(status, lines))
+        ex.out = []  # flushed after this read
 
-    def _render_content(self, status: int, content_type: bytes | None, length: int | None,
-                        body: bytes, headers: Headers) -> object:
-        lines = []
-        if content_type is not None:
-            lines += (b"content-type", b": ", content_type, b"\r\n")
-        if length is not None:
-            lines += (b"content-length", b": ", b"%d" % length, b"\r\n")
-        return response_headers(status, lines + headers.flat), body
+    def send_head(self, ex: Exchange, status: int, reason: bytes, lines: list[bytes]) -> None:
+        # (every body is framed alike: a length changed by body hooks needs nothing)
+        ex.move(EV_HEAD)
+        ex.client.send_headers(response_headers(status, lines), end=ex.framing == BODY_NONE)
+        ex.out = []  # written by flush(), with the body this upstream read brought
 
-    def _write_local(self) -> None:
-        self.response_started = True
-        headers, body = self.local
-        if self.sending is not None:  # a file: DATA frames as the windows allow
-            self.client.send_headers(headers)
-            self.send_file()
-            return
-        self._send_whole(headers, body)
-        self.finish()
+    def send_data(self, ex: Exchange, data: bytes) -> None:
+        ex.client.send_data(data)  # paused past SEND_BUFFER (H2Stream.sync_paused)
+        ex.out = []
 
-    def _file_piece(self, body: FileBody) -> int:
-        stream = self.client
+    def flush(self, ex: Exchange) -> None:
+        ex.out = None
+        ex.client.conn.want_flush()
+
+    def send_end(self, ex: Exchange) -> None:
+        ex.client.end()  # END_STREAM once what is buffered is out
+        ex.out = []
+
+    def send_local(self, ex: Exchange, head: ResponseHead, body: bytes, more: bool) -> None:
+        ex.move(EV_HEAD)
+        stream = ex.client
+        stream.send_headers(response_headers(head.status, head.headers.flat), end=not (body or more))
+        if body:
+            stream.send_data(body)
+            if not more:
+                stream.end()
+        stream.conn.want_flush()
+
+    def send_file_piece(self, ex: Exchange, body: FileBody) -> int:
+        stream = ex.client
         data = filesend.read(body, min(body.length, filesend.CHUNK))
         stream.send_data(data)  # paused past SEND_BUFFER (sync_paused): send_file waits
         stream.conn.want_flush()
         return len(data)
 
-    def _file_sent(self) -> None:
-        self.client.end()
-        self.client.conn.want_flush()
-        self.finish()
+    def prepare_switch(self, ex: Exchange, reason: bytes, lines: list[bytes]) -> None:
+        # RFC 8441 5: a 200 opens the tunnel, without the HTTP/1.1 handshake's fields
+        ex.switch_head = b""
+        ex.client.switch_headers = [h for h in response_headers(200, lines) if h[0] not in _SWITCH_ONLY]
 
-    def _write_error(self, status: int, body: bytes) -> None:
-        headers, body = self._render_local(status, body, self._local_fields(status, None),
-                                           self.method == b"HEAD")
-        self._send_whole(headers, body)
-
-    def _send_whole(self, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        stream = self.client
-        stream.send_headers(headers, end=not body)
-        if body:
-            stream.send_data(body)
-            stream.end()
+    def send_switch(self, ex: Exchange, transport: asyncio.Transport) -> int:
+        stream = ex.client
+        stream.send_headers(stream.switch_headers)
         stream.conn.want_flush()
+        return 200  # what the client got (the upstream's 101 is upstream_status)
 
-    def on_response_head(self, status: int, reason: bytes, lines: list[bytes],
-                         special: list[tuple[int, bytes, bytes]] | None, keep_alive: bool) -> None:
-        if self.done:
-            return
-        stream = self.client
-        if status < 200:
-            if status == 101:
-                if self.websocket:  # on_upstream_upgrade answers 200: the switch is next
-                    if self.chain.response and not self._run_responses(200, lines):
-                        return
-                    self.switch_head = b""
-                    headers = response_headers(200, lines)
-                    stream.switch_headers = [h for h in headers if h[0] not in _SWITCH_ONLY]
-                return
-            if status != 100:  # 100 Continue was ours to give; 103 Early Hints passes
-                stream.send_headers(response_headers(status, lines))
-                self.out = []
-            return
-        self.t_upstream_header = stream.loop.time()
-        self.upstream_status = self.status = status
-        self.up_keep_alive = keep_alive
-        lines = self._relayed_lines(lines, special)
-        if lines is None:  # not relayable as it is (the cause is in self.error)
-            self.fail(self.error)
-            return
-        if self.chain.response and not self._run_responses(status, lines):
-            return  # (HTTP/2 frames every body alike: a length changed by body hooks needs nothing)
-        if self.route.balancer.sticky is not None:  # balance = "cookie"
-            self.add_sticky_cookie(lines)
-        if self.method == b"HEAD" or status == 204 or status == 304:
-            self.framing = BODY_NONE
-        else:
-            self.up_until_close = self.framing == BODY_CLOSE  # the close ends it
-        self.response_started = True
-        stream.send_headers(response_headers(status, lines), end=self.framing == BODY_NONE)
-        self.out = []  # written by flush(), with the body this upstream read brought
+    def reset(self, ex: Exchange) -> None:
+        ex.keep_alive = False
+        ex.client.reset(ErrorCodes.INTERNAL_ERROR)  # HTTP/1.1 closes the connection instead
 
-    def on_response_body(self, data: bytes) -> None:
-        if self.done or self.framing == BODY_NONE:
-            return
-        if self.chain.response_body:
-            data = self._run_bodies(data, False)
-            if not data:
-                return
-        self.bytes_out += len(data)
-        self.client.send_data(data)
-        self.out = []
 
-    def flush(self) -> None:
-        self.out = None
-        self.client.conn.want_flush()
-
-    def on_response_body_raw(self, data: bytes) -> None:
-        self.bytes_out += len(data)
-        self.client.send_data(data)
-
-    def on_response_end(self) -> None:
-        if self.done:
-            return
-        if self.chain.response_body and not self._end_bodies():
-            return
-        self.client.end()
-        self.out = []
-        self.finish()
-
-    def on_upstream_upgrade(self, transport: asyncio.Transport, rest: bytes) -> bool:
-        stream = self.client
-        if self.switch_head is None or self.done or stream.switch_headers is None:
-            return False
-        stream.send_headers(stream.switch_headers)  # RFC 8441 5: 200 opens the tunnel
-        stream.conn.want_flush()
-        switched = Exchange.on_upstream_upgrade(self, transport, rest)
-        self.status = 200  # what the client got (the upstream's 101 is upstream_status)
-        return switched
+# The one HTTP/2 downstream: it has no state (each H2Stream gives it to its exchange).
+H2 = H2Downstream()
 
 
 class StreamTransport:

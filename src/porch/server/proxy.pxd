@@ -10,14 +10,19 @@ from porch.observability.record cimport LogRecord
 from porch.observability.stats cimport RouteStats
 from porch.upstream.pool cimport Target
 from porch.pipeline cimport Chain
-from porch.http.model cimport Headers, RequestHead
+from porch.http.model cimport Headers, RequestHead, ResponseHead
 from porch.policies.forwarding cimport trusted_part
 from porch.http.target cimport needs_a_look
-from porch.http.h1 cimport relayed_status_line
 from porch.http.request_id cimport next_request_id
 cimport cython
 
 cdef LogRecord _RECORD
+# server/lifecycle.py's states, events and tables, as C values here
+cdef int RS_IDLE, RS_DONE, RQ_BODY, RQ_DONE, EV_FINISH, EV_SWITCH, NO_MOVE
+cdef unsigned long long RESPONSE_PACKED, REQUEST_PACKED
+# http/h1.py's framing and special-header kinds, as C values (compared per request)
+cdef int BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE
+cdef int RH_CONNECTION, RH_LENGTH, RH_LOCATION, RH_REFRESH, RH_TE
 
 cdef class Exchange(UpstreamListener):
     # The 4-, 2- and 1-byte fields first, right after the base's `up_seen`, and the statuses
@@ -30,8 +35,10 @@ cdef class Exchange(UpstreamListener):
     cdef public short status, upstream_status
     # The flags as bytes, not `bint` (a C int): 36 bytes less, which keeps room for the
     # next field within pymalloc's limit.  Python code reads them as 0/1 ints.
-    cdef public unsigned char chunked, expect_continue, keep_alive, retried, request_done, websocket
-    cdef public unsigned char up_keep_alive, up_until_close, response_started, done, slash, peer_trusted
+    cdef public unsigned char chunked, expect_continue, keep_alive, retried, websocket
+    cdef public unsigned char up_keep_alive, up_until_close, slash, peer_trusted
+    # the two sides' states (server/lifecycle.py): moved by move() and end_request() only
+    cdef public unsigned char rq, rs
     cdef public bytes method, target, version, referer, user_agent, upstream_target, upstream_head
     cdef public bytes tunnel_early, path, query, request_id
     cdef public object switch_head
@@ -76,6 +83,10 @@ cdef class Exchange(UpstreamListener):
     cpdef on_upstream_paused(self, bint paused)
     cpdef on_upstream_upgrade(self, transport, bytes rest)
     cpdef finish(self)
+    @cython.locals(state=int)
+    cpdef move(self, int event)
+    @cython.locals(state=int)
+    cpdef end_request(self)
     @cython.locals(route=RouteRuntime, log=AccessLog, stats=RouteStats)
     cpdef account(self, double now)
     cpdef LogRecord fill_record(self, LogRecord rec)
