@@ -156,6 +156,9 @@ class Context(Protocol):
     xf_host: bytes | None
     xf_port: bytes | None
     request_id: bytes  # X-Request-ID: a trusted proxy's, else Porch's (sent up and back, logged)
+    # In the response phase: the chosen upstream's scheme ("http"/"https") and the address
+    # and port its connection reached ("", 0 when not known); None before one is chosen.
+    upstream_peer: tuple[str, str, int] | None
 
     @property
     def request(self) -> RequestHead: ...  # the client's head (fields as received, filtered)

@@ -10,10 +10,9 @@ from porch.pipeline cimport Chain
 cdef class RouteRuntime:
     cdef public str site, path
     cdef public Balancer balancer
-    cdef public object strip, upstream_host, max_body
+    cdef public object upstream_host, max_body, location_rewrite
     cdef public bytes base_path
     cdef public object plain_upstream
-    cdef public tuple location_from
     cdef public bint allow_trace
     cdef public int proxy_protocol
     cdef public double body_timeout, upstream_connect_timeout, upstream_timeout, tunnel_idle_timeout

@@ -18,6 +18,7 @@ from porch.routing import HostTable, PathTable
 from porch.upstream.pool import Balancer, Target
 
 if TYPE_CHECKING:
+    from porch.policies.location_rewrite import LocationRewrite
     from porch.upstream.prober import HealthWatcher
     from porch.tls.service import TlsService
 
@@ -31,10 +32,9 @@ class RouteRuntime:
         site: str,
         path: str,
         balancer: Balancer,
-        strip: bytes | None,
         base_path: bytes,
         upstream_host: bytes | None,
-        location_from: tuple[bytes, ...],
+        location_rewrite: LocationRewrite,
         max_body: int | None,
         body_timeout: float,
         upstream_connect_timeout: float,
@@ -49,10 +49,10 @@ class RouteRuntime:
         self.site = site  # the site's first host name, for logs
         self.path = path  # the route's prefix, for logs
         self.balancer = balancer
-        self.strip = strip  # b"/radicale" when strip_prefix is on (for the Location rewrite)
         self.base_path = base_path  # path of the proxy URL, prepended upstream ("" usually)
         self.upstream_host = upstream_host
-        self.location_from = location_from  # the proxy URLs' origins, rewritten in Location
+        # the upstream's own URLs in Location and Refresh (policies/location_rewrite.py)
+        self.location_rewrite = location_rewrite
         self.max_body = max_body
         self.body_timeout = body_timeout
         self.upstream_connect_timeout = upstream_connect_timeout

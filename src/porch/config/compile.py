@@ -23,6 +23,7 @@ from porch.policies import acme_challenge, registry, strip_prefix
 from porch.policies.forwarding import FORWARDING
 from porch.policies.hsts import Hsts
 from porch.policies.https import HttpsRedirect
+from porch.policies.location_rewrite import LocationRewrite
 from porch.storage import FileStorage, Storage
 from porch.upstream.pool import Balancer, Target
 from porch.upstream.prober import HealthWatcher, probed_addresses
@@ -234,16 +235,17 @@ def _compile_route(site: Site, route: Route, targets: _Targets, policies: list[P
     strip = strip_prefix.for_route(route.path, route.strip_prefix)
     own: list[Policy] = [FORWARDING] if strip is None else [strip, FORWARDING]
     base_path = route.upstreams[0].path.encode() if route.upstreams else b""
+    upstream_host = route.upstream_host.encode() if route.upstream_host else None
     return _plain_upstream(RouteRuntime(
         site=site.name,
         path=route.path,
         balancer=_balancer(route, tuple(pool), env.storage),
-        strip=strip.prefix if strip is not None else None,
         base_path=base_path,
-        upstream_host=route.upstream_host.encode() if route.upstream_host else None,
+        upstream_host=upstream_host,
         allow_trace=route.allow_trace,
         proxy_protocol=route.upstream_proxy_protocol,
-        location_from=_upstream_origins(route),
+        location_rewrite=LocationRewrite(strip.prefix if strip is not None else None, base_path,
+                                         _upstream_origins(route), upstream_host),
         max_body=route.limits.max_body,
         body_timeout=route.limits.body_timeout,
         upstream_connect_timeout=route.limits.upstream_connect_timeout,

@@ -22,7 +22,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from porch.errors import ProxyError, client_error, upstream_error
-from porch.http import h1, location
+from porch.http import h1
 from porch.http.model import Headers, RequestHead, ResponseHead
 # Names, not h1.NAME: a module attribute lookup per use costs ~120 instructions compiled.
 from porch.http.h1 import (
@@ -397,6 +397,19 @@ class Exchange(UpstreamListener):
     @property
     def local_port(self) -> bytes:
         return self.client.local_port
+
+    @property
+    def upstream_peer(self) -> tuple[str, str, int] | None:
+        """The chosen upstream's scheme and the address its connection reached ("", 0
+        when not known); None before one is chosen (pipeline.Context)."""
+        chosen = self.chosen
+        if chosen is None:
+            return None
+        upstream = self.upstream
+        peer = upstream.transport.get_extra_info("peername") if upstream is not None and upstream.transport is not None else None
+        if peer:
+            return chosen.spec.scheme, peer[0], peer[1]
+        return chosen.spec.scheme, "", 0
 
     @property
     def vars(self) -> dict:
@@ -784,10 +797,10 @@ class Exchange(UpstreamListener):
             for kind, name, value in special:
                 if kind == RH_LENGTH:
                     has_length = True
-                elif kind == RH_LOCATION:
-                    value = self._rewrite_location(value)
+                elif kind == RH_LOCATION:  # the upstream's own URLs (policies/location_rewrite.py)
+                    value = self.route.location_rewrite.location(self, value)
                 elif kind == RH_REFRESH:
-                    value = self._rewrite_refresh(value)
+                    value = self.route.location_rewrite.refresh(self, value)
                 elif kind == RH_TE:
                     if value != b"chunked" and value.strip().lower() != b"chunked":
                         # `gzip, chunked`: llhttp takes the chunks off and the body is
@@ -855,54 +868,6 @@ class Exchange(UpstreamListener):
         field list, changed in place).  False when one failed: the exchange is then
         answered 500 (nothing has been written to the client yet)."""
         return self._run_head_hooks(self.chain.response, ResponseHead(status, Headers(lines)))
-
-    def _rewrite_location(self, value: bytes) -> bytes:
-        """A URL of the upstream's own (see `_upstream_origin`) becomes the client's
-        scheme, host and port plus the route's stripped prefix, on every route (nginx's
-        `proxy_redirect default`, Apache's ProxyPassReverse); on a strip_prefix route, a
-        path-absolute URL gets the prefix.  Other URLs are passed as they are."""
-        route = self.route
-        prefix = route.strip or b""
-        if value[:1] == b"/":
-            if prefix and value[:2] != b"//" and not location.under(value, prefix):
-                return prefix + value
-            return value  # (with the prefix: the app knows it, from X-Script-Name)
-        split = location.split_origin(value)
-        if split is None or not self._upstream_origin(split[0]):
-            return value
-        rest = location.after_base(split[1], route.base_path)
-        client = self.client
-        trusted = client.peer_trusted
-        host = self.xf_host if trusted and self.xf_host else self.host_header
-        scheme = self.xf_proto if trusted and self.xf_proto else client.scheme
-        return b"%s://%s%s%s" % (scheme, host or b"", prefix, rest)
-
-    def _upstream_origin(self, origin: bytes) -> bool:
-        """Whether `origin` (lowercase scheme://authority) is the upstream's own: one of
-        the route's proxy URLs, the address its connection reached (`localhost` as
-        127.0.0.1), or the Host it was sent (an app building URLs from its request)."""
-        route = self.route
-        if origin in route.location_from:
-            return True
-        chosen = self.chosen
-        if chosen is None:
-            return False
-        scheme = chosen.spec.scheme
-        sent = route.upstream_host or self.host_header
-        if sent and origin == b"%s://%s" % (scheme.encode(), sent.lower()):
-            return True
-        upstream = self.upstream
-        if upstream is not None and upstream.transport is not None:
-            peer = upstream.transport.get_extra_info("peername")
-            if peer:
-                return origin in location.authorities(scheme, peer[0], peer[1])
-        return False
-
-    def _rewrite_refresh(self, value: bytes) -> bytes:
-        parts = location.refresh_url(value)
-        if parts is None:
-            return value
-        return parts[0] + self._rewrite_location(parts[1]) + parts[2]
 
     def on_response_body(self, data: bytes) -> None:
         if self.rs >= RS_DONE or self.framing == BODY_NONE:
