@@ -177,8 +177,10 @@ class ClientConnection:
         self._set_deadline(_D_HEAD, runtime.header_timeout)
         if self.scheme == b"https":
             ssl_object = transport.get_extra_info("ssl_object")
-            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
-                self._speak_h2()
+            if ssl_object is not None:
+                self.down = _downstream.H1_TLS  # one TLS record per flush (downstream.py)
+                if ssl_object.selected_alpn_protocol() == "h2":
+                    self._speak_h2()
 
     def _speak_h2(self) -> None:
         """ALPN chose HTTP/2: an H2Connection (server/h2conn.py) takes the transport."""

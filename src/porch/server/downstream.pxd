@@ -25,3 +25,6 @@ cdef class Downstream:
 
 cdef class H1Downstream(Downstream):
     pass
+
+cdef class H1TlsDownstream(H1Downstream):
+    pass
