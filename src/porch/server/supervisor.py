@@ -343,7 +343,8 @@ class WorkerProcess:
 
 
 class Supervisor:
-    def __init__(self, path: str, config: Config, services: Sequence[Service] | None = None) -> None:
+    def __init__(self, path: str, config: Config, services: Sequence[Service] | None = None,
+                 ticket_check=None) -> None:
         self.path = os.path.abspath(path)
         self.config = config
         self.services = list(services) if services is not None else supervisor_services(config)
@@ -370,6 +371,7 @@ class Supervisor:
         # ticket from one worker resumes on another (tls/tickets.py).  In memory only.
         self._ticket_secret: bytes | None = None
         self._tickets_checked = False
+        self._ticket_check = ticket_check  # () -> None or why not; None: tls/tickets.py's check
         # For the admin API (server/admin/): the counts of workers gone (added up when
         # they exit), reload outcomes, and recent warn/error lines from every process.
         from porch.server.admin.collect import Counts
@@ -549,7 +551,7 @@ class Supervisor:
         from porch.tls import tickets
 
         self._tickets_checked = True
-        problem = tickets.problem()
+        problem = (self._ticket_check or tickets.problem)()
         if problem is None:
             self._ticket_secret = tickets.new_secret()
         else:
