@@ -33,7 +33,8 @@ costs one full handshake to each client that resumes within 2 hours after it, tw
 day.  Both TLS 1.2 tickets (RFC 5077) and TLS 1.3 tickets (RFC 8446 section 4.6.1,
 stateless in OpenSSL 3) are sealed with this key; ticket processing uses the context
 the connection started on (the listening one, before the SNI switch, OpenSSL's
-`session_ctx`), and every context gets the key anyway.
+`session_ctx`), and every context gets the key anyway.  Python never enables TLS 1.3
+early data, so a ticket that any worker accepts replays no request (RFC 8446 section 8).
 """
 
 from __future__ import annotations
