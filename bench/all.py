@@ -9,7 +9,8 @@ It runs, in turn and each by calling the script's own main() (so the method is t
 each script documents: Porch and nginx in the same round, rounds interleaved, medians):
 
 - `h1`: bench/run.py, HTTP/1.1 `/small` (100 B) and `/1m` (1 MiB), wrk;
-- `tls`: bench/tls.py, TLS handshakes (Connection: close) and TLS keep-alive, wrk;
+- `tls`: bench/tls.py, TLS handshakes (Connection: close) and TLS keep-alive, wrk; full
+  and resumed handshakes (TLS 1.3, 1.2), openssl s_time;
 - `h2`: bench/h2.py, HTTP/2 over TLS, `/small` and `/1m`, h2load;
 - `passthrough`: bench/passthrough.py, `[[stream]]` TLS passthrough against nginx's
   ssl_preread (bulk MB/s each way and short connections/s);
@@ -92,12 +93,14 @@ def bench_tls(quick: bool) -> list[dict]:
     tls = bench_module("tls")
 
     got: dict = {}
-    argv = ["--rounds", "1", "--duration", "3s"] if quick else []
+    argv = ["--rounds", "1", "--duration", "3s", "--stime-seconds", "3"] if quick else []
     at = load()
     if tls.main(argv, got) != 0 or "summary" not in got:
         raise RuntimeError("bench/tls.py failed")
     out = []
-    for key, name, unit in (("handshake", "TLS handshakes", "handshakes/s"), ("keepalive", "TLS keep-alive", "req/s")):
+    for key, name, unit in (("handshake", "TLS handshakes", "handshakes/s"), ("keepalive", "TLS keep-alive", "req/s"),
+                            ("full", "TLS full (s_time)", "conn/s"), ("resumed 1.3", "TLS resumed 1.3", "conn/s"),
+                            ("resumed 1.2", "TLS resumed 1.2", "conn/s")):
         p, n = got["summary"][key]["porch"], got["summary"][key]["nginx"]
         out.append(row(name, p["rps"], n["rps"], unit, p["cpu_us_per_req"], n["cpu_us_per_req"], at))
     return out

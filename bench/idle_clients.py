@@ -4,6 +4,11 @@
 Each connection sends one complete GET request, reads the whole response
 (Content-Length framed) and then stays open without sending anything.
 
+    --tls   HTTP/1.1 over TLS (ALPN http/1.1, the certificate not verified)
+    --h2    HTTP/2 over TLS (ALPN h2): the connection preface and SETTINGS, one GET
+            on stream 1 read to its END_STREAM, SETTINGS and PINGs acknowledged;
+            then idle, as a browser's connection between page loads
+
 Protocol with the parent (bench/run.py), line based:
   stdout: "READY ok=N failed=F"   once every connection finished its request
   stdin:  "check"  -> stdout "ALIVE open=N lost=L"
@@ -17,6 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
+import ssl
+import struct
 import sys
 
 
@@ -72,13 +79,83 @@ class HoldProtocol(asyncio.Protocol):
             self.done.set_exception(ConnectionError(f"closed before response: {exc}"))
 
 
-async def open_one(loop, host, port, request, stats, sem, protos, timeout):
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, SETTINGS, PING, GOAWAY = 0x0, 0x1, 0x4, 0x6, 0x7
+END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
+
+
+def h2_frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return struct.pack("!I", len(payload))[1:] + bytes((kind, flags)) + struct.pack("!I", stream) + payload
+
+
+def h2_request(host: str, path: str) -> bytes:
+    """The preface, an empty SETTINGS and GET `path` on stream 1, its HPACK block
+    written by hand (RFC 7541 appendix A indexes; literals without indexing)."""
+
+    def literal(index: int, value: str) -> bytes:  # name from the static table
+        data = value.encode()
+        assert index < 15 and len(data) < 127
+        return bytes((index, len(data))) + data
+
+    block = b"\x82\x87" + literal(4, path) + literal(1, host)  # GET, https, :path, :authority
+    return H2_PREFACE + h2_frame(SETTINGS, 0, 0) + h2_frame(HEADERS, END_STREAM | END_HEADERS, 1, block)
+
+
+class H2HoldProtocol(HoldProtocol):
+    """One GET on stream 1 over HTTP/2, then idle (frames parsed just enough)."""
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while len(self.buf) >= 9:
+            length = int.from_bytes(self.buf[:3], "big")
+            if len(self.buf) < 9 + length:
+                return
+            kind, flags = self.buf[3], self.buf[4]
+            stream = int.from_bytes(self.buf[5:9], "big") & 0x7FFFFFFF
+            payload = bytes(self.buf[9:9 + length])
+            del self.buf[:9 + length]
+            self.frame(kind, flags, stream, payload)
+
+    def frame(self, kind: int, flags: int, stream: int, payload: bytes) -> None:
+        if kind == SETTINGS and not flags & ACK:
+            self.transport.write(h2_frame(SETTINGS, ACK, 0))
+        elif kind == PING and not flags & ACK:
+            self.transport.write(h2_frame(PING, ACK, 0, payload))
+        elif kind == GOAWAY and not self.done.done():
+            self.done.set_exception(RuntimeError(f"GOAWAY {payload[4:8].hex()}"))
+        elif stream == 1 and kind in (HEADERS, DATA):
+            if self.done.done():
+                self.stats["unexpected_data"] += 1
+            elif kind == HEADERS and self.need is None:
+                block = payload[(payload[0] + 1) if flags & 0x8 else 0:]  # PADDED
+                block = block[5:] if flags & 0x20 else block  # PRIORITY
+                if block[:1] != b"\x88":  # :status 200, static index 8 (what nghttp2 and nginx send)
+                    self.done.set_exception(RuntimeError(f"status not 200: {block[:8].hex()}"))
+                    return
+                self.need = 0
+            if flags & END_STREAM and not self.done.done():
+                self.done.set_result(True)
+
+
+def client_tls(alpn: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols([alpn])
+    return ctx
+
+
+async def open_one(loop, host, port, request, stats, sem, protos, timeout, tls=None, h2=False):
     async with sem:
         try:
-            _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: HoldProtocol(request, stats), host, port),
+            make = (lambda: H2HoldProtocol(request, stats)) if h2 else (lambda: HoldProtocol(request, stats))
+            transport, proto = await asyncio.wait_for(
+                loop.create_connection(make, host, port, ssl=tls, server_hostname="" if tls else None),
                 timeout,
             )
+            if h2 and transport.get_extra_info("ssl_object").selected_alpn_protocol() != "h2":
+                transport.close()
+                raise RuntimeError("the server did not choose h2 by ALPN")
             await asyncio.wait_for(proto.done, timeout)
         except Exception as exc:  # noqa: BLE001 - report and count every failure
             stats["failed"] += 1
@@ -97,6 +174,9 @@ async def main() -> int:
     ap.add_argument("--concurrency", type=int, default=256,
                     help="connections being opened at the same time")
     ap.add_argument("--timeout", type=float, default=30.0)
+    proto = ap.add_mutually_exclusive_group()
+    proto.add_argument("--tls", action="store_true", help="HTTP/1.1 over TLS")
+    proto.add_argument("--h2", action="store_true", help="HTTP/2 over TLS")
     args = ap.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -112,11 +192,14 @@ async def main() -> int:
         f"GET {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
         "User-Agent: porch-bench-idle\r\nAccept: */*\r\n\r\n"
     ).encode()
+    tls = client_tls("h2" if args.h2 else "http/1.1") if args.tls or args.h2 else None
+    if args.h2:
+        request = h2_request(f"{args.host}:{args.port}", args.path)
     stats = {"failed": 0, "unexpected_data": 0}
     protos: list[HoldProtocol] = []
     sem = asyncio.Semaphore(args.concurrency)
     await asyncio.gather(*(
-        open_one(loop, args.host, args.port, request, stats, sem, protos, args.timeout)
+        open_one(loop, args.host, args.port, request, stats, sem, protos, args.timeout, tls, args.h2)
         for _ in range(args.conns)
     ))
     print(f"READY ok={len(protos)} failed={stats['failed']}", flush=True)

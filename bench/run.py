@@ -610,93 +610,158 @@ def mode_throughput(args, procs: Procs, out: Path) -> dict:
 # --------------------------------------------------------------------------- idle
 
 
-def mode_idle(args, procs: Procs, out: Path) -> None:
+IDLE_PROTOCOLS = {"h1": ("HTTP/1.1", []), "tls": ("HTTP/1.1 over TLS", ["--tls"]),
+                  "h2": ("HTTP/2 over TLS", ["--h2"])}
+
+
+def idle_servers(args, setup: Setup, procs: Procs, out: Path, protocol: str) -> dict[str, tuple]:
+    """Porch and nginx for one protocol, fresh (a server that held 10,000 connections
+    keeps some of that memory): {target: (Popen, port)}.  TLS ones: bench/tls.py's
+    configs (same certificate, ECDSA P-256; nginx with `http2` on its listener)."""
+    servers = {}
+    if protocol == "h1":
+        if "porch" in args.targets and setup.start_porch():
+            servers["porch"] = (setup.pids["porch"], setup.ports["porch"])
+        if "nginx" in args.targets:
+            setup.start_nginx()
+            servers["nginx"] = (setup.pids["nginx"], setup.ports["nginx"])
+        return servers
+    import tls as tlsbench  # bench/tls.py: needs the venv's Python (cryptography, porch)
+
+    if not hasattr(setup, "cert"):
+        setup.cert = tlsbench.make_cert(setup.tmp)
+    origin = setup.ports["direct"]
+    if "porch" in args.targets:
+        servers["porch"] = tlsbench.start_porch(
+            args, setup, procs, out, f"porch-{protocol}", origin, *setup.cert,
+            f"keepalive_timeout = {args.idle_keepalive}", "")
+    if "nginx" in args.targets:
+        d = setup.tmp / f"nginx-{protocol}"
+        d.mkdir()
+        port = free_port()
+        conf = tlsbench.nginx_tls_conf(d, port, origin, *setup.cert, keepalive_timeout=args.idle_keepalive,
+                                       worker_connections=args.idle_conns + 1024, http2=protocol == "h2")
+        p = setup._nginx(f"nginx-{protocol}", conf)
+        tlsbench.wait_https(p, port, "nginx")
+        servers["nginx"] = (p, port)
+    return servers
+
+
+def idle_client(procs: Procs, out: Path, name: str, port: int, conns: int, flags: list[str]) -> subprocess.Popen:
+    client = procs.start("idle-client", [sys.executable, str(IDLE_CLIENT), "--port", str(port),
+                                         "--conns", str(conns), *flags],
+                         LOAD_CPU, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=open(out / f"idle-client-{name}.stderr", "ab"), text=True)
+    return client
+
+
+def idle_round(args, procs: Procs, out: Path, protocol: str, target: str, pid: int, port: int) -> dict:
+    """RSS of `pid`'s tree before, while holding args.idle_conns idle connections of
+    `protocol`, and after they close."""
+    n, flags, name = args.idle_conns, IDLE_PROTOCOLS[protocol][1], f"{protocol}-{target}"
+    # 20 connections of the same protocol first: each side has served it (lazy imports,
+    # first buffers) before the baseline
+    warm = idle_client(procs, out, name, port, 20, flags)
+    ready = warm.stdout.readline().strip()
+    warm.stdin.write("exit\n")
+    warm.stdin.flush()
+    warm.wait(30)
+    procs.procs = [(nm, q) for nm, q in procs.procs if q is not warm]
+    if ready != "READY ok=20 failed=0":
+        raise RuntimeError(f"idle client warm-up for {name} failed: {ready!r}")
+    time.sleep(1)
+    base, base_per = tree_rss_kib(pid)
+    base_fds = tree_fds(pid)
+    log(f"{name}: baseline RSS {base / 1024:.1f} MiB {base_per}, {base_fds} fds; opening {n} connections")
+    t0 = time.monotonic()
+    client = idle_client(procs, out, name, port, n, flags)
+    ready = client.stdout.readline().strip()
+    opened_in = time.monotonic() - t0
+    if not ready.startswith("READY"):
+        raise RuntimeError(f"idle client for {name} failed: {ready!r}")
+    log(f"{name}: {ready} in {opened_in:.1f}s")
+    time.sleep(args.idle_settle)
+    held, held_per = tree_rss_kib(pid)
+    held_fds = tree_fds(pid)
+    client.stdin.write("check\n")
+    client.stdin.flush()
+    alive = client.stdout.readline().strip()
+    log(f"{name}: with {n} idle connections RSS {held / 1024:.1f} MiB {held_per}, "
+        f"{held_fds} fds; client: {alive}")
+    time.sleep(args.idle_settle)
+    held2, _ = tree_rss_kib(pid)
+    client.stdin.write("check\n")
+    client.stdin.flush()
+    alive2 = client.stdout.readline().strip()
+    client.stdin.write("exit\n")
+    client.stdin.flush()
+    client.wait(60)
+    procs.procs = [(nm, q) for nm, q in procs.procs if q is not client]
+    time.sleep(2)
+    after, _ = tree_rss_kib(pid)
+    log(f"{name}: {alive2}; RSS after closing them {after / 1024:.1f} MiB")
+    opened = int(re.search(r"ok=(\d+)", ready).group(1))
+    return {
+        "conns": n, "ready": ready, "open_seconds": round(opened_in, 2),
+        "alive_check_1": alive, "alive_check_2": alive2,
+        "rss_baseline_kib": base, "rss_baseline_per_process": base_per,
+        "rss_held_kib": held, "rss_held_per_process": held_per,
+        "rss_held_later_kib": held2, "rss_after_close_kib": after,
+        "fds_baseline": base_fds, "fds_held": held_fds,
+        "per_conn_kib": (held - base) / max(opened, 1),
+    }
+
+
+def mode_idle(args, procs: Procs, out: Path) -> dict:
     n = args.idle_conns
     setup = Setup(args, procs, out, keepalive_timeout=args.idle_keepalive,
                   nginx_worker_connections=n + 1024)
-    results = {}
+    results: dict[str, dict[str, dict]] = {}
     try:
         setup.start_origin()
-        if "porch" in args.targets:
-            setup.start_porch()
-        if "nginx" in args.targets:
-            setup.start_nginx()
-        setup.verify()
-        for target in [t for t in ("porch", "nginx") if t in setup.ports]:
-            pid = setup.pids[target].pid
-            for _ in range(20):  # a few requests so both have served traffic before the baseline
-                http_get(setup.ports[target], "/small")
-            time.sleep(1)
-            base, base_per = tree_rss_kib(pid)
-            base_fds = tree_fds(pid)
-            log(f"{target}: baseline RSS {base / 1024:.1f} MiB {base_per}, {base_fds} fds; opening {n} connections")
-            t0 = time.monotonic()
-            client = procs.start(
-                "idle-client",
-                [sys.executable, str(IDLE_CLIENT), "--port", str(setup.ports[target]),
-                 "--conns", str(n)],
-                LOAD_CPU, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=open(out / f"idle-client-{target}.stderr", "wb"), text=True)
-            ready = client.stdout.readline().strip()
-            opened_in = time.monotonic() - t0
-            if not ready.startswith("READY"):
-                raise RuntimeError(f"idle client for {target} failed: {ready!r}")
-            log(f"{target}: {ready} in {opened_in:.1f}s")
-            time.sleep(args.idle_settle)
-            held, held_per = tree_rss_kib(pid)
-            held_fds = tree_fds(pid)
-            client.stdin.write("check\n")
-            client.stdin.flush()
-            alive = client.stdout.readline().strip()
-            log(f"{target}: with {n} idle connections RSS {held / 1024:.1f} MiB {held_per}, "
-                f"{held_fds} fds; client: {alive}")
-            time.sleep(args.idle_settle)
-            held2, _ = tree_rss_kib(pid)
-            client.stdin.write("check\n")
-            client.stdin.flush()
-            alive2 = client.stdout.readline().strip()
-            client.stdin.write("exit\n")
-            client.stdin.flush()
-            client.wait(30)
-            procs.procs = [(nm, q) for nm, q in procs.procs if q is not client]
-            time.sleep(2)
-            after, _ = tree_rss_kib(pid)
-            results[target] = {
-                "conns": n, "ready": ready, "open_seconds": round(opened_in, 2),
-                "alive_check_1": alive, "alive_check_2": alive2,
-                "rss_baseline_kib": base, "rss_baseline_per_process": base_per,
-                "rss_held_kib": held, "rss_held_per_process": held_per,
-                "rss_held_later_kib": held2, "rss_after_close_kib": after,
-                "fds_baseline": base_fds, "fds_held": held_fds,
-                "per_conn_kib": (held - base) / n,
-            }
-            log(f"{target}: {alive2}; RSS after closing them {after / 1024:.1f} MiB")
-        lines = [f"\n{n} idle keep-alive connections (each served one GET /small first); "
-                 f"keepalive_timeout {args.idle_keepalive}s on both; RSS from /proc/PID/status VmRSS, "
-                 f"summed over the process tree\n",
-                 "| proxy | RSS before | RSS holding conns | delta | per connection | fds holding | opened | still open later | RSS after close |",
-                 "|---|---:|---:|---:|---:|---:|---|---|---:|"]
-        for target in ("porch", "nginx"):
-            r = results.get(target)
-            if r is None:
-                lines.append(f"| {TARGET_LABEL[target]} | not yet measured | – | – | – | – | – | – | – |")
-                continue
-            lines.append(
-                f"| {TARGET_LABEL[target]} | {r['rss_baseline_kib'] / 1024:.1f} MiB | "
-                f"{r['rss_held_kib'] / 1024:.1f} MiB | {(r['rss_held_kib'] - r['rss_baseline_kib']) / 1024:.1f} MiB | "
-                f"{r['per_conn_kib']:.2f} KiB | {r['fds_held']} | {r['ready'].removeprefix('READY ')} | "
-                f"{r['alive_check_2'].removeprefix('ALIVE ').split(' unexpected')[0]} | "
-                f"{r['rss_after_close_kib'] / 1024:.1f} MiB |")
-        if "porch" in results and "nginx" in results:
-            ratio = results["porch"]["rss_held_kib"] / results["nginx"]["rss_held_kib"]
-            lines.append(f"\nPorch/nginx RSS holding {n} connections: **{ratio:.2f}x**")
-            results["ratio_rss_held"] = ratio
+        for protocol in args.idle_protocols:
+            servers = idle_servers(args, setup, procs, out, protocol)
+            try:
+                for target, (p, port) in servers.items():
+                    results.setdefault(protocol, {})[target] = idle_round(args, procs, out, protocol, target,
+                                                                         p.pid, port)
+            finally:
+                for p, _ in servers.values():
+                    procs.stop(p)
+                    procs.procs = [(nm, q) for nm, q in procs.procs if q is not p]
+        lines = [f"\n{n} idle keep-alive connections per protocol (each served one GET /small first); "
+                 f"keepalive_timeout {args.idle_keepalive}s on both; one worker each; RSS from "
+                 f"/proc/PID/status VmRSS, summed over the process tree; fresh servers per protocol\n",
+                 "| protocol | proxy | RSS before | RSS holding conns | delta | per connection | fds holding "
+                 "| opened | still open later | RSS after close |",
+                 "|---|---|---:|---:|---:|---:|---:|---|---|---:|"]
+        for protocol in args.idle_protocols:
+            for target in ("porch", "nginx"):
+                r = results.get(protocol, {}).get(target)
+                label = f"| {IDLE_PROTOCOLS[protocol][0]} | {TARGET_LABEL[target]} |"
+                if r is None:
+                    lines.append(f"{label} not yet measured | – | – | – | – | – | – | – |")
+                    continue
+                lines.append(
+                    f"{label} {r['rss_baseline_kib'] / 1024:.1f} MiB | "
+                    f"{r['rss_held_kib'] / 1024:.1f} MiB | {(r['rss_held_kib'] - r['rss_baseline_kib']) / 1024:.1f} MiB | "
+                    f"{r['per_conn_kib']:.2f} KiB | {r['fds_held']} | {r['ready'].removeprefix('READY ')} | "
+                    f"{r['alive_check_2'].removeprefix('ALIVE ').split(' unexpected')[0]} | "
+                    f"{r['rss_after_close_kib'] / 1024:.1f} MiB |")
+        for protocol, pair in results.items():
+            if "porch" in pair and "nginx" in pair:
+                per = pair["porch"]["per_conn_kib"] / max(pair["nginx"]["per_conn_kib"], 1e-9)
+                held = pair["porch"]["rss_held_kib"] / pair["nginx"]["rss_held_kib"]
+                lines.append(f"\n{IDLE_PROTOCOLS[protocol][0]}: Porch/nginx per connection **{per:.2f}x**, "
+                             f"RSS holding {n} connections {held:.2f}x")
+                pair["ratio_per_conn"], pair["ratio_rss_held"] = per, held
         if setup.porch_error:
             lines.append(f"\nPorch not measured: {setup.porch_error.splitlines()[0]}")
         table = "\n".join(lines) + "\n"
         (out / "idle.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
         (out / "summary.md").write_text(table)
         print(table)
+        return results
     finally:
         setup.collect_logs()
         procs.stop_all()
@@ -840,6 +905,10 @@ def main(argv: list[str] | None = None, collect: dict | None = None) -> int:
     ap.add_argument("--idle-keepalive", type=int, default=600,
                     help="keepalive timeout, seconds, for both proxies in --idle (600)")
     ap.add_argument("--idle-settle", type=float, default=5.0, help="seconds before reading RSS (5)")
+    ap.add_argument("--idle-protocols", default="h1,tls,h2",
+                    help="comma list from h1,tls,h2 for --idle (all; tls and h2 need the venv's Python)")
+    ap.add_argument("--quick", action="store_true",
+                    help="--idle: a smoke check, 200 connections per protocol and 1 s settle")
     ap.add_argument("--profile-seconds", type=int, default=15, help="py-spy duration (15)")
     ap.add_argument("--profile-rate", type=int, default=100, help="py-spy samples/s (100)")
     ap.add_argument("--profile-top", type=int, default=25, help="rows in the profile tables (25)")
@@ -852,6 +921,12 @@ def main(argv: list[str] | None = None, collect: dict | None = None) -> int:
     for p in args.payloads:
         if p not in PAYLOADS:
             ap.error(f"unknown payload {p}")
+    args.idle_protocols = [p.strip() for p in args.idle_protocols.split(",") if p.strip()]
+    for p in args.idle_protocols:
+        if p not in IDLE_PROTOCOLS:
+            ap.error(f"unknown --idle-protocols entry {p}")
+    if args.quick and args.idle:
+        args.idle_conns, args.idle_settle = 200, 1.0
 
     if args.aggregate:
         print(aggregate_raw(Path(args.aggregate), args.profile_top)[0])
@@ -880,7 +955,9 @@ def main(argv: list[str] | None = None, collect: dict | None = None) -> int:
     procs = Procs()
     try:
         if args.idle:
-            mode_idle(args, procs, out)
+            results = mode_idle(args, procs, out)
+            if collect is not None:
+                collect["summary"] = results
         elif args.profile:
             mode_profile(args, procs, out)
         else:

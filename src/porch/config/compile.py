@@ -92,9 +92,11 @@ def default_format(path: str, fmt: str, shared: frozenset[str]) -> str:
 
 
 def compile_config(config: Config, *, access_log: AccessLog | None = None,
-                   error_log: ErrorLog | None = None, counters: CounterTable | None = None) -> Runtime:
+                   error_log: ErrorLog | None = None, counters: CounterTable | None = None,
+                   ticket_secret: bytes | None = None) -> Runtime:
     """Build the runtime objects for `config` (already validated).  Loads the TLS
-    certificates (and makes local-CA ones): ConfigError if a site's files do not load."""
+    certificates (and makes local-CA ones): ConfigError if a site's files do not load.
+    `ticket_secret`: the supervisor's TLS session-ticket secret (tls/tickets.py)."""
     g = config.porch
     error_log = error_log or ErrorLog(g.error_log)
     error_log.set_level(g.error_log_level)
@@ -106,7 +108,7 @@ def compile_config(config: Config, *, access_log: AccessLog | None = None,
         # serving plain HTTP only never needs.
         from porch.tls.service import build_tls
 
-        tls = build_tls(config, error_log)
+        tls = build_tls(config, error_log, ticket_secret)
     targets: _Targets = {}
     storage = FileStorage(g.state_dir)
     # counters: the machine's shared table (a worker's, from the supervisor), else

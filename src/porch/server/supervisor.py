@@ -343,7 +343,8 @@ class WorkerProcess:
 
 
 class Supervisor:
-    def __init__(self, path: str, config: Config, services: Sequence[Service] | None = None) -> None:
+    def __init__(self, path: str, config: Config, services: Sequence[Service] | None = None,
+                 ticket_check=None) -> None:
         self.path = os.path.abspath(path)
         self.config = config
         self.services = list(services) if services is not None else supervisor_services(config)
@@ -366,6 +367,11 @@ class Supervisor:
         # Rate-limit and connection counters every worker maps (limits/table.py): made
         # once, kept across reloads, so a reload forgets no client's count.
         self.counters = SharedTable.create()
+        # TLS session tickets: one secret for every worker, kept across reloads, so a
+        # ticket from one worker resumes on another (tls/tickets.py).  In memory only.
+        self._ticket_secret: bytes | None = None
+        self._tickets_checked = False
+        self._ticket_check = ticket_check  # () -> None or why not; None: tls/tickets.py's check
         # For the admin API (server/admin/): the counts of workers gone (added up when
         # they exit), reload outcomes, and recent warn/error lines from every process.
         from porch.server.admin.collect import Counts
@@ -515,11 +521,13 @@ class Supervisor:
         connections.  Raise ReloadError (and stop the ones started) if any cannot."""
         self.generation += 1
         workers = worker_count(config.porch.workers)
+        secret = self.ticket_secret(config)
         started: list[WorkerProcess] = []
         try:
             for slot in range(workers):
                 spec = WorkerSpec(config=config, sockets=self.listeners.for_worker(wanted, slot, workers),
-                                  slot=slot, generation=self.generation, counters_fd=self.counters.fd)
+                                  slot=slot, generation=self.generation, counters_fd=self.counters.fd,
+                                  ticket_secret=secret)
                 started.append(WorkerProcess(self.loop, spec, self._worker_exited))
         except OSError as err:
             self._abandon(started)
@@ -533,6 +541,23 @@ class Supervisor:
             self._abandon(started)
             raise ReloadError("; ".join(problems))
         return started
+
+    def ticket_secret(self, config: Config) -> bytes | None:
+        """The secret the workers share (made at the first config with an HTTPS site),
+        or None when this Python's ssl cannot take a ticket key: one warning then, and
+        each worker keeps its own keys (resumption on the worker that issued the ticket)."""
+        if self._tickets_checked or not any(site.tls != "off" for site in config.sites):
+            return self._ticket_secret
+        from porch.tls import tickets
+
+        self._tickets_checked = True
+        problem = (self._ticket_check or tickets.problem)()
+        if problem is None:
+            self._ticket_secret = tickets.new_secret()
+        else:
+            self.log.warn(f"TLS session tickets: each worker keeps its own key, so a client resumes "
+                          f"only on the worker that gave it its ticket ({problem})")
+        return self._ticket_secret
 
     def _abandon(self, workers: list[WorkerProcess]) -> None:
         for w in workers:
@@ -593,7 +618,7 @@ class Supervisor:
             return
         sockets = self.listeners.for_worker(listen_addresses(self.config), slot, len(self.workers))
         spec = WorkerSpec(config=self.config, sockets=sockets, slot=slot, generation=self.generation,
-                          counters_fd=self.counters.fd)
+                          counters_fd=self.counters.fd, ticket_secret=self.ticket_secret(self.config))
         try:
             w = self.workers[slot] = WorkerProcess(self.loop, spec, self._worker_exited)
             w.ready.add_done_callback(lambda f, slot=slot, w=w: self._restarted(slot, w))

@@ -43,7 +43,7 @@ import socket
 import struct
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from porch.config.listeners import kind_at
 from porch.config.errors import ConfigError
@@ -74,6 +74,10 @@ class WorkerSpec:
     # the machine's shared counter table (limits/table.py), a memfd made by the
     # supervisor once and passed to every worker, reloads included; -1: none
     counters_fd: int = -1
+    # the supervisor's TLS session-ticket secret (tls/tickets.py), the same for every
+    # worker and every reload; None: each worker keeps OpenSSL's own keys.  Out of
+    # repr: never in a log line or a traceback.
+    ticket_secret: bytes | None = field(default=None, repr=False)
 
 
 def spawn(spec: WorkerSpec) -> tuple[subprocess.Popen, socket.socket]:
@@ -200,7 +204,7 @@ async def serve(spec: WorkerSpec, ctl_sock: socket.socket) -> int:
     ctl = _Control(loop, ctl_sock, g.shutdown_timeout)
     counters = SharedTable.attach(spec.counters_fd) if spec.counters_fd >= 0 else None
     try:
-        runtime = compile_config(spec.config, counters=counters)
+        runtime = compile_config(spec.config, counters=counters, ticket_secret=spec.ticket_secret)
     except ConfigError as err:  # certificate files that do not load (tls/service.py)
         ctl.send_error(str(err))
         return 1

@@ -136,11 +136,15 @@ class SniTable:
 class TlsFront:
     """The listening context and the table its SNI callback reads."""
 
-    def __init__(self, settings: TlsSettings, table: SniTable, on_refused) -> None:
+    def __init__(self, settings: TlsSettings, table: SniTable, on_refused, tickets=None) -> None:
         self.table = table
         self.on_refused = on_refused  # (server_name, slot or None) -> None: logging
         self.context = new_context(settings)
         self.context.sni_callback = self._sni
+        # The key that seals session tickets, shared by the workers (tls/tickets.py):
+        # OpenSSL reads it from this context, where the handshake started.
+        if tickets is not None:
+            tickets.install(self.context)
 
     def _sni(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
         slot = self.table.select(server_name)

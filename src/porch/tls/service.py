@@ -16,17 +16,20 @@ from porch.observability.errorlog import ErrorLog
 from porch.storage import FileStorage, StorageError
 from porch.tls.contexts import CertSlot, SniTable, TlsFront, TlsSettings
 from porch.tls.sources import FileSource, InternalSource, Source, StoreSource, Watcher
+from porch.tls.tickets import TicketKeys
 
 # A refused handshake is logged at most this often per name (scanners send many).
 REFUSAL_LOG_INTERVAL = 60.0
 
 
 class TlsService:
-    def __init__(self, front: TlsFront, watcher: Watcher, slots: dict[str, CertSlot]) -> None:
+    def __init__(self, front: TlsFront, watcher: Watcher, slots: dict[str, CertSlot],
+                 tickets: TicketKeys | None = None) -> None:
         self.front = front
         self.context = front.context
         self.watcher = watcher
         self.slots = slots  # by Site.key_path
+        self.tickets = tickets
         self.failed_at = -REFUSAL_LOG_INTERVAL
 
     def refresh(self) -> None:
@@ -34,6 +37,9 @@ class TlsService:
         sweeper also enforces every connection's deadlines)."""
         try:
             self.watcher.refresh()
+            if self.tickets is not None and self.tickets.rotate():
+                for ctx in (self.context, *(s.context for s in self.slots.values() if s.context)):
+                    self.tickets.install(ctx)
         except Exception as exc:  # a bug, or a storage failure not foreseen: say it, go on
             now = time.monotonic()
             if now - self.failed_at >= REFUSAL_LOG_INTERVAL:  # not twice a second
@@ -41,12 +47,18 @@ class TlsService:
                 self.watcher.log.error(f"TLS certificate check failed: {exc!r}")
 
 
-def build_tls(config: Config, log: ErrorLog) -> TlsService | None:
-    """Raises ConfigError when a site's certificate files do not load (fatal at start)."""
+def build_tls(config: Config, log: ErrorLog, ticket_secret: bytes | None = None) -> TlsService | None:
+    """Raises ConfigError when a site's certificate files do not load (fatal at start).
+    `ticket_secret`: the supervisor's, shared by its workers (tls/tickets.py); None:
+    each context keeps OpenSSL's own ticket key."""
     sites = [site for site in config.sites if site.tls != "off"]
     if not sites:
         return None
     g = config.porch
+    tickets = TicketKeys(ticket_secret) if ticket_secret else None
+    if tickets is not None and not tickets.shared:  # the supervisor checked: not expected
+        log.warn(f"TLS session tickets: each worker keeps its own key ({tickets.problem})")
+        tickets = None
     settings = TlsSettings(g.tls_protocols, g.tls_ciphers, g.http2)
     storage = FileStorage(g.state_dir)
     slots: dict[str, CertSlot] = {}
@@ -56,7 +68,7 @@ def build_tls(config: Config, log: ErrorLog) -> TlsService | None:
         source = _source(site, slot, storage)
         source.where = f"{site.key_path}.tls"
         sources.append(source)
-    watcher = Watcher(settings, sources, log)
+    watcher = Watcher(settings, sources, log, tickets)
     try:
         problems = watcher.load_all()
     except StorageError as exc:
@@ -64,7 +76,7 @@ def build_tls(config: Config, log: ErrorLog) -> TlsService | None:
     if problems:
         raise ConfigError(problems)
     table = SniTable.build([(site.hosts, slots[site.key_path]) for site in sites])
-    return TlsService(TlsFront(settings, table, _refusal_logger(log)), watcher, slots)
+    return TlsService(TlsFront(settings, table, _refusal_logger(log), tickets), watcher, slots, tickets)
 
 
 def _source(site: Site, slot: CertSlot, storage: FileStorage) -> Source:

@@ -158,10 +158,11 @@ class InternalSource(StoreSource):
 class Watcher:
     """Keeps every slot's context in step with its source."""
 
-    def __init__(self, settings: TlsSettings, sources: list[Source], log: ErrorLog) -> None:
+    def __init__(self, settings: TlsSettings, sources: list[Source], log: ErrorLog, tickets=None) -> None:
         self.settings = settings
         self.sources = sources
         self.log = log
+        self.tickets = tickets  # tls/tickets.py TicketKeys: every context gets the shared key
         self.stamps: dict[int, Stamp | None] = {}
 
     def load_all(self) -> list[str]:
@@ -202,6 +203,8 @@ class Watcher:
                 return None
             why = getattr(exc, "reason", None) or exc.strerror or str(exc)
             return self._failed(source, f"cannot load {' and '.join(source.files())}: {why}")
+        if self.tickets is not None:
+            self.tickets.install(ctx)
         first = slot.context is None
         slot.context = ctx
         self.log.info(f"site {slot.site}: {'certificate loaded' if first else 'new certificate in use'}",
