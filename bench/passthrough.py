@@ -182,11 +182,20 @@ def proc_cpu(pid: int) -> float:
     return total / base.CLK_TCK
 
 
+def _nginx_configure() -> str:
+    """`nginx -V`'s configure arguments (it prints them on stderr)."""
+    import subprocess
+    return subprocess.run(["nginx", "-V"], capture_output=True, text=True).stderr
+
+
 # Debian builds nginx's stream module as a dynamic module (package libnginx-mod-stream).
 NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 
 
 def nginx_conf(d: Path, port: int, target: int) -> str:
+    if not NGINX_STREAM_MODULE.exists() and "--with-stream=dynamic" in _nginx_configure():
+        raise SystemExit(f"nginx's stream module is not installed ({NGINX_STREAM_MODULE}): "
+                         "apt-get install -y libnginx-mod-stream")
     load = f"load_module {NGINX_STREAM_MODULE};" if NGINX_STREAM_MODULE.exists() else ""
     return f"""# nginx as a passthrough proxy (ssl_preread), as sslh's alternative in the guides
 {load}
