@@ -31,7 +31,7 @@ cdef class Exchange(UpstreamListener):
     # The flags as bytes, not `bint` (a C int): 36 bytes less, which keeps room for the
     # next field within pymalloc's limit.  Python code reads them as 0/1 ints.
     cdef public unsigned char chunked, expect_continue, keep_alive, retried, request_done, websocket
-    cdef public unsigned char up_keep_alive, up_until_close, response_started, done, slash, peer_trusted
+    cdef public unsigned char up_keep_alive, up_until_close, response_started, done, peer_trusted
     cdef public bytes method, target, version, referer, user_agent, upstream_target, upstream_head
     cdef public bytes tunnel_early, path, query, request_id
     cdef public object switch_head
