@@ -99,9 +99,11 @@ class Harness:
         self.client = ClientConnection(Server(self.loop, runtime))
         self.ct = Transport(("127.0.0.1", 50000))
         self.client.connection_made(self.ct)
+        self.ut = Transport(("127.0.0.1", 9))
+        if not runtime.targets:  # a site that answers itself (root)
+            return
         target = runtime.targets[0]
         self.up = UpstreamConnection(target)
-        self.ut = Transport(("127.0.0.1", 9))
         self.up.connection_made(self.ut)
         target.put_idle(self.up, self.loop.time())
 
@@ -569,3 +571,18 @@ def test_h2_trace_405_max_body_413_and_slash_301(h2harness):
     headers, body = mounted.response(mounted.get("/radicale?x=1"))
     assert headers[b":status"] == b"301" and headers[b"location"] == b"/radicale/?x=1"
     assert mounted.ut.data == b""
+
+
+def test_static_files_answer_before_the_trace_and_body_checks(harness, tmp_path):
+    """pipeline.ORDER: root first, as when proxy.py ran these checks after every request
+    hook: its own 405 (Allow: GET, HEAD) for TRACE and for a POST over max_body."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "a.txt").write_text("a\n")
+    config = CONFIG.replace('proxy = "http://127.0.0.1:9"\n', f'root = "{tmp_path / "www"}"\nmax_body = "1k"\n')
+    h = harness(config=config)
+    assert h.site.root_only.chain.names[:3] == ("root", "allow_trace", "max_body")
+    for head in (b"TRACE /a.txt HTTP/1.1\r\nHost: app.test\r\n\r\n",
+                 b"POST /a.txt HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5000\r\n\r\n"):
+        h.ct.data.clear()
+        h.request(head)
+        assert h.ct.data.startswith(b"HTTP/1.1 405 ") and b"\r\nAllow: GET, HEAD\r\n" in h.ct.data
