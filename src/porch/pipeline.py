@@ -53,8 +53,15 @@ from porch.http.model import Headers, RequestHead, ResponseHead
 # - a rate limit keyed on the user (rate_limit_user) needs authentication's verdict;
 # - authentication before anything that answers with content (static files) or
 #   changes the request for the upstream;
-# - body limits once the request is known to be allowed, then the answers Porch
-#   gives itself (redirects to a trailing slash, static files);
+# - static files (root) next: they answer for themselves (405 with "Allow: GET, HEAD"
+#   to other methods, a body never read), and what they let through (try_files) goes
+#   on to the checks below before the upstream;
+# - then the checks on what would go upstream, the TRACE refusal before the body limit:
+#   nginx refuses TRACE while it reads the head, before client_max_body_size's 413
+#   (checked when it picks the location); both stay after the client refusals and
+#   auth above, where server/proxy.py had them before they were policies (issue 12);
+# - the redirect to a prefix route's slash runs on a site's own chain only (a path no
+#   route takes): after the site's policies above, as before (policies/trailing_slash.py);
 # - upstream-side rewrites: the prefix strip before the forwarding headers (they
 #   carry the prefix), user header rules last, so a user's rule wins;
 # - response side, in reverse: header rules and security headers see the response
@@ -69,10 +76,10 @@ ORDER: tuple[str, ...] = (
     "basic_auth",
     "forward_auth",
     "rate_limit_user",
+    "root",
     "allow_trace",
     "max_body",
     "trailing_slash",
-    "root",
     "strip_prefix",
     "forwarding",
     "location_rewrite",
@@ -159,6 +166,7 @@ class Context(Protocol):
     # In the response phase: the chosen upstream's scheme ("http"/"https") and the address
     # and port its connection reached ("", 0 when not known); None before one is chosen.
     upstream_peer: tuple[str, str, int] | None
+    content_length: int | None  # the body's declared length (Content-Length), None without one
 
     @property
     def request(self) -> RequestHead: ...  # the client's head (fields as received, filtered)
@@ -176,6 +184,10 @@ class Policy:
     per-request state goes in ``ctx.vars``, never on the policy."""
 
     name: ClassVar[str] = ""
+    # The request methods the policy acts on; None: every method.  For the others, a
+    # chain leaves it out (`Chain.for_method`): a TRACE refusal on every route costs
+    # a GET one comparison, not a call (policies/trace.py).
+    methods: ClassVar[frozenset[bytes] | None] = None
 
     def request(self, ctx: Context) -> Reply | Awaitable[Reply | None] | None:
         return None
@@ -195,21 +207,44 @@ class Policy:
 
 class Chain:
     """A route's policies, compiled: per phase, the bound hooks of the policies that
-    override it, in the phase's order.  Immutable; shared by every request of the route."""
+    override it, in the phase's order.  Immutable; shared by every request of the route.
+
+    The hooks are those of the policies for every method (`Policy.methods` None); a
+    method that some policy is limited to has a chain of its own, with those policies
+    too, which `for_method` gives (`methods`: those methods, `method_chains`: theirs)."""
 
     __slots__ = ("policies", "request", "upstream_request", "response", "response_body", "log",
-                 "names")
+                 "names", "methods", "method_chains")
 
-    def __init__(self, policies: Sequence[Policy]) -> None:
+    def __init__(self, policies: Sequence[Policy], method: bytes | None = None,
+                 general: Chain | None = None) -> None:
         ordered = tuple(sorted(policies, key=_rank))
         self.policies = ordered
         self.names = tuple(p.name for p in ordered)
-        self.request = _hooks(ordered, "request")
-        self.upstream_request = _hooks(ordered, "upstream_request")
-        reverse = ordered[::-1]
+        active = tuple(p for p in ordered if p.methods is None or (method is not None and method in p.methods))
+        self.request = _hooks(active, "request")
+        self.upstream_request = _hooks(active, "upstream_request")
+        reverse = active[::-1]
         self.response = _hooks(reverse, "response")
         self.response_body = _hooks(reverse, "response_body")
-        self.log = _hooks(ordered, "log")
+        self.log = _hooks(active, "log")
+        if general is not None:  # a method's chain: the general chain's tuples where equal
+            _share(self, general)  # (the exchange tests `upstream_request` by identity)
+        special = sorted({m for p in ordered if p.methods for m in p.methods}) if method is None else ()
+        self.methods = tuple(special) if special else None
+        self.method_chains = tuple(Chain(ordered, m, self) for m in special) if special else None
+
+    def for_method(self, method: bytes) -> Chain:
+        """The chain that runs for a request with `method`: this one, unless a policy
+        acts on that method only.  A comparison per such method (a few instructions
+        compiled), no lookup: it runs for every request of a route with one."""
+        methods = self.methods
+        if methods is not None:
+            for i in range(len(methods)):
+                m = methods[i]
+                if m == method:
+                    return self.method_chains[i]
+        return self
 
     def __bool__(self) -> bool:
         return bool(self.policies)
@@ -229,6 +264,12 @@ def _rank(policy: Policy) -> int:
     except KeyError:
         raise ValueError(f"policy {type(policy).__name__} has name {policy.name!r}, "
                          f"which is not in pipeline.ORDER: add it there, in its place") from None
+
+
+def _share(chain: Chain, general: Chain) -> None:
+    for phase in PHASES:
+        if getattr(chain, phase) == getattr(general, phase):
+            setattr(chain, phase, getattr(general, phase))
 
 
 def _hooks(policies: Sequence[Policy], phase: str) -> tuple[Callable[..., Any], ...]:

@@ -13,7 +13,6 @@ cdef class RouteRuntime:
     cdef public object upstream_host, max_body, location_rewrite
     cdef public bytes base_path
     cdef public object plain_upstream
-    cdef public bint allow_trace
     cdef public int proxy_protocol
     cdef public double body_timeout, upstream_connect_timeout, upstream_timeout, tunnel_idle_timeout
     cdef public Chain chain

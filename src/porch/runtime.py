@@ -40,7 +40,6 @@ class RouteRuntime:
         upstream_connect_timeout: float,
         upstream_timeout: float,
         tunnel_idle_timeout: float,
-        allow_trace: bool = False,
         proxy_protocol: int = 0,
         chain: Chain = EMPTY,
         access_log: AccessLog | None = None,
@@ -53,12 +52,11 @@ class RouteRuntime:
         self.upstream_host = upstream_host
         # the upstream's own URLs in Location and Refresh (policies/location_rewrite.py)
         self.location_rewrite = location_rewrite
-        self.max_body = max_body
+        self.max_body = max_body  # counted as a body without Content-Length arrives (server/proxy.py)
         self.body_timeout = body_timeout
         self.upstream_connect_timeout = upstream_connect_timeout
         self.upstream_timeout = upstream_timeout
         self.tunnel_idle_timeout = tunnel_idle_timeout
-        self.allow_trace = allow_trace  # else TRACE is answered 405 (server/proxy.py)
         self.proxy_protocol = proxy_protocol  # 1, 2: a PROXY header, connections not shared
         self.chain = chain  # the route's policies with its site's (pipeline.py)
         # chain.upstream_request when its only hook is the forwarding headers' (set by

@@ -173,6 +173,31 @@ def test_porchs_own_answers_over_h2(h2porch, upstream):
     assert "connecting to" in errors and "max_body" in errors
 
 
+def test_request_checks_over_h2_slash_trace_and_max_body(h2porch, upstream):
+    """The request policies of issue 12 (policies/trailing_slash.py, trace.py,
+    max_body.py) over HTTP/2, as tests/integration/test_prefix.py, test_issue11_requests.py
+    and test_errors.py check them over HTTP/1.1: nothing of these reaches the upstream."""
+    up = upstream()
+    p = h2porch(f'[[site]]\nhosts = ["{HOST}"]\nredirect_http = false\n'
+                f'[[site.route]]\npath = "/radicale/"\nproxy = "{up.url}"\nstrip_prefix = true\n'
+                'max_body = "1k"\n')
+    with H2Client(p.https_port) as c:
+        for target, want in (("/radicale", b"/radicale/"), ("/radicale?x=1", b"/radicale/?x=1")):
+            res = c.get(target)
+            assert res.status == 301 and res.header(b"location") == want and res.data
+        res = c.get("/radicale/x", method="TRACE")
+        assert res.status == 405
+        assert res.header(b"allow") == b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
+        res = c.response(c.request("/radicale/x", "POST", headers=[("content-length", "2000")],
+                                   body=b"y" * 2000))
+        assert res.status == 413
+        assert c.get("/elsewhere").status == 404
+        assert up.stats()["requests"] == 0
+        assert echo_of(c.get("/radicale/fine?y=2"))["target"] == "/fine?y=2"  # the connection lives on
+    errors = p.error_log_text(wait_for="max_body")
+    assert "body of 2000 bytes over max_body 1024" in errors and "TRACE is not allowed" in errors
+
+
 def test_head_and_204_have_no_body(h2porch, upstream):
     p = h2porch(tls_site(upstream().url))
     with H2Client(p.https_port) as c:

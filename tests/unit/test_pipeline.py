@@ -77,3 +77,31 @@ def test_a_policy_outside_the_order_table_is_refused_at_load_time():
 
 def test_order_names_are_unique():
     assert len(set(pipeline.ORDER)) == len(pipeline.ORDER)
+
+
+class TraceOnly(Policy):
+    name = "allow_trace"
+    methods = frozenset({b"TRACE"})
+
+    def request(self, ctx):
+        return Reply(405)
+
+
+def test_a_policy_limited_to_some_methods_is_in_their_chain_only():
+    trace, auth, hdrs = TraceOnly(), Auth(), Headers_()
+    chain = Chain([trace, hdrs, auth])
+    assert chain.request == (auth.request,) and chain.methods == (b"TRACE",)
+    assert chain.names == ("basic_auth", "allow_trace", "response_headers")  # every policy
+    traced = chain.for_method(b"TRACE")
+    assert traced.request == (auth.request, trace.request)  # in ORDER's place
+    assert traced.methods is None and traced.for_method(b"TRACE") is traced
+    # the other phases are the general chain's tuples, the very objects
+    assert traced.upstream_request is chain.upstream_request and traced.log is chain.log
+    for method in (b"GET", b"POST", b"TRACEX", b"trace", b""):
+        assert chain.for_method(method) is chain
+
+
+def test_without_method_limited_policies_for_method_is_the_chain_itself():
+    chain = Chain([Auth()])
+    assert chain.methods is None and chain.for_method(b"TRACE") is chain
+    assert EMPTY.for_method(b"GET") is EMPTY

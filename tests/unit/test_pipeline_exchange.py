@@ -92,14 +92,18 @@ class Harness:
         runtime = compile_config(loads(config), access_log=AccessLog("off", "combined"),
                                  error_log=ErrorLog(str(self.errors)))
         _, site = runtime.hosts.find(b"app.test")
-        site.root_only.chain = compile_chain(list(site.root_only.chain.policies) + list(policies))
+        if policies:
+            site.root_only.chain = compile_chain(list(site.root_only.chain.policies) + list(policies))
+        self.site = site
         self.runtime = runtime
         self.client = ClientConnection(Server(self.loop, runtime))
         self.ct = Transport(("127.0.0.1", 50000))
         self.client.connection_made(self.ct)
+        self.ut = Transport(("127.0.0.1", 9))
+        if not runtime.targets:  # a site that answers itself (root)
+            return
         target = runtime.targets[0]
         self.up = UpstreamConnection(target)
-        self.ut = Transport(("127.0.0.1", 9))
         self.up.connection_made(self.ut)
         target.put_idle(self.up, self.loop.time())
 
@@ -288,8 +292,8 @@ class H2Harness(Harness):
     """The client side speaks HTTP/2 (an `h2` client codec) to Porch's HTTP/2 connection,
     made as ALPN makes it; the upstream side is the same fake pooled connection."""
 
-    def __init__(self, tmp_path, *policies, engine="h2"):
-        super().__init__(tmp_path, *policies)
+    def __init__(self, tmp_path, *policies, engine="h2", config=CONFIG):
+        super().__init__(tmp_path, *policies, config=config)
         self.runtime.http2_engine = engine
         self.ct.extra["ssl_object"] = SslObject()
         self.ct.set_protocol = lambda protocol: setattr(self, "conn", protocol)
@@ -323,11 +327,13 @@ class H2Harness(Harness):
         if out:
             self.conn.data_received(out)
 
-    def get(self, path="/x", extra=()):
+    def get(self, path="/x", extra=(), method=b"GET", body=None):
         sid = self.codec.get_next_available_stream_id()
-        self.codec.send_headers(sid, [(b":method", b"GET"), (b":path", path.encode()),
+        self.codec.send_headers(sid, [(b":method", method), (b":path", path.encode()),
                                       (b":scheme", b"https"), (b":authority", b"app.test"), *extra],
-                                end_stream=True)
+                                end_stream=body is None)
+        if body is not None:
+            self.codec.send_data(sid, body, end_stream=True)
         self.exchange()
         return sid
 
@@ -341,8 +347,8 @@ def h2harness(request, tmp_path):
     """Both HTTP/2 engines (server/h2engine.py): the phases must not depend on which."""
     made = []
 
-    def make(*policies):
-        h = H2Harness(tmp_path, *policies, engine=request.param)
+    def make(*policies, config=CONFIG):
+        h = H2Harness(tmp_path, *policies, engine=request.param, config=config)
         made.append(h)
         return h
 
@@ -430,3 +436,153 @@ def test_compiled_exchange_comes_from_pymalloc():
 
     assert hasattr(Exchange, "__pyx_vtable__"), "the suite runs compiled (tests/conftest.py)"
     assert Exchange.__basicsize__ + 16 <= 512, Exchange.__basicsize__
+
+
+# -- the request checks that were hard-wired in server/proxy.py, as policies (issue 12) ---
+
+from porch.policies.max_body import MaxBody  # noqa: E402
+from porch.policies.trace import ALLOW, REFUSE_TRACE  # noqa: E402
+from porch.policies.trailing_slash import TrailingSlash  # noqa: E402
+
+TRACED = CONFIG + '[[site.route]]\npath = "/traced/"\nallow_trace = true\n'
+LIMITED = CONFIG.replace('proxy = "http://127.0.0.1:9"\n', 'proxy = "http://127.0.0.1:9"\nmax_body = "1k"\n')
+MOUNTED = CONFIG.replace('proxy = "http://127.0.0.1:9"\n', '') + (
+    '[[site.route]]\npath = "/radicale/"\nproxy = "http://127.0.0.1:9"\n'
+    '[[site.route]]\npath = "/"\nproxy = "http://127.0.0.1:9"\n'
+    '[[site.route]]\npath = "/app/"\nproxy = "http://127.0.0.1:9"\n'
+    '[[site.route]]\nexact = "/app"\nproxy = "http://127.0.0.1:9"\n')
+
+
+def test_trace_is_refused_with_405_and_allow_and_the_connection_lives_on(harness):
+    h = harness()
+    h.request(b"TRACE /x HTTP/1.1\r\nHost: app.test\r\nCookie: s=1\r\n\r\n")
+    assert h.ct.data.startswith(b"HTTP/1.1 405 ") and h.ut.data == b""
+    assert b"\r\nAllow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n" in h.ct.data
+    assert "TRACE is not allowed (allow_trace = true on the route passes it)" in h.error_log()
+    assert not h.ct.closed
+    h.ct.data.clear()
+    h.request()
+    assert h.ut.data.startswith(b"GET /x HTTP/1.1\r\n")
+
+
+def test_trace_refusal_is_in_the_trace_chain_only(harness):
+    """Other methods' chain leaves it out: a GET on a route without policies of its
+    own runs no request hook (pipeline.Chain.for_method)."""
+    route = harness().site.root_only
+    assert REFUSE_TRACE in route.chain.policies and route.chain.request == ()
+    trace = route.chain.for_method(b"TRACE")
+    assert trace.request == (REFUSE_TRACE.request,)
+    assert trace.upstream_request is route.chain.upstream_request  # the forwarding fast path holds
+    assert route.chain.for_method(b"GET") is route.chain and route.chain.for_method(b"TRAC") is route.chain
+
+
+def test_a_route_with_allow_trace_passes_trace_upstream(harness):
+    h = harness(config=TRACED)
+    routes = {r.path: r for _, r in h.site.paths.entries}
+    assert routes["/traced/"].chain.for_method(b"TRACE") is routes["/traced/"].chain
+    assert REFUSE_TRACE not in routes["/traced/"].chain.policies
+    h.request(b"TRACE /traced/x HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    assert h.ut.data.startswith(b"TRACE /traced/x HTTP/1.1\r\n")
+    h.respond()
+    assert h.ct.data.startswith(b"HTTP/1.1 200 OK\r\n")
+    h.ct.data.clear()
+    h.request(b"TRACE /other HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    assert h.ct.data.startswith(b"HTTP/1.1 405 ")
+
+
+def test_declared_body_over_max_body_is_413_before_the_upstream(harness):
+    h = harness(config=LIMITED)
+    route = h.site.root_only
+    assert [p.limit for p in route.chain.policies if isinstance(p, MaxBody)] == [1024]
+    h.request(b"POST /x HTTP/1.1\r\nHost: app.test\r\nContent-Length: 1025\r\n\r\n")
+    assert h.ct.data.startswith(b"HTTP/1.1 413 ") and h.ut.data == b""
+    assert b"\r\nConnection: close\r\n" in h.ct.data  # the body is not read
+    assert "body of 1025 bytes over max_body 1024" in h.error_log()
+
+
+def test_declared_body_within_max_body_goes_upstream(harness):
+    h = harness(config=LIMITED)
+    h.request(b"POST /x HTTP/1.1\r\nHost: app.test\r\nContent-Length: 1024\r\n\r\n" + b"a" * 1024)
+    assert h.ut.data.startswith(b"POST /x HTTP/1.1\r\n") and h.ut.data.endswith(b"a" * 1024)
+    h.respond()
+    assert h.ct.data.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_chunked_body_over_max_body_is_counted_as_it_arrives(harness):
+    """No Content-Length: the request phase cannot know, Exchange.on_request_body counts."""
+    h = harness(config=LIMITED)
+    h.request(b"POST /x HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"400\r\n" + b"a" * 1024 + b"\r\n")
+    assert not h.ct.data  # within the limit so far: on its way
+    h.request(b"1\r\nb\r\n0\r\n\r\n")
+    h.run()
+    assert h.ct.data.startswith(b"HTTP/1.1 413 ")
+    assert "body passed max_body 1024" in h.error_log()
+
+
+def test_a_route_without_max_body_has_no_such_policy(harness):
+    route = harness().site.root_only
+    assert route.max_body is None and not [p for p in route.chain.policies if isinstance(p, MaxBody)]
+
+
+@pytest.mark.parametrize("target, location", [(b"/radicale", b"/radicale/"),
+                                              (b"/radicale?x=1", b"/radicale/?x=1")])
+def test_prefix_name_without_slash_is_redirected_by_the_sites_chain(harness, target, location):
+    h = harness(config=MOUNTED)
+    assert h.site.root_only is None
+    assert [p.slashless for p in h.site.chain.policies if isinstance(p, TrailingSlash)] == [
+        frozenset({b"/radicale"})]  # "/app" has an exact route
+    assert all(not isinstance(p, TrailingSlash) for _, r in h.site.paths.entries for p in r.chain.policies)
+    h.request(b"GET " + target + b" HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    assert h.ct.data.startswith(b"HTTP/1.1 301 ") and h.ut.data == b""
+    assert b"\r\nLocation: " + location + b"\r\n" in h.ct.data
+    assert not h.ct.closed
+
+
+@pytest.mark.parametrize("target", [b"/app", b"/radicale/", b"/radicalex", b"/"])
+def test_other_paths_are_routed(harness, target):
+    """An exact route keeps its name; the route "/" takes the rest, but for "/radicale"."""
+    h = harness(config=MOUNTED)
+    h.request(b"GET " + target + b" HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    assert h.ut.data.startswith(b"GET " + target + b" HTTP/1.1\r\n")
+
+
+def test_without_a_route_for_the_path_404_and_no_slash_policy(harness):
+    config = CONFIG.replace('proxy = "http://127.0.0.1:9"\n', '') + (
+        '[[site.route]]\npath = "/radicale/"\nproxy = "http://127.0.0.1:9"\n')
+    h = harness(config=config)
+    h.request(b"GET /other HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    assert h.ct.data.startswith(b"HTTP/1.1 404 ")
+    no_prefix = harness(config=TRACED.replace('path = "/traced/"', 'exact = "/traced"'))
+    assert not no_prefix.site.paths.slashless
+    assert all(not isinstance(p, TrailingSlash) for p in no_prefix.site.chain.policies)
+
+
+def test_h2_trace_405_max_body_413_and_slash_301(h2harness):
+    h = h2harness()
+    headers, body = h.response(h.get(method=b"TRACE"))
+    assert headers[b":status"] == b"405" and headers[b"allow"] == ALLOW and body
+    assert h.ut.data == b""
+    limited = h2harness(config=LIMITED)
+    sid = limited.get(method=b"POST", extra=[(b"content-length", b"2000")], body=b"y" * 2000)
+    assert limited.response(sid)[0][b":status"] == b"413" and limited.ut.data == b""
+    assert "body of 2000 bytes over max_body 1024" in limited.error_log()
+    mounted = h2harness(config=MOUNTED)
+    headers, body = mounted.response(mounted.get("/radicale?x=1"))
+    assert headers[b":status"] == b"301" and headers[b"location"] == b"/radicale/?x=1"
+    assert mounted.ut.data == b""
+
+
+def test_static_files_answer_before_the_trace_and_body_checks(harness, tmp_path):
+    """pipeline.ORDER: root first, as when proxy.py ran these checks after every request
+    hook: its own 405 (Allow: GET, HEAD) for TRACE and for a POST over max_body."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "a.txt").write_text("a\n")
+    config = CONFIG.replace('proxy = "http://127.0.0.1:9"\n', f'root = "{tmp_path / "www"}"\nmax_body = "1k"\n')
+    h = harness(config=config)
+    assert h.site.root_only.chain.names[:3] == ("root", "allow_trace", "max_body")
+    for head in (b"TRACE /a.txt HTTP/1.1\r\nHost: app.test\r\n\r\n",
+                 b"POST /a.txt HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5000\r\n\r\n"):
+        h.ct.data.clear()
+        h.request(head)
+        assert h.ct.data.startswith(b"HTTP/1.1 405 ") and b"\r\nAllow: GET, HEAD\r\n" in h.ct.data

@@ -19,11 +19,12 @@ from porch.observability.stats import PolicyMetrics
 from porch.routing import HostTable, PathTable, matcher
 from porch.runtime import RouteRuntime, Runtime, SiteRuntime
 from porch.pipeline import Policy, compile_chain
-from porch.policies import acme_challenge, registry, strip_prefix
+from porch.policies import acme_challenge, max_body, registry, strip_prefix, trailing_slash
 from porch.policies.forwarding import FORWARDING
 from porch.policies.hsts import Hsts
 from porch.policies.https import HttpsRedirect
 from porch.policies.location_rewrite import LocationRewrite
+from porch.policies.trace import REFUSE_TRACE
 from porch.storage import FileStorage, Storage
 from porch.upstream.pool import Balancer, Target
 from porch.upstream.prober import HealthWatcher, probed_addresses
@@ -181,8 +182,12 @@ def _compile_site(site: Site, targets: _Targets, env: registry.Env, tls: TlsServ
     only = None  # the site's one route when it is the prefix "/": routed without a lookup
     if len(site.routes) == 1 and not paths.nginx and paths.entries and paths.entries[0][0] == b"/":
         only = paths.entries[0][1]
+    # the site's own chain runs for a path no route takes: the slash redirect is there
+    # only (policies/trailing_slash.py), never on a route's chain
+    slash = trailing_slash.for_paths(paths.slashless)
     return SiteRuntime(name=site.name, paths=paths, root_only=only,
-                       chain=compile_chain(policies + registry.build(site.policies, env)))
+                       chain=compile_chain(policies + registry.build(site.policies, env)
+                                           + ([slash] if slash is not None else [])))
 
 
 def _path_table(site: Site, targets: _Targets, policies: list[Policy], env: registry.Env,
@@ -236,6 +241,13 @@ def _compile_route(site: Site, route: Route, targets: _Targets, policies: list[P
         pool.append(targets[key])
     strip = strip_prefix.for_route(route.path, route.strip_prefix)
     own: list[Policy] = [FORWARDING] if strip is None else [strip, FORWARDING]
+    # the model's request checks as policies (issue 12): TRACE refused unless allowed
+    # (acting on TRACE only: other methods' chains leave it out), the body limit
+    if not route.allow_trace:
+        own.append(REFUSE_TRACE)
+    limit = max_body.for_route(route.limits.max_body)
+    if limit is not None:
+        own.append(limit)
     base_path = route.upstreams[0].path.encode() if route.upstreams else b""
     upstream_host = route.upstream_host.encode() if route.upstream_host else None
     return _plain_upstream(RouteRuntime(
@@ -244,7 +256,6 @@ def _compile_route(site: Site, route: Route, targets: _Targets, policies: list[P
         balancer=_balancer(route, tuple(pool), env.storage),
         base_path=base_path,
         upstream_host=upstream_host,
-        allow_trace=route.allow_trace,
         proxy_protocol=route.upstream_proxy_protocol,
         location_rewrite=LocationRewrite(strip.prefix if strip is not None else None, base_path,
                                          _upstream_origins(route), upstream_host),

@@ -36,7 +36,7 @@ cdef class Exchange(UpstreamListener):
     # The flags as bytes, not `bint` (a C int): 36 bytes less, which keeps room for the
     # next field within pymalloc's limit.  Python code reads them as 0/1 ints.
     cdef public unsigned char chunked, expect_continue, keep_alive, retried, websocket
-    cdef public unsigned char up_keep_alive, up_until_close, slash, peer_trusted
+    cdef public unsigned char up_keep_alive, up_until_close, peer_trusted
     # the two sides' states (server/lifecycle.py): moved by move() and end_request() only
     cdef public unsigned char rq, rs
     cdef public bytes method, target, version, referer, user_agent, upstream_target, upstream_head

@@ -1,7 +1,8 @@
 """The request lifecycle: one Exchange per request, from parsed head to log line.
 
 Phases, in order (see DESIGN.md):
-1. request          `route_request()`: route, limits; may answer at once (404, 301, 413, 400)
+1. request          `route_request()`: route, then the chain's request hooks (pipeline.py:
+                    redirects, TRACE 405, max_body's 413, ...); may answer at once (404, 400)
 2. upstream_request `_upstream_head()`: the head the upstream sees (prefix strip,
                     forwarding headers, hop-by-hop removal)
 3. response         `on_response_head()`: the head the client sees (the upstream's
@@ -63,9 +64,6 @@ _SEP = h1.SEP
 _CRLF = h1.CRLF
 _CLOSE_OR_KEEPALIVE = frozenset({b"close", b"keep-alive"})
 _PLAIN_CONNECTION = frozenset({b"close", b"keep-alive", b"Close", b"Keep-Alive"})
-# RFC 9110 15.5.6: a 405 lists what is allowed; the upstream's own methods are not
-# known here, so the common ones (TRACE and CONNECT left out).
-_ALLOW = b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
 
 # The access log's record (observability/record.py), one per process and filled again
 # at the end of each exchange: the log turns it into bytes at once, before the next
@@ -124,7 +122,6 @@ class Exchange(UpstreamListener):
         self.path = b""  # clean, as routed
         self.query = b""  # b"" or b"?..."
         self.chain = EMPTY  # the policies that run (pipeline.py): the route's, or the site's
-        self.slash = False  # no route, but one for path + "/": redirect there
         self.waiting: asyncio.Future | None = None  # a request hook being awaited
         self.sending: FileBody | None = None  # a file being streamed to the client (filesend.py)
         self._vars: dict | None = None
@@ -213,13 +210,15 @@ class Exchange(UpstreamListener):
         self.path = path
         self.query = query
         route = site.root_only
-        if route is None:
-            if site.paths.needs_slash(path):
-                self.slash = True
-            else:
-                route = site.paths.match(path)
+        if route is None and not site.paths.needs_slash(path):
+            # (a prefix route's name without its slash is taken by no route: the
+            # site's chain redirects it, policies/trailing_slash.py)
+            route = site.paths.match(path)
         self.route = route
+        # the site's own chain for a path no route takes; a method's own chain when a
+        # policy acts on it only (the TRACE refusal: pipeline.Chain.for_method)
         chain = site.chain if route is None else route.chain
+        chain = chain.for_method(self.method)
         self.chain = chain
         if chain.request:
             return self._run_requests(0)
@@ -278,24 +277,12 @@ class Exchange(UpstreamListener):
         """The request phase is over and nothing answered: on to the route's upstream."""
         route = self.route
         if route is None:
-            if self.slash:
-                self.answer_redirect(self.path + b"/" + self.query)
-                return None
             return client_error(404, "no route for path")
-        if not route.allow_trace and self.method == b"TRACE":
-            # Cross-site tracing: an app echoing TRACE gives a page the cookies and
-            # credentials it cannot read otherwise (nginx answers 405 too).
-            self.answer(405, "", source_error=client_error(
-                405, "TRACE is not allowed (allow_trace = true on the route passes it)"),
-                headers=Headers([b"Allow", h1.SEP, _ALLOW, h1.CRLF]))
-            return None
         query = self.query
         if self.target == b"*":  # OPTIONS * (route_request let nothing else through)
             self.upstream_target = b"*"
         else:  # relative to the proxy URL's path until the upstream_request phase is over
             self.upstream_target = self.path + query if query else self.path
-        if route.max_body is not None and (self.content_length or 0) > route.max_body:
-            return client_error(413, f"body of {self.content_length} bytes over max_body {route.max_body}")
         return None
 
     def reply(self, reply: Reply) -> None:
@@ -380,9 +367,6 @@ class Exchange(UpstreamListener):
         content_type = local_content_type(headers)  # (taken out of `headers` first)
         head = _local_head(status, content_type, len(body), headers)
         return head, (b"" if self.method == b"HEAD" else body)
-
-    def answer_redirect(self, location: bytes) -> None:
-        self.answer(301, "", headers=Headers([b"Location", h1.SEP, location, h1.CRLF]))
 
     # -- what policies see (pipeline.Context) ----------------------------------
 
