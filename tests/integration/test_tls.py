@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -436,3 +437,30 @@ def test_workers_share_one_local_ca_leaf(porch, upstream, tmp_path):
     assert len(serials) == 1
     issued = x509.load_pem_x509_certificate((p.workdir / "state/certs/localhost/fullchain.pem").read_bytes())
     assert serials == {issued.serial_number}
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET / HTTP/1.0\r\n\r\n",  # no Host: 404 from no site, as openssl s_time asks
+    b"GET /x HTTP/1.1\r\nHost: nowhere.test\r\nConnection: close\r\n\r\n",  # unknown host
+])
+def test_an_answer_porch_closes_after_is_closed_at_once_over_tls(porch, upstream, certs, request_bytes):
+    """TLS has no half close: a connection Porch answers itself and closes (the request
+    whole) is closed at once, not after the lingering timeout, so a client reading until
+    the close gets it with the answer (it waited 2.2 s before)."""
+    up = upstream()
+    cert, key, _ = certs.leaf(["a.test"], "a")
+    p = tls_porch(porch, site(up.url, files(cert, key), host="a.test"))
+    ctx = client_context(certs.ca_path)
+    with socket.create_connection(("127.0.0.1", p.https_port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="a.test") as s:
+            s.sendall(request_bytes)
+            start = time.monotonic()
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            took = time.monotonic() - start
+    assert data.split(b" ", 2)[1] in (b"404", b"421", b"400"), data[:80]
+    assert took < 1.0, f"closed {took:.2f} s after the request"

@@ -531,7 +531,15 @@ class ClientConnection:
         self.closing = True
         if self.gone:
             return
-        if self.reading is not None or self.blocks:
+        reading = self.reading
+        if reading is not None and not self.blocks and reading.rq == RQ_DONE \
+                and not self.transport.can_write_eof():
+            # TLS has no half close to tell the client we are done, so lingering would
+            # only make a client that reads until the close wait LINGER_TIMEOUT; and
+            # its request is whole: there is nothing of it left to discard.
+            self.reading = None
+            self.transport.close()
+        elif reading is not None or self.blocks:
             self.reading = None
             if self.blocks:
                 self.blocks = 0
