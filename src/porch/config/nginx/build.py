@@ -25,6 +25,10 @@ from porch.config.nginx.variables import Listen, Problem, duration, listen
 _HTTPS_REDIRECT = re.compile(r"https://\$(host|server_name)\$request_uri\??")
 _LETSENCRYPT = "/etc/letsencrypt/live/"
 STATE_DIR_ENV = "PORCH_STATE_DIR"  # [porch] state_dir for an nginx file (default /var/lib/porch)
+# nginx's predefined `combined` format (ngx_http_log_module): a log_format with this text
+# (whitespace aside) is the same format, which Porch writes as "combined".
+_COMBINED = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent'
+             ' "$http_referer" "$http_user_agent"')
 _LOG_LEVELS = {"debug": "debug", "info": "info", "notice": "info", "warn": "warn", "error": "error",
                "crit": "error", "alert": "error", "emerg": "error"}
 
@@ -68,6 +72,7 @@ class Builder:
         self.origins: dict[str, str] = {}
         self.zones: dict[str, Directive] = {}
         self.locations: list[Directive] = []  # the server block's being read
+        self.log_formats: dict[str, Directive] = {}  # log_format NAME ...: read by access_log
 
     def warn(self, d: Directive, message: str) -> None:
         line = f"{d.origin}: {message}"
@@ -139,6 +144,8 @@ class Builder:
                 self.map(d)
             elif d.name == "limit_req_zone":
                 self.zones[_zone_name(d)] = d
+            elif d.name == "log_format" and d.args:
+                self.log_formats[d.args[0]] = d  # judged where an access_log names it
             elif d.name in table.NO_EFFECT:
                 self.warn(d, f"has no effect here ({table.NO_EFFECT[d.name]})")
             elif d.name in table.ROUTE_SCOPED or d.name in table.SERVER_SCOPED or d.name.startswith("gzip"):
@@ -332,6 +339,7 @@ class Builder:
                 root = server.webroot.args[0] if server.webroot.args else ""
                 site["acme_challenge"] = {"webroot": root.rstrip("/") or "/"}
                 self.origins[f"{where}.acme_challenge"] = server.webroot.origin
+        self.site_logs(site, where, main, group)
         routes = self.routes(main, names)
         if len(routes) == 1 and routes[0][0].get("path") == "/" and "regex" not in routes[0][0]:
             values, origins = routes[0]
@@ -431,21 +439,86 @@ class Builder:
         self.logs(top)
 
     def logs(self, top: Scope) -> None:
-        access = top.get("access_log") or self._all_in_servers("access_log")
+        """The http level's access_log and error_log: [porch]'s, for the sites that write
+        none of their own (a server's are its site's: site_logs)."""
+        access = top.get("access_log")
         if access:
-            d = access[0]
+            d = self.first_log(access, "access log")
             self.set_global("access_log", "off" if d.args[:1] == ("off",) else d.args[0], d)
-            if len({x.args[:1] for x in access}) > 1:
-                self.warn(access[1], "Porch writes one access log for every site (with the site's"
-                          f" name on each line); all go to {d.args[0]}")
-        errors = top.get("error_log") or self._all_in_servers("error_log")
+            fmt = self.access_format(d)
+            if fmt is not None and self._shared(d.args[0]):
+                self.set_global("access_log_format", fmt, d)
+        errors = top.get("error_log")
         if errors:
-            d = errors[0]
+            d = self.first_log(errors, "error log")
             self.set_global("error_log", d.args[0], d)
             if len(d.args) > 1 and d.args[1] in _LOG_LEVELS:
                 self.set_global("error_log_level", _LOG_LEVELS[d.args[1]], d)
-            if len({x.args[:1] for x in errors}) > 1:
-                self.warn(errors[1], f"Porch writes one error log for every site; all go to {d.args[0]}")
+
+    def site_logs(self, site: dict[str, Any], where: str, main: Server, group: list[Server]) -> None:
+        """A server block's own access_log and error_log: its site's (nginx writes a
+        server's requests where its innermost access_log says)."""
+        for name, key in (("access_log", "access_log"), ("error_log", "error_log")):
+            own = main.scope.own.get(name)
+            for other in group:
+                theirs = other.scope.own.get(name)
+                if other is not main and theirs and [x.args[:1] for x in theirs] != [x.args[:1] for x in own or ()]:
+                    whose = f"the one at {main.block.origin}" if own else "[porch]'s"
+                    self.warn(theirs[0], f"Porch writes one {name.replace('_', ' ')} per site (these"
+                              f" names), {whose}; this line is not used")
+            if not own:
+                continue
+            d = self.first_log(own, name.replace("_", " "))
+            if name == "error_log":
+                site[key] = d.args[0]
+                self.origins[f"{where}.{key}"] = d.origin
+                if len(d.args) > 1 and d.args[1] in _LOG_LEVELS:
+                    self.warn(d, f"{d.args[1]}: Porch has one error_log_level for every site ([porch]'s)")
+                continue
+            site[key] = "off" if d.args[:1] == ("off",) else d.args[0]
+            self.origins[f"{where}.{key}"] = d.origin
+            fmt = self.access_format(d)
+            # a file that several sites write gets vhost_combined in Porch; nginx's lines are plain
+            if fmt is not None and self._shared(d.args[0]):
+                site["access_log_format"] = fmt
+                self.origins[f"{where}.access_log_format"] = d.origin
+
+    def first_log(self, found: list[Directive], what: str) -> Directive:
+        """nginx writes to every access_log (error_log) of a level; Porch to the first."""
+        for d in found[1:]:
+            if d.args[:1] != found[0].args[:1]:
+                self.warn(d, f"Porch writes one {what} here: {found[0].args[0]}"
+                          f" ({found[0].origin}); this line is not used")
+        return found[0]
+
+    def access_format(self, d: Directive) -> str | None:
+        """The porch access_log_format an `access_log PATH [FORMAT ...]` means: "combined"
+        for nginx's combined and a log_format equal to it; for another, a warning."""
+        if d.args[:1] == ("off",):
+            return None
+        extra = [a for a in d.args[2:] if not a.startswith(("buffer=", "flush="))]
+        if extra:
+            self.warn(d, f"{' '.join(extra)}: not supported (Porch batches its writes itself and"
+                      " writes every request, uncompressed); ignored")
+        name = d.args[1] if len(d.args) > 1 else "combined"
+        if name == "combined":
+            return "combined"
+        fmt = self.log_formats.get(name)
+        if fmt is None:
+            self.problems.append(f"{d.origin}: {name}: no log_format of this name (nginx refuses the"
+                                 " file: unknown log format); write combined or define it")
+            return None
+        text = "".join(a for a in fmt.args[1:] if not a.startswith("escape="))
+        if " ".join(text.split()) == _COMBINED:
+            return "combined"
+        self.warn(d, f"{name} (log_format at {fmt.origin}): Porch writes its own formats only;"
+                  ' this log gets "combined" lines (access_log_format: "combined",'
+                  ' "vhost_combined" or "json")')
+        return "combined"
+
+    def _shared(self, path: str) -> bool:
+        """Whether several levels (http, servers) name this access_log file."""
+        return sum(1 for d in self._all_in_servers("access_log") if d.args[:1] == (path,)) > 1
 
     def set_global(self, key: str, value: Any, d: Directive) -> None:
         self.porch[key] = value
