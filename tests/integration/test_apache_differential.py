@@ -5,9 +5,11 @@ Location, the response fields the file sets) must be the same, but for the inten
 differences of INTENDED, each with its reason.
 
 Files: LibreTime's guide files (tests/data/apache, verbatim, with the VirtualHost
-address and the upstream rendered for the test), and FEATURES, a file with what the
+address and the upstream rendered for the test), FEATURES, a file with what the
 Apache reader maps (paths with and without a base, ProxyPreserveHost On and Off,
-headers, LimitRequestBody, basic auth, ProxyPassReverse).
+headers, LimitRequestBody, basic auth, ProxyPassReverse), and ACCESS, its address
+rules (Require ip / not ip / all / local, <RequireAll>, Order/Allow/Deny), each
+letting the test's client (127.0.0.1) in or keeping it out.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from .test_nginx_differential import req
 DATA = Path(__file__).resolve().parent.parent / "data" / "apache"
 APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
 MODULES = "/usr/lib/apache2/modules"
-LOADED = ("mpm_event", "authz_core", "authz_user", "authn_core", "authn_file", "auth_basic", "proxy",
-          "proxy_http", "headers", "rewrite", "alias")
+LOADED = ("mpm_event", "authz_core", "authz_user", "authz_host", "access_compat", "authn_core", "authn_file",
+          "auth_basic", "proxy", "proxy_http", "headers", "rewrite", "alias")
 
 INTENDED = {
     "forwarding-fields": "Porch always sends X-Forwarded-For/-Proto/-Host/-Port and X-Real-IP; httpd"
@@ -78,6 +80,68 @@ FEATURES = """<VirtualHost 127.0.0.1:PORT>
 <VirtualHost 127.0.0.1:PORT>
     ServerName nohost.test
     ProxyPass / http://UPSTREAM/
+</VirtualHost>
+"""
+
+# The client is 127.0.0.1: each path's rule lets it in (200) or keeps it out (403).
+ACCESS = """<VirtualHost 127.0.0.1:PORT>
+    ServerName acl.test
+    ProxyPass / http://UPSTREAM/
+    <Location /lan/>
+        Require ip 10.0.0.0/8 ::1
+        ProxyPass http://UPSTREAM/lan/
+    </Location>
+    <Location /me/>
+        Require ip 10.0.0.0/8
+        Require ip 127.0.0.1
+        ProxyPass http://UPSTREAM/me/
+    </Location>
+    <Location /local/>
+        Require local
+        ProxyPass http://UPSTREAM/local/
+    </Location>
+    <Location /notme/>
+        <RequireAll>
+            Require all granted
+            Require not ip 127.0.0.0/8
+        </RequireAll>
+        ProxyPass http://UPSTREAM/notme/
+    </Location>
+    <Location /others/>
+        <RequireAll>
+            Require ip 127.0.0.0/8
+            Require not ip 10.9.9.9
+        </RequireAll>
+        ProxyPass http://UPSTREAM/others/
+    </Location>
+    <Location /excluded/>
+        <RequireAll>
+            Require ip 127.0.0.0/8
+            Require not ip 127.0.0.1
+        </RequireAll>
+        ProxyPass http://UPSTREAM/excluded/
+    </Location>
+    <Location /closed/>
+        Require all denied
+        ProxyPass http://UPSTREAM/closed/
+    </Location>
+    <Location /old/>
+        Order deny,allow
+        Deny from all
+        Allow from 10.0.0.0/8
+        ProxyPass http://UPSTREAM/old/
+    </Location>
+    <Location /oldme/>
+        Order allow,deny
+        Allow from 127.0.0.1
+        ProxyPass http://UPSTREAM/oldme/
+    </Location>
+    <Location /oldnotme/>
+        Order allow,deny
+        Allow from all
+        Deny from 127.0.0.1
+        ProxyPass http://UPSTREAM/oldnotme/
+    </Location>
 </VirtualHost>
 """
 
@@ -270,3 +334,26 @@ def test_body_over_limit_is_the_intended_difference(features: Pair) -> None:
     assert status == 200 and seen["body_length"] == 1001  # INTENDED["limit-request-body"]
     status, _, seen = features.ask(features.porch, request)
     assert status == 413 and seen is None
+
+
+@pytest.fixture(scope="module")
+def acl(module_procs, tmp_path_factory, echo, users_dir) -> Pair:
+    return serve(module_procs, tmp_path_factory.mktemp("acl"), ACCESS, echo, users_dir)
+
+
+ACCESS_REQUESTS = [  # (path, host, the status both give the test's client, 127.0.0.1)
+    ("/", "acl.test", 200), ("/lan/x", "acl.test", 403), ("/me/x", "acl.test", 200),
+    ("/local/x", "acl.test", 200), ("/notme/x", "acl.test", 403), ("/others/x", "acl.test", 200),
+    ("/excluded/x", "acl.test", 403), ("/closed/x", "acl.test", 403), ("/old/x", "acl.test", 403),
+    ("/oldme/x", "acl.test", 200), ("/oldnotme/x", "acl.test", 403),
+]
+
+
+@pytest.mark.parametrize(("path", "host", "status"), ACCESS_REQUESTS, ids=lambda x: str(x))
+def test_address_rules_same_as_apache(acl: Pair, path: str, host: str, status: int) -> None:
+    """Require ip / not ip / all / local, <RequireAll>, Order/Allow/Deny: same status,
+    same request upstream when let in."""
+    request = req("GET", path, host)
+    compare(acl, request)
+    got, _, seen = acl.ask(acl.porch, request)
+    assert got == status and (seen is not None) == (status == 200)

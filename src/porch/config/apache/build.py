@@ -43,7 +43,10 @@ NO_EFFECT = {
 # Read by routes.py where a ProxyPass applies; the vhost's first, a <Location>'s over them.
 SCOPED = ("proxypreservehost", "requestheader", "header", "limitrequestbody", "proxytimeout", "timeout",
           "authtype", "authname", "authuserfile", "authbasicprovider", "require", "sslproxyengine",
-          "sslproxyverify", "sslproxycacertificatefile", "proxypassreverse")
+          "sslproxyverify", "sslproxycacertificatefile", "proxypassreverse",
+          "requireall", "requireany", "order", "allow", "deny")
+# Directory context only in httpd (<Location>, <Directory>): it refuses them elsewhere.
+LOCATION_ONLY = ("require", "requireall", "requireany", "order", "allow", "deny")
 
 
 @dataclass
@@ -117,6 +120,8 @@ class Builder:
                     vhosts.append(vhost)
             elif d.key in NO_EFFECT:
                 self.warn(d, f"has no effect here ({NO_EFFECT[d.key]})")
+            elif d.key in LOCATION_ONLY:
+                self.location_only(d)
             elif d.key in SCOPED:
                 self.top.items.append(d)
             elif d.key in ("sslprotocol", "sslciphersuite"):
@@ -182,12 +187,20 @@ class Builder:
                           " is open only to the ProxyPass paths)")
             elif key in NO_EFFECT:
                 self.warn(item, f"has no effect here ({NO_EFFECT[key]})")
+            elif key in LOCATION_ONLY:
+                self.location_only(item)
             elif key in SCOPED:
                 vhost.scope.items.append(item)
             else:
                 self.unknown(item)
         except Problem as e:
             self.problems.append(str(e))
+
+    def location_only(self, d: Directive) -> None:
+        kind = f"<{d.name}>" if d.block is not None else d.name
+        self.problems.append(f"{d.file}:{d.line}: {kind}: httpd refuses it outside <Location> and"
+                             f" <Directory> (\"{d.name} not allowed here\"); put it in the <Location>"
+                             " of the ProxyPass it guards")
 
     def proxypass(self, vhost: VHost, d: Directive, path: str | None, scope: Scope) -> None:
         args = list(d.args)
