@@ -18,14 +18,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin
 
 import pytest
 
-from .helpers import Managed, PORCH_BIN, RawConn, Registry, Upstream, free_port, wait_for_port
-from .test_nginx_differential import req
+from . import differential
+from .differential import Pair, req
+from .helpers import Registry, Upstream
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "apache"
 APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
@@ -154,22 +153,6 @@ def apache_main(d: Path, site: Path, port: int) -> str:
             f"DefaultRuntimeDir {d}\nInclude {site}\n")
 
 
-@dataclass
-class Pair:
-    apache: int
-    porch: int
-
-    def ask(self, port: int, request: bytes) -> tuple[int, dict, dict | None]:
-        with RawConn(port) as conn:
-            conn.send(request)
-            resp = conn.read_response(head_request=request.startswith(b"HEAD "))
-        headers = {k.lower(): v for k, v in resp.headers}
-        seen = None
-        if resp.header("content-type") == "application/json" and resp.body.startswith(b"{"):
-            seen = resp.json()
-        return resp.status, headers, seen
-
-
 @pytest.fixture(scope="module")
 def users_dir():
     """httpd's children run as www-data, which cannot enter pytest's 0700 directories."""
@@ -184,47 +167,22 @@ def serve(procs: Registry, tmp: Path, text: str, upstream: Upstream, users_dir: 
     made = subprocess.run(["htpasswd", "-nbB", "alice", "secret"], capture_output=True, text=True, check=True)
     users.write_text(made.stdout)
     users.chmod(0o644)
-    ports = {}
-    for name in ("apache", "porch"):
-        d = tmp / name
-        d.mkdir()
-        d.chmod(0o777)
-        ports[name] = port = free_port()
-        site = d / "site.conf"
-        site.write_text(text.replace("UPORT", str(upstream.port)).replace("PORT", str(port))
-                        .replace("UPSTREAM", f"127.0.0.1:{upstream.port}").replace("USERS", str(users)))
-        if name == "apache":
-            (d / "httpd.conf").write_text(apache_main(d, site, port))
-            argv = [APACHE, "-d", str(d), "-f", str(d / "httpd.conf"), "-DFOREGROUND"]
-        else:
-            argv = ["env", f"PORCH_STATE_DIR={d / 'state'}", str(PORCH_BIN), "run", "-c", str(site)]
-        managed: Managed = procs.start(argv, cwd=d, name=name)
-        wait_for_port(port, managed)
-    return Pair(ports["apache"], ports["porch"])
+
+    def apache(d: Path, site: Path, port: int) -> list[str]:
+        (d / "httpd.conf").write_text(apache_main(d, site, port))
+        return [APACHE, "-d", str(d), "-f", str(d / "httpd.conf"), "-DFOREGROUND"]
+
+    def render(port: int) -> str:
+        return (text.replace("UPORT", str(upstream.port)).replace("PORT", str(port))
+                .replace("UPSTREAM", f"127.0.0.1:{upstream.port}").replace("USERS", str(users)))
+
+    return differential.serve(procs, tmp, "apache", render, apache, upstream, prepare=lambda d: d.chmod(0o777))
 
 
 def compare(pair: Pair, request: bytes, skip: tuple[str, ...] = ()) -> None:
-    out = {}
-    sent_by_apache: set[str] = set()
-    head = request.split(b"\r\n\r\n")[0]
-    target, host = head.split(b" ")[1].decode(), head.split(b"Host: ")[1].split(b"\r\n")[0].decode()
-    for name, port in (("apache", pair.apache), ("porch", pair.porch)):
-        status, headers, seen = pair.ask(port, request)
-        fields = None
-        if seen is not None:
-            got: dict[str, list[str]] = {}
-            for k, v in seen["headers"]:
-                k = k.lower()
-                if k not in COMPARED or k in skip or (name == "porch" and k in PORCH_OWN and k not in sent_by_apache):
-                    continue
-                got.setdefault(k, []).append(v.replace(str(port), "PORT"))
-            sent_by_apache |= set(got) if name == "apache" else set()
-            fields = (seen["method"], seen["target"], got, seen["body_length"])
-        location = headers.get("location")
-        location = urljoin(f"http://{host}:{port}{target}", location).replace(str(port), "PORT") if location else ""
-        added = {k: headers.get(k) for k in RESPONSE if k not in skip}
-        out[name] = (status, location, added, fields)
-    assert out["porch"] == out["apache"], f"{head!r}\n apache: {out['apache']}\n porch:  {out['porch']}"
+    """differential.compare with this file's fields (and the RESPONSE fields the files set)."""
+    differential.compare(pair, request, name="apache", compared=COMPARED, porch_own=PORCH_OWN, skip=skip,
+                         response=RESPONSE)
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +230,7 @@ def test_libretime_guide_same_as_apache(libretime: Pair, echo: Upstream, request
 
 
 def test_libretime_host_is_the_upstreams(libretime: Pair, echo: Upstream) -> None:
-    for port in (libretime.apache, libretime.porch):
+    for port in (libretime.reference, libretime.porch):
         _, _, seen = libretime.ask(port, req("GET", "/", LT))
         assert ["Host", f"127.0.0.1:{echo.port}"] in [[k.title(), v] for k, v in seen["headers"]]
 
@@ -280,14 +238,14 @@ def test_libretime_host_is_the_upstreams(libretime: Pair, echo: Upstream) -> Non
 def test_client_forwarded_for_is_the_intended_difference(libretime: Pair) -> None:
     request = req("GET", "/", LT, "X-Forwarded-For: 6.6.6.6\r\n")
     compare(libretime, request, skip=("x-forwarded-for",))
-    _, _, apache = libretime.ask(libretime.apache, request)
+    _, _, apache = libretime.ask(libretime.reference, request)
     _, _, porch = libretime.ask(libretime.porch, request)
     assert ["X-Forwarded-For", "6.6.6.6, 127.0.0.1"] in apache["headers"]  # INTENDED[...client-sent]
     assert ["X-Forwarded-For", "127.0.0.1"] in porch["headers"]
 
 
 def test_unknown_host_is_the_intended_difference(libretime: Pair) -> None:
-    status, _, seen = libretime.ask(libretime.apache, req("GET", "/", "other.example"))
+    status, _, seen = libretime.ask(libretime.reference, req("GET", "/", "other.example"))
     assert status == 200 and seen is not None  # INTENDED["unknown-host"]
     status, _, seen = libretime.ask(libretime.porch, req("GET", "/", "other.example"))
     assert status == 404 and seen is None
@@ -321,7 +279,7 @@ def test_features_same_as_apache(features: Pair, echo: Upstream, request_bytes: 
 def test_basic_auth_refusal_same_but_intended(features: Pair, extra: str) -> None:
     request = req("GET", "/dav/cal/", "app.test", extra)
     compare(features, request, skip=("x-frame-options", "www-authenticate"))  # INTENDED["header-onsuccess"]
-    _, apache, _ = features.ask(features.apache, request)
+    _, apache, _ = features.ask(features.reference, request)
     _, porch, _ = features.ask(features.porch, request)
     assert apache["www-authenticate"] == 'Basic realm="DAV"'
     assert porch["www-authenticate"] == 'Basic realm="DAV", charset="UTF-8"'  # INTENDED["basic-charset"]
@@ -330,7 +288,7 @@ def test_basic_auth_refusal_same_but_intended(features: Pair, extra: str) -> Non
 
 def test_body_over_limit_is_the_intended_difference(features: Pair) -> None:
     request = req("POST", "/upload", "app.test", "Content-Type: text/plain\r\n", b"a" * 1001)
-    status, _, seen = features.ask(features.apache, request)
+    status, _, seen = features.ask(features.reference, request)
     assert status == 200 and seen["body_length"] == 1001  # INTENDED["limit-request-body"]
     status, _, seen = features.ask(features.porch, request)
     assert status == 413 and seen is None

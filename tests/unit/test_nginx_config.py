@@ -14,7 +14,8 @@ import pytest
 
 from porch.config import keys, load, toml
 from porch.config.errors import ConfigError
-from porch.config.nginx import named, read
+from porch.config.frontend import named
+from porch.config.nginx import read
 from porch.config.nginx.convert import convert
 from porch.config.nginx.parse import prefix_for
 

@@ -10,16 +10,14 @@ the vhost or a <Location>) is a route; a site with one for / is written with its
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from porch.config.apache.parse import Directive, Parsed
 from porch.config.apache.routes import Problem, Proxy, RouteBuilder, Scope, on
-from porch.config.nginx.build import STATE_DIR_ENV, Result
+from porch.config.frontend import BuildBase, Result
 
-_LETSENCRYPT = "/etc/letsencrypt/live/"
 _HTTPS = re.compile(r"https://(%\{(SERVER_NAME|HTTP_HOST)\}|[A-Za-z0-9.-]+)(%\{REQUEST_URI\}|/\$1|/)?")
 # Directives whose work Porch does by itself or that concern what Porch does not do.
 NO_EFFECT = {
@@ -63,7 +61,7 @@ class VHost:
     rewrite: list[Directive] = field(default_factory=list)
 
 
-class Builder:
+class Builder(BuildBase):
     def __init__(self, parsed: Parsed, known: frozenset[str]) -> None:
         self.parsed = parsed
         self.known = known
@@ -72,11 +70,6 @@ class Builder:
         self.porch: dict[str, Any] = {}
         self.origins: dict[str, str] = {}
         self.top = Scope()
-
-    def warn(self, d: Directive, message: str) -> None:
-        line = f"{d.origin}: {message}"
-        if line not in self.warnings:
-            self.warnings.append(line)
 
     def needs(self, key: str, d: Directive, values: dict, value: Any, origins: dict) -> bool:
         if key in self.known:
@@ -100,14 +93,7 @@ class Builder:
         if not vhosts and not self.problems:
             self.problems.append(f"{self.parsed.root}: the file has no <VirtualHost>; Porch needs one"
                                  " with a ProxyPass")
-        sites = self.sites(vhosts)
-        if os.environ.get(STATE_DIR_ENV):  # Apache files have no place for Porch's own state
-            self.porch["state_dir"] = os.environ[STATE_DIR_ENV]
-            self.origins["porch.state_dir"] = f"${STATE_DIR_ENV}"
-        data: dict[str, Any] = {"site": sites}
-        if self.porch:
-            data["porch"] = self.porch
-        return Result(data, self.origins, self.problems, self.warnings)
+        return self.result(self.sites(vhosts))
 
     def walk(self, items: tuple[Directive, ...], vhosts: list[VHost]) -> None:
         for d in items:
@@ -281,12 +267,7 @@ class Builder:
         groups: dict[tuple[str, ...], list[VHost]] = {}
         for vhost in vhosts:
             groups.setdefault(vhost.names, []).append(vhost)
-        out: list[dict[str, Any]] = []
-        for names, group in groups.items():
-            site = self.site(len(out), names, group)
-            if site is not None:
-                out.append(site)
-        return out
+        return self.grouped_sites(groups)
 
     def ports(self, vhosts: list[VHost]) -> None:
         for ssl, key in ((False, "http_port"), (True, "https_port")):
@@ -306,12 +287,7 @@ class Builder:
 
     def site(self, i: int, names: tuple[str, ...], group: list[VHost]) -> dict[str, Any] | None:
         where = f"site[{i}]"
-        secure = [v for v in group if v.ssl]
-        plain = [v for v in group if not v.ssl]
-        for extra in secure[1:] + plain[1:]:
-            self.problems.append(f"{extra.block.origin}: a second VirtualHost for the same names and"
-                                 " kind of port; merge it into the first")
-        main = secure[0] if secure else plain[0]
+        main, secure, plain = self.split(group, "VirtualHost")
         for v in plain:
             target = _HTTPS.fullmatch(v.redirect.args[1 if v.redirect.key == "rewriterule" else -1]) \
                 if v.redirect is not None else None
@@ -349,16 +325,8 @@ class Builder:
                          else ""))
         self.logs(site, where, main)
         routes = self.routes(main)
-        if len(routes) == 1 and routes[0][0].get("path") == "/":
-            values, origins = routes[0]
-            site.update({k: v for k, v in values.items() if k != "path"})
-            self.origins.update({f"{where}.{k}": d.origin for k, d in origins.items() if k != "path"})
-        elif routes:
-            site["route"] = [values for values, _ in routes]
-            for j, (_, origins) in enumerate(routes):
-                self.origins.update({f"{where}.route[{j}].{k}": d.origin for k, d in origins.items()})
-                self.origins[f"{where}.route[{j}]"] = origins["path"].origin
-        elif main.redirect is None and not self.problems:
+        self.place_routes(site, where, routes)
+        if not routes and main.redirect is None and not self.problems:
             self.problems.append(f"{main.block.origin}: has no ProxyPass; httpd would serve files from"
                                  " its DocumentRoot, Porch needs an upstream")
             return None
@@ -410,15 +378,7 @@ class Builder:
         if chain is not None:
             self.warn(chain, "Porch sends the chain from the certificate file: point SSLCertificateFile"
                       " (porch.toml tls.cert) at fullchain.pem and drop this line")
-        if os.path.isfile(cert_path) and os.path.isfile(key_path):
-            site["tls"] = {"cert": cert_path, "key": key_path}
-            self.origins[f"{where}.tls"] = cert.origin
-            return
-        why = "certbot has not written it yet" if cert_path.startswith(_LETSENCRYPT) else "the file is not there"
-        self.warn(cert, f"{cert_path}: {why}; Porch gets its own certificate from Let's Encrypt"
-                  ' (tls = "auto") and renews it: no certbot needed')
-        site["tls"] = "auto"
-        self.origins[f"{where}.tls"] = cert.origin
+        self.tls_files(site, where, cert, cert_path, key_path)
 
     def tls_global(self, d: Directive) -> None:
         if d.key == "sslciphersuite":
@@ -448,7 +408,3 @@ class Builder:
         kept = sorted(v.replace("TLSv", "") for v in versions if v in ("TLSv1.2", "TLSv1.3"))
         if kept:
             self.set_global("tls_protocols", kept, d)
-
-    def set_global(self, key: str, value: Any, d: Directive) -> None:
-        self.porch[key] = value
-        self.origins[f"porch.{key}"] = d.origin

@@ -11,11 +11,11 @@ redirect_http, and a plain one alone is a site with tls = "off".  A site with on
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from porch.config.frontend import BuildBase, Result
 from porch.config.nginx import directives as table
 from porch.config.nginx.locations import RouteBuilder, Scope, Upstream
 from porch.config.nginx.parse import Directive, Parsed
@@ -23,8 +23,6 @@ from porch.config.nginx.policies import route_policies
 from porch.config.nginx.variables import Listen, Problem, duration, listen
 
 _HTTPS_REDIRECT = re.compile(r"https://\$(host|server_name)\$request_uri\??")
-_LETSENCRYPT = "/etc/letsencrypt/live/"
-STATE_DIR_ENV = "PORCH_STATE_DIR"  # [porch] state_dir for an nginx file (default /var/lib/porch)
 # nginx's predefined `combined` format (ngx_http_log_module): a log_format with this text
 # (whitespace aside) is the same format, which Porch writes as "combined".
 _COMBINED = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent'
@@ -52,15 +50,7 @@ class Server:
         return any(not x.ssl for x, _ in self.listens)
 
 
-@dataclass
-class Result:
-    data: dict[str, Any]
-    origins: dict[str, str]  # key path -> "file:line: directive"
-    problems: list[str]
-    warnings: list[str]
-
-
-class Builder:
+class Builder(BuildBase):
     def __init__(self, parsed: Parsed, known_keys: frozenset[str]) -> None:
         self.parsed = parsed
         self.known = known_keys
@@ -73,11 +63,6 @@ class Builder:
         self.zones: dict[str, Directive] = {}
         self.locations: list[Directive] = []  # the server block's being read
         self.log_formats: dict[str, Directive] = {}  # log_format NAME ...: read by access_log
-
-    def warn(self, d: Directive, message: str) -> None:
-        line = f"{d.origin}: {message}"
-        if line not in self.warnings:
-            self.warnings.append(line)
 
     def needs(self, key: str, d: Directive, values: dict | None, value: Any = None,
               origins: dict | None = None) -> bool:
@@ -125,13 +110,7 @@ class Builder:
             servers.append(self.server(fake, top))
         sites = self.sites(servers)
         self.global_keys(top)
-        if os.environ.get(STATE_DIR_ENV):  # nginx files have no place for Porch's own state
-            self.porch["state_dir"] = os.environ[STATE_DIR_ENV]
-            self.origins["porch.state_dir"] = f"${STATE_DIR_ENV}"
-        data: dict[str, Any] = {"site": sites}
-        if self.porch:
-            data["porch"] = self.porch
-        return Result(data, self.origins, self.problems, self.warnings)
+        return self.result(sites)
 
     def context(self, items: tuple[Directive, ...], scope: Scope, servers: list[Server], http: bool) -> None:
         """The http level (or the main file's top): servers, upstreams, maps and defaults."""
@@ -275,12 +254,7 @@ class Builder:
         for server in servers:
             names = tuple(n for n in server.names if n not in ("_", '""', ""))
             groups.setdefault(names, []).append(server)
-        out: list[dict[str, Any]] = []
-        for names, group in groups.items():
-            site = self.site(len(out), names, group)
-            if site is not None:
-                out.append(site)
-        return out
+        return self.grouped_sites(groups)
 
     def ports(self, servers: list[Server]) -> None:
         """Porch has one HTTP port and one HTTPS port for every site."""
@@ -308,12 +282,7 @@ class Builder:
 
     def site(self, i: int, names: tuple[str, ...], group: list[Server]) -> dict[str, Any] | None:
         where = f"site[{i}]"
-        secure = [s for s in group if s.ssl]
-        plain = [s for s in group if not s.ssl]
-        for extra in secure[1:] + plain[1:]:
-            self.problems.append(f"{extra.block.origin}: a second server block for the same"
-                                 " names and kind of port; merge it into the first")
-        main = secure[0] if secure else plain[0]
+        main, secure, plain = self.split(group, "server block")
         site: dict[str, Any] = {}
         if names:
             site["hosts"] = [self.host(n, main) for n in names]
@@ -341,18 +310,8 @@ class Builder:
                 self.origins[f"{where}.acme_challenge"] = server.webroot.origin
         self.site_logs(site, where, main, group)
         routes = self.routes(main, names)
-        if len(routes) == 1 and routes[0][0].get("path") == "/" and "regex" not in routes[0][0]:
-            values, origins = routes[0]
-            values = {k: v for k, v in values.items() if k != "path"}
-            site.update(values)
-            self.origins.update({f"{where}.{k}": d.origin for k, d in origins.items()})
-        elif routes:
-            site["route"] = [values for values, _ in routes]
-            for j, (_, origins) in enumerate(routes):
-                self.origins.update({f"{where}.route[{j}].{k}": d.origin for k, d in origins.items()})
-                if "path" in origins:
-                    self.origins[f"{where}.route[{j}]"] = origins["path"].origin
-        elif main.redirect is None:
+        self.place_routes(site, where, routes)
+        if not routes and main.redirect is None:
             self.problems.append(f"{main.block.origin}: has no location with proxy_pass; nginx"
                                  " would serve files from its root, Porch needs an upstream")
             return None
@@ -375,17 +334,7 @@ class Builder:
                       " every handshake); Porch gets a certificate itself (tls = \"auto\")")
             return
         cert_path = cert.args[0] if cert.args else ""
-        key_path = key.args[0] if key and key.args else ""
-        if os.path.isfile(cert_path) and (not key_path or os.path.isfile(key_path)):
-            site["tls"] = {"cert": cert_path, "key": key_path} if key_path else {"cert": cert_path, "key": cert_path}
-            self.origins[f"{where}.tls"] = cert.origin
-            return
-        why = ("certbot has not written it yet" if cert_path.startswith(_LETSENCRYPT)
-               else "the file is not there")
-        self.warn(cert, f"{cert_path}: {why}; Porch gets its own certificate from Let's Encrypt"
-                  ' (tls = "auto") and renews it: no certbot needed')
-        site["tls"] = "auto"
-        self.origins[f"{where}.tls"] = cert.origin
+        self.tls_files(site, where, cert, cert_path, key.args[0] if key and key.args else cert_path)
 
     def routes(self, server: Server, names: tuple[str, ...]) -> list[tuple[dict, dict]]:
         port = next((x.port for x, _ in server.listens), None)
@@ -519,10 +468,6 @@ class Builder:
     def _shared(self, path: str) -> bool:
         """Whether several levels (http, servers) name this access_log file."""
         return sum(1 for d in self._all_in_servers("access_log") if d.args[:1] == (path,)) > 1
-
-    def set_global(self, key: str, value: Any, d: Directive) -> None:
-        self.porch[key] = value
-        self.origins[f"porch.{key}"] = d.origin
 
     def _first_in_servers(self, name: str) -> Directive | None:
         found = self._all_in_servers(name)
