@@ -217,3 +217,14 @@ def test_address_rules_as_allow_and_deny(tmp_path: Path, rules: str, allow, deny
     assert (site.get("allow"), site.get("deny")) == (allow, deny)
     load.load(str(path))
 
+
+
+def test_quoted_words_as_httpd_reads_them(tmp_path: Path) -> None:
+    """ap_getword_conf: \\" inside "..." is a quote (LogFormat's), other backslashes stay
+    (RewriteRule regexes), a quote inside an unquoted word is a character."""
+    path = write(tmp_path, 'LogFormat "%h \\"%r\\" %>s" mine\nRewriteRule ^/a\\.b$ "x\\y" [R]\n'
+                 "Header set X-A a\"b'c\n")
+    fmt, rule, header = parse(str(path)).directives
+    assert fmt.args == ('%h "%r" %>s', "mine")
+    assert rule.args == ("^/a\\.b$", "x\\y", "[R]")
+    assert header.args == ("set", "X-A", "a\"b'c")

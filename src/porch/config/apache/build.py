@@ -23,7 +23,7 @@ _HTTPS = re.compile(r"https://(%\{(SERVER_NAME|HTTP_HOST)\}|[A-Za-z0-9.-]+)(%\{R
 NO_EFFECT = {
     **dict.fromkeys(("serveradmin", "serversignature", "servertokens", "options", "allowoverride",
                      "directoryindex", "adddefaultcharset", "hostnamelookups", "accessfilename",
-                     "logformat", "loglevel"), "Porch serves no files and writes its own pages"),
+                     "loglevel"), "Porch serves no files and writes its own pages"),
     **dict.fromkeys(("loadmodule", "listen", "serverroot", "user", "group", "pidfile", "mutex",
                      "defaultruntimedir", "keepalive", "maxkeepaliverequests", "includeoptional",
                      "startservers", "maxrequestworkers"), "Porch's ports come from the VirtualHosts"
@@ -37,6 +37,13 @@ NO_EFFECT = {
     "proxyrequests": "Porch is never a forward proxy",
     "proxyvia": "Porch sends no Via field",
     "proxyaddheaders": "Porch sends X-Forwarded-For, -Host, -Proto itself",
+}
+# mod_log_config's formats that are Porch's access_log_format (Debian's apache2.conf
+# writes %O, httpd's manual %b: the bytes sent either way, as Porch counts them).
+_LOG_FORMATS = {
+    '%h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i"': "combined",
+    '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"': "combined",
+    '%v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i"': "vhost_combined",
 }
 # Read by routes.py where a ProxyPass applies; the vhost's first, a <Location>'s over them.
 SCOPED = ("proxypreservehost", "requestheader", "header", "limitrequestbody", "proxytimeout", "timeout",
@@ -70,6 +77,8 @@ class Builder(BuildBase):
         self.porch: dict[str, Any] = {}
         self.origins: dict[str, str] = {}
         self.top = Scope()
+        self.log_formats: dict[str, Directive] = {}  # LogFormat FORMAT NICKNAME, by nickname
+        self.log_paths: list[str] = []  # every VirtualHost's CustomLog file
 
     def needs(self, key: str, d: Directive, values: dict, value: Any, origins: dict) -> bool:
         if key in self.known:
@@ -104,6 +113,8 @@ class Builder(BuildBase):
                 vhost = self.vhost(d)
                 if vhost is not None:
                     vhosts.append(vhost)
+            elif d.key == "logformat":
+                self.log_format(d)
             elif d.key in NO_EFFECT:
                 self.warn(d, f"has no effect here ({NO_EFFECT[d.key]})")
             elif d.key in LOCATION_ONLY:
@@ -168,6 +179,8 @@ class Builder(BuildBase):
                 vhost.scope.items.append(item)
             elif key in ("errorlog", "customlog"):
                 vhost.scope.items.append(item)  # the site's own logs: see logs()
+            elif key == "logformat":
+                self.log_format(item)
             elif key in ("directory", "proxy") and item.block is not None:
                 self.warn(item, f"<{item.name}> has no effect here (Porch serves no files; its proxy"
                           " is open only to the ProxyPass paths)")
@@ -263,6 +276,7 @@ class Builder(BuildBase):
     # --- sites -----------------------------------------------------------------------
 
     def sites(self, vhosts: list[VHost]) -> list[dict[str, Any]]:
+        self.log_paths = [c.args[0] for v in vhosts if (c := v.scope.one("customlog")) is not None and c.args]
         self.ports(vhosts)
         groups: dict[tuple[str, ...], list[VHost]] = {}
         for vhost in vhosts:
@@ -339,17 +353,40 @@ class Builder(BuildBase):
         if custom is not None and custom.args:
             site["access_log"] = custom.args[0]
             self.origins[f"{where}.access_log"] = custom.origin
-            if custom.args[1:] == ("vhost_combined",):  # Debian's other_vhosts_access.log
-                site["access_log_format"] = "vhost_combined"
+            fmt = self.access_format(custom)
+            # Debian's other_vhosts_access.log; or a combined file that several VirtualHosts
+            # write, which Porch would give vhost_combined lines (httpd writes plain ones)
+            if fmt == "vhost_combined" or self.log_paths.count(custom.args[0]) > 1:
+                site["access_log_format"] = fmt
                 self.origins[f"{where}.access_log_format"] = custom.origin
-            elif custom.args[1:] not in (("combined",), ()):
-                self.warn(custom, f"{custom.args[1]}: Porch writes \"combined\" (or \"vhost_combined\","
-                          " \"json\": access_log_format) lines")
             if custom.args[0].startswith("|"):
                 self.problems.append(f"{custom.origin}: piped logs are not supported; write a file path")
         if error is not None and error.args:
             site["error_log"] = error.args[0]
             self.origins[f"{where}.error_log"] = error.origin
+
+    def log_format(self, d: Directive) -> None:
+        """LogFormat FORMAT [NICKNAME]: read where a CustomLog names it."""
+        if len(d.args) == 2:
+            self.log_formats[d.args[1]] = d
+
+    def access_format(self, custom: Directive) -> str:
+        """The access_log_format a CustomLog's format (a nickname or the text) means:
+        combined or vhost_combined when it is one of theirs; else combined, warned."""
+        if len(custom.args) < 2:
+            return "combined"
+        name = custom.args[1]
+        defined = self.log_formats.get(name)
+        text = defined.args[0] if defined is not None else name
+        fmt = _LOG_FORMATS.get(" ".join(text.split()))
+        if fmt is None and defined is None and name in ("combined", "vhost_combined"):
+            fmt = name  # Debian's apache2.conf defines them (not read here)
+        if fmt is not None:
+            return fmt
+        where = f" (LogFormat at {defined.file}:{defined.line})" if defined is not None else ""
+        self.warn(custom, f"{name}{where}: Porch writes its own formats only; this log gets \"combined\""
+                  ' lines (access_log_format: "combined", "vhost_combined" or "json")')
+        return "combined"
 
     def routes(self, vhost: VHost) -> list[tuple[dict, dict]]:
         out = []
