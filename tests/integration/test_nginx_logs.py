@@ -1,7 +1,7 @@
 """`porch run -c FILE` on an nginx file whose server blocks write their own logs
 (issue 15): each server's requests land in its own access_log, in nginx's combined
 format (a log_format equal to combined included), `access_log off` writes nothing, and
-a server with none writes the http level's file."""
+a server with none writes the http level's file, a location with its own writes there."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ NGINX = """http {{
         access_log {d}/a.access.log;
         error_log {d}/a.error.log;
         location / {{ proxy_pass {up}; }}
+        location /api/ {{ access_log {d}/a.api.log; proxy_pass {up}; }}
     }}
     server {{
         listen 127.0.0.1:{port};
@@ -72,13 +73,14 @@ def test_two_server_blocks_log_to_two_files(procs, upstream, tmp_path):
     managed = procs.start(["env", f"PORCH_STATE_DIR={tmp_path / 'state'}", str(PORCH_BIN), "run", "-c", str(site)],
                           cwd=tmp_path, name="porch")
     wait_for_port(port, managed)
-    for host, path in (("a.test", "/a/1"), ("b.test", "/b/1"), ("a.test", "/a/2"), ("quiet.test", "/q/1"),
-                       ("plain.test", "/p/1"), ("b.test", "/b/2")):
+    for host, path in (("a.test", "/a/1"), ("b.test", "/b/1"), ("a.test", "/api/1"), ("a.test", "/a/2"),
+                       ("quiet.test", "/q/1"), ("plain.test", "/p/1"), ("b.test", "/b/2")):
         assert get(port, host, path) == 200
     a, b = lines(d / "a.access.log", 2), lines(d / "b.access.log", 2)
     shared = lines(d / "http.access.log", 1)
     assert [COMBINED.match(x).group(1) for x in a] == ["/a/1", "/a/2"]
     assert [COMBINED.match(x).group(1) for x in b] == ["/b/1", "/b/2"]
+    assert [COMBINED.match(x).group(1) for x in lines(d / "a.api.log", 1)] == ["/api/1"]  # the location's own
     assert [COMBINED.match(x).group(1) for x in shared] == ["/p/1"]  # quiet.test: nowhere
     assert not any("/q/1" in x for f in d.glob("*.access.log") for x in f.read_text().splitlines())
     assert (d / "a.error.log").exists()

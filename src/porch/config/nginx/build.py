@@ -351,12 +351,29 @@ class Builder(BuildBase):
                     scope.add(item)
                 elif item.name == "location":
                     pass  # reported by the route builder
+                elif item.name == "access_log":
+                    pass  # the route's own: route_log
                 else:
                     self.unknown(item)
             route = RouteBuilder(self, loc, scope, names, port)
             if route.build():
+                self.route_log(route, loc)
                 out.append((route.values, route.origins))
         return out
+
+    def route_log(self, route: RouteBuilder, loc: Directive) -> None:
+        """A location's own access_log (or off): its route's, as nginx writes that
+        location's requests there and not in the server's file."""
+        own = [item for item in loc.block or () if item.name == "access_log"]
+        if not own:
+            return
+        d = self.first_log(own, "access log")
+        route.values["access_log"] = "off" if d.args[:1] == ("off",) else d.args[0]
+        route.origins["access_log"] = d
+        fmt = self.access_format(d)
+        if fmt is not None and self._shared(d.args[0]):
+            route.values["access_log_format"] = fmt
+            route.origins["access_log_format"] = d
 
     # --- [porch] ------------------------------------------------------------------------
 
@@ -466,8 +483,11 @@ class Builder(BuildBase):
         return "combined"
 
     def _shared(self, path: str) -> bool:
-        """Whether several levels (http, servers) name this access_log file."""
-        return sum(1 for d in self._all_in_servers("access_log") if d.args[:1] == (path,)) > 1
+        """Whether several levels (http, servers, locations) name this access_log file."""
+        named = self._all_in_servers("access_log")
+        for server in self._all_in_servers("server"):
+            named += [x for loc in _find_all(server, "location") for x in loc.block or () if x.name == "access_log"]
+        return sum(1 for d in named if d.args[:1] == (path,)) > 1
 
     def _first_in_servers(self, name: str) -> Directive | None:
         found = self._all_in_servers(name)
@@ -486,6 +506,16 @@ def _find(d: Directive, name: str) -> list[Directive]:
     if d.name in ("http", "server"):
         return [x for item in d.block or () for x in _find(item, name)]
     return []
+
+
+def _find_all(d: Directive, name: str) -> list[Directive]:
+    """Every `name` block under `d`, nested ones included."""
+    out: list[Directive] = []
+    for item in d.block or ():
+        if item.name == name:
+            out.append(item)
+        out += _find_all(item, name)
+    return out
 
 
 def _zone_name(d: Directive) -> str:
