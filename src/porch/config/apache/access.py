@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 
 from porch.config.apache.parse import Directive
 
-LOCAL = ["127.0.0.0/8", "::1"]  # Require local: the loopback addresses (mod_authz_host)
+# Require local: the loopback addresses (mod_authz_host also lets in a client whose
+# address is the server's own; Porch does not: such a client is refused here)
+LOCAL = ["127.0.0.0/8", "::1"]
 _USERS = ("valid-user", "user", "group")
 
 

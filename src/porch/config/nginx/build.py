@@ -451,6 +451,10 @@ class Builder(BuildBase):
 
     def first_log(self, found: list[Directive], what: str) -> Directive:
         """nginx writes to every access_log (error_log) of a level; Porch to the first."""
+        if found[0].args[:1] and found[0].args[0].startswith(("syslog:", "memory:")):
+            self.problems.append(f"{found[0].origin}: {found[0].args[0].split(',')[0]}: Porch writes"
+                                 ' logs to files only; write a path ("-": stdout, which journald keeps'
+                                 " under systemd)")
         for d in found[1:]:
             if d.args[:1] != found[0].args[:1]:
                 self.warn(d, f"Porch writes one {what} here: {found[0].args[0]}"
