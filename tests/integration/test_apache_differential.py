@@ -5,9 +5,11 @@ Location, the response fields the file sets) must be the same, but for the inten
 differences of INTENDED, each with its reason.
 
 Files: LibreTime's guide files (tests/data/apache, verbatim, with the VirtualHost
-address and the upstream rendered for the test), and FEATURES, a file with what the
+address and the upstream rendered for the test), FEATURES, a file with what the
 Apache reader maps (paths with and without a base, ProxyPreserveHost On and Off,
-headers, LimitRequestBody, basic auth, ProxyPassReverse).
+headers, LimitRequestBody, basic auth, ProxyPassReverse), and ACCESS, its address
+rules (Require ip / not ip / all / local, <RequireAll>, Order/Allow/Deny), each
+letting the test's client (127.0.0.1) in or keeping it out.
 """
 
 from __future__ import annotations
@@ -16,20 +18,19 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin
 
 import pytest
 
-from .helpers import Managed, PORCH_BIN, RawConn, Registry, Upstream, free_port, wait_for_port
-from .test_nginx_differential import req
+from . import differential
+from .differential import Pair, req
+from .helpers import Registry, Upstream
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "apache"
 APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
 MODULES = "/usr/lib/apache2/modules"
-LOADED = ("mpm_event", "authz_core", "authz_user", "authn_core", "authn_file", "auth_basic", "proxy",
-          "proxy_http", "headers", "rewrite", "alias")
+LOADED = ("mpm_event", "authz_core", "authz_user", "authz_host", "access_compat", "authn_core", "authn_file",
+          "auth_basic", "proxy", "proxy_http", "headers", "rewrite", "alias")
 
 INTENDED = {
     "forwarding-fields": "Porch always sends X-Forwarded-For/-Proto/-Host/-Port and X-Real-IP; httpd"
@@ -81,6 +82,68 @@ FEATURES = """<VirtualHost 127.0.0.1:PORT>
 </VirtualHost>
 """
 
+# The client is 127.0.0.1: each path's rule lets it in (200) or keeps it out (403).
+ACCESS = """<VirtualHost 127.0.0.1:PORT>
+    ServerName acl.test
+    ProxyPass / http://UPSTREAM/
+    <Location /lan/>
+        Require ip 10.0.0.0/8 ::1
+        ProxyPass http://UPSTREAM/lan/
+    </Location>
+    <Location /me/>
+        Require ip 10.0.0.0/8
+        Require ip 127.0.0.1
+        ProxyPass http://UPSTREAM/me/
+    </Location>
+    <Location /local/>
+        Require local
+        ProxyPass http://UPSTREAM/local/
+    </Location>
+    <Location /notme/>
+        <RequireAll>
+            Require all granted
+            Require not ip 127.0.0.0/8
+        </RequireAll>
+        ProxyPass http://UPSTREAM/notme/
+    </Location>
+    <Location /others/>
+        <RequireAll>
+            Require ip 127.0.0.0/8
+            Require not ip 10.9.9.9
+        </RequireAll>
+        ProxyPass http://UPSTREAM/others/
+    </Location>
+    <Location /excluded/>
+        <RequireAll>
+            Require ip 127.0.0.0/8
+            Require not ip 127.0.0.1
+        </RequireAll>
+        ProxyPass http://UPSTREAM/excluded/
+    </Location>
+    <Location /closed/>
+        Require all denied
+        ProxyPass http://UPSTREAM/closed/
+    </Location>
+    <Location /old/>
+        Order deny,allow
+        Deny from all
+        Allow from 10.0.0.0/8
+        ProxyPass http://UPSTREAM/old/
+    </Location>
+    <Location /oldme/>
+        Order allow,deny
+        Allow from 127.0.0.1
+        ProxyPass http://UPSTREAM/oldme/
+    </Location>
+    <Location /oldnotme/>
+        Order allow,deny
+        Allow from all
+        Deny from 127.0.0.1
+        ProxyPass http://UPSTREAM/oldnotme/
+    </Location>
+</VirtualHost>
+"""
+
 
 def apache_main(d: Path, site: Path, port: int) -> str:
     modules = "".join(f"LoadModule {m}_module {MODULES}/mod_{m}.so\n" for m in LOADED)
@@ -88,22 +151,6 @@ def apache_main(d: Path, site: Path, port: int) -> str:
     return (f"ServerRoot {d}\nServerName localhost\n{modules}{user}Listen 127.0.0.1:{port}\n"
             f"PidFile {d}/httpd.pid\nErrorLog {d}/error.log\nMutex file:{d} default\n"
             f"DefaultRuntimeDir {d}\nInclude {site}\n")
-
-
-@dataclass
-class Pair:
-    apache: int
-    porch: int
-
-    def ask(self, port: int, request: bytes) -> tuple[int, dict, dict | None]:
-        with RawConn(port) as conn:
-            conn.send(request)
-            resp = conn.read_response(head_request=request.startswith(b"HEAD "))
-        headers = {k.lower(): v for k, v in resp.headers}
-        seen = None
-        if resp.header("content-type") == "application/json" and resp.body.startswith(b"{"):
-            seen = resp.json()
-        return resp.status, headers, seen
 
 
 @pytest.fixture(scope="module")
@@ -120,47 +167,22 @@ def serve(procs: Registry, tmp: Path, text: str, upstream: Upstream, users_dir: 
     made = subprocess.run(["htpasswd", "-nbB", "alice", "secret"], capture_output=True, text=True, check=True)
     users.write_text(made.stdout)
     users.chmod(0o644)
-    ports = {}
-    for name in ("apache", "porch"):
-        d = tmp / name
-        d.mkdir()
-        d.chmod(0o777)
-        ports[name] = port = free_port()
-        site = d / "site.conf"
-        site.write_text(text.replace("UPORT", str(upstream.port)).replace("PORT", str(port))
-                        .replace("UPSTREAM", f"127.0.0.1:{upstream.port}").replace("USERS", str(users)))
-        if name == "apache":
-            (d / "httpd.conf").write_text(apache_main(d, site, port))
-            argv = [APACHE, "-d", str(d), "-f", str(d / "httpd.conf"), "-DFOREGROUND"]
-        else:
-            argv = ["env", f"PORCH_STATE_DIR={d / 'state'}", str(PORCH_BIN), "run", "-c", str(site)]
-        managed: Managed = procs.start(argv, cwd=d, name=name)
-        wait_for_port(port, managed)
-    return Pair(ports["apache"], ports["porch"])
+
+    def apache(d: Path, site: Path, port: int) -> list[str]:
+        (d / "httpd.conf").write_text(apache_main(d, site, port))
+        return [APACHE, "-d", str(d), "-f", str(d / "httpd.conf"), "-DFOREGROUND"]
+
+    def render(port: int) -> str:
+        return (text.replace("UPORT", str(upstream.port)).replace("PORT", str(port))
+                .replace("UPSTREAM", f"127.0.0.1:{upstream.port}").replace("USERS", str(users)))
+
+    return differential.serve(procs, tmp, "apache", render, apache, upstream, prepare=lambda d: d.chmod(0o777))
 
 
 def compare(pair: Pair, request: bytes, skip: tuple[str, ...] = ()) -> None:
-    out = {}
-    sent_by_apache: set[str] = set()
-    head = request.split(b"\r\n\r\n")[0]
-    target, host = head.split(b" ")[1].decode(), head.split(b"Host: ")[1].split(b"\r\n")[0].decode()
-    for name, port in (("apache", pair.apache), ("porch", pair.porch)):
-        status, headers, seen = pair.ask(port, request)
-        fields = None
-        if seen is not None:
-            got: dict[str, list[str]] = {}
-            for k, v in seen["headers"]:
-                k = k.lower()
-                if k not in COMPARED or k in skip or (name == "porch" and k in PORCH_OWN and k not in sent_by_apache):
-                    continue
-                got.setdefault(k, []).append(v.replace(str(port), "PORT"))
-            sent_by_apache |= set(got) if name == "apache" else set()
-            fields = (seen["method"], seen["target"], got, seen["body_length"])
-        location = headers.get("location")
-        location = urljoin(f"http://{host}:{port}{target}", location).replace(str(port), "PORT") if location else ""
-        added = {k: headers.get(k) for k in RESPONSE if k not in skip}
-        out[name] = (status, location, added, fields)
-    assert out["porch"] == out["apache"], f"{head!r}\n apache: {out['apache']}\n porch:  {out['porch']}"
+    """differential.compare with this file's fields (and the RESPONSE fields the files set)."""
+    differential.compare(pair, request, name="apache", compared=COMPARED, porch_own=PORCH_OWN, skip=skip,
+                         response=RESPONSE)
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +230,7 @@ def test_libretime_guide_same_as_apache(libretime: Pair, echo: Upstream, request
 
 
 def test_libretime_host_is_the_upstreams(libretime: Pair, echo: Upstream) -> None:
-    for port in (libretime.apache, libretime.porch):
+    for port in (libretime.reference, libretime.porch):
         _, _, seen = libretime.ask(port, req("GET", "/", LT))
         assert ["Host", f"127.0.0.1:{echo.port}"] in [[k.title(), v] for k, v in seen["headers"]]
 
@@ -216,14 +238,14 @@ def test_libretime_host_is_the_upstreams(libretime: Pair, echo: Upstream) -> Non
 def test_client_forwarded_for_is_the_intended_difference(libretime: Pair) -> None:
     request = req("GET", "/", LT, "X-Forwarded-For: 6.6.6.6\r\n")
     compare(libretime, request, skip=("x-forwarded-for",))
-    _, _, apache = libretime.ask(libretime.apache, request)
+    _, _, apache = libretime.ask(libretime.reference, request)
     _, _, porch = libretime.ask(libretime.porch, request)
     assert ["X-Forwarded-For", "6.6.6.6, 127.0.0.1"] in apache["headers"]  # INTENDED[...client-sent]
     assert ["X-Forwarded-For", "127.0.0.1"] in porch["headers"]
 
 
 def test_unknown_host_is_the_intended_difference(libretime: Pair) -> None:
-    status, _, seen = libretime.ask(libretime.apache, req("GET", "/", "other.example"))
+    status, _, seen = libretime.ask(libretime.reference, req("GET", "/", "other.example"))
     assert status == 200 and seen is not None  # INTENDED["unknown-host"]
     status, _, seen = libretime.ask(libretime.porch, req("GET", "/", "other.example"))
     assert status == 404 and seen is None
@@ -257,7 +279,7 @@ def test_features_same_as_apache(features: Pair, echo: Upstream, request_bytes: 
 def test_basic_auth_refusal_same_but_intended(features: Pair, extra: str) -> None:
     request = req("GET", "/dav/cal/", "app.test", extra)
     compare(features, request, skip=("x-frame-options", "www-authenticate"))  # INTENDED["header-onsuccess"]
-    _, apache, _ = features.ask(features.apache, request)
+    _, apache, _ = features.ask(features.reference, request)
     _, porch, _ = features.ask(features.porch, request)
     assert apache["www-authenticate"] == 'Basic realm="DAV"'
     assert porch["www-authenticate"] == 'Basic realm="DAV", charset="UTF-8"'  # INTENDED["basic-charset"]
@@ -266,7 +288,30 @@ def test_basic_auth_refusal_same_but_intended(features: Pair, extra: str) -> Non
 
 def test_body_over_limit_is_the_intended_difference(features: Pair) -> None:
     request = req("POST", "/upload", "app.test", "Content-Type: text/plain\r\n", b"a" * 1001)
-    status, _, seen = features.ask(features.apache, request)
+    status, _, seen = features.ask(features.reference, request)
     assert status == 200 and seen["body_length"] == 1001  # INTENDED["limit-request-body"]
     status, _, seen = features.ask(features.porch, request)
     assert status == 413 and seen is None
+
+
+@pytest.fixture(scope="module")
+def acl(module_procs, tmp_path_factory, echo, users_dir) -> Pair:
+    return serve(module_procs, tmp_path_factory.mktemp("acl"), ACCESS, echo, users_dir)
+
+
+ACCESS_REQUESTS = [  # (path, host, the status both give the test's client, 127.0.0.1)
+    ("/", "acl.test", 200), ("/lan/x", "acl.test", 403), ("/me/x", "acl.test", 200),
+    ("/local/x", "acl.test", 200), ("/notme/x", "acl.test", 403), ("/others/x", "acl.test", 200),
+    ("/excluded/x", "acl.test", 403), ("/closed/x", "acl.test", 403), ("/old/x", "acl.test", 403),
+    ("/oldme/x", "acl.test", 200), ("/oldnotme/x", "acl.test", 403),
+]
+
+
+@pytest.mark.parametrize(("path", "host", "status"), ACCESS_REQUESTS, ids=lambda x: str(x))
+def test_address_rules_same_as_apache(acl: Pair, path: str, host: str, status: int) -> None:
+    """Require ip / not ip / all / local, <RequireAll>, Order/Allow/Deny: same status,
+    same request upstream when let in."""
+    request = req("GET", path, host)
+    compare(acl, request)
+    got, _, seen = acl.ask(acl.porch, request)
+    assert got == status and (seen is not None) == (status == 200)

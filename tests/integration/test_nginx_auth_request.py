@@ -12,7 +12,8 @@ import pytest
 
 from .helpers import PORCH_BIN, Upstream
 from .test_forward_auth import GOOD, AuthService, header
-from .test_nginx_differential import Pair, req, serve
+from .differential import Pair, req
+from .test_nginx_differential import serve
 
 AUTHELIA = """
 server {
@@ -55,7 +56,7 @@ def pair(procs, tmp_path, upstream) -> tuple[Pair, AuthService]:
 
 
 def both(pair: Pair, request: bytes) -> dict[str, tuple[int, dict, dict | None]]:
-    return {name: pair.ask(port, request) for name, port in (("nginx", pair.nginx), ("porch", pair.porch))}
+    return {name: pair.ask(port, request) for name, port in (("nginx", pair.reference), ("porch", pair.porch))}
 
 
 def user_seen(seen: dict | None) -> tuple[list[str], list[str]] | None:

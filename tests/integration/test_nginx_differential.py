@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin
 
 import pytest
 
-from .helpers import Managed, PORCH_BIN, RawConn, Registry, Upstream, free_port, wait_for_port
+from . import differential
+from .differential import Pair, req
+from .helpers import PORCH_BIN, Registry, Upstream, free_port, wait_for_port
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "nginx"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -60,44 +60,16 @@ def nginx_main(d: Path, site: Path) -> str:
             f"    include {site};\n}}\n")
 
 
-@dataclass
-class Pair:
-    """nginx and Porch serving one rendered file; the echo upstream behind both."""
-
-    nginx: int
-    porch: int
-    upstream: Upstream
-
-    def ask(self, port: int, request: bytes) -> tuple[int, dict, dict | None]:
-        """(status, the client's headers lowercased, what the upstream received or None)."""
-        with RawConn(port) as conn:
-            conn.send(request)
-            resp = conn.read_response(head_request=request.startswith(b"HEAD "))
-        headers = {k.lower(): v for k, v in resp.headers}
-        seen = None
-        if resp.header("content-type") == "application/json" and resp.body.startswith(b"{"):
-            seen = resp.json()
-        return resp.status, headers, seen
-
-
 def serve(procs: Registry, tmp: Path, text: str, upstream: Upstream) -> Pair:
     """Render `text` twice (its own port for each server) and start nginx and Porch."""
-    ports = {}
-    for name in ("nginx", "porch"):
-        d = tmp / name
-        d.mkdir()
-        ports[name] = port = free_port()
-        site = d / "site.conf"
-        site.write_text(text.replace("PORT", str(port)).replace("UPSTREAM", f"127.0.0.1:{upstream.port}"))
-        if name == "nginx":
-            (d / "nginx.conf").write_text(nginx_main(d, site))
-            argv = [NGINX, "-p", f"{d}/", "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")]
-        else:
-            # env(1) execs porch (same pid); PORCH_STATE_DIR: [porch] state_dir for nginx files
-            argv = ["env", f"PORCH_STATE_DIR={d / 'state'}", str(PORCH_BIN), "run", "-c", str(site)]
-        managed: Managed = procs.start(argv, cwd=d, name=name)
-        wait_for_port(port, managed)
-    return Pair(ports["nginx"], ports["porch"], upstream)
+    def nginx(d: Path, site: Path, port: int) -> list[str]:
+        (d / "nginx.conf").write_text(nginx_main(d, site))
+        return [NGINX, "-p", f"{d}/", "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")]
+
+    def render(port: int) -> str:
+        return text.replace("PORT", str(port)).replace("UPSTREAM", f"127.0.0.1:{upstream.port}")
+
+    return differential.serve(procs, tmp, "nginx", render, nginx, upstream)
 
 
 def render_guide(name: str, wrap: bool = False) -> str:
@@ -110,29 +82,8 @@ def render_guide(name: str, wrap: bool = False) -> str:
 
 
 def compare(pair: Pair, request: bytes, skip: tuple[str, ...] = ()) -> None:
-    """Ask both; assert the same answer (status, Location as the client resolves it) and
-    the same upstream view (method, target, body length, the COMPARED fields: those nginx
-    sent, and on Porch's side its own forwarding fields only where nginx sent them too)."""
-    out = {}
-    sent_by_nginx: set[str] = set()
-    head = request.split(b"\r\n\r\n")[0]
-    target, host = head.split(b" ")[1].decode(), head.split(b"Host: ")[1].split(b"\r\n")[0].decode()
-    for name, port in (("nginx", pair.nginx), ("porch", pair.porch)):
-        status, headers, seen = pair.ask(port, request)
-        fields = None
-        if seen is not None:
-            got: dict[str, list[str]] = {}
-            for k, v in seen["headers"]:
-                k = k.lower()
-                if k not in COMPARED or k in skip or (name == "porch" and k in PORCH_OWN and k not in sent_by_nginx):
-                    continue
-                got.setdefault(k, []).append(v.replace(str(port), "PORT"))
-            sent_by_nginx |= set(got) if name == "nginx" else set()
-            fields = (seen["method"], seen["target"], got, seen["body_length"])
-        location = headers.get("location")  # a relative one as the client resolves it (RFC 9110 10.2.2)
-        location = urljoin(f"http://{host}:{port}{target}", location).replace(str(port), "PORT") if location else ""
-        out[name] = (status, location, fields)
-    assert out["porch"] == out["nginx"], f"{head!r}\n nginx: {out['nginx']}\n porch: {out['porch']}"
+    """differential.compare with this file's fields (status, Location, upstream view)."""
+    differential.compare(pair, request, name="nginx", compared=COMPARED, porch_own=PORCH_OWN, skip=skip)
 
 
 @pytest.fixture(scope="module")
@@ -148,12 +99,6 @@ def libretime(module_procs, tmp_path_factory, echo) -> Pair:
 @pytest.fixture(scope="module")
 def radicale(module_procs, tmp_path_factory, echo) -> Pair:
     return serve(module_procs, tmp_path_factory.mktemp("radicale"), render_guide("radicale.conf", wrap=True), echo)
-
-
-def req(method: str, target: str, host: str, extra: str = "", body: bytes = b"") -> bytes:
-    length = f"Content-Length: {len(body)}\r\n" if body or method in ("POST", "PUT", "PROPFIND") else ""
-    return (f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n{extra}{length}Connection: close\r\n\r\n"
-            .encode("latin-1") + body)
 
 
 LT = "libretime.example.org"
@@ -180,14 +125,14 @@ def test_libretime_guide_same_as_nginx(libretime: Pair, request_bytes: bytes) ->
 def test_libretime_client_sent_forwarded_for_is_the_intended_difference(libretime: Pair) -> None:
     request = req("GET", "/", LT, "X-Forwarded-For: 6.6.6.6\r\n")
     compare(libretime, request, skip=("x-forwarded-for",))
-    _, _, nginx = libretime.ask(libretime.nginx, request)
+    _, _, nginx = libretime.ask(libretime.reference, request)
     _, _, porch = libretime.ask(libretime.porch, request)
     assert ["X-Forwarded-For", "6.6.6.6, 127.0.0.1"] in nginx["headers"]  # INTENDED["x-forwarded-for/client-sent"]
     assert ["X-Forwarded-For", "127.0.0.1"] in porch["headers"]
 
 
 def test_libretime_unknown_host_is_the_intended_difference(libretime: Pair) -> None:
-    status, _, seen = libretime.ask(libretime.nginx, req("GET", "/", "other.example"))
+    status, _, seen = libretime.ask(libretime.reference, req("GET", "/", "other.example"))
     assert status == 200 and seen is not None  # INTENDED["unknown-host"]
     status, _, seen = libretime.ask(libretime.porch, req("GET", "/", "other.example"))
     assert status == 404 and seen is None
@@ -214,7 +159,7 @@ def test_radicale_guide_same_as_nginx(radicale: Pair, request_bytes: bytes) -> N
 def test_radicale_forged_remote_user_is_the_intended_difference(radicale: Pair) -> None:
     request = req("GET", "/radicale/", DAV, "X-Remote-User: bob\r\n")
     compare(radicale, request, skip=("x-remote-user",))
-    _, _, nginx = radicale.ask(radicale.nginx, request)
+    _, _, nginx = radicale.ask(radicale.reference, request)
     _, _, porch = radicale.ask(radicale.porch, request)
     assert ["X-Remote-User", "bob"] in nginx["headers"]  # INTENDED["x-remote-user/client-sent"]
     assert not [h for h in porch["headers"] if h[0].lower() == "x-remote-user"]
@@ -247,7 +192,7 @@ def test_proxy_pass_uri_replacement_same_as_nginx(uri: Pair, target: str) -> Non
 
 
 def test_radicale_path_no_location_takes_is_the_intended_difference(radicale: Pair) -> None:
-    status, _, seen = radicale.ask(radicale.nginx, req("GET", "/", DAV))
+    status, _, seen = radicale.ask(radicale.reference, req("GET", "/", DAV))
     assert status in (403, 404) and seen is None  # INTENDED["no-location"]: nginx's own root
     status, _, seen = radicale.ask(radicale.porch, req("GET", "/", DAV))
     assert status == 404 and seen is None
@@ -255,7 +200,7 @@ def test_radicale_path_no_location_takes_is_the_intended_difference(radicale: Pa
 
 @pytest.mark.parametrize(("target", "routed"), [("/asis/x/../y", "/asis/y"), ("/asis/%7Euser", "/asis/~user")])
 def test_target_without_uri_part_is_the_routed_path(uri: Pair, target: str, routed: str) -> None:
-    _, _, nginx = uri.ask(uri.nginx, req("GET", target, "uri.test"))
+    _, _, nginx = uri.ask(uri.reference, req("GET", target, "uri.test"))
     _, _, porch = uri.ask(uri.porch, req("GET", target, "uri.test"))
     assert nginx["target"] == target and porch["target"] == routed  # INTENDED["raw-target"]
 
@@ -263,7 +208,7 @@ def test_target_without_uri_part_is_the_routed_path(uri: Pair, target: str, rout
 @pytest.mark.parametrize(("target", "decoded", "kept"), [("/radicale/a%2Fb", "/a/b", "/a%2Fb"),
                                                           ("/radicale/a+b%2B", "/a+b+", "/a+b%2B")])
 def test_reserved_characters_keep_their_encoding(uri: Pair, target: str, decoded: str, kept: str) -> None:
-    _, _, nginx = uri.ask(uri.nginx, req("GET", target, "uri.test"))
+    _, _, nginx = uri.ask(uri.reference, req("GET", target, "uri.test"))
     _, _, porch = uri.ask(uri.porch, req("GET", target, "uri.test"))
     assert nginx["target"] == decoded and porch["target"] == kept  # INTENDED["decoded-reserved"]
 
@@ -293,6 +238,6 @@ def test_reload_rereads_the_nginx_file(procs: Registry, tmp_path: Path, echo: Up
 @pytest.mark.parametrize(("target", "joined", "porch_target"), [("/oldx", "/newx", "/new/x"), ("/old", "/new", "/new/"),
                                                                 ("/old?x=1", "/new?x=1", "/new/?x=1")])
 def test_slashless_prefix_is_the_intended_difference(uri: Pair, target: str, joined: str, porch_target: str) -> None:
-    _, _, nginx = uri.ask(uri.nginx, req("GET", target, "uri.test"))
+    _, _, nginx = uri.ask(uri.reference, req("GET", target, "uri.test"))
     _, _, porch = uri.ask(uri.porch, req("GET", target, "uri.test"))
     assert nginx["target"] == joined and porch["target"] == porch_target  # INTENDED["slashless-prefix"]

@@ -11,7 +11,8 @@ from urllib.parse import urljoin
 import pytest
 
 from .helpers import RawConn, Upstream
-from .test_nginx_differential import Pair, req, serve
+from .differential import Pair, req
+from .test_nginx_differential import serve
 
 HOST = "files.test"
 CONF = r"""
@@ -87,7 +88,7 @@ def answer(port: int, target: str) -> tuple[int, str, bytes | str]:
 
 @pytest.mark.parametrize("target", PATHS)
 def test_same_answer_as_nginx(pair: Pair, target: str) -> None:
-    nginx, porch = answer(pair.nginx, target), answer(pair.porch, target)
+    nginx, porch = answer(pair.reference, target), answer(pair.porch, target)
     assert porch == nginx, f"{target}\n nginx: {nginx}\n porch: {porch}"
 
 

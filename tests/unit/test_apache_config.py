@@ -169,3 +169,62 @@ def test_redirect_to_another_host_is_refused(tmp_path: Path) -> None:
                         "  SSLCertificateFile /nonexistent/fullchain.pem\n  ProxyPass / http://127.0.0.1:1/\n"
                         "</VirtualHost>\n"))
     assert err.value.problems[0].startswith("site.conf:3: Redirect: redirects to a.org, another host")
+
+
+def test_require_all_with_a_user_and_addresses_is_basic_auth_and_allow(tmp_path: Path) -> None:
+    """<RequireAll> Require valid-user + Require ip: both must pass in httpd, as Porch's
+    basic_auth and allow do on one route."""
+    users = subprocess.run(["htpasswd", "-nbB", "alice", "secret"], capture_output=True, text=True, check=True)
+    (tmp_path / "users").write_text(users.stdout)
+    path = write(tmp_path, "<VirtualHost *:80>\n    ServerName a.test\n    <Location />\n"
+                 "    ProxyPass http://127.0.0.1:1/\n    ProxyPassReverse http://127.0.0.1:1/\n"
+                 "    AuthType Basic\n    AuthName Admin\n"
+                 f"    AuthUserFile {tmp_path / 'users'}\n    <RequireAll>\n        Require valid-user\n"
+                 "        Require ip 10.1 192.168.0.0/255.255.0.0\n        Require not ip 10.1.2.3\n"
+                 "    </RequireAll>\n    </Location>\n</VirtualHost>\n")
+    from porch.config.apache import read
+    site = read(str(path)).data["site"][0]
+    assert site["allow"] == ["10.1.0.0/16", "192.168.0.0/16"] and site["deny"] == ["10.1.2.3/32"]
+    assert site["basic_auth"] == {"htpasswd": str(tmp_path / "users"), "realm": "Admin"}
+    assert load.load(str(path)).sites[0].hosts == ("a.test",)
+    text, problems = convert(str(path))
+    assert not problems and 'allow = ["10.1.0.0/16", "192.168.0.0/16"]    # site.conf:9: RequireAll' in text
+
+
+@pytest.mark.parametrize(("rules", "allow", "deny"), [
+    ("Require all granted", None, None),
+    ("Require all denied", None, ["all"]),
+    ("Require ip 10.0.0.0/8\n    Require ip ::1", ["10.0.0.0/8", "::1/128"], None),
+    ("Require local", ["127.0.0.0/8", "::1"], None),
+    ("Require ip 10.0.0.0/8\n    Require all granted", None, None),
+    ("<RequireAny>\n Require ip 10.0.0.0/8\n Require ip 10.2.0.0/16\n </RequireAny>", ["10.0.0.0/8", "10.2.0.0/16"], None),
+    ("<RequireAll>\n Require all denied\n Require ip 10.0.0.0/8\n </RequireAll>", None, ["all"]),
+    ("Order deny,allow\n    Deny from all\n    Allow from 10.0.0.0/8", ["10.0.0.0/8"], None),
+    ("Order allow,deny\n    Allow from 10.0.0.0/8\n    Deny from 10.0.0.1", ["10.0.0.0/8"], ["10.0.0.1/32"]),
+    ("Order allow,deny\n    Allow from all\n    Deny from 10.0.0.1", None, ["10.0.0.1/32"]),
+    ("Order allow,deny", None, ["all"]),
+    ("Order deny,allow\n    Deny from 10.0.0.1", None, ["10.0.0.1/32"]),
+])
+def test_address_rules_as_allow_and_deny(tmp_path: Path, rules: str, allow, deny) -> None:
+    """A <Location>'s Require (or Order/Allow/Deny) lines: its route's allow and deny."""
+    path = write(tmp_path, "<VirtualHost *:80>\n    ServerName a.test\n    <Location />\n"
+                 "    ProxyPass http://127.0.0.1:1/\n    ProxyPassReverse http://127.0.0.1:1/\n"
+                 f"    {rules}\n    </Location>\n</VirtualHost>\n")
+    from porch.config.apache import read
+    result = read(str(path))
+    assert not result.problems
+    site = result.data["site"][0]
+    assert (site.get("allow"), site.get("deny")) == (allow, deny)
+    load.load(str(path))
+
+
+
+def test_quoted_words_as_httpd_reads_them(tmp_path: Path) -> None:
+    """ap_getword_conf: \\" inside "..." is a quote (LogFormat's), other backslashes stay
+    (RewriteRule regexes), a quote inside an unquoted word is a character."""
+    path = write(tmp_path, 'LogFormat "%h \\"%r\\" %>s" mine\nRewriteRule ^/a\\.b$ "x\\y" [R]\n'
+                 "Header set X-A a\"b'c\n")
+    fmt, rule, header = parse(str(path)).directives
+    assert fmt.args == ('%h "%r" %>s', "mine")
+    assert rule.args == ("^/a\\.b$", "x\\y", "[R]")
+    assert header.args == ("set", "X-A", "a\"b'c")

@@ -14,7 +14,8 @@ import pytest
 
 from porch.config import keys, load, toml
 from porch.config.errors import ConfigError
-from porch.config.nginx import named, read
+from porch.config.frontend import named
+from porch.config.nginx import read
 from porch.config.nginx.convert import convert
 from porch.config.nginx.parse import prefix_for
 
@@ -154,3 +155,13 @@ def test_kind_from_content(tmp_path: Path, text: str, kind: str) -> None:
     path = tmp_path / "f"
     path.write_text(text)
     assert load.kind(path) == kind
+
+
+def test_syslog_access_log_is_an_error_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "site.conf"
+    path.write_text("server {\n    listen 8080;\n    server_name a.test;\n"
+                    "    access_log syslog:server=unix:/dev/log,tag=nginx;\n"
+                    "    location / { proxy_pass http://127.0.0.1:1; }\n}\n")
+    assert read(str(path)).problems == [
+        'site.conf:4: access_log: syslog:server=unix:/dev/log: Porch writes logs to files only; write a'
+        ' path ("-": stdout, which journald keeps under systemd)']

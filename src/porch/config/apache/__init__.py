@@ -1,7 +1,7 @@
 """Apache httpd files as Porch configs: `load(path)` -> the model, `convert(path)` -> porch.toml.
 
-Same design as config/nginx/: the front-end produces the values a porch.toml holds and
-the origin of each key (`site[0].route[1].proxy` -> `libretime.conf:5: ProxyPass`),
+Same design as config/nginx/ (config/frontend.py holds what both do): the front-end
+produces the values a porch.toml holds and the origin of each key (`site[0].route[1].proxy` -> `libretime.conf:5: ProxyPass`),
 and `validate.load_data` checks them, so every message is porch.toml's, named by the
 Apache line it came from.  docs/apache.md lists the directives read.
 """
@@ -9,16 +9,12 @@ Apache line it came from.  docs/apache.md lists the directives read.
 from __future__ import annotations
 
 import re
-import tomllib
-from dataclasses import replace
 
-from porch.config import keys, validate
+from porch.config import frontend, keys
 from porch.config.apache.build import Builder
 from porch.config.apache.parse import parse, server_root
-from porch.config.errors import ConfigError
+from porch.config.frontend import Result, not_toml
 from porch.config.model import Config
-from porch.config.nginx import named
-from porch.config.nginx.build import Result
 
 _SECTION = re.compile(r"^\s*</?(VirtualHost|IfModule|Location|Directory)\b", re.MULTILINE | re.IGNORECASE)
 # httpd's capitalised directives (nginx's are lowercase) that start an apache2.conf
@@ -30,13 +26,7 @@ def looks_like_apache(text: str) -> bool:
     start, or an apache2.conf's Include/LoadModule/ServerRoot line (never TOML: no `=`)."""
     if _SECTION.search(text):
         return True
-    if not _MAIN.search(text):
-        return False
-    try:
-        tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
-        return True
-    return False
+    return bool(_MAIN.search(text)) and not_toml(text)
 
 
 def read(path: str) -> Result:
@@ -46,15 +36,7 @@ def read(path: str) -> Result:
 
 def load(path: str) -> Config:
     """The model an Apache file means; ConfigError naming its lines if it cannot be."""
-    result = read(path)
-    if result.problems:
-        raise ConfigError(result.problems)
-    try:
-        config = validate.load_data(result.data, path, base=server_root(path), origins=result.origins)
-    except ConfigError as err:
-        raise ConfigError([named(problem, result.origins) for problem in err.problems]) from None
-    warnings = tuple(result.warnings) + tuple(named(w, result.origins) for w in config.warnings)
-    return replace(config, warnings=warnings)
+    return frontend.load(read(path), path, base=server_root(path))
 
 
 __all__ = ["load", "looks_like_apache", "read"]

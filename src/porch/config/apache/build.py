@@ -10,22 +10,20 @@ the vhost or a <Location>) is a route; a site with one for / is written with its
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from porch.config.apache.parse import Directive, Parsed
 from porch.config.apache.routes import Problem, Proxy, RouteBuilder, Scope, on
-from porch.config.nginx.build import STATE_DIR_ENV, Result
+from porch.config.frontend import BuildBase, Result
 
-_LETSENCRYPT = "/etc/letsencrypt/live/"
 _HTTPS = re.compile(r"https://(%\{(SERVER_NAME|HTTP_HOST)\}|[A-Za-z0-9.-]+)(%\{REQUEST_URI\}|/\$1|/)?")
 # Directives whose work Porch does by itself or that concern what Porch does not do.
 NO_EFFECT = {
     **dict.fromkeys(("serveradmin", "serversignature", "servertokens", "options", "allowoverride",
                      "directoryindex", "adddefaultcharset", "hostnamelookups", "accessfilename",
-                     "logformat", "loglevel"), "Porch serves no files and writes its own pages"),
+                     "loglevel"), "Porch serves no files and writes its own pages"),
     **dict.fromkeys(("loadmodule", "listen", "serverroot", "user", "group", "pidfile", "mutex",
                      "defaultruntimedir", "keepalive", "maxkeepaliverequests", "includeoptional",
                      "startservers", "maxrequestworkers"), "Porch's ports come from the VirtualHosts"
@@ -40,10 +38,20 @@ NO_EFFECT = {
     "proxyvia": "Porch sends no Via field",
     "proxyaddheaders": "Porch sends X-Forwarded-For, -Host, -Proto itself",
 }
+# mod_log_config's formats that are Porch's access_log_format (Debian's apache2.conf
+# writes %O, httpd's manual %b: the bytes sent either way, as Porch counts them).
+_LOG_FORMATS = {
+    '%h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i"': "combined",
+    '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"': "combined",
+    '%v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i"': "vhost_combined",
+}
 # Read by routes.py where a ProxyPass applies; the vhost's first, a <Location>'s over them.
 SCOPED = ("proxypreservehost", "requestheader", "header", "limitrequestbody", "proxytimeout", "timeout",
           "authtype", "authname", "authuserfile", "authbasicprovider", "require", "sslproxyengine",
-          "sslproxyverify", "sslproxycacertificatefile", "proxypassreverse")
+          "sslproxyverify", "sslproxycacertificatefile", "proxypassreverse",
+          "requireall", "requireany", "order", "allow", "deny")
+# Directory context only in httpd (<Location>, <Directory>): it refuses them elsewhere.
+LOCATION_ONLY = ("require", "requireall", "requireany", "order", "allow", "deny")
 
 
 @dataclass
@@ -60,7 +68,7 @@ class VHost:
     rewrite: list[Directive] = field(default_factory=list)
 
 
-class Builder:
+class Builder(BuildBase):
     def __init__(self, parsed: Parsed, known: frozenset[str]) -> None:
         self.parsed = parsed
         self.known = known
@@ -69,11 +77,8 @@ class Builder:
         self.porch: dict[str, Any] = {}
         self.origins: dict[str, str] = {}
         self.top = Scope()
-
-    def warn(self, d: Directive, message: str) -> None:
-        line = f"{d.origin}: {message}"
-        if line not in self.warnings:
-            self.warnings.append(line)
+        self.log_formats: dict[str, Directive] = {}  # LogFormat FORMAT NICKNAME, by nickname
+        self.log_paths: list[str] = []  # every VirtualHost's CustomLog file
 
     def needs(self, key: str, d: Directive, values: dict, value: Any, origins: dict) -> bool:
         if key in self.known:
@@ -97,14 +102,7 @@ class Builder:
         if not vhosts and not self.problems:
             self.problems.append(f"{self.parsed.root}: the file has no <VirtualHost>; Porch needs one"
                                  " with a ProxyPass")
-        sites = self.sites(vhosts)
-        if os.environ.get(STATE_DIR_ENV):  # Apache files have no place for Porch's own state
-            self.porch["state_dir"] = os.environ[STATE_DIR_ENV]
-            self.origins["porch.state_dir"] = f"${STATE_DIR_ENV}"
-        data: dict[str, Any] = {"site": sites}
-        if self.porch:
-            data["porch"] = self.porch
-        return Result(data, self.origins, self.problems, self.warnings)
+        return self.result(self.sites(vhosts))
 
     def walk(self, items: tuple[Directive, ...], vhosts: list[VHost]) -> None:
         for d in items:
@@ -115,8 +113,12 @@ class Builder:
                 vhost = self.vhost(d)
                 if vhost is not None:
                     vhosts.append(vhost)
+            elif d.key == "logformat":
+                self.log_format(d)
             elif d.key in NO_EFFECT:
                 self.warn(d, f"has no effect here ({NO_EFFECT[d.key]})")
+            elif d.key in LOCATION_ONLY:
+                self.location_only(d)
             elif d.key in SCOPED:
                 self.top.items.append(d)
             elif d.key in ("sslprotocol", "sslciphersuite"):
@@ -177,17 +179,27 @@ class Builder:
                 vhost.scope.items.append(item)
             elif key in ("errorlog", "customlog"):
                 vhost.scope.items.append(item)  # the site's own logs: see logs()
+            elif key == "logformat":
+                self.log_format(item)
             elif key in ("directory", "proxy") and item.block is not None:
                 self.warn(item, f"<{item.name}> has no effect here (Porch serves no files; its proxy"
                           " is open only to the ProxyPass paths)")
             elif key in NO_EFFECT:
                 self.warn(item, f"has no effect here ({NO_EFFECT[key]})")
+            elif key in LOCATION_ONLY:
+                self.location_only(item)
             elif key in SCOPED:
                 vhost.scope.items.append(item)
             else:
                 self.unknown(item)
         except Problem as e:
             self.problems.append(str(e))
+
+    def location_only(self, d: Directive) -> None:
+        kind = f"<{d.name}>" if d.block is not None else d.name
+        self.problems.append(f"{d.file}:{d.line}: {kind}: httpd refuses it outside <Location> and"
+                             f" <Directory> (\"{d.name} not allowed here\"); put it in the <Location>"
+                             " of the ProxyPass it guards")
 
     def proxypass(self, vhost: VHost, d: Directive, path: str | None, scope: Scope) -> None:
         args = list(d.args)
@@ -264,16 +276,12 @@ class Builder:
     # --- sites -----------------------------------------------------------------------
 
     def sites(self, vhosts: list[VHost]) -> list[dict[str, Any]]:
+        self.log_paths = [c.args[0] for v in vhosts if (c := v.scope.one("customlog")) is not None and c.args]
         self.ports(vhosts)
         groups: dict[tuple[str, ...], list[VHost]] = {}
         for vhost in vhosts:
             groups.setdefault(vhost.names, []).append(vhost)
-        out: list[dict[str, Any]] = []
-        for names, group in groups.items():
-            site = self.site(len(out), names, group)
-            if site is not None:
-                out.append(site)
-        return out
+        return self.grouped_sites(groups)
 
     def ports(self, vhosts: list[VHost]) -> None:
         for ssl, key in ((False, "http_port"), (True, "https_port")):
@@ -293,12 +301,7 @@ class Builder:
 
     def site(self, i: int, names: tuple[str, ...], group: list[VHost]) -> dict[str, Any] | None:
         where = f"site[{i}]"
-        secure = [v for v in group if v.ssl]
-        plain = [v for v in group if not v.ssl]
-        for extra in secure[1:] + plain[1:]:
-            self.problems.append(f"{extra.block.origin}: a second VirtualHost for the same names and"
-                                 " kind of port; merge it into the first")
-        main = secure[0] if secure else plain[0]
+        main, secure, plain = self.split(group, "VirtualHost")
         for v in plain:
             target = _HTTPS.fullmatch(v.redirect.args[1 if v.redirect.key == "rewriterule" else -1]) \
                 if v.redirect is not None else None
@@ -336,16 +339,8 @@ class Builder:
                          else ""))
         self.logs(site, where, main)
         routes = self.routes(main)
-        if len(routes) == 1 and routes[0][0].get("path") == "/":
-            values, origins = routes[0]
-            site.update({k: v for k, v in values.items() if k != "path"})
-            self.origins.update({f"{where}.{k}": d.origin for k, d in origins.items() if k != "path"})
-        elif routes:
-            site["route"] = [values for values, _ in routes]
-            for j, (_, origins) in enumerate(routes):
-                self.origins.update({f"{where}.route[{j}].{k}": d.origin for k, d in origins.items()})
-                self.origins[f"{where}.route[{j}]"] = origins["path"].origin
-        elif main.redirect is None and not self.problems:
+        self.place_routes(site, where, routes)
+        if not routes and main.redirect is None and not self.problems:
             self.problems.append(f"{main.block.origin}: has no ProxyPass; httpd would serve files from"
                                  " its DocumentRoot, Porch needs an upstream")
             return None
@@ -358,17 +353,40 @@ class Builder:
         if custom is not None and custom.args:
             site["access_log"] = custom.args[0]
             self.origins[f"{where}.access_log"] = custom.origin
-            if custom.args[1:] == ("vhost_combined",):  # Debian's other_vhosts_access.log
-                site["access_log_format"] = "vhost_combined"
+            fmt = self.access_format(custom)
+            # Debian's other_vhosts_access.log; or a combined file that several VirtualHosts
+            # write, which Porch would give vhost_combined lines (httpd writes plain ones)
+            if fmt == "vhost_combined" or self.log_paths.count(custom.args[0]) > 1:
+                site["access_log_format"] = fmt
                 self.origins[f"{where}.access_log_format"] = custom.origin
-            elif custom.args[1:] not in (("combined",), ()):
-                self.warn(custom, f"{custom.args[1]}: Porch writes \"combined\" (or \"vhost_combined\","
-                          " \"json\": access_log_format) lines")
             if custom.args[0].startswith("|"):
                 self.problems.append(f"{custom.origin}: piped logs are not supported; write a file path")
         if error is not None and error.args:
             site["error_log"] = error.args[0]
             self.origins[f"{where}.error_log"] = error.origin
+
+    def log_format(self, d: Directive) -> None:
+        """LogFormat FORMAT [NICKNAME]: read where a CustomLog names it."""
+        if len(d.args) == 2:
+            self.log_formats[d.args[1]] = d
+
+    def access_format(self, custom: Directive) -> str:
+        """The access_log_format a CustomLog's format (a nickname or the text) means:
+        combined or vhost_combined when it is one of theirs; else combined, warned."""
+        if len(custom.args) < 2:
+            return "combined"
+        name = custom.args[1]
+        defined = self.log_formats.get(name)
+        text = defined.args[0] if defined is not None else name
+        fmt = _LOG_FORMATS.get(" ".join(text.split()))
+        if fmt is None and defined is None and name in ("combined", "vhost_combined"):
+            fmt = name  # Debian's apache2.conf defines them (not read here)
+        if fmt is not None:
+            return fmt
+        where = f" (LogFormat at {defined.file}:{defined.line})" if defined is not None else ""
+        self.warn(custom, f"{name}{where}: Porch writes its own formats only; this log gets \"combined\""
+                  ' lines (access_log_format: "combined", "vhost_combined" or "json")')
+        return "combined"
 
     def routes(self, vhost: VHost) -> list[tuple[dict, dict]]:
         out = []
@@ -397,15 +415,7 @@ class Builder:
         if chain is not None:
             self.warn(chain, "Porch sends the chain from the certificate file: point SSLCertificateFile"
                       " (porch.toml tls.cert) at fullchain.pem and drop this line")
-        if os.path.isfile(cert_path) and os.path.isfile(key_path):
-            site["tls"] = {"cert": cert_path, "key": key_path}
-            self.origins[f"{where}.tls"] = cert.origin
-            return
-        why = "certbot has not written it yet" if cert_path.startswith(_LETSENCRYPT) else "the file is not there"
-        self.warn(cert, f"{cert_path}: {why}; Porch gets its own certificate from Let's Encrypt"
-                  ' (tls = "auto") and renews it: no certbot needed')
-        site["tls"] = "auto"
-        self.origins[f"{where}.tls"] = cert.origin
+        self.tls_files(site, where, cert, cert_path, key_path)
 
     def tls_global(self, d: Directive) -> None:
         if d.key == "sslciphersuite":
@@ -435,7 +445,3 @@ class Builder:
         kept = sorted(v.replace("TLSv", "") for v in versions if v in ("TLSv1.2", "TLSv1.3"))
         if kept:
             self.set_global("tls_protocols", kept, d)
-
-    def set_global(self, key: str, value: Any, d: Directive) -> None:
-        self.porch[key] = value
-        self.origins[f"porch.{key}"] = d.origin

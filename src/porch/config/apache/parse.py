@@ -22,7 +22,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 
 _MAX_DEPTH = 16
@@ -138,14 +137,35 @@ def _lines(text: str, name: str):
 
 
 def _split(rest: str, name: str, line: int) -> tuple[str, ...]:
-    lexer = shlex.shlex(rest, posix=True)
-    lexer.whitespace_split = True
-    lexer.commenters = ""  # httpd: # only starts a comment at the start of a line
-    lexer.escape = ""  # httpd keeps backslashes (regexes in RewriteRule)
-    try:
-        return tuple(_env(a) for a in lexer)
-    except ValueError:
-        raise _Problem(f"{name}:{line}: a quote is not closed") from None
+    """httpd's ap_getword_conf: words split at white space; a word that starts with " or '
+    ends at the same quote, inside which a backslash before that quote is the quote
+    itself (LogFormat "%h \\"%r\\""); every other backslash is kept (RewriteRule regexes)."""
+    words: list[str] = []
+    i, n = 0, len(rest)
+    while True:
+        while i < n and rest[i] in " \t":
+            i += 1
+        if i >= n:
+            return tuple(_env(w) for w in words)
+        quote = rest[i] if rest[i] in "\"'" else ""
+        if not quote:
+            end = i
+            while end < n and rest[end] not in " \t":
+                end += 1
+            words.append(rest[i:end])
+            i = end
+            continue
+        i += 1
+        word: list[str] = []
+        while i < n and rest[i] != quote:
+            if rest[i] == "\\" and i + 1 < n and rest[i + 1] == quote:
+                i += 1
+            word.append(rest[i])
+            i += 1
+        if i >= n:
+            raise _Problem(f"{name}:{line}: a quote is not closed")
+        words.append("".join(word))
+        i += 1
 
 
 def _env(arg: str) -> str:

@@ -10,6 +10,8 @@
                                                      max_body, upstream_timeout
     AuthType Basic + AuthName + AuthUserFile + Require valid-user
                                                      basic_auth = { htpasswd, realm }
+    Require ip / not ip / all ..., <RequireAll>, <RequireAny>, Order + Allow/Deny from
+                                                     allow, deny (access.py)
 
 `Scope` is a vhost's directives with a <Location>'s over them (httpd merges
 <Location> over the vhost, the last one written winning).
@@ -22,12 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from porch.config.apache import access
 from porch.config.apache.parse import Directive
 from porch.config.nginx.locations import _proxy_host
 
 APACHE_MAX_BODY = "1G"  # LimitRequestBody's default since httpd 2.4.54 (it was unlimited)
 _WS = {"ws": "http", "wss": "https"}
 # ProxyPass key=value parameters Porch does without (its pool keeps connections itself)
+_AUTHZ = ("require", "requireall", "requireany")
+_COMPAT = ("order", "allow", "deny")
 _POOL_PARAMS = ("keepalive", "retry", "disablereuse", "enablereuse", "max", "smax", "ttl",
                 "acquire", "flushpackets", "flushwait", "ping", "iobuffersize", "receivebuffersize")
 
@@ -71,6 +76,7 @@ class RouteBuilder:
         self.scope = proxy.scope
         self.values: dict[str, Any] = {"path": proxy.path}
         self.origins: dict[str, Directive] = {"path": proxy.directive}
+        self.authz = access.Access()
 
     def set(self, key: str, value: Any, d: Directive) -> None:
         self.values[key] = value
@@ -78,10 +84,10 @@ class RouteBuilder:
 
     def build(self) -> bool:
         for step in (self.proxy, self.host, self.request_headers, self.response_headers,
-                     self.limits, self.basic_auth, self.upstream_tls):
+                     self.limits, self.addresses, self.basic_auth, self.upstream_tls):
             try:
                 step()
-            except Problem as e:
+            except (Problem, access.AccessProblem) as e:
                 self.ctx.problems.append(str(e))
                 return False
         return True
@@ -197,31 +203,57 @@ class RouteBuilder:
                 raise Problem(f"{d.origin}: takes a number of seconds")
             self.set("upstream_timeout", f"{d.args[0]}s", d)
 
+    def addresses(self) -> None:
+        """Require (ip, not ip, all, local), its containers and Order/Allow/Deny: the
+        <Location>'s (httpd refuses them in a <VirtualHost>: build.py says so)."""
+        rules = _innermost(self.scope, _AUTHZ)
+        compat = _innermost(self.scope, _COMPAT)
+        if rules and compat:
+            raise Problem(f"{compat[0].origin}: Order/Allow/Deny (mod_access_compat) and Require lines"
+                          f" ({rules[0].file}:{rules[0].line}) both apply here in httpd (Satisfy decides"
+                          " how); keep the Require lines only")
+        if rules:
+            self.authz = access.require(rules)
+            first = rules[0]
+        elif compat:
+            order = next((d for d in compat if d.key == "order"), None)
+            self.authz = access.compat(order, [d for d in compat if d.key == "allow"],
+                                       [d for d in compat if d.key == "deny"])
+            first = compat[0]
+        else:
+            return
+        if self.authz.allow is not None:
+            self.ctx.needs("allow", first, self.values, self.authz.allow, self.origins)
+        if self.authz.deny:
+            self.ctx.needs("deny", first, self.values, self.authz.deny, self.origins)
+
     def basic_auth(self) -> None:
         kind = self.scope.one("authtype")
-        require = self.scope.get("require")
+        require = _flat(_innermost(self.scope, _AUTHZ))
         if kind is None:
-            if require and not all(r.args in (("all", "granted"),) for r in require):
-                raise Problem(f"{require[0].origin}: {' '.join(require[0].args)}: only Require"
-                              " valid-user (with AuthType Basic) and Require all granted are"
-                              " supported; write allow = [...] in a porch.toml for addresses")
+            if self.authz.users:
+                d = next(r for r in require if r.args[:1] in (("valid-user",), ("user",), ("group",)))
+                raise Problem(f"{d.origin}: {' '.join(d.args)} without AuthType Basic: httpd lets"
+                              " nobody in (500); add AuthType Basic, AuthName and AuthUserFile")
             return
         if kind.args[:1] != ("Basic",) and [a.lower() for a in kind.args] != ["basic"]:
             raise Problem(f"{kind.origin}: only AuthType Basic is supported")
         users = self.scope.one("authuserfile")
         if users is None or not users.args:
             raise Problem(f"{kind.origin}: has no AuthUserFile; add the htpasswd file's path")
-        if not any(r.args[:1] in (("valid-user",), ("user",)) for r in require):
+        if not self.authz.users:
+            if self.authz.allow is None and not self.authz.deny and any(r.args for r in require):
+                return  # Require all granted: httpd asks for no password
             raise Problem(f"{kind.origin}: has no Require valid-user; httpd asks for no password"
                           " without it: add Require valid-user")
         realm = self.scope.one("authname")
         # httpd reads a relative AuthUserFile from the ServerRoot
         path = os.path.join(self.ctx.parsed.root, users.args[0])
         value = {"htpasswd": path, "realm": realm.args[0] if realm and realm.args else ""}
-        users_only = [r for r in require if r.args[:1] == ("user",)]
-        if users_only:
-            raise Problem(f"{users_only[0].origin}: Require user NAME is not supported; put only those"
-                          " users in the htpasswd file and write Require valid-user")
+        others = [r for r in require if r.args[:1] in (("user",), ("group",))]
+        if others:
+            raise Problem(f"{others[0].origin}: Require {others[0].args[0]} NAME is not supported; put"
+                          " only those users in the htpasswd file and write Require valid-user")
         self.ctx.needs("basic_auth", kind, self.values, value, self.origins)
 
     def upstream_tls(self) -> None:
@@ -242,6 +274,24 @@ class RouteBuilder:
         self.ctx.warn(d or self.p.directive, "httpd does not check the upstream's certificate unless"
                       " SSLProxyVerify require, so neither does Porch here; porch.toml: leave"
                       ' upstream_tls out (system CAs), or upstream_tls = { ca = "cert.pem" }')
+
+
+def _innermost(scope: Scope | None, keys: tuple[str, ...]) -> list[Directive]:
+    """The directives of `keys` at the innermost level that has any (a <Location>'s
+    replace its VirtualHost's)."""
+    while scope is not None:
+        own = [d for d in scope.items if d.key in keys]
+        if own:
+            return own
+        scope = scope.outer
+    return []
+
+
+def _flat(items: list[Directive]) -> list[Directive]:
+    out: list[Directive] = []
+    for d in items:
+        out += _flat(list(d.block)) if d.block is not None else [d]
+    return out
 
 
 def _on(d: Directive) -> bool:

@@ -11,11 +11,11 @@ redirect_http, and a plain one alone is a site with tls = "off".  A site with on
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from porch.config.frontend import BuildBase, Result
 from porch.config.nginx import directives as table
 from porch.config.nginx.locations import RouteBuilder, Scope, Upstream
 from porch.config.nginx.parse import Directive, Parsed
@@ -23,8 +23,10 @@ from porch.config.nginx.policies import route_policies
 from porch.config.nginx.variables import Listen, Problem, duration, listen
 
 _HTTPS_REDIRECT = re.compile(r"https://\$(host|server_name)\$request_uri\??")
-_LETSENCRYPT = "/etc/letsencrypt/live/"
-STATE_DIR_ENV = "PORCH_STATE_DIR"  # [porch] state_dir for an nginx file (default /var/lib/porch)
+# nginx's predefined `combined` format (ngx_http_log_module): a log_format with this text
+# (whitespace aside) is the same format, which Porch writes as "combined".
+_COMBINED = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent'
+             ' "$http_referer" "$http_user_agent"')
 _LOG_LEVELS = {"debug": "debug", "info": "info", "notice": "info", "warn": "warn", "error": "error",
                "crit": "error", "alert": "error", "emerg": "error"}
 
@@ -48,15 +50,7 @@ class Server:
         return any(not x.ssl for x, _ in self.listens)
 
 
-@dataclass
-class Result:
-    data: dict[str, Any]
-    origins: dict[str, str]  # key path -> "file:line: directive"
-    problems: list[str]
-    warnings: list[str]
-
-
-class Builder:
+class Builder(BuildBase):
     def __init__(self, parsed: Parsed, known_keys: frozenset[str]) -> None:
         self.parsed = parsed
         self.known = known_keys
@@ -68,11 +62,7 @@ class Builder:
         self.origins: dict[str, str] = {}
         self.zones: dict[str, Directive] = {}
         self.locations: list[Directive] = []  # the server block's being read
-
-    def warn(self, d: Directive, message: str) -> None:
-        line = f"{d.origin}: {message}"
-        if line not in self.warnings:
-            self.warnings.append(line)
+        self.log_formats: dict[str, Directive] = {}  # log_format NAME ...: read by access_log
 
     def needs(self, key: str, d: Directive, values: dict | None, value: Any = None,
               origins: dict | None = None) -> bool:
@@ -120,13 +110,7 @@ class Builder:
             servers.append(self.server(fake, top))
         sites = self.sites(servers)
         self.global_keys(top)
-        if os.environ.get(STATE_DIR_ENV):  # nginx files have no place for Porch's own state
-            self.porch["state_dir"] = os.environ[STATE_DIR_ENV]
-            self.origins["porch.state_dir"] = f"${STATE_DIR_ENV}"
-        data: dict[str, Any] = {"site": sites}
-        if self.porch:
-            data["porch"] = self.porch
-        return Result(data, self.origins, self.problems, self.warnings)
+        return self.result(sites)
 
     def context(self, items: tuple[Directive, ...], scope: Scope, servers: list[Server], http: bool) -> None:
         """The http level (or the main file's top): servers, upstreams, maps and defaults."""
@@ -139,6 +123,8 @@ class Builder:
                 self.map(d)
             elif d.name == "limit_req_zone":
                 self.zones[_zone_name(d)] = d
+            elif d.name == "log_format" and d.args:
+                self.log_formats[d.args[0]] = d  # judged where an access_log names it
             elif d.name in table.NO_EFFECT:
                 self.warn(d, f"has no effect here ({table.NO_EFFECT[d.name]})")
             elif d.name in table.ROUTE_SCOPED or d.name in table.SERVER_SCOPED or d.name.startswith("gzip"):
@@ -268,12 +254,7 @@ class Builder:
         for server in servers:
             names = tuple(n for n in server.names if n not in ("_", '""', ""))
             groups.setdefault(names, []).append(server)
-        out: list[dict[str, Any]] = []
-        for names, group in groups.items():
-            site = self.site(len(out), names, group)
-            if site is not None:
-                out.append(site)
-        return out
+        return self.grouped_sites(groups)
 
     def ports(self, servers: list[Server]) -> None:
         """Porch has one HTTP port and one HTTPS port for every site."""
@@ -301,12 +282,7 @@ class Builder:
 
     def site(self, i: int, names: tuple[str, ...], group: list[Server]) -> dict[str, Any] | None:
         where = f"site[{i}]"
-        secure = [s for s in group if s.ssl]
-        plain = [s for s in group if not s.ssl]
-        for extra in secure[1:] + plain[1:]:
-            self.problems.append(f"{extra.block.origin}: a second server block for the same"
-                                 " names and kind of port; merge it into the first")
-        main = secure[0] if secure else plain[0]
+        main, secure, plain = self.split(group, "server block")
         site: dict[str, Any] = {}
         if names:
             site["hosts"] = [self.host(n, main) for n in names]
@@ -332,19 +308,10 @@ class Builder:
                 root = server.webroot.args[0] if server.webroot.args else ""
                 site["acme_challenge"] = {"webroot": root.rstrip("/") or "/"}
                 self.origins[f"{where}.acme_challenge"] = server.webroot.origin
+        self.site_logs(site, where, main, group)
         routes = self.routes(main, names)
-        if len(routes) == 1 and routes[0][0].get("path") == "/" and "regex" not in routes[0][0]:
-            values, origins = routes[0]
-            values = {k: v for k, v in values.items() if k != "path"}
-            site.update(values)
-            self.origins.update({f"{where}.{k}": d.origin for k, d in origins.items()})
-        elif routes:
-            site["route"] = [values for values, _ in routes]
-            for j, (_, origins) in enumerate(routes):
-                self.origins.update({f"{where}.route[{j}].{k}": d.origin for k, d in origins.items()})
-                if "path" in origins:
-                    self.origins[f"{where}.route[{j}]"] = origins["path"].origin
-        elif main.redirect is None:
+        self.place_routes(site, where, routes)
+        if not routes and main.redirect is None:
             self.problems.append(f"{main.block.origin}: has no location with proxy_pass; nginx"
                                  " would serve files from its root, Porch needs an upstream")
             return None
@@ -367,17 +334,7 @@ class Builder:
                       " every handshake); Porch gets a certificate itself (tls = \"auto\")")
             return
         cert_path = cert.args[0] if cert.args else ""
-        key_path = key.args[0] if key and key.args else ""
-        if os.path.isfile(cert_path) and (not key_path or os.path.isfile(key_path)):
-            site["tls"] = {"cert": cert_path, "key": key_path} if key_path else {"cert": cert_path, "key": cert_path}
-            self.origins[f"{where}.tls"] = cert.origin
-            return
-        why = ("certbot has not written it yet" if cert_path.startswith(_LETSENCRYPT)
-               else "the file is not there")
-        self.warn(cert, f"{cert_path}: {why}; Porch gets its own certificate from Let's Encrypt"
-                  ' (tls = "auto") and renews it: no certbot needed')
-        site["tls"] = "auto"
-        self.origins[f"{where}.tls"] = cert.origin
+        self.tls_files(site, where, cert, cert_path, key.args[0] if key and key.args else cert_path)
 
     def routes(self, server: Server, names: tuple[str, ...]) -> list[tuple[dict, dict]]:
         port = next((x.port for x, _ in server.listens), None)
@@ -394,12 +351,29 @@ class Builder:
                     scope.add(item)
                 elif item.name == "location":
                     pass  # reported by the route builder
+                elif item.name == "access_log":
+                    pass  # the route's own: route_log
                 else:
                     self.unknown(item)
             route = RouteBuilder(self, loc, scope, names, port)
             if route.build():
+                self.route_log(route, loc)
                 out.append((route.values, route.origins))
         return out
+
+    def route_log(self, route: RouteBuilder, loc: Directive) -> None:
+        """A location's own access_log (or off): its route's, as nginx writes that
+        location's requests there and not in the server's file."""
+        own = [item for item in loc.block or () if item.name == "access_log"]
+        if not own:
+            return
+        d = self.first_log(own, "access log")
+        route.values["access_log"] = "off" if d.args[:1] == ("off",) else d.args[0]
+        route.origins["access_log"] = d
+        fmt = self.access_format(d)
+        if fmt is not None and self._shared(d.args[0]):
+            route.values["access_log_format"] = fmt
+            route.origins["access_log_format"] = d
 
     # --- [porch] ------------------------------------------------------------------------
 
@@ -431,25 +405,93 @@ class Builder:
         self.logs(top)
 
     def logs(self, top: Scope) -> None:
-        access = top.get("access_log") or self._all_in_servers("access_log")
+        """The http level's access_log and error_log: [porch]'s, for the sites that write
+        none of their own (a server's are its site's: site_logs)."""
+        access = top.get("access_log")
         if access:
-            d = access[0]
+            d = self.first_log(access, "access log")
             self.set_global("access_log", "off" if d.args[:1] == ("off",) else d.args[0], d)
-            if len({x.args[:1] for x in access}) > 1:
-                self.warn(access[1], "Porch writes one access log for every site (with the site's"
-                          f" name on each line); all go to {d.args[0]}")
-        errors = top.get("error_log") or self._all_in_servers("error_log")
+            fmt = self.access_format(d)
+            if fmt is not None and self._shared(d.args[0]):
+                self.set_global("access_log_format", fmt, d)
+        errors = top.get("error_log")
         if errors:
-            d = errors[0]
+            d = self.first_log(errors, "error log")
             self.set_global("error_log", d.args[0], d)
             if len(d.args) > 1 and d.args[1] in _LOG_LEVELS:
                 self.set_global("error_log_level", _LOG_LEVELS[d.args[1]], d)
-            if len({x.args[:1] for x in errors}) > 1:
-                self.warn(errors[1], f"Porch writes one error log for every site; all go to {d.args[0]}")
 
-    def set_global(self, key: str, value: Any, d: Directive) -> None:
-        self.porch[key] = value
-        self.origins[f"porch.{key}"] = d.origin
+    def site_logs(self, site: dict[str, Any], where: str, main: Server, group: list[Server]) -> None:
+        """A server block's own access_log and error_log: its site's (nginx writes a
+        server's requests where its innermost access_log says)."""
+        for name, key in (("access_log", "access_log"), ("error_log", "error_log")):
+            own = main.scope.own.get(name)
+            for other in group:
+                theirs = other.scope.own.get(name)
+                if other is not main and theirs and [x.args[:1] for x in theirs] != [x.args[:1] for x in own or ()]:
+                    whose = f"the one at {main.block.origin}" if own else "[porch]'s"
+                    self.warn(theirs[0], f"Porch writes one {name.replace('_', ' ')} per site (these"
+                              f" names), {whose}; this line is not used")
+            if not own:
+                continue
+            d = self.first_log(own, name.replace("_", " "))
+            if name == "error_log":
+                site[key] = d.args[0]
+                self.origins[f"{where}.{key}"] = d.origin
+                if len(d.args) > 1 and d.args[1] in _LOG_LEVELS:
+                    self.warn(d, f"{d.args[1]}: Porch has one error_log_level for every site ([porch]'s)")
+                continue
+            site[key] = "off" if d.args[:1] == ("off",) else d.args[0]
+            self.origins[f"{where}.{key}"] = d.origin
+            fmt = self.access_format(d)
+            # a file that several sites write gets vhost_combined in Porch; nginx's lines are plain
+            if fmt is not None and self._shared(d.args[0]):
+                site["access_log_format"] = fmt
+                self.origins[f"{where}.access_log_format"] = d.origin
+
+    def first_log(self, found: list[Directive], what: str) -> Directive:
+        """nginx writes to every access_log (error_log) of a level; Porch to the first."""
+        if found[0].args[:1] and found[0].args[0].startswith(("syslog:", "memory:")):
+            self.problems.append(f"{found[0].origin}: {found[0].args[0].split(',')[0]}: Porch writes"
+                                 ' logs to files only; write a path ("-": stdout, which journald keeps'
+                                 " under systemd)")
+        for d in found[1:]:
+            if d.args[:1] != found[0].args[:1]:
+                self.warn(d, f"Porch writes one {what} here: {found[0].args[0]}"
+                          f" ({found[0].origin}); this line is not used")
+        return found[0]
+
+    def access_format(self, d: Directive) -> str | None:
+        """The porch access_log_format an `access_log PATH [FORMAT ...]` means: "combined"
+        for nginx's combined and a log_format equal to it; for another, a warning."""
+        if d.args[:1] == ("off",):
+            return None
+        extra = [a for a in d.args[2:] if not a.startswith(("buffer=", "flush="))]
+        if extra:
+            self.warn(d, f"{' '.join(extra)}: not supported (Porch batches its writes itself and"
+                      " writes every request, uncompressed); ignored")
+        name = d.args[1] if len(d.args) > 1 else "combined"
+        if name == "combined":
+            return "combined"
+        fmt = self.log_formats.get(name)
+        if fmt is None:
+            self.problems.append(f"{d.origin}: {name}: no log_format of this name (nginx refuses the"
+                                 " file: unknown log format); write combined or define it")
+            return None
+        text = "".join(a for a in fmt.args[1:] if not a.startswith("escape="))
+        if " ".join(text.split()) == _COMBINED:
+            return "combined"
+        self.warn(d, f"{name} (log_format at {fmt.origin}): Porch writes its own formats only;"
+                  ' this log gets "combined" lines (access_log_format: "combined",'
+                  ' "vhost_combined" or "json")')
+        return "combined"
+
+    def _shared(self, path: str) -> bool:
+        """Whether several levels (http, servers, locations) name this access_log file."""
+        named = self._all_in_servers("access_log")
+        for server in self._all_in_servers("server"):
+            named += [x for loc in _find_all(server, "location") for x in loc.block or () if x.name == "access_log"]
+        return sum(1 for d in named if d.args[:1] == (path,)) > 1
 
     def _first_in_servers(self, name: str) -> Directive | None:
         found = self._all_in_servers(name)
@@ -468,6 +510,16 @@ def _find(d: Directive, name: str) -> list[Directive]:
     if d.name in ("http", "server"):
         return [x for item in d.block or () for x in _find(item, name)]
     return []
+
+
+def _find_all(d: Directive, name: str) -> list[Directive]:
+    """Every `name` block under `d`, nested ones included."""
+    out: list[Directive] = []
+    for item in d.block or ():
+        if item.name == name:
+            out.append(item)
+        out += _find_all(item, name)
+    return out
 
 
 def _zone_name(d: Directive) -> str:

@@ -9,7 +9,16 @@ from typing import Any
 
 from porch.config.nginx import read
 
-_LETSENCRYPT = "/etc/letsencrypt/live/"
+# certbot's live directory: /etc/letsencrypt/live/NAME/ (or under another --config-dir
+# named letsencrypt).  Porch's ACME can take these over: offered, not done, so the
+# printed file serves the certificate the source serves.
+_LETSENCRYPT = "letsencrypt/live/"
+_ACME_OFFER = [
+    "# certbot's certificate: Porch's own ACME can get and renew it itself (no certbot timer,",
+    "# no deploy hook, renewed in the background with no reload); to let it, use this line",
+    "# instead of the one above:",
+    '# tls = "auto"',
+]
 
 
 def convert(path: str) -> tuple[str, list[str]]:
@@ -33,10 +42,11 @@ def render(path: str, result: Any, server: str) -> tuple[str, list[str]]:
     for i, site in enumerate(result.data.get("site", [])):
         where = f"site[{i}]"
         out += ["", f"[[site]]{_comment(result.origins.get(where))}"]
-        out += _table({k: v for k, v in site.items() if k != "route"}, where, result.origins, "")
-        if _letsencrypt(site.get("tls")):
-            out.append('# tls = "auto"    # instead of certbot\'s files: Porch gets and renews the'
-                       " certificate itself")
+        keys = {k: v for k, v in site.items() if k != "route"}
+        for key, line in zip(keys, _table(keys, where, result.origins, "")):
+            out.append(line)
+            if key == "tls" and _letsencrypt(site["tls"]):
+                out += _ACME_OFFER
         for j, route in enumerate(site.get("route", [])):
             out += ["", "  [[site.route]]"]
             out += _table(route, f"{where}.route[{j}]", result.origins, "  ")
@@ -44,7 +54,7 @@ def render(path: str, result: Any, server: str) -> tuple[str, list[str]]:
 
 
 def _letsencrypt(tls: Any) -> bool:
-    return isinstance(tls, dict) and str(tls.get("cert", "")).startswith(_LETSENCRYPT)
+    return isinstance(tls, dict) and _LETSENCRYPT in str(tls.get("cert", ""))
 
 
 def _table(values: dict[str, Any], where: str, origins: dict[str, str], indent: str) -> list[str]:
