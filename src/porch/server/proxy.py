@@ -31,6 +31,7 @@ from porch.http.h1 import (
     RH_CONNECTION, RH_LENGTH, RH_LOCATION, RH_REFRESH, RH_TE,
 )
 from porch.http.forwarding import real_client
+from porch.policies.forwarding import trusted_part
 from porch.http.request_id import next_request_id
 from porch.http.target import BadTarget, clean_path, needs_a_look
 from porch.http.upgrade import WEBSOCKET_LINES

@@ -44,11 +44,15 @@ import struct
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from porch.config.listeners import kind_at
 from porch.config.errors import ConfigError
 from porch.config.model import Config
 from porch.observability.errorlog import capture_logging
+
+if TYPE_CHECKING:
+    from porch.server.listener import Server
 
 _LENGTH = struct.Struct("!Q")
 
