@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator
 SEP = b": "
 CRLF = b"\r\n"
 _STEP = 4  # name, SEP, value, CRLF
+# (The loops below write the step as the literal 4: compiled, range() with a literal
+# step and a typed index (model.pxd) is a C loop, not a range object of Python ints.)
 
 
 class Headers:
@@ -58,7 +60,7 @@ class Headers:
         flat = self.flat
         size = len(name)
         key = name.lower()
-        for i in range(0, len(flat), _STEP):
+        for i in range(0, len(flat), 4):
             field = flat[i]
             if len(field) == size and field.lower() == key:
                 return flat[i + 2]
@@ -68,15 +70,19 @@ class Headers:
         flat = self.flat
         size = len(name)
         key = name.lower()
-        return [flat[i + 2] for i in range(0, len(flat), _STEP)
-                if len(flat[i]) == size and flat[i].lower() == key]
+        out = []
+        for i in range(0, len(flat), 4):
+            field = flat[i]
+            if len(field) == size and field.lower() == key:
+                out.append(flat[i + 2])
+        return out
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, bytes) and self.get(name) is not None
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         flat = self.flat
-        for i in range(0, len(flat), _STEP):
+        for i in range(0, len(flat), 4):
             yield flat[i], flat[i + 2]
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
@@ -104,7 +110,7 @@ class Headers:
         size = len(name)
         key = name.lower()
         at = -1
-        for i in range(0, len(flat), _STEP):
+        for i in range(0, len(flat), 4):
             field = flat[i]
             if len(field) == size and field.lower() == key:
                 if at >= 0:  # a second one: drop the others
@@ -138,10 +144,10 @@ class Headers:
         flat = self.flat
         sizes = {len(n) for n in names}
         dropped = 0
-        for i in range(len(flat) - _STEP, -1, -_STEP):  # from the end: deletions keep the indexes before
+        for i in range(len(flat) - 4, -1, -4):  # from the end: deletions keep the indexes before
             field = flat[i]
             if len(field) in sizes and field.lower() in names:
-                del flat[i : i + _STEP]
+                del flat[i : i + 4]
                 dropped += 1
         return dropped
 
