@@ -156,6 +156,9 @@ class Context(Protocol):
     xf_host: bytes | None
     xf_port: bytes | None
     request_id: bytes  # X-Request-ID: a trusted proxy's, else Porch's (sent up and back, logged)
+    # The client's fields that `request` copies, as the flat list itself (Headers.flat):
+    # to read, through Headers(ctx.headers), without a copy a request; never to change.
+    headers: list[bytes]
 
     @property
     def request(self) -> RequestHead: ...  # the client's head (fields as received, filtered)

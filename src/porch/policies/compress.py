@@ -204,7 +204,7 @@ class Compress(Policy):
         _add_vary(headers, fields.get(b"vary"))
         if ctx.method == b"HEAD":
             return
-        accept = ctx.request.headers.get_all(b"accept-encoding")
+        accept = Headers(ctx.headers).get_all(b"accept-encoding")
         coding = self.choose(b",".join(accept)) if accept else None
         if coding is None:
             return
@@ -227,8 +227,9 @@ class Compress(Policy):
             return None
         if b"content-encoding" in fields or b"content-range" in fields:
             return None
-        if any(name in fields for name in _DIGESTS):
-            return None
+        for name in _DIGESTS:
+            if name in fields:
+                return None
         control = fields.get(b"cache-control")
         if control is not None and b"no-transform" in control.lower():
             return None
