@@ -40,6 +40,9 @@ def test_remove_and_setdefault():
     assert h.setdefault(b"C", b"3") == b"3"
     assert h.wire() == b"A: 1\r\nC: 3\r\n"
     assert h.remove_all(frozenset({b"a", b"c"})) == 2 and len(h) == 0
+    h.add(b"X-Frame-Options", b"DENY")
+    h.add_missing(((b"x-frame-options", b"SAMEORIGIN"), (b"Referrer-Policy", b"no-referrer")))
+    assert list(h) == [(b"X-Frame-Options", b"DENY"), (b"Referrer-Policy", b"no-referrer")]
 
 
 def test_heads():

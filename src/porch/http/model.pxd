@@ -14,6 +14,7 @@ cdef class Headers:
     @cython.locals(flat=list, i=Py_ssize_t, size=Py_ssize_t, at=Py_ssize_t)
     cpdef set(self, name, value)
     cpdef setdefault(self, name, value)
+    cpdef add_missing(self, fields)
     @cython.locals(flat=list, i=Py_ssize_t, dropped=Py_ssize_t, sizes=set)
     cpdef remove_all(self, names)
 

@@ -135,6 +135,12 @@ class Headers:
             return value
         return found
 
+    def add_missing(self, fields: Iterable[tuple[bytes, bytes]]) -> None:
+        """`setdefault` for each (name, value) of `fields`, in one call."""
+        for name, value in fields:
+            if self.get(name) is None:
+                self.flat += (name, SEP, value, CRLF)
+
     def remove(self, name: bytes) -> int:
         """Drop every field of that name; how many there were."""
         return self.remove_all(frozenset((name.lower(),)))
