@@ -26,6 +26,15 @@ MODULES = (
     "porch/upstream/listener.py",
     "porch/pipeline.py",
     "porch/policies/forwarding.py",  # on every proxied request
+    # on every request of the routes that have them (bench/policies.py's route:
+    # bench/RESULTS.md, "Policies on a route")
+    "porch/limits/table.py",
+    "porch/policies/codings.py",
+    "porch/policies/compress.py",
+    "porch/policies/security.py",
+    "porch/policies/rate_limit.py",
+    "porch/policies/htpasswd.py",
+    "porch/policies/basic_auth.py",
     "porch/http/response_head.py",
     "porch/runtime.py",
     "porch/upstream/connection.py",

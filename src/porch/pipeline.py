@@ -167,6 +167,9 @@ class Context(Protocol):
     # and port its connection reached ("", 0 when not known); None before one is chosen.
     upstream_peer: tuple[str, str, int] | None
     content_length: int | None  # the body's declared length (Content-Length), None without one
+    # The client's fields that `request` copies, as the flat list itself (Headers.flat):
+    # to read, through Headers(ctx.headers), without a copy a request; never to change.
+    headers: list[bytes]
 
     @property
     def request(self) -> RequestHead: ...  # the client's head (fields as received, filtered)

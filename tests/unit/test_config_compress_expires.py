@@ -222,6 +222,7 @@ class FakeContext:
         self.method = method
         self.vars: dict = {}
         self.request = RequestHead(method, b"/", b"a.test", b"1.1", Headers.of([(b"Accept-Encoding", accept)]))
+        self.headers = self.request.headers.flat
 
 
 def hooked(ctx, status: int, fields: list[tuple[bytes, bytes]]):

@@ -93,6 +93,7 @@ class Ctx:
         self.client_ip = ip
         self.vars = {"remote_user": user} if user else {}
         self.request = RequestHead(b"GET", b"/", b"app.test", b"1.1", Headers.of(headers))
+        self.headers = self.request.headers.flat
         self.errors: list[str] = []
 
     def log_error(self, policy, message):

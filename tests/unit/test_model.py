@@ -40,6 +40,9 @@ def test_remove_and_setdefault():
     assert h.setdefault(b"C", b"3") == b"3"
     assert h.wire() == b"A: 1\r\nC: 3\r\n"
     assert h.remove_all(frozenset({b"a", b"c"})) == 2 and len(h) == 0
+    h.add(b"X-Frame-Options", b"DENY")
+    h.add_missing(((b"x-frame-options", b"SAMEORIGIN"), (b"Referrer-Policy", b"no-referrer")))
+    assert list(h) == [(b"X-Frame-Options", b"DENY"), (b"Referrer-Policy", b"no-referrer")]
 
 
 def test_heads():
@@ -49,3 +52,24 @@ def test_heads():
     resp = ResponseHead(204)
     assert resp.status == 204 and len(resp.headers) == 0 and resp.reason == b""
     assert Headers.of([(b"a", b"1")]) == Headers([b"a", b": ", b"1", b"\r\n"])
+
+
+def test_names_of_the_same_length_are_told_apart_and_changes_stay_in_the_given_list():
+    """Lookups skip names by length before comparing them: names of equal length
+    (Content-Type and X-Request-ID, ETag and Vary and Date) must still be told apart,
+    and set/remove change the caller's list in place."""
+    flat = []
+    h = Headers(flat)
+    for name, value in ((b"Date", b"d"), (b"X-Request-ID", b"r"), (b"ETag", b'"e"'), (b"Content-Type", b"t"),
+                        (b"Vary", b"Cookie"), (b"content-type", b"u")):
+        h.add(name, value)
+    assert h.get(b"content-type") == b"t" and h.get(b"x-request-id") == b"r"
+    assert h.get(b"vary") == b"Cookie" and h.get(b"etag") == b'"e"' and h.get(b"DATE") == b"d"
+    assert h.get_all(b"CONTENT-type") == [b"t", b"u"] and h.get(b"content-typ") is None
+    h.set(b"ETag", b'W/"e"')  # one of that name: changed where it is
+    assert list(h)[2] == (b"ETag", b'W/"e"') and len(h) == 6
+    assert h.remove_all(frozenset((b"content-type", b"vary"))) == 3
+    assert flat == [b"Date", b": ", b"d", b"\r\n", b"X-Request-ID", b": ", b"r", b"\r\n",
+                    b"ETag", b": ", b'W/"e"', b"\r\n"]
+    h.set(b"date", b"x")
+    assert h.wire() == b'date: x\r\nX-Request-ID: r\r\nETag: W/"e"\r\n'

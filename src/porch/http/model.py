@@ -7,9 +7,11 @@ the one the upstream response head is split into (http/response_head.py), so
 wrapping it copies nothing, and serialising it for HTTP/1.1 stays one ``b"".join``.
 HTTP/2 reads the same list as (name, value) pairs (http/h2.py lowercases names).
 
-Names compare case-insensitively (RFC 9110 5.1).  A lookup lowercases each name it
-passes, which is fine: policies look up a few names per request, and the request
-path with no policy never builds a `Headers` at all.
+Names compare case-insensitively (RFC 9110 5.1).  A lookup lowercases only the names
+of the right length: most fields of a head are not the one sought, and their lengths
+say so without making a lowercase copy of each (a response head's ten fields cost ten
+bytes objects otherwise, for every lookup of every policy).  The request path with no
+policy never builds a `Headers` at all.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Iterable, Iterator
 SEP = b": "
 CRLF = b"\r\n"
 _STEP = 4  # name, SEP, value, CRLF
+# (The loops below write the step as the literal 4: compiled, range() with a literal
+# step and a typed index (model.pxd) is a C loop, not a range object of Python ints.)
 
 
 class Headers:
@@ -54,23 +58,31 @@ class Headers:
     def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
         """The first value of `name`, or `default`."""
         flat = self.flat
+        size = len(name)
         key = name.lower()
-        for i in range(0, len(flat), _STEP):
-            if flat[i].lower() == key:
+        for i in range(0, len(flat), 4):
+            field = flat[i]
+            if len(field) == size and field.lower() == key:
                 return flat[i + 2]
         return default
 
     def get_all(self, name: bytes) -> list[bytes]:
         flat = self.flat
+        size = len(name)
         key = name.lower()
-        return [flat[i + 2] for i in range(0, len(flat), _STEP) if flat[i].lower() == key]
+        out = []
+        for i in range(0, len(flat), 4):
+            field = flat[i]
+            if len(field) == size and field.lower() == key:
+                out.append(flat[i + 2])
+        return out
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, bytes) and self.get(name) is not None
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         flat = self.flat
-        for i in range(0, len(flat), _STEP):
+        for i in range(0, len(flat), 4):
             yield flat[i], flat[i + 2]
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
@@ -95,27 +107,39 @@ class Headers:
         """One field `name: value`, where the first of that name was (else at the end);
         other fields of that name go."""
         flat = self.flat
+        size = len(name)
         key = name.lower()
         at = -1
-        out: list[bytes] = []
-        for i in range(0, len(flat), _STEP):
-            if flat[i].lower() == key:
-                if at < 0:
-                    at = len(out)
-                    out += (name, SEP, value, CRLF)
-            else:
-                out += flat[i : i + _STEP]
+        for i in range(0, len(flat), 4):
+            field = flat[i]
+            if len(field) == size and field.lower() == key:
+                if at >= 0:  # a second one: drop the others
+                    self.remove_all(frozenset((key,)))
+                    flat.insert(at, CRLF)  # (put back where the first was)
+                    flat.insert(at, value)
+                    flat.insert(at, SEP)
+                    flat.insert(at, name)
+                    return
+                at = i
         if at < 0:
-            out += (name, SEP, value, CRLF)
-        flat[:] = out
+            flat += (name, SEP, value, CRLF)
+        else:
+            flat[at] = name
+            flat[at + 2] = value
 
     def setdefault(self, name: bytes, value: bytes) -> bytes:
         """Add `name: value` unless a field of that name is there; its value either way."""
         found = self.get(name)
         if found is None:
-            self.add(name, value)
+            self.flat += (name, SEP, value, CRLF)
             return value
         return found
+
+    def add_missing(self, fields: Iterable[tuple[bytes, bytes]]) -> None:
+        """`setdefault` for each (name, value) of `fields`, in one call."""
+        for name, value in fields:
+            if self.get(name) is None:
+                self.flat += (name, SEP, value, CRLF)
 
     def remove(self, name: bytes) -> int:
         """Drop every field of that name; how many there were."""
@@ -124,10 +148,13 @@ class Headers:
     def remove_all(self, names: frozenset[bytes]) -> int:
         """Drop every field whose lowercase name is in `names`; how many there were."""
         flat = self.flat
-        kept = [flat[i : i + _STEP] for i in range(0, len(flat), _STEP) if flat[i].lower() not in names]
-        dropped = len(flat) // _STEP - len(kept)
-        if dropped:
-            flat[:] = [piece for field in kept for piece in field]
+        sizes = {len(n) for n in names}
+        dropped = 0
+        for i in range(len(flat) - 4, -1, -4):  # from the end: deletions keep the indexes before
+            field = flat[i]
+            if len(field) in sizes and field.lower() in names:
+                del flat[i : i + 4]
+                dropped += 1
         return dropped
 
     # -- writing --------------------------------------------------------------------

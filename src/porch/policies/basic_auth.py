@@ -31,7 +31,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import hashlib
 import ipaddress
@@ -140,7 +139,11 @@ def build(config: BasicAuthConfig | None, env: Any) -> Policy | None:
     shared = env.shared.get("basic_auth")
     if shared is None:
         shared = env.shared["basic_auth"] = Shared(env.error_log, getattr(env, "counters", None))
-    return BasicAuth(config, shared)
+    # The upstream_request hook only where it has work: a route whose only such hook
+    # is the forwarding headers' builds the upstream head without a RequestHead
+    # (server/proxy.py), ~5,000 instructions a request less (bench/hotpath.py).
+    kind = BasicAuthUpstream if config.user_header or not config.pass_authorization else BasicAuth
+    return kind(config, shared)
 
 
 # -- the parts every basic_auth of a load shares -----------------------------------
@@ -151,17 +154,20 @@ class VerifiedCache:
     used first out).  Keys are a keyed BLAKE2 of user, file entry and password, with a
     key made per process: what is held in memory is no hash anyone can test guesses on."""
 
-    __slots__ = ("size", "ttl", "_key", "_until")
+    __slots__ = ("size", "ttl", "_keyed", "_until")
 
     def __init__(self, size: int = 1024, ttl: float = 60.0) -> None:
         self.size = size
         self.ttl = ttl
-        self._key = os.urandom(32)
+        # keyed once: a copy per token skips the key's own compression and the
+        # keyword parsing (the same digest as blake2b(data, key=..., digest_size=32))
+        self._keyed = hashlib.blake2b(key=os.urandom(32), digest_size=32)
         self._until: OrderedDict[bytes, float] = OrderedDict()
 
     def token(self, entry: htpasswd.Entry, password: bytes) -> bytes:
-        data = b"\0".join((entry.user.encode(), entry.hash.encode(), password))
-        return hashlib.blake2b(data, key=self._key, digest_size=32).digest()
+        h = self._keyed.copy()
+        h.update(b"\0".join((entry.user.encode(), entry.hash.encode(), password)))
+        return h.digest()
 
     def fresh(self, token: bytes, now: float) -> bool:
         until = self._until.get(token)
@@ -257,7 +263,7 @@ def credentials(value: bytes) -> tuple[str, bytes] | None:
     if scheme.lower() != b"basic":
         return None
     try:
-        raw = base64.b64decode(token.strip(), validate=True)
+        raw = binascii.a2b_base64(token.strip(), strict_mode=True)  # base64.b64decode(validate=True)
     except (binascii.Error, ValueError):
         raise Malformed("Basic credentials are not base64") from None
     user, colon, password = raw.partition(b":")
@@ -288,7 +294,7 @@ class BasicAuth(Policy):
         if wait:
             headers = Headers.of([(b"Retry-After", b"%d" % math.ceil(wait))])
             return Reply(429, headers=headers)
-        value = ctx.request.headers.get(b"authorization")
+        value = Headers(ctx.headers).get(b"authorization")
         try:
             found = None if value is None else credentials(value)
         except Malformed as err:
@@ -331,6 +337,13 @@ class BasicAuth(Policy):
 
     def _unauthorized(self, cause: str) -> Reply:
         return Reply(401, headers=Headers.of([(b"WWW-Authenticate", self.challenge)]), cause=cause)
+
+
+class BasicAuthUpstream(BasicAuth):
+    """basic_auth with a `user_header` or `pass_authorization = false`: the upstream
+    head changes too."""
+
+    __slots__ = ()
 
     def upstream_request(self, ctx: Context, head: RequestHead) -> None:
         headers = head.headers

@@ -139,6 +139,8 @@ class GzipEncoder:
         return out
 
     def finish(self, data: bytes) -> bytes:
+        if not data:  # (the usual last call: the body is in already)
+            return self.z.flush(zlib.Z_FINISH)
         return self.z.compress(data) + self.z.flush(zlib.Z_FINISH)
 
 

@@ -68,6 +68,7 @@ _READ = frozenset((b"content-type", b"content-length", b"content-encoding", b"co
 _DIGESTS = (b"content-digest", b"repr-digest", b"digest", b"content-md5")
 _NO_BODY = frozenset((204, 206, 304))  # 206: a part, counted in uncoded bytes
 _REMOVED = frozenset((b"content-length", b"accept-ranges"))
+_NO, _YES, _STREAM = 0, 1, 2  # a Content-Type: not compressed, compressed, an event stream
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ class Compress(Policy):
         self.majors = tuple(t[:-1].encode() for t in config.types if t.endswith("/*"))
         self.any_type = "*" in config.types
         self.zstd = codings.contexts(self.levels.get(codings.ZSTD, 3))
-        self._typed: dict[bytes, bool] = {}  # Content-Type value -> compressible
+        self._typed: dict[bytes, int] = {}  # Content-Type value -> _NO, _YES or _STREAM
 
     def response(self, ctx: Context, head: ResponseHead) -> None:
         status = head.status
@@ -204,11 +205,11 @@ class Compress(Policy):
         _add_vary(headers, fields.get(b"vary"))
         if ctx.method == b"HEAD":
             return
-        accept = ctx.request.headers.get_all(b"accept-encoding")
+        accept = Headers(ctx.headers).get_all(b"accept-encoding")
         coding = self.choose(b",".join(accept)) if accept else None
         if coding is None:
             return
-        ctx.vars[_STATE] = self._encoder(coding, length, fields[b"content-type"])
+        ctx.vars[_STATE] = self._encoder(coding, length, self._typed.get(fields[b"content-type"]) == _STREAM)
         headers.remove_all(_REMOVED)
         headers.add(b"Content-Encoding", coding.encode())
         _weaken_etag(headers, fields.get(b"etag"))
@@ -227,8 +228,9 @@ class Compress(Policy):
             return None
         if b"content-encoding" in fields or b"content-range" in fields:
             return None
-        if any(name in fields for name in _DIGESTS):
-            return None
+        for name in _DIGESTS:
+            if name in fields:
+                return None
         control = fields.get(b"cache-control")
         if control is not None and b"no-transform" in control.lower():
             return None
@@ -242,16 +244,18 @@ class Compress(Policy):
         known = self._typed.get(value)
         if known is None:
             kind = value.partition(b";")[0].strip().lower()
-            known = (kind.startswith(b"text/") or kind in self.types or kind.endswith(_SUFFIXES)
-                     or self.any_type or kind.startswith(self.majors))
+            known = _NO
+            if (kind.startswith(b"text/") or kind in self.types or kind.endswith(_SUFFIXES)
+                    or self.any_type or kind.startswith(self.majors)):
+                known = _STREAM if kind == b"text/event-stream" else _YES
             if len(self._typed) >= 256:
                 self._typed.clear()  # bounded, whatever types upstreams make up
             self._typed[value] = known
-        return known
+        return known != _NO
 
-    def _encoder(self, coding: str, length: int, kind: bytes) -> Any:
+    def _encoder(self, coding: str, length: int, stream: bool) -> Any:
         # Live streams are flushed chunk by chunk; see the module docstring.
-        flush_each = length < 0 or kind.partition(b";")[0].strip().lower() == b"text/event-stream"
+        flush_each = length < 0 or stream
         if coding == codings.ZSTD:
             return codings.ZstdEncoder(self.zstd, length, flush_each)
         if coding == codings.BR:

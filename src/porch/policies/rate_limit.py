@@ -164,7 +164,7 @@ class ClientRateLimit(Policy):
 
     def key_of(self, ctx: Context) -> bytes:
         if self.header:
-            return ctx.request.headers.get(self.header) or b""
+            return Headers(ctx.headers).get(self.header) or b""
         if self.user:
             return str(ctx.vars.get("remote_user") or "").encode()
         return ctx.client_ip.encode()

@@ -90,11 +90,11 @@ class Security(Policy):
 
     def response(self, ctx: Context, head: ResponseHead) -> None:
         headers = head.headers
-        for name, value in self.fields:
-            if self.override:
+        if self.override:
+            for name, value in self.fields:
                 headers.set(name, value)
-            else:
-                headers.setdefault(name, value)
+        else:
+            headers.add_missing(self.fields)
 
 
 def build(config: SecurityHeaders | None, env: object = None) -> Policy | None:
