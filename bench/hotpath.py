@@ -124,8 +124,6 @@ class FakeTransport:
         self.extra = {"peername": peer, "sockname": local}
         self.written = 0
         self.writes = 0
-        self.kept: list[bytes] | None = None  # what is written, while a list
-
 
     def get_extra_info(self, name, default=None):
         return self.extra.get(name, default)
@@ -133,14 +131,10 @@ class FakeTransport:
     def write(self, data) -> None:
         self.written += len(data)
         self.writes += 1
-        if self.kept is not None:
-            self.kept.append(bytes(data))
 
     def writelines(self, chunks) -> None:
         for c in chunks:
             self.written += len(c)
-            if self.kept is not None:
-                self.kept.append(bytes(c))
         self.writes += 1
 
     def is_closing(self) -> bool:
@@ -165,6 +159,24 @@ class FakeServer:
         self.connections: set = set()
         self.draining = False
         self.limits = None
+
+
+class Keeping(FakeTransport):
+    """A FakeTransport that also keeps what is written: the client's transport for the
+    one checked round only, so the measured rounds pay nothing for it."""
+
+    def __init__(self, peer: tuple[str, int], local: tuple[str, int]) -> None:
+        super().__init__(peer, local)
+        self.kept: list[bytes] = []
+
+    def write(self, data) -> None:
+        FakeTransport.write(self, data)
+        self.kept.append(bytes(data))
+
+    def writelines(self, chunks) -> None:
+        chunks = list(chunks)
+        FakeTransport.writelines(self, chunks)
+        self.kept.extend(bytes(c) for c in chunks)
 
 
 def noop_policies(n: int) -> list:
@@ -249,15 +261,15 @@ def run(args, config_text: str, request: bytes, response: bytes, body: bytes, co
         _rounds(n, client, ct, up, runtime, request, response)
 
     rounds(2000, client, ct, up, runtime)  # warm the memos
-    before = ct.written
-    ct.kept = []
-    rounds(1, client, ct, up, runtime)
-    per = ct.written - before
+    kept = Keeping(ct.extra["peername"], ct.extra["sockname"])
+    client.transport = kept  # for this one round: the measured ones pay nothing for it
+    rounds(1, client, kept, up, runtime)
+    client.transport = ct
+    per = kept.written
     if body:
-        check_bench_response(b"".join(ct.kept), body)
+        check_bench_response(b"".join(kept.kept), body)
     else:
         assert per > len(RESPONSE) - 60, f"client got {per} bytes a round"
-    ct.kept = None
     import gc
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)  # as server/app.py
