@@ -1,0 +1,344 @@
+"""Snikket's and OpenTalk's guide files served by Debian's nginx and by `porch run -c FILE`,
+over TLS where they listen with ssl (certificates made by the test), with the harness of
+test_nginx_differential.py: the same raw requests to both, and the same answer (status,
+Location, the fields the file adds) and the same upstream view (method, target, the
+forwarded fields, body length), but for the intended differences listed in INTENDED there
+and here, each with its reason.
+
+Rendering: `listen 80` / `listen 443 ssl` become 127.0.0.1 and free ports (the `[::]`
+lines are left out: the test machine may have no IPv6), the certificate paths the test's
+own, the upstreams' `localhost:N` the test's upstreams.  The guides' snippets go where the
+guides say: OpenTalk's gzip and limit_req_zone lines into the http block of its
+nginx.conf, its security headers and static-file caching location into each HTTPS
+server, its limit_req into the controller's location.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import re
+import socket
+import ssl
+import threading
+import time
+import zlib
+from pathlib import Path
+from urllib.parse import urljoin
+
+import pytest
+
+from .helpers import PORCH_BIN, RawConn, Registry, Upstream, free_port, wait_for_port
+from .shaped import Shaped
+from .test_nginx_differential import COMPARED, INTENDED, NGINX, PORCH_OWN, nginx_main, req
+from .test_websocket import WsUpstream
+from .tlscerts import TestCA
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "nginx"
+
+# Intended differences met here (added to test_nginx_differential.INTENDED's, same review).
+INTENDED_HERE = {
+    "https-redirect": "nginx's `return 301 https://$host$request_uri` is 301 to the host without a"
+    " port; Porch's redirect_http is 308 (method and body kept) to its own HTTPS port",
+    "add-header-errors": "add_header without `always` adds nothing to 4xx/5xx answers under nginx;"
+    " Porch puts the file's response headers on every answer (a security header is no less"
+    " needed on an error page)",
+    "plain-redirect": "Snikket's port-80 block proxies plain HTTP to Snikket; Porch serves a name"
+    " with a certificate over HTTPS only and redirects port 80 there, but for ACME challenges"
+    " (warned at check: porch.toml's redirect_http = false serves both alike)",
+    "absolute-location": "proxy_redirect default turns the upstream's https://127.0.0.1:N/x into"
+    " https://NAME:LISTEN-PORT/x; Porch writes https://HOST/x with the Host as the client sent it:"
+    " the same URL when the Host carries the port (browsers send it) and on 443",
+    "host-case": "$host is lowercased by nginx; Porch sends the client's Host as received (names"
+    " compare without case)",
+    "unknown-sni": "over TLS, a name no server names: nginx completes the handshake with its default"
+    " server's certificate and proxies; Porch has no certificate for it and ends the handshake",
+    "own-error-body": "nginx's and Porch's own error pages (413, 503, 404) differ in body and"
+    " Content-Type; status and the fields the file adds are compared",
+}
+INTENDED.update({k: v for k, v in INTENDED_HERE.items() if k not in INTENDED})
+
+# Snikket's `client_max_body_size 20MB` stops nginx ("invalid value"); Porch loads it as 20M
+# with a warning naming that fix, and nginx gets the fixed line.
+NGINX_FIXES = (("client_max_body_size 20MB;", "client_max_body_size 20M;"),)
+
+# Response fields the files add (or nginx's modules set), compared on every answer.
+ADDED = ("strict-transport-security", "x-content-type-options", "x-frame-options", "x-xss-protection",
+         "content-security-policy", "cache-control", "content-encoding", "upgrade", "vary")
+
+
+class Conn(RawConn):
+    """RawConn, over TLS to `sni` when given (the test CA trusted)."""
+
+    def __init__(self, port: int, ctx: ssl.SSLContext | None = None, sni: str | None = None):
+        super().__init__(port)
+        if ctx is not None:
+            self.sock = ctx.wrap_socket(self.sock, server_hostname=sni)
+
+
+class Side:
+    """nginx or Porch serving one rendered tree: its HTTP and HTTPS ports."""
+
+    def __init__(self, name: str, http: int, https: int) -> None:
+        self.name, self.http, self.https = name, http, https
+
+
+class Guide:
+    """nginx and Porch serving the same guide's file; `ask` one of them."""
+
+    def __init__(self, nginx: Side, porch: Side, ctx: ssl.SSLContext) -> None:
+        self.nginx, self.porch, self.ctx = nginx, porch, ctx
+
+    def sides(self) -> tuple[Side, Side]:
+        return self.nginx, self.porch
+
+    def ask(self, side: Side, request: bytes, tls: bool):
+        host = request.split(b"Host: ")[1].split(b"\r\n")[0].decode().split(":")[0]
+        port = side.https if tls else side.http
+        with Conn(port, self.ctx if tls else None, host) as conn:
+            conn.send(request)
+            return conn.read_response(head_request=request.startswith(b"HEAD "))
+
+
+def start(procs: Registry, d: Path, name: str, files: dict[str, str], main: str, ports: tuple[int, int],
+          extra_http: str = "") -> Side:
+    """Write `files` under d/name with the ports and this side's paths, start the server."""
+    root = d / name
+    (root / "log").mkdir(parents=True)
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = (text.replace("HTTPPORT", str(ports[0])).replace("HTTPSPORT", str(ports[1]))
+                .replace("/etc/nginx/", f"{root}/").replace("/var/log/nginx/", f"{root}/log/")
+                .replace("NGINX_ONLY", extra_http if name == "nginx" else ""))
+        if name == "nginx":  # the guide's mistakes nginx refuses, as the warnings say to fix them
+            for wrong, right in NGINX_FIXES:
+                text = text.replace(wrong, right)
+        path.write_text(text)
+    if name == "nginx":
+        conf = root / "nginx-main.conf"
+        temp = "".join(f"{k}_temp_path {root}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        if main.endswith("site.conf"):  # a file of server blocks: nginx_main puts it in http
+            conf.write_text(nginx_main(root, root / main))
+        else:  # a whole http block: the temp paths go in it (NGINX_ONLY)
+            conf.write_text(f"{user}daemon off;\nworker_processes 1;\npid {root}/nginx.pid;\n"
+                            f"error_log {root}/error.log warn;\nevents {{ worker_connections 256; }}\n"
+                            f"include {root / main};\n")
+            (root / main).write_text((root / main).read_text().replace("TEMP_PATHS", temp))
+        argv = [NGINX, "-p", f"{root}/", "-c", str(conf), "-e", str(root / "error.log")]
+    else:
+        if not main.endswith("site.conf"):
+            (root / main).write_text((root / main).read_text().replace("TEMP_PATHS", ""))
+        argv = ["env", f"PORCH_STATE_DIR={root / 'state'}", str(PORCH_BIN), "run", "-c", str(root / main)]
+    managed = procs.start(argv, cwd=root, name=name)
+    for port in ports:
+        wait_for_port(port, managed)
+    return Side(name, *ports)
+
+
+def pair(procs: Registry, d: Path, files: dict[str, str], main: str, ctx: ssl.SSLContext) -> Guide:
+    sides = [start(procs, d, name, files, main, (free_port(), free_port())) for name in ("nginx", "porch")]
+    return Guide(sides[0], sides[1], ctx)
+
+
+def view(resp, side: Side, host: str, target: str, tls: bool, sent_by_nginx: set[str], upstream_seen=None):
+    """What is compared of one answer: status, Location as the client resolves it (ports
+    as PORT), the ADDED fields (Expires as 'future' if 7 days ahead), the body where it is
+    the upstream's, and the upstream's view (method, target, COMPARED fields, body length)."""
+    port = side.https if tls else side.http
+    scheme = "https" if tls else "http"
+    location = resp.header("location")
+    if location:
+        location = urljoin(f"{scheme}://{host}:{port}{target}", location)
+        location = location.replace(str(side.https), "PORT").replace(str(side.http), "PORT")
+    added = {k: sorted(resp.header_all(k)) for k in ADDED if resp.header_all(k)}
+    expires = resp.header("expires")
+    if expires:
+        ahead = email.utils.parsedate_to_datetime(expires).timestamp() - time.time()
+        added["expires"] = "7d" if abs(ahead - 7 * 86400) < 30 else expires
+    fields = None
+    seen = upstream_seen
+    if seen is not None:
+        got: dict[str, list[str]] = {}
+        for k, v in seen["headers"]:
+            k = k.lower()
+            if k not in COMPARED or (side.name == "porch" and k in PORCH_OWN and k not in sent_by_nginx):
+                continue
+            got.setdefault(k, []).append(v.replace(str(port), "PORT"))
+        if side.name == "nginx":
+            sent_by_nginx |= set(got)
+        fields = (seen["method"], seen["target"], got, seen.get("body_length"), seen.get("tls_sni"))
+    body = None
+    if resp.status < 300 and seen is None:
+        body = decoded(resp)
+    return resp.status, location or "", added, fields, body
+
+
+def decoded(resp) -> bytes:
+    if resp.header("content-encoding") == "gzip":
+        return zlib.decompress(resp.body, 31)
+    return resp.body
+
+
+def echo_seen(resp) -> dict | None:
+    import json
+
+    if resp.header("content-type") == "application/json" and resp.body.startswith(b"{"):
+        seen = json.loads(resp.body)
+        if "method" not in seen:
+            return None
+        seen["tls_sni"] = (seen.get("tls") or {}).get("sni") if seen.get("tls") else None
+        return seen
+    return None
+
+
+def compare(guide: Guide, request: bytes, tls: bool, shaped: Shaped | None = None):
+    """Ask both; assert the same view; return it (nginx's)."""
+    head = request.split(b"\r\n\r\n")[0]
+    target = head.split(b" ")[1].decode()
+    host = head.split(b"Host: ")[1].split(b"\r\n")[0].decode()
+    sent: set[str] = set()
+    out = {}
+    for side in guide.sides():
+        before = len(shaped.requests) if shaped else 0
+        resp = guide.ask(side, request, tls)
+        seen = echo_seen(resp)
+        if shaped is not None and len(shaped.requests) > before:
+            method, tgt, headers = shaped.requests[-1]
+            seen = {"method": method, "target": tgt, "headers": headers}
+        out[side.name] = view(resp, side, host, target, tls, sent, seen)
+    assert out["porch"] == out["nginx"], f"{head!r}\n nginx: {out['nginx']}\n porch: {out['porch']}"
+    return out["nginx"]
+
+
+# -- Snikket --------------------------------------------------------------------------
+
+CHAT = "chat.example.com"
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory) -> TestCA:
+    return TestCA(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="module")
+def client_ctx(ca) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca.ca_path))
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def snikket(module_procs, tmp_path_factory, ca, client_ctx) -> Guide:
+    d = tmp_path_factory.mktemp("snikket")
+    cert, key, _ = ca.leaf([CHAT, f"groups.{CHAT}", f"share.{CHAT}"], "snikket")
+    plain = Upstream(module_procs, d)
+    up_cert, up_key, _ = ca.leaf(["localhost"], "snikket-upstream")
+    secure = Upstream(module_procs, d, tls=(up_cert, up_key))
+    text = (DATA / "snikket.conf").read_text()
+    text = text.replace("  listen [::]:80;\n", "").replace("  listen [::]:443 ssl ipv6only=on;\n", "")
+    text = text.replace("listen 80;", "listen 127.0.0.1:HTTPPORT;").replace("listen 443 ssl;", "listen 127.0.0.1:HTTPSPORT ssl;")
+    text = text.replace("/path/to/certificate.pem", str(cert)).replace("/path/to/key.pem", str(key))
+    text = text.replace("http://localhost:5080/", f"http://127.0.0.1:{plain.port}/")
+    text = text.replace("https://localhost:5080/", f"https://127.0.0.1:{secure.port}/")
+    guide = pair(module_procs, d, {"site.conf": text}, "site.conf", client_ctx)
+    guide.ups = {b"SUP": secure.port, b"UP": plain.port}
+    return guide
+
+
+MiB = 1024 * 1024
+SNIKKET = [
+    req("GET", "/", CHAT),
+    req("GET", "/invite/abc/", f"groups.{CHAT}"),
+    req("GET", "/x/./y/../z?%41=%7E", f"share.{CHAT}"),
+    req("GET", "/a%20b/c?q=1&r=%2F", CHAT),
+    req("GET", "/", CHAT, "X-Forwarded-Proto: http\r\n"),
+    req("GET", "/redirect?to=http://other.example/x", CHAT),
+    req("HEAD", "/files/x", f"share.{CHAT}"),
+    req("POST", "/upload/f", f"share.{CHAT}", "Content-Type: image/jpeg\r\n", b"j" * (19 * MiB)),
+    req("PUT", "/upload/g", f"share.{CHAT}", "Content-Type: image/png\r\n", b"p" * (2 * MiB)),
+    req("POST", "/upload/f", f"share.{CHAT}", "Content-Type: image/jpeg\r\n", b"j" * (20 * MiB + 1)),
+    req("GET", "/status/404", CHAT),
+    req("GET", "/status/502", CHAT),
+    req("GET", "/redirect?to=/login", CHAT),
+    req("DELETE", "/upload/f", f"share.{CHAT}"),
+    req("OPTIONS", "/upload/", f"share.{CHAT}", "Origin: https://chat.example.com\r\n"),
+]
+
+
+def ids(request_bytes: bytes) -> str:
+    return request_bytes.split(b"\r\n")[0].decode()[:70]
+
+
+@pytest.mark.parametrize("request_bytes", SNIKKET, ids=ids)
+def test_snikket_https_same_as_nginx(snikket: Guide, request_bytes: bytes) -> None:
+    """The 443 block: HTTPS in, HTTPS to Snikket (proxy_ssl_verify off), Host $host, the
+    file's X-Forwarded-Proto https, client_max_body_size 20MB (read as 20M)."""
+    for name, port in snikket.ups.items():
+        request_bytes = request_bytes.replace(b":" + name + b"/", b":%d/" % port)
+    compare(snikket, request_bytes, True)
+
+
+@pytest.mark.parametrize("target", ["/", "/upload/abc?x=%20y"])
+def test_snikket_port_80_redirects_is_the_intended_difference(snikket: Guide, target: str) -> None:
+    nginx = snikket.ask(snikket.nginx, req("GET", target, CHAT), False)
+    porch = snikket.ask(snikket.porch, req("GET", target, CHAT), False)
+    assert nginx.status == 200 and echo_seen(nginx)["target"] == target  # INTENDED["plain-redirect"]
+    assert porch.status == 308
+    assert porch.header("location") == f"https://{CHAT}:{snikket.porch.https}{target}"
+
+
+def test_snikket_acme_challenge_on_port_80_reaches_snikket(snikket: Guide) -> None:
+    """ACME passthrough: a challenge on port 80 goes to Snikket with the same target and
+    Host through both (nginx: to the port-80 block's upstream, Porch: to the site's)."""
+    got = {}
+    for side in snikket.sides():
+        resp = snikket.ask(side, req("GET", "/.well-known/acme-challenge/Xk3-token", f"share.{CHAT}"), False)
+        seen = echo_seen(resp)
+        got[side.name] = (resp.status, seen["target"], [v for k, v in seen["headers"] if k == "Host"])
+    assert got["porch"] == got["nginx"] == (200, "/.well-known/acme-challenge/Xk3-token", [f"share.{CHAT}"])
+
+
+def test_snikket_body_over_20mb_is_refused_by_both(snikket: Guide) -> None:
+    """client_max_body_size 20MB (read as 20M, warned): a body one byte over is 413 on both."""
+    request = req("POST", "/upload/f", f"share.{CHAT}", "Content-Type: image/jpeg\r\n", b"j" * (20 * MiB + 1))
+    statuses = {side.name: snikket.ask(side, request, True).status for side in snikket.sides()}
+    assert statuses == {"nginx": 413, "porch": 413}
+
+
+def test_snikket_unknown_host_is_the_intended_difference(snikket: Guide) -> None:
+    lax = ssl._create_unverified_context()  # SNI other.example: the certificate names chat.*
+    guide = Guide(snikket.nginx, snikket.porch, lax)
+    nginx = guide.ask(snikket.nginx, req("GET", "/", "other.example"), True)
+    assert nginx.status == 200 and echo_seen(nginx) is not None  # INTENDED["unknown-host"]
+    with pytest.raises(ssl.SSLError):  # INTENDED["unknown-sni"]: Porch has no certificate for that name: no handshake
+        guide.ask(snikket.porch, req("GET", "/", "other.example"), True)
+
+
+def upstream_of(guide: Guide, side: Side, request: bytes) -> dict:
+    return echo_seen(guide.ask(side, request, True))
+
+
+def test_snikket_upstream_redirect_is_the_intended_difference(snikket: Guide) -> None:
+    target = f"/redirect?to=https://127.0.0.1:{snikket.ups[b'SUP']}/a/b".encode()
+    request = req("GET", target.decode(), CHAT)
+    nginx = snikket.ask(snikket.nginx, request, True)
+    porch = snikket.ask(snikket.porch, request, True)
+    assert nginx.status == porch.status == 302  # INTENDED["absolute-location"]
+    assert nginx.header("location") == f"https://{CHAT}:{snikket.nginx.https}/a/b"
+    assert porch.header("location") == f"https://{CHAT}/a/b"
+
+
+def test_snikket_encoded_slash_is_the_intended_difference(snikket: Guide) -> None:
+    request = req("GET", "/a/c%2Fd?r=%2F", CHAT)
+    assert upstream_of(snikket, snikket.nginx, request)["target"] == "/a/c/d?r=%2F"  # INTENDED["decoded-reserved"]
+    assert upstream_of(snikket, snikket.porch, request)["target"] == "/a/c%2Fd?r=%2F"
+
+
+def test_snikket_client_real_ip_and_host_case_are_intended_differences(snikket: Guide) -> None:
+    request = req("GET", "/", "Chat.Example.COM", "X-Real-IP: 6.6.6.6\r\n")
+    nginx = dict((k.lower(), v) for k, v in upstream_of(snikket, snikket.nginx, request)["headers"])
+    porch = dict((k.lower(), v) for k, v in upstream_of(snikket, snikket.porch, request)["headers"])
+    assert (nginx["x-real-ip"], porch["x-real-ip"]) == ("6.6.6.6", "127.0.0.1")  # INTENDED["forwarding-fields"]
+    assert (nginx["host"], porch["host"]) == ("chat.example.com", "Chat.Example.COM")  # INTENDED["host-case"]
