@@ -15,7 +15,9 @@ server, its limit_req into the controller's location.
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import hashlib
 import os
 import re
 import socket
@@ -56,6 +58,9 @@ INTENDED_HERE = {
     "vary": "nginx's gzip_vary is off unless written (the guide does not); Porch sends Vary:"
     " Accept-Encoding on every answer it could compress, so that no cache hands a gzip body to"
     " a client that did not ask for one",
+    "port-80-headers": "nginx's port-80 block (redirect, ACME webroot) adds no headers; Porch's site"
+    " is both blocks and adds the HTTPS block's add_header fields to its port-80 answers too"
+    " (browsers ignore Strict-Transport-Security over http, RFC 6797 8.1)",
     "own-error-body": "nginx's and Porch's own error pages (413, 503, 404) differ in body and"
     " Content-Type; status and the fields the file adds are compared",
 }
@@ -405,7 +410,7 @@ def opentalk(module_procs, tmp_path_factory, ca, client_ctx, shaped) -> Guide:
         os.replace(cert, certs / host / "fullchain.pem")
         os.replace(key, certs / host / "privkey.pem")
     (webroot / ".well-known/acme-challenge").mkdir(parents=True)
-    (webroot / ".well-known/acme-challenge/tok-123").write_text("tok-123.thumbprint")
+    (webroot / ".well-known/acme-challenge/LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0").write_text("LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0.thumbprint")
     for p in (d, webroot, webroot / ".well-known", webroot / ".well-known/acme-challenge"):
         p.chmod(0o755)
     echo = Upstream(module_procs, d)
@@ -471,3 +476,104 @@ def test_opentalk_headers_on_errors_are_the_intended_difference(opentalk: Guide,
     assert nginx.header("strict-transport-security") == porch.header("strict-transport-security")  # always
     for name in NOT_ALWAYS:  # INTENDED["add-header-errors"]
         assert nginx.header(name) is None and porch.header(name), name
+
+
+@pytest.mark.parametrize("host", [FRONT, CONTROLLER, ACCOUNTS, LIVEKIT, PAD, BOARD])
+def test_opentalk_acme_challenge_from_the_webroot_same_as_nginx(opentalk: Guide, host: str) -> None:
+    """Port 80's `location /.well-known/acme-challenge/ { root /var/www/letsencrypt; }`:
+    the token file, on every site; a missing token 404 on both."""
+    for token, status in (("LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0", 200), ("NotThereNotThereNotThere0", 404)):
+        nginx, porch = (opentalk.ask(side, req("GET", f"/.well-known/acme-challenge/{token}", host), False)
+                        for side in opentalk.sides())
+        assert (porch.status, porch.body if status == 200 else b"") == (nginx.status, nginx.body if status == 200 else b"")
+        assert nginx.status == status and (status != 200 or nginx.body == f"{token}.thumbprint".encode())
+        # INTENDED["port-80-headers"]: the port-80 block adds nothing; Porch's site adds its own
+        assert nginx.header("strict-transport-security") is None
+        assert porch.header("strict-transport-security") == "max-age=63072000"
+
+
+@pytest.mark.parametrize("target", ["/", "/room/abc?x=1"])
+def test_opentalk_https_redirect_is_the_intended_difference(opentalk: Guide, target: str) -> None:
+    nginx = opentalk.ask(opentalk.nginx, req("GET", target, CONTROLLER), False)
+    porch = opentalk.ask(opentalk.porch, req("GET", target, CONTROLLER), False)
+    assert (nginx.status, nginx.header("location")) == (301, f"https://{CONTROLLER}{target}")  # INTENDED["https-redirect"]
+    assert (porch.status, porch.header("location")) == (308, f"https://{CONTROLLER}:{opentalk.porch.https}{target}")
+
+
+def test_opentalk_unknown_host_is_the_intended_difference(opentalk: Guide) -> None:
+    nginx = opentalk.ask(opentalk.nginx, req("GET", "/", "other.example"), False)
+    porch = opentalk.ask(opentalk.porch, req("GET", "/", "other.example"), False)
+    # nginx's default server for port 80 is the first block read (sites-enabled/*.conf sorted):
+    # the controller's redirect, to the Host it was given; INTENDED["unknown-host"]
+    assert (nginx.status, nginx.header("location")) == (301, "https://other.example/")
+    assert porch.status == 404 and porch.header("location") is None
+
+
+def ws_frame(payload: bytes, opcode: int = 1, mask: bytes = b"\x01\x02\x03\x04") -> bytes:
+    """One client frame (masked, RFC 6455 5.2), payload under 126 bytes."""
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def websocket(guide: Guide, side: Side) -> tuple[int, dict, bytes]:
+    """Upgrade on pad.example.com over TLS, send one text frame, read the echoed one."""
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    request = (f"GET /echo HTTP/1.1\r\nHost: {PAD}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    with Conn(side.https, guide.ctx, PAD) as conn:
+        conn.send(request)
+        resp = conn.read_response(head_request=True)
+        head = {k: resp.header(k) for k in ("upgrade", "connection", "sec-websocket-accept")}
+        conn.send(ws_frame(b"hello through " + side.name.encode()))
+        while len(conn.buf) < 2:
+            conn._fill()
+        length = conn.buf[1] & 0x7F
+        frame = conn._read_exact(2 + length)
+        conn.send(ws_frame(b"\x03\xe8", opcode=8))  # close 1000
+        return resp.status, head, frame
+
+
+def test_opentalk_websocket_same_as_nginx(opentalk: Guide) -> None:
+    """`proxy_set_header Upgrade $http_upgrade; Connection "upgrade"`: the 101, the
+    accept key, and a text frame each way (the upstream echoes it back, unmasked)."""
+    got = {side.name: websocket(opentalk, side) for side in opentalk.sides()}
+    status, head, frame = got["nginx"]
+    accept = base64.b64encode(hashlib.sha1(b"dGhlIHNhbXBsZSBub25jZQ==258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    assert status == 101 and head["sec-websocket-accept"] == accept.decode()
+    assert frame == b"\x81" + bytes([len(b"hello through nginx")]) + b"hello through nginx"
+    p_status, p_head, p_frame = got["porch"]
+    assert (p_status, {k: v.lower() for k, v in p_head.items()}) == (status, {k: v.lower() for k, v in head.items()})
+    assert p_frame == b"\x81" + bytes([len(b"hello through porch")]) + b"hello through porch"
+
+
+def connections(guide: Guide, side: Side, count: int) -> list[Conn]:
+    return [Conn(side.https, guide.ctx, CONTROLLER) for _ in range(count)]
+
+
+def burst(conns: list[Conn]) -> list[int]:
+    """One request on each of `conns` (opened and through TLS already), all written before
+    any answer is read: their statuses."""
+    try:
+        for conn in conns:
+            conn.send(req("GET", "/v1/rooms", CONTROLLER))
+        return [conn.read_response().status for conn in conns]
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_opentalk_rate_limit_sequence_same_as_nginx(opentalk: Guide) -> None:
+    """limit_req zone=api burst=20 nodelay at 10r/s: of 30 requests at once 21 pass and 9
+    get nginx's 503 (Porch's too: the front-end writes status = 503); 0.25 s later 2.5
+    requests have drained, so of 4 more 2 pass.  The other controller requests of this
+    module are long drained (2.2 s wait)."""
+    time.sleep(2.2)
+    got = {}
+    for side in opentalk.sides():
+        first, second = connections(opentalk, side, 30), connections(opentalk, side, 4)
+        statuses = burst(first)
+        time.sleep(0.25)
+        statuses += burst(second)
+        got[side.name] = statuses
+    assert sorted(got["nginx"][:30]) == [200] * 21 + [503] * 9
+    assert sorted(got["nginx"][30:]) == [200, 200, 503, 503]
+    assert sorted(got["porch"][:30]) == sorted(got["nginx"][:30]) and sorted(got["porch"][30:]) == sorted(got["nginx"][30:])
