@@ -61,6 +61,8 @@ INTENDED_HERE = {
     "port-80-headers": "nginx's port-80 block (redirect, ACME webroot) adds no headers; Porch's site"
     " is both blocks and adds the HTTPS block's add_header fields to its port-80 answers too"
     " (browsers ignore Strict-Transport-Security over http, RFC 6797 8.1)",
+    "realm-charset": "Porch's 401 says WWW-Authenticate: Basic realm=\"...\", charset=\"UTF-8\" (RFC"
+    " 7617 2.1: clients then send UTF-8 user names); nginx sends the realm alone",
     "own-error-body": "nginx's and Porch's own error pages (413, 503, 404) differ in body and"
     " Content-Type; status and the fields the file adds are compared",
 }
@@ -90,7 +92,7 @@ class Conn(RawConn):
 class Side:
     """nginx or Porch serving one rendered tree: its HTTP and HTTPS ports."""
 
-    def __init__(self, name: str, http: int, https: int) -> None:
+    def __init__(self, name: str, http: int, https: int = 0) -> None:
         self.name, self.http, self.https = name, http, https
 
 
@@ -119,7 +121,7 @@ def start(procs: Registry, d: Path, name: str, files: dict[str, str], main: str,
     for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = (text.replace("HTTPPORT", str(ports[0])).replace("HTTPSPORT", str(ports[1]))
+        text = (text.replace("HTTPPORT", str(ports[0])).replace("HTTPSPORT", str(ports[-1]))
                 .replace("/etc/nginx/", f"{root}/").replace("/var/log/nginx/", f"{root}/log/")
                 .replace("NGINX_ONLY", extra_http if name == "nginx" else ""))
         if name == "nginx":  # the guide's mistakes nginx refuses, as the warnings say to fix them
@@ -149,7 +151,10 @@ def start(procs: Registry, d: Path, name: str, files: dict[str, str], main: str,
 
 
 def pair(procs: Registry, d: Path, files: dict[str, str], main: str, ctx: ssl.SSLContext) -> Guide:
-    sides = [start(procs, d, name, files, main, (free_port(), free_port())) for name in ("nginx", "porch")]
+    """Both sides; a file without ssl listens has its HTTP port only."""
+    tls = any("ssl" in text for text in files.values())
+    sides = [start(procs, d, name, files, main, (free_port(), free_port()) if tls else (free_port(),))
+             for name in ("nginx", "porch")]
     return Guide(sides[0], sides[1], ctx)
 
 
@@ -577,3 +582,64 @@ def test_opentalk_rate_limit_sequence_same_as_nginx(opentalk: Guide) -> None:
     assert sorted(got["nginx"][:30]) == [200] * 21 + [503] * 9
     assert sorted(got["nginx"][30:]) == [200, 200, 503, 503]
     assert sorted(got["porch"][:30]) == sorted(got["nginx"][:30]) and sorted(got["porch"][30:]) == sorted(got["nginx"][30:])
+
+
+# -- Radicale with basic auth -------------------------------------------------------------
+
+DAV = "dav.example.org"
+HTPASSWD = ("alice:$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/\n"  # secret (htpasswd -m)
+            "bob:$6$saltsalt$BOB6\n")
+
+
+def basic(user: str, password: str) -> str:
+    return "Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()).decode() + "\r\n"
+
+
+@pytest.fixture(scope="module")
+def radicale_auth(module_procs, tmp_path_factory, client_ctx) -> Guide:
+    """Radicale's "Reverse proxy with authentication" location, in a server for dav.example.org."""
+    import subprocess
+
+    d = tmp_path_factory.mktemp("radicale-auth")
+    bob = subprocess.run(["openssl", "passwd", "-6", "-salt", "saltsalt", "hunter2"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    htpasswd = d / "htpasswd"
+    htpasswd.write_text(HTPASSWD.replace("$6$saltsalt$BOB6", bob))
+    htpasswd.chmod(0o644)
+    d.chmod(0o755)
+    echo = Upstream(module_procs, d)
+    location = (DATA / "radicale-auth.conf").read_text().replace("http://localhost:5232/", f"{echo.url}/")
+    location = location.replace("/etc/nginx/htpasswd", str(htpasswd))
+    text = f"server {{\n    listen 127.0.0.1:HTTPPORT;\n    server_name {DAV};\n{location}}}\n"
+    guide = pair(module_procs, d, {"site.conf": text}, "site.conf", client_ctx)
+    return guide
+
+
+RADICALE_AUTH = [
+    req("GET", "/radicale/", DAV, basic("alice", "secret")),
+    req("GET", "/radicale/alice/calendar.ics/?export=1", DAV, basic("alice", "secret")),
+    req("PROPFIND", "/radicale/alice/", DAV, basic("alice", "secret") + "Depth: 1\r\nContent-Type: text/xml\r\n",
+        b"<propfind/>"),
+    req("HEAD", "/radicale/alice/", DAV, basic("alice", "secret")),
+    req("GET", "/radicale/bob/", DAV, basic("bob", "hunter2")),
+    req("GET", "/radicale/", DAV, basic("alice", "wrong")),
+    req("GET", "/radicale/", DAV, basic("carol", "secret")),
+    req("GET", "/radicale/", DAV),
+    req("GET", "/radicale/", DAV, "Authorization: Bearer abc\r\n"),
+    req("GET", "/radicale/", DAV, "Authorization: Basic !!!notbase64\r\n"),
+    req("PUT", "/radicale/alice/cal/e.ics", DAV, basic("alice", "secret") + "Content-Type: text/calendar\r\n",
+        b"B" * (1024 * 1024 + 1)),
+    req("GET", "/radicale/alice/a%20b/?q=%C3%A9", DAV, basic("alice", "secret")),
+]
+
+
+@pytest.mark.parametrize("request_bytes", RADICALE_AUTH, ids=ids)
+def test_radicale_basic_auth_same_as_nginx(radicale_auth: Guide, request_bytes: bytes) -> None:
+    """Right, wrong and missing credentials: the same 200 (with X-Remote-User $remote_user at
+    the upstream) or 401 with the same WWW-Authenticate realm."""
+    compare(radicale_auth, request_bytes, False)
+    nginx, porch = (radicale_auth.ask(side, request_bytes, False) for side in radicale_auth.sides())
+    if nginx.status == 401:  # INTENDED["realm-charset"]
+        assert porch.header("www-authenticate") == nginx.header("www-authenticate") + ', charset="UTF-8"'
+    else:
+        assert porch.header("www-authenticate") is nginx.header("www-authenticate") is None
