@@ -18,11 +18,11 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
+import json
 import os
 import re
-import socket
 import ssl
-import threading
+import subprocess
 import time
 import zlib
 from pathlib import Path
@@ -32,13 +32,14 @@ import pytest
 
 from .helpers import PORCH_BIN, RawConn, Registry, Upstream, free_port, wait_for_port
 from .shaped import Shaped
-from .test_nginx_differential import COMPARED, INTENDED, NGINX, PORCH_OWN, nginx_main, req
+from .test_nginx_differential import COMPARED, NGINX, PORCH_OWN, nginx_main, req
+from .test_nginx_differential import INTENDED as INTENDED_THERE
 from .test_websocket import WsUpstream
 from .tlscerts import TestCA
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "nginx"
 
-# Intended differences met here (added to test_nginx_differential.INTENDED's, same review).
+# Intended differences met here, beside test_nginx_differential.INTENDED's (same review).
 INTENDED_HERE = {
     "https-redirect": "nginx's `return 301 https://$host$request_uri` is 301 to the host without a"
     " port; Porch's redirect_http is 308 (method and body kept) to its own HTTPS port",
@@ -66,7 +67,7 @@ INTENDED_HERE = {
     "own-error-body": "nginx's and Porch's own error pages (413, 503, 404) differ in body and"
     " Content-Type; status and the fields the file adds are compared",
 }
-INTENDED.update({k: v for k, v in INTENDED_HERE.items() if k not in INTENDED})
+INTENDED = {**INTENDED_THERE, **INTENDED_HERE}  # the reviewed list, both files' (keys differ)
 
 # Snikket's `client_max_body_size 20MB` stops nginx ("invalid value"); Porch loads it as 20M
 # with a warning naming that fix, and nginx gets the fixed line.
@@ -169,7 +170,7 @@ def view(resp, side: Side, host: str, target: str, tls: bool, sent_by_nginx: set
         location = urljoin(f"{scheme}://{host}:{port}{target}", location)
         location = location.replace(str(side.https), "PORT").replace(str(side.http), "PORT")
     added = {k: sorted(resp.header_all(k)) for k in ADDED if resp.header_all(k)
-             and not (resp.status >= 400 and k in NOT_ALWAYS)}
+             and not (resp.status >= 400 and k in NOT_ALWAYS)}  # INTENDED["add-header-errors"]
     expires = resp.header("expires")
     if expires:
         ahead = email.utils.parsedate_to_datetime(expires).timestamp() - time.time()
@@ -186,7 +187,7 @@ def view(resp, side: Side, host: str, target: str, tls: bool, sent_by_nginx: set
         if side.name == "nginx":
             sent_by_nginx |= set(got)
         fields = (seen["method"], seen["target"], got, seen.get("body_length"), seen.get("tls_sni"))
-    body = None
+    body = None  # bodies of 3xx-5xx answers not compared: INTENDED["own-error-body"]
     if resp.status < 300 and (seen is None or "body_length" not in seen):  # files, Shaped's bodies
         body = decoded(resp)
     return resp.status, location or "", added, fields, body
@@ -199,8 +200,6 @@ def decoded(resp) -> bytes:
 
 
 def echo_seen(resp) -> dict | None:
-    import json
-
     if resp.header("content-type") == "application/json" and resp.body.startswith(b"{"):
         try:
             seen = json.loads(resp.body)
@@ -370,7 +369,6 @@ OT = DATA / "opentalk"
 FRONT, CONTROLLER, ACCOUNTS, LIVEKIT, PAD, BOARD = (
     "example.com", "controller.example.com", "accounts.example.com", "livekit.example.com",
     "pad.example.com", "whiteboard.example.com")
-SECURE_HEADERS = ("x-content-type-options", "x-frame-options", "x-xss-protection", "content-security-policy")
 
 
 def opentalk_files(certs: Path, webroot: Path, ports: dict[int, str]) -> dict[str, str]:
@@ -598,8 +596,6 @@ def basic(user: str, password: str) -> str:
 @pytest.fixture(scope="module")
 def radicale_auth(module_procs, tmp_path_factory, client_ctx) -> Guide:
     """Radicale's "Reverse proxy with authentication" location, in a server for dav.example.org."""
-    import subprocess
-
     d = tmp_path_factory.mktemp("radicale-auth")
     bob = subprocess.run(["openssl", "passwd", "-6", "-salt", "saltsalt", "hunter2"], capture_output=True,
                          text=True, check=True).stdout.strip()
@@ -643,3 +639,9 @@ def test_radicale_basic_auth_same_as_nginx(radicale_auth: Guide, request_bytes: 
         assert porch.header("www-authenticate") == nginx.header("www-authenticate") + ', charset="UTF-8"'
     else:
         assert porch.header("www-authenticate") is nginx.header("www-authenticate") is None
+
+
+def test_every_intended_difference_named_here_is_in_the_reviewed_list() -> None:
+    named = set(re.findall(r'INTENDED\["([a-z0-9/-]+)"\]', Path(__file__).read_text()))
+    assert named and named <= set(INTENDED), named - set(INTENDED)
+    assert set(INTENDED_HERE) <= named  # none listed that no test shows
