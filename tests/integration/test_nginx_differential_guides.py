@@ -586,6 +586,65 @@ def test_opentalk_rate_limit_sequence_same_as_nginx(opentalk: Guide) -> None:
     assert sorted(got["porch"][:30]) == sorted(got["nginx"][:30]) and sorted(got["porch"][30:]) == sorted(got["nginx"][30:])
 
 
+# -- Radicale with basic auth -------------------------------------------------------------
+
+DAV = "dav.example.org"
+HTPASSWD = ("alice:$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/\n"  # secret (htpasswd -m)
+            "bob:$6$saltsalt$BOB6\n")
+
+
+def basic(user: str, password: str) -> str:
+    return "Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()).decode() + "\r\n"
+
+
+@pytest.fixture(scope="module")
+def radicale_auth(module_procs, tmp_path_factory, client_ctx) -> Guide:
+    """Radicale's "Reverse proxy with authentication" location, in a server for dav.example.org."""
+    d = tmp_path_factory.mktemp("radicale-auth")
+    bob = subprocess.run(["openssl", "passwd", "-6", "-salt", "saltsalt", "hunter2"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    htpasswd = d / "htpasswd"
+    htpasswd.write_text(HTPASSWD.replace("$6$saltsalt$BOB6", bob))
+    htpasswd.chmod(0o644)
+    d.chmod(0o755)
+    echo = Upstream(module_procs, d)
+    location = (DATA / "radicale-auth.conf").read_text().replace("http://localhost:5232/", f"{echo.url}/")
+    location = location.replace("/etc/nginx/htpasswd", str(htpasswd))
+    text = f"server {{\n    listen 127.0.0.1:HTTPPORT;\n    server_name {DAV};\n{location}}}\n"
+    guide = pair(module_procs, d, {"site.conf": text}, "site.conf", client_ctx)
+    return guide
+
+
+RADICALE_AUTH = [
+    req("GET", "/radicale/", DAV, basic("alice", "secret")),
+    req("GET", "/radicale/alice/calendar.ics/?export=1", DAV, basic("alice", "secret")),
+    req("PROPFIND", "/radicale/alice/", DAV, basic("alice", "secret") + "Depth: 1\r\nContent-Type: text/xml\r\n",
+        b"<propfind/>"),
+    req("HEAD", "/radicale/alice/", DAV, basic("alice", "secret")),
+    req("GET", "/radicale/bob/", DAV, basic("bob", "hunter2")),
+    req("GET", "/radicale/", DAV, basic("alice", "wrong")),
+    req("GET", "/radicale/", DAV, basic("carol", "secret")),
+    req("GET", "/radicale/", DAV),
+    req("GET", "/radicale/", DAV, "Authorization: Bearer abc\r\n"),
+    req("GET", "/radicale/", DAV, "Authorization: Basic !!!notbase64\r\n"),
+    req("PUT", "/radicale/alice/cal/e.ics", DAV, basic("alice", "secret") + "Content-Type: text/calendar\r\n",
+        b"B" * (1024 * 1024 + 1)),
+    req("GET", "/radicale/alice/a%20b/?q=%C3%A9", DAV, basic("alice", "secret")),
+]
+
+
+@pytest.mark.parametrize("request_bytes", RADICALE_AUTH, ids=ids)
+def test_radicale_basic_auth_same_as_nginx(radicale_auth: Guide, request_bytes: bytes) -> None:
+    """Right, wrong and missing credentials: the same 200 (with X-Remote-User $remote_user at
+    the upstream) or 401 with the same WWW-Authenticate realm."""
+    compare(radicale_auth, request_bytes, False)
+    nginx, porch = (radicale_auth.ask(side, request_bytes, False) for side in radicale_auth.sides())
+    if nginx.status == 401:  # INTENDED["realm-charset"]
+        assert porch.header("www-authenticate") == nginx.header("www-authenticate") + ', charset="UTF-8"'
+    else:
+        assert porch.header("www-authenticate") is nginx.header("www-authenticate") is None
+
+
 def test_every_intended_difference_named_here_is_in_the_reviewed_list() -> None:
     named = set(re.findall(r'INTENDED\["([a-z0-9/-]+)"\]', Path(__file__).read_text()))
     assert named and named <= set(INTENDED), named - set(INTENDED)
