@@ -86,7 +86,7 @@ ROUTE_SCOPED = frozenset({
     "proxy_connect_timeout", "proxy_ssl_verify", "proxy_ssl_trusted_certificate",
     "proxy_ssl_certificate", "proxy_ssl_certificate_key", "proxy_ssl_name",
     "proxy_ssl_server_name", "client_max_body_size", "client_body_timeout", "add_header",
-    "auth_basic", "auth_basic_user_file", "limit_req", "allow", "deny", "expires", "root",
+    "auth_basic", "auth_basic_user_file", "limit_req", "limit_req_status", "allow", "deny", "expires", "root",
     "try_files", "gzip", "gzip_types", "gzip_min_length", "gzip_comp_level", "gzip_proxied",
     "gzip_vary", "gzip_disable", "gzip_http_version", "gzip_buffers", "auth_request",
     "proxy_hide_header", "index", "auth_request_set", "internal", "proxy_pass_request_body",

@@ -68,6 +68,9 @@ def _limit_req(ctx: Any, route: Any) -> None:
         value["burst"] = int(opts["burst"]) if opts["burst"].isdigit() else opts["burst"]
     if "nodelay" in d.args:
         value["nodelay"] = True
+    # nginx rejects with 503 unless limit_req_status says otherwise (Porch's own default is 429)
+    status = route.scope.one("limit_req_status")
+    value["status"] = int(status.args[0]) if status is not None and status.args[:1] and status.args[0].isdigit() else 503
     ctx.needs("rate_limit", d, route.values, value, route.origins)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
+import tempfile
 import time
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -21,6 +23,9 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
           "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8")}
 TOML_TYPES = ("application/toml", "text/toml", "text/x-toml")
+NGINX_TYPES = ("text/x-nginx-conf", "text/x-nginx")
+APACHE_TYPES = ("text/x-apache-conf", "text/x-apache")
+SNIFFED_TYPES = ("", "text/plain", "application/octet-stream")  # the type found from the content
 LOAD_SOURCE = "POST /load"  # what the config of a POST /load is called in messages and the dashboard
 CERTS_EVERY = 10.0  # seconds a certificate listing is reused (the dashboard polls each second)
 
@@ -84,22 +89,30 @@ class Handlers:
         from porch.server.supervisor import ReloadError
 
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind not in TOML_TYPES:
-            return text(415, f"POST /load takes a porch.toml with Content-Type: application/toml, not {kind or 'none'}")
         try:
             body = bytes(request.body).decode("utf-8")
         except UnicodeDecodeError as err:
-            return text(400, f"byte {err.start} of the body is not UTF-8; TOML files are UTF-8")
+            return text(400, f"byte {err.start} of the body is not UTF-8; config files are UTF-8")
+        front = load_kind(kind, body)
+        if front is None:
+            return text(415, "POST /load takes a porch.toml (Content-Type: application/toml), an nginx file"
+                        " (text/x-nginx-conf) or an Apache file (text/x-apache-conf), or text/plain found"
+                        f" from its content as porch check does, not {kind}")
         path = self.sup.path
         try:
             # Relative paths in it start where the file porch was started with is; its
             # problems are located in the body ("POST /load:12: ..."), not in that file.
-            config = loads(body, LOAD_SOURCE, base=os.path.dirname(path))
+            if front == "toml":
+                config = loads(body, LOAD_SOURCE, base=os.path.dirname(path))
+            else:
+                config = load_foreign(front, body, path, self.sup.config)
             self.sup.check_reloadable(config)
         except ConfigError as err:
             return text(400, invalid_config_message(LOAD_SOURCE, err))
         except ReloadError as err:
             return text(400, str(err))
+        except OSError as err:
+            return text(500, f"cannot read the body as a file beside {path}: {err.strerror or err}")
         ok, message = await self.sup.reload(config)
         return text(200, message) if ok else text(500, f"reload failed, still serving the previous config: {message}")
 
@@ -224,3 +237,58 @@ def _plain(value: Any) -> Any:
 
 def _not_allowed(allowed: str) -> Response:
     return Response(405, f"use {allowed}\n", headers=[("Allow", allowed)])
+
+
+def load_kind(content_type: str, body: str) -> str | None:
+    """"toml", "nginx" or "apache" for a POST /load body, from its Content-Type or, for a
+    plain or missing one, from its content as `porch check` does for files; None: refused."""
+    if content_type in TOML_TYPES:
+        return "toml"
+    if content_type in NGINX_TYPES:
+        return "nginx"
+    if content_type in APACHE_TYPES:
+        return "apache"
+    if content_type not in SNIFFED_TYPES:
+        return None
+    from porch.config.apache import looks_like_apache
+    from porch.config.nginx import looks_like_nginx
+
+    if looks_like_apache(body[:65536]):
+        return "apache"
+    return "nginx" if looks_like_nginx(body[:65536]) else "toml"
+
+
+_TEMP = re.compile(r"(?:[^\s:]*/)?\.porch-load-[A-Za-z0-9_]+\.conf")
+# Porch-only settings an nginx or Apache file has no directive for: the running config's stay.
+KEPT_SETTINGS = ("admin", "admin_token", "admin_token_file")
+
+
+def load_foreign(front: str, body: str, running_path: str, running: Any) -> Any:
+    """The model of an nginx or Apache file sent as a body: read by the same front-end as
+    a file, from a hidden copy beside the running config, so that its relative includes
+    start where they would for that file (nginx's prefix, httpd's ServerRoot); messages
+    name it "POST /load".  The admin API's settings and the state_dir stay as they are."""
+    from porch.config import apache, nginx
+    from porch.config.nginx.build import STATE_DIR_ENV
+
+    folder = os.path.dirname(os.path.abspath(running_path))
+    fd, temp = tempfile.mkstemp(prefix=".porch-load-", suffix=".conf", dir=folder)
+    saved = os.environ.get(STATE_DIR_ENV)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(body)
+        os.environ[STATE_DIR_ENV] = running.porch.state_dir  # read by the front-end; no await here
+        try:
+            config = (nginx if front == "nginx" else apache).load(temp)
+        except ConfigError as err:
+            raise ConfigError([_TEMP.sub(LOAD_SOURCE, p) for p in err.problems],
+                              [_TEMP.sub(LOAD_SOURCE, o) if o else o for o in err.origins]) from None
+    finally:
+        if saved is None:
+            os.environ.pop(STATE_DIR_ENV, None)
+        else:
+            os.environ[STATE_DIR_ENV] = saved
+        os.unlink(temp)
+    kept = {k: getattr(running.porch, k) for k in KEPT_SETTINGS}
+    return dataclasses.replace(config, porch=dataclasses.replace(config.porch, **kept), source=LOAD_SOURCE,
+                               warnings=tuple(_TEMP.sub(LOAD_SOURCE, w) for w in config.warnings))
