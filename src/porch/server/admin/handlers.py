@@ -269,7 +269,7 @@ def load_foreign(front: str, body: str, running_path: str, running: Any) -> Any:
     start where they would for that file (nginx's prefix, httpd's ServerRoot); messages
     name it "POST /load".  The admin API's settings and the state_dir stay as they are."""
     from porch.config import apache, nginx
-    from porch.config.nginx.build import STATE_DIR_ENV
+    from porch.config.frontend import STATE_DIR_ENV
 
     folder = os.path.dirname(os.path.abspath(running_path))
     fd, temp = tempfile.mkstemp(prefix=".porch-load-", suffix=".conf", dir=folder)
