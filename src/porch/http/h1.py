@@ -191,53 +191,11 @@ def encode_chunk(data: bytes) -> bytes:
 
 
 TEXT_PLAIN = b"text/plain; charset=utf-8"  # the type of Porch's own bodies
-_TEXT_PLAIN_LINE = b"Content-Type: text/plain; charset=utf-8\r\n"
 
 
 def error_body(status: int) -> bytes:
     """The short body of Porch's own answers: "502 Bad Gateway\\n"."""
     return b"%d %s\n" % (status, reason(status))
-
-
-def simple_response(
-    status: int, body: bytes | None = None, *, close: bool = False, extra: bytes = b"",
-    head_only: bool = False, content_type: bytes = TEXT_PLAIN,
-) -> bytes:
-    """A complete short response Porch answers itself (errors, redirects).
-
-    `extra` is pre-encoded header lines ("Name: value\\r\\n"...).
-    """
-    if body is None:
-        body = error_body(status)
-    head = [
-        status_line(status),
-        b"Content-Type: %s\r\n" % content_type if content_type is not TEXT_PLAIN else _TEXT_PLAIN_LINE,
-        b"Content-Length: %d\r\n" % len(body),
-        extra,
-    ]
-    if close:
-        head.append(b"Connection: close\r\n")
-    head.append(CRLF)
-    if head_only:  # HEAD: the length of the body a GET would get, no body (RFC 9110 9.3.2)
-        return b"".join(head)
-    return b"".join(head) + body
-
-
-def content_head(status: int, content_type: bytes | None, length: int | None, *,
-                 close: bool = False, extra: bytes = b"") -> bytes:
-    """The head of content Porch serves itself (a policy's `Reply` with a content
-    type: static files).  `content_type` or `length` None: that field is left out
-    (a 304 has neither, RFC 9110 15.4.5)."""
-    head = [status_line(status)]
-    if content_type is not None:
-        head += (b"Content-Type: ", content_type, CRLF)
-    if length is not None:
-        head.append(b"Content-Length: %d\r\n" % length)
-    head.append(extra)
-    if close:
-        head.append(b"Connection: close\r\n")
-    head.append(CRLF)
-    return b"".join(head)
 
 
 def transfer_encoding_error(value: bytes) -> int:
