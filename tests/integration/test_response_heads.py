@@ -14,7 +14,10 @@ import time
 
 import pytest
 
-from .helpers import RawConn, get, site, wait_until
+from porch.http.conditional import parse_http_date
+
+from .h2client import H2Client
+from .helpers import RawConn, free_port, get, refused_port, site, wait_for_port, wait_until
 
 BODY = b"0123456789" * 10
 RESPONSE = (
@@ -165,3 +168,41 @@ def test_head_over_the_limit_is_502(scripted, porch):
         c.send(get("/big"))
         assert c.read_response().status == 502
     assert wait_until(lambda: "response head over" in p.error_log_text())
+
+
+def test_every_final_response_carries_one_date(scripted, porch):
+    # RFC 9110 6.6.1: a server with a clock sends Date, and a proxy adds it to a response
+    # forwarded without one (nginx does both). Caches and clients age responses by it.
+    bare = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    own = b"HTTP/1.1 200 OK\r\ndAtE: Mon, 23 Nov 2026 16:00:00 GMT\r\nContent-Length: 2\r\n\r\nok"
+    up = scripted([[bare], [own], [bare], [own]], pause=0)
+    https_port = free_port()
+    p = porch(site(f"http://127.0.0.1:{up.port}", "redirect_http = false\n")
+              + f'[[site]]\nhosts = ["down.test"]\nproxy = "http://127.0.0.1:{refused_port()}"\nredirect_http = false\n',
+              https_port=https_port, tls="internal")
+    wait_for_port(https_port, p.managed, what="porch https")
+
+    def now(value) -> bool:
+        value = value.decode() if isinstance(value, bytes) else value
+        return abs(parse_http_date(value.encode()) - time.time()) <= 2
+
+    with RawConn(p.port) as c:
+        c.send(get("/bare"))
+        r = c.read_response()
+        assert len(r.header_all("Date")) == 1 and now(r.header("Date"))
+        c.send(get("/own"))
+        assert c.read_response().header_all("Date") == ["Mon, 23 Nov 2026 16:00:00 GMT"]
+        c.send(get("/", host="nowhere.test"))  # Porch's own 404
+        r = c.read_response()
+        assert r.status == 404 and len(r.header_all("Date")) == 1 and now(r.header("Date"))
+        c.send(get("/", host="down.test"))  # Porch's own 502
+        r = c.read_response()
+        assert r.status == 502 and len(r.header_all("Date")) == 1 and now(r.header("Date"))
+    with H2Client(https_port) as c:  # HTTP/2: the same field, in lower case
+        r = c.get("/bare")
+        assert len([k for k, _ in r.headers if k.lower() == b"date"]) == 1 and now(r.header(b"date"))
+        r = c.get("/own")
+        assert [v for k, v in r.headers if k.lower() == b"date"] == [b"Mon, 23 Nov 2026 16:00:00 GMT"]
+    with H2Client(https_port, server_name="down.test") as c:  # Porch's own 502
+        r = c.get("/")
+        assert r.status == 502 and now(r.header(b"date"))

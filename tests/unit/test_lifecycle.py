@@ -5,6 +5,8 @@ requests over fake transports (the harness of test_pipeline_exchange.py)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from porch.server import lifecycle
@@ -114,8 +116,9 @@ def test_http1_local_answer_bytes(harness):
     h.request(b"HEAD /x HTTP/1.1\r\nHost: app.test\r\n\r\n")
     data = bytes(h.ct.data)
     head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                           b"Content-Length: 13\r\n")  # the length a GET would get
+    # Date first (RFC 9110 6.6.1: an origin with a clock sends it), as nginx puts it after Server
+    assert re.match(rb"HTTP/1.1 401 Unauthorized\r\nDate: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT\r\n"
+                    rb"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 13\r\n", head)  # a GET's length
     assert body == b""  # HEAD: no body
 
 

@@ -6,10 +6,13 @@ httptools reports through on_status / on_header for the same bytes.
 
 from __future__ import annotations
 
+import time
+
 import httptools
 import pytest
 
 from porch.http import h1
+from porch.http.conditional import parse_http_date
 from porch.http.response_head import _parse_split, parse_response_head
 
 HEADS = [
@@ -30,6 +33,17 @@ HEADS = [
     b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * i) for i in range(70))
     + b"X-" + b"n" * 80 + b": long name\r\nContent-Length: 0\r\n\r\n",
 ]
+
+
+NOW = b"<now>"
+
+
+def dated_now(lines: list) -> list:
+    """`lines` with an added Date's value, checked to be now, replaced by NOW."""
+    if lines[-4:-2] == [b"Date", h1.SEP]:
+        assert abs(parse_http_date(lines[-2]) - time.time()) <= 2, lines[-2]
+        lines = lines[:-2] + [NOW, h1.CRLF]
+    return lines
 
 
 def reference(head: bytes):
@@ -54,6 +68,10 @@ def reference(head: bytes):
 
         def on_headers_complete(self):
             self.done = True
+            # a final response without Date gets one (RFC 9110 6.6.1), as nginx adds it
+            if parser.get_status_code() >= 200 and not any(
+                    n.lower() == b"date" for n in self.lines[0::4] + [k[1] for k in self.special or ()]):
+                self.lines += (b"Date", h1.SEP, NOW, h1.CRLF)
 
     proto = Proto()
     proto.lines = []
@@ -70,9 +88,9 @@ def test_same_as_httptools_callbacks(parse, head):
     for start, data in ((0, head), (5, b"junk!" + head), (0, head + b"body bytes")):
         got = parse(data, start)
         assert got is not None
-        end, *rest = got
+        end, got_status, got_reason, got_lines, got_special = got
         assert end == start + len(head)
-        assert rest == [status, reason, lines, special]
+        assert [got_status, got_reason, dated_now(got_lines), got_special] == [status, reason, lines, special]
 
 
 @pytest.mark.parametrize("parse", [parse_response_head, _parse_split], ids=["compiled-or-loop", "split"])
@@ -88,7 +106,7 @@ def test_every_name_with_a_kind_passes_the_gate():
         for variant in (name, name.upper(), name.title()):
             head = b"HTTP/1.1 200 OK\r\n" + variant + b": v\r\n\r\n"
             _, _, _, lines, special = parse_response_head(head, 0)
-            assert lines == [] and special == [(h1.RESPONSE_HEADERS.kind(name), variant, b"v")]
+            assert dated_now(lines) in ([], [b"Date", h1.SEP, NOW, h1.CRLF]) and special == [(h1.RESPONSE_HEADERS.kind(name), variant, b"v")]
 
 
 def test_a_status_line_not_of_http_is_refused():
@@ -99,3 +117,24 @@ def test_a_status_line_not_of_http_is_refused():
         assert parse(b"RTSP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 0) is None
         assert parse(b"Content-Length: 8\r\n\r\npoisoned", 0) is None
         assert parse(b"\r\nHTTP/1.1 200 OK\r\n\r\n", 0) is not None
+
+
+@pytest.mark.parametrize("parse", [parse_response_head, _parse_split], ids=["compiled-or-loop", "split"])
+def test_a_date_is_added_once_to_a_final_response_without_one(parse):
+    # RFC 9110 6.6.1: a recipient with a clock adds Date to a response it forwards
+    # without one; nginx does it too. One already there, in any case, is kept alone.
+    def dates(head):
+        lines = parse(head, 0)[3]
+        return [lines[i + 2] for i in range(0, len(lines), 4) if lines[i].lower() == b"date"]
+
+    added = dates(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert len(added) == 1 and abs(parse_http_date(added[0]) - time.time()) <= 2
+    assert len(dates(b"HTTP/1.1 404 Not Found\r\n\r\n")) == 1
+    for spelling in (b"Date", b"date", b"DATE", b"dAtE"):
+        head = b"HTTP/1.1 200 OK\r\n" + spelling + b": Mon, 23 Nov 2026 16:00:00 GMT\r\n\r\n"
+        assert dates(head) == [b"Mon, 23 Nov 2026 16:00:00 GMT"], spelling
+    # a name that merely starts like it is not a Date
+    assert len(dates(b"HTTP/1.1 200 OK\r\nDates: x\r\nDat: y\r\n\r\n")) == 1
+    # interim responses are not dated: the final one is
+    assert dates(b"HTTP/1.1 100 Continue\r\n\r\n") == []
+    assert dates(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n") == []

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import calendar
+import time
 from email.utils import formatdate, parsedate_tz
 
 # A range header Porch does not act on: the whole representation is sent (RFC 9110
@@ -22,6 +23,19 @@ def etag(mtime: int, size: int) -> bytes:
 def http_date(seconds: float) -> bytes:
     """An IMF-fixdate (RFC 9110 5.6.7): "Sun, 06 Nov 1994 08:49:37 GMT"."""
     return formatdate(seconds, usegmt=True).encode()
+
+
+_now: list = [-1, b""]  # the second date_now() last formatted, and its text
+
+
+def date_now() -> bytes:
+    """The Date field's value for a response made or forwarded now (RFC 9110 6.6.1),
+    formatted once a second."""
+    second = int(time.time())
+    if _now[0] != second:
+        _now[1] = formatdate(second, usegmt=True).encode()
+        _now[0] = second
+    return _now[1]
 
 
 def parse_http_date(value: bytes) -> int | None:

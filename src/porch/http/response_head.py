@@ -18,6 +18,7 @@ or LF.  Compiled (response_head.pxd), the walk is a C loop over the bytes.
 
 from __future__ import annotations
 
+from porch.http.conditional import date_now
 from porch.http.h1 import CRLF, RESPONSE_HEADERS, RH_CONNECTION, RH_LENGTH, SEP
 
 _COMPILED = not __file__.endswith(".py")  # built by setup.py into an extension module
@@ -51,6 +52,9 @@ def parse_response_head(head: bytes, start: int) -> tuple[int, int, bytes, list[
     empty line that ends the head; `special` is None when no header needs a look.
     None when `head` holds no complete head from `start` (the caller's bookkeeping
     of where the head begins is wrong, or the bytes are not what llhttp accepted).
+
+    A final response without a Date field gets one in `lines`: a proxy with a clock
+    adds it to what it forwards (RFC 9110 6.6.1), as nginx does.
     """
     if not _COMPILED:
         return _parse_split(head, start)
@@ -78,8 +82,11 @@ def parse_response_head(head: bytes, start: int) -> tuple[int, int, bytes, list[
     i = eol + 2
     lines: list[bytes] = []
     special: list | None = None
+    dated = status < 200  # no Date added to a 1xx
     while i + 1 < n:
         if p[i] == 13:  # the empty line
+            if not dated:
+                lines += (b"Date", SEP, date_now(), CRLF)
             return i + 2, status, reason, lines, special
         colon = i
         while colon < n and p[colon] != 58:
@@ -95,6 +102,9 @@ def parse_response_head(head: bytes, start: int) -> tuple[int, int, bytes, list[
         name = p[i:colon]
         value = p[v:e]
         length = colon - i
+        if length == 4 and (p[i] | 0x20) == 100 and (p[i + 1] | 0x20) == 97 and (p[i + 2] | 0x20) == 116 \
+                and (p[i + 3] | 0x20) == 101:  # "date", in any case
+            dated = True
         kind = 0
         if length < 64 and gate[length * 32 + (p[i] | 0x20) % 32] & (1 << ((p[colon - 1] | 0x20) % 8)):
             # The two in most responses, as most servers spell them, by a compare;
@@ -141,9 +151,12 @@ def _parse_split(head: bytes, start: int) -> tuple[int, int, bytes, list[bytes],
     reason = status_line[sp + 5:]
     lines: list[bytes] = []
     special: list | None = None
+    dated = status < 200
     for line in block[1:]:
         name, _, value = line.partition(b":")
         value = value.lstrip(b" \t")
+        if len(name) == 4 and name.lower() == b"date":
+            dated = True
         kind = _KINDS.kind(name)
         if not kind:
             lines += (name, SEP, value, CRLF)
@@ -151,4 +164,6 @@ def _parse_split(head: bytes, start: int) -> tuple[int, int, bytes, list[bytes],
             special = [(kind, name, value)]
         else:
             special.append((kind, name, value))
+    if not dated:
+        lines += (b"Date", SEP, date_now(), CRLF)
     return end + 4, status, reason, lines, special

@@ -30,6 +30,7 @@ from porch.http.h1 import (
     BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, IDEMPOTENT, LAST_CHUNK,
     RH_CONNECTION, RH_LENGTH, RH_LOCATION, RH_REFRESH, RH_TE,
 )
+from porch.http.conditional import date_now
 from porch.http.forwarding import real_client
 from porch.policies.forwarding import trusted_part
 from porch.http.request_id import next_request_id
@@ -1139,9 +1140,9 @@ class Exchange(UpstreamListener):
 
 
 def _local_head(status: int, content_type: bytes | None, length: int | None, headers: Headers) -> ResponseHead:
-    """The head of Porch's own answer: `content_type` and `length` first (None: left
-    out, as a 304 has neither, RFC 9110 15.4.5), then `headers`."""
-    flat = []
+    """The head of Porch's own answer: Date (RFC 9110 6.6.1), `content_type` and
+    `length` (None: left out, as a 304 has neither, RFC 9110 15.4.5), then `headers`."""
+    flat = [] if b"date" in headers else [b"Date", _SEP, date_now(), _CRLF]  # forward_auth's page has one
     if content_type is not None:
         flat += (b"Content-Type", _SEP, content_type, _CRLF)
     if length is not None:
