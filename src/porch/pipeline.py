@@ -192,6 +192,12 @@ class Policy:
     # a GET one comparison, not a call (policies/trace.py).
     methods: ClassVar[frozenset[bytes] | None] = None
 
+    def hook(self, phase: str) -> Callable[..., Any]:
+        """The callable a chain runs for `phase` (one of PHASES) of this policy: the
+        method of that name, unless a policy hands out another that does the same with
+        less (a compiled object's method: policies/compress.py)."""
+        return getattr(self, phase)
+
     def request(self, ctx: Context) -> Reply | Awaitable[Reply | None] | None:
         return None
 
@@ -278,7 +284,7 @@ def _share(chain: Chain, general: Chain) -> None:
 def _hooks(policies: Sequence[Policy], phase: str) -> tuple[Callable[..., Any], ...]:
     """The bound `phase` methods of the policies that override it (not Policy's no-op)."""
     base = getattr(Policy, phase)
-    return tuple(getattr(p, phase) for p in policies if getattr(type(p), phase) is not base)
+    return tuple(p.hook(phase) for p in policies if getattr(type(p), phase) is not base)
 
 
 EMPTY = Chain(())  # every route without policies shares it

@@ -40,6 +40,7 @@ ALGORITHMS = (ZSTD, BR, GZIP)  # the default preference, best first
 LEVELS: dict[str, tuple[int, int, int]] = {GZIP: (1, 9, 5), BR: (0, 11, 4), ZSTD: (1, 19, 3)}
 _ALIASES = {b"x-gzip": GZIP.encode()}
 _MAX_CACHED = 256  # distinct Accept-Encoding values remembered per policy (browsers send a few)
+_UNSEEN = object()
 
 
 def choose(accept: bytes, offered: tuple[str, ...]) -> str | None:
@@ -91,17 +92,17 @@ class Chooser:
     """`choose` for one policy's offered codings, remembering recent answers: the
     Accept-Encoding values of real traffic are a handful, parsed once each."""
 
-    __slots__ = ("offered", "_cache")
-
     def __init__(self, offered: tuple[str, ...]) -> None:
         self.offered = offered
         self._cache: dict[bytes, str | None] = {}
 
     def __call__(self, accept: bytes) -> str | None:
-        try:
-            return self._cache[accept]
-        except KeyError:
-            pass
+        return self.pick(accept)
+
+    def pick(self, accept: bytes) -> str | None:
+        coding = self._cache.get(accept, _UNSEEN)
+        if coding is not _UNSEEN:
+            return coding
         coding = choose(accept, self.offered)
         if len(self._cache) >= _MAX_CACHED:
             self._cache.clear()  # a client making up values gets no memory growth from it
@@ -123,8 +124,6 @@ def _window_bits(length: int, largest: int, smallest: int) -> int:
 
 class GzipEncoder:
     """gzip (RFC 1952) with zlib: deflate wrapped in a gzip header and trailer (wbits 31)."""
-
-    __slots__ = ("z", "flush_each")
 
     def __init__(self, level: int, length: int, flush_each: bool) -> None:
         wbits = _window_bits(length, 15, 9)
@@ -148,8 +147,6 @@ class BrotliEncoder:
     """br (RFC 7932); the window is at most 512 KiB (lgwin 19, as ngx_brotli's default
     brotli_window), so a stream's memory stays under a megabyte."""
 
-    __slots__ = ("c", "flush_each")
-
     def __init__(self, level: int, length: int, flush_each: bool) -> None:
         self.c = brotli.Compressor(quality=level, lgwin=_window_bits(length, 19, 10))
         self.flush_each = flush_each
@@ -168,8 +165,6 @@ class ZstdEncoder:
     """zstd (RFC 8878).  The length, when known, goes in the frame header and lets zstd
     size its window to the body; a `ZstdCompressor` (a context, ~30 us to make) is
     taken from the worker's `ZstdContexts` and given back once the frame is done."""
-
-    __slots__ = ("obj", "flush_each", "pool", "cctx")
 
     def __init__(self, pool: ZstdContexts, length: int, flush_each: bool) -> None:
         self.pool = pool

@@ -61,14 +61,11 @@ _TYPES = frozenset((
 ))
 _SUFFIXES = (b"+json", b"+xml")
 _TYPE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$&^_.+-")
-# The response fields the decision reads, in one pass over the head.
-_READ = frozenset((b"content-type", b"content-length", b"content-encoding", b"content-range",
-                   b"cache-control", b"etag", b"vary", b"content-digest", b"repr-digest",
-                   b"digest", b"content-md5"))
-_DIGESTS = (b"content-digest", b"repr-digest", b"digest", b"content-md5")
 _NO_BODY = frozenset((204, 206, 304))  # 206: a part, counted in uncoded bytes
-_REMOVED = frozenset((b"content-length", b"accept-ranges"))
-_NO, _YES, _STREAM = 0, 1, 2  # a Content-Type: not compressed, compressed, an event stream
+# A Content-Type: not compressed, compressed, an event stream.
+_NO = 0
+_YES = 1
+_STREAM = 2
 
 
 @dataclass(frozen=True)
@@ -181,7 +178,31 @@ def build(config: CompressConfig | None, env: object = None) -> Policy | None:
 
 class Compress(Policy):
     name = "compress"
-    __slots__ = ("choose", "levels", "min_length", "types", "majors", "any_type", "zstd", "_typed")
+    __slots__ = ("plan",)
+
+    def __init__(self, config: CompressConfig) -> None:
+        self.plan = Plan(config)
+
+    def hook(self, phase: str) -> Any:
+        # The compiled Plan's methods themselves: no call through this class a response.
+        if phase == "response":
+            return self.plan.response
+        if phase == "response_body":
+            return self.plan.response_body
+        return getattr(self, phase)
+
+    def response(self, ctx: Context, head: ResponseHead) -> None:
+        self.plan.response(ctx, head)
+
+    def response_body(self, ctx: Context, data: bytes, end: bool) -> bytes:
+        return self.plan.response_body(ctx, data, end)
+
+
+class Plan:
+    """What one `compress` decides by, and its two hooks (an extension type in the
+    compiled build, compress.pxd: they run on every response of the route)."""
+
+    name = "compress"  # (Chain.owner names a hook's policy by it)
 
     def __init__(self, config: CompressConfig) -> None:
         self.choose = codings.Chooser(config.algorithms)
@@ -191,28 +212,67 @@ class Compress(Policy):
         self.majors = tuple(t[:-1].encode() for t in config.types if t.endswith("/*"))
         self.any_type = "*" in config.types
         self.zstd = codings.contexts(self.levels.get(codings.ZSTD, 3))
-        self._typed: dict[bytes, int] = {}  # Content-Type value -> _NO, _YES or _STREAM
+        self.typed: dict[bytes, int] = {}  # Content-Type value -> _NO, _YES or _STREAM
 
     def response(self, ctx: Context, head: ResponseHead) -> None:
         status = head.status
         if status < 200 or status in _NO_BODY or not ctx.upstream_status:
             return  # (Porch's own answers are short, and their bodies pass no body hook)
-        fields = _read(head.headers)
-        length = self._eligible(fields)
-        if length is None:
-            return
         headers = head.headers
-        _add_vary(headers, fields.get(b"vary"))
+        flat = headers.flat
+        # One pass over the fields the decision reads (several of one name joined with
+        # ", ", as RFC 9110 5.3 lets a list field be).
+        kind = length_text = control = etag = vary = None
+        etag_at = -1
+        for i in range(0, len(flat), 4):
+            code = _code(flat[i])
+            if code == _F_NONE or code == _F_RANGES:
+                continue
+            if code == _F_SKIP:
+                return  # coded already, a part, or a digest of these very bytes
+            value = flat[i + 2]
+            if code == _F_TYPE:
+                kind = value if kind is None else kind + b", " + value
+            elif code == _F_LENGTH:
+                length_text = value if length_text is None else length_text + b", " + value
+            elif code == _F_CONTROL:
+                control = value if control is None else control + b", " + value
+            elif code == _F_ETAG:
+                etag_at = i if etag is None else -1  # (-1: several, weakened by _weaken_etag)
+                etag = value if etag is None else etag + b", " + value
+            else:
+                vary = value if vary is None else vary + b", " + value
+        if kind is None:
+            return
+        typed = self.typed.get(kind, -1)
+        if typed < 0:
+            typed = self.classify(kind)
+        if typed == _NO:
+            return
+        if control is not None and b"no-transform" in control.lower():
+            return
+        length = -1  # unknown
+        if length_text is not None:
+            length = int(length_text.partition(b",")[0])  # (equal duplicates joined above)
+            if length < self.min_length or length == 0:
+                return
+        _add_vary(headers, vary)
         if ctx.method == b"HEAD":
             return
-        accept = Headers(ctx.headers).get_all(b"accept-encoding")
-        coding = self.choose(b",".join(accept)) if accept else None
+        accept = _accept(ctx.headers)
+        coding = None if accept is None else self.choose.pick(accept)
         if coding is None:
             return
-        ctx.vars[_STATE] = self._encoder(coding, length, self._typed.get(fields[b"content-type"]) == _STREAM)
-        headers.remove_all(_REMOVED)
-        headers.add(b"Content-Encoding", coding.encode())
-        _weaken_etag(headers, fields.get(b"etag"))
+        ctx.vars[_STATE] = self.encoder(coding, length, typed == _STREAM)
+        if etag_at >= 0 and etag.startswith(b'"'):
+            flat[etag_at + 2] = b"W/" + etag  # the usual one strong ETag (see _weaken_etag)
+            etag = None
+        for i in range(len(flat) - 4, -1, -4):  # from the end: deletions keep the indexes before
+            code = _code(flat[i])
+            if code == _F_LENGTH or code == _F_RANGES:
+                del flat[i : i + 4]
+        flat += (b"Content-Encoding", b": ", _CODING_NAMES[coding], b"\r\n")
+        _weaken_etag(headers, etag)
 
     def response_body(self, ctx: Context, data: bytes, end: bool) -> bytes:
         encoder = ctx.vars.get(_STATE)
@@ -220,40 +280,19 @@ class Compress(Policy):
             return data
         return encoder.finish(data) if end else encoder.push(data) if data else b""
 
-    def _eligible(self, fields: dict[bytes, bytes]) -> int | None:
-        """The body's length (-1: unknown) when this response is one to compress for a
-        client that accepts a coding; None when it is not."""
-        kind = fields.get(b"content-type")
-        if kind is None or not self._compressible(kind):
-            return None
-        if b"content-encoding" in fields or b"content-range" in fields:
-            return None
-        for name in _DIGESTS:
-            if name in fields:
-                return None
-        control = fields.get(b"cache-control")
-        if control is not None and b"no-transform" in control.lower():
-            return None
-        text = fields.get(b"content-length")
-        if text is None:
-            return -1
-        length = int(text.partition(b",")[0])  # (equal duplicates joined by _read)
-        return None if length < self.min_length or length == 0 else length
+    def classify(self, value: bytes) -> int:
+        """_NO, _YES or _STREAM for a Content-Type value, remembered (bounded)."""
+        kind = value.partition(b";")[0].strip().lower()
+        known = _NO
+        if (kind.startswith(b"text/") or kind in self.types or kind.endswith(_SUFFIXES)
+                or self.any_type or kind.startswith(self.majors)):
+            known = _STREAM if kind == b"text/event-stream" else _YES
+        if len(self.typed) >= 256:
+            self.typed.clear()  # bounded, whatever types upstreams make up
+        self.typed[value] = known
+        return known
 
-    def _compressible(self, value: bytes) -> bool:
-        known = self._typed.get(value)
-        if known is None:
-            kind = value.partition(b";")[0].strip().lower()
-            known = _NO
-            if (kind.startswith(b"text/") or kind in self.types or kind.endswith(_SUFFIXES)
-                    or self.any_type or kind.startswith(self.majors)):
-                known = _STREAM if kind == b"text/event-stream" else _YES
-            if len(self._typed) >= 256:
-                self._typed.clear()  # bounded, whatever types upstreams make up
-            self._typed[value] = known
-        return known != _NO
-
-    def _encoder(self, coding: str, length: int, stream: bool) -> Any:
+    def encoder(self, coding: str, length: int, stream: bool) -> Any:
         # Live streams are flushed chunk by chunk; see the module docstring.
         flush_each = length < 0 or stream
         if coding == codings.ZSTD:
@@ -263,17 +302,45 @@ class Compress(Policy):
         return codings.GzipEncoder(self.levels[coding], length, flush_each)
 
 
-def _read(headers: Headers) -> dict[bytes, bytes]:
-    """The fields the decision reads, by lowercase name (several of one name joined
-    with ", ", as RFC 9110 5.3 lets a list field be)."""
-    flat = headers.flat
-    found: dict[bytes, bytes] = {}
+# What the decision makes of a response field, by name (_CODES: lowercase names).
+_F_NONE = 0
+_F_TYPE = 1
+_F_LENGTH = 2
+_F_CONTROL = 3
+_F_ETAG = 4
+_F_VARY = 5
+_F_RANGES = 6
+_F_SKIP = 7
+_CODES = {b"content-type": _F_TYPE, b"content-length": _F_LENGTH, b"cache-control": _F_CONTROL,
+          b"etag": _F_ETAG, b"vary": _F_VARY, b"accept-ranges": _F_RANGES,
+          # never compressed: coded already, a part (its ranges count uncoded bytes),
+          # or a digest of these very bytes
+          b"content-encoding": _F_SKIP, b"content-range": _F_SKIP, b"content-digest": _F_SKIP,
+          b"repr-digest": _F_SKIP, b"digest": _F_SKIP, b"content-md5": _F_SKIP}
+# Field names as received -> their _F_ code: upstreams send a handful of spellings, so a
+# response's pass makes no lowercase copies.
+_NAMES: dict[bytes, int] = {}
+_CODING_NAMES = {name: name.encode() for name in codings.ALGORITHMS}
+
+
+def _code(field: bytes) -> int:
+    code = _NAMES.get(field, -1)
+    if code < 0:
+        code = _CODES.get(field.lower(), _F_NONE)
+        if len(_NAMES) >= 512:
+            _NAMES.clear()  # bounded, whatever names upstreams make up
+        _NAMES[field] = code
+    return code
+
+
+def _accept(flat: list[bytes]) -> bytes | None:
+    """The request's Accept-Encoding (several fields joined), None without one."""
+    out = None
     for i in range(0, len(flat), 4):
-        name = flat[i].lower()
-        if name in _READ:
-            value = flat[i + 2]
-            found[name] = found[name] + b", " + value if name in found else value
-    return found
+        field = flat[i]
+        if len(field) == 15 and field.lower() == b"accept-encoding":
+            out = flat[i + 2] if out is None else out + b"," + flat[i + 2]
+    return out
 
 
 def _add_vary(headers: Headers, vary: bytes | None) -> None:
