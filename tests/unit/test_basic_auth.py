@@ -240,14 +240,14 @@ def test_ipv6_clients_are_counted_by_their_64():
 def test_verified_cache_expires_and_stays_bounded():
     cache = VerifiedCache(size=3, ttl=60.0)
     entry = htpasswd.Entry("alice", "$2y$04$x", "bcrypt")
-    token = cache.token(entry, b"pw")
-    assert token != cache.token(entry, b"pw2")
-    assert token != cache.token(htpasswd.Entry("alice", "$2y$04$y", "bcrypt"), b"pw")  # new hash, new key
-    assert token != VerifiedCache().token(entry, b"pw")  # keyed per process
-    cache.add(token, 0.0)
-    assert cache.fresh(token, 59.0) and not cache.fresh(token, 61.0)
+    token = cache.token(b"Basic YWxpY2U6cHc=")
+    assert token != cache.token(b"Basic YWxpY2U6cHcy")
+    assert b"YWxpY2U6cHc" not in token and len(token) == 32
+    assert token != VerifiedCache().token(b"Basic YWxpY2U6cHc=")  # keyed per process
+    cache.add(token, entry, 0.0)
+    assert cache.fresh(token, 59.0) is entry and cache.fresh(token, 61.0) is None
     for i in range(10):
-        cache.add(bytes([i]), 0.0)
+        cache.add(bytes([i]), entry, 0.0)
     assert len(cache._until) == 3
 
 

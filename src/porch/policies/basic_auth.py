@@ -151,10 +151,11 @@ def build(config: BasicAuthConfig | None, env: Any) -> Policy | None:
 
 class VerifiedCache:
     """Successful checks, for `ttl` seconds, at most `size` of them (least recently
-    used first out).  Keys are a keyed BLAKE2 of user, file entry and password, with a
-    key made per process: what is held in memory is no hash anyone can test guesses on."""
-
-    __slots__ = ("size", "ttl", "_keyed", "_until")
+    used first out): a keyed BLAKE2 of the Authorization value -> the htpasswd entry it
+    was checked against.  The key is made per process: what is held in memory is no
+    hash anyone can test guesses on.  A hit counts only while the file still holds that
+    very entry (BasicAuth's Gate): a re-read file, a new password, and it is checked
+    again."""
 
     def __init__(self, size: int = 1024, ttl: float = 60.0) -> None:
         self.size = size
@@ -162,25 +163,27 @@ class VerifiedCache:
         # keyed once: a copy per token skips the key's own compression and the
         # keyword parsing (the same digest as blake2b(data, key=..., digest_size=32))
         self._keyed = hashlib.blake2b(key=os.urandom(32), digest_size=32)
-        self._until: OrderedDict[bytes, float] = OrderedDict()
+        self._until: OrderedDict[bytes, tuple[float, htpasswd.Entry]] = OrderedDict()
 
-    def token(self, entry: htpasswd.Entry, password: bytes) -> bytes:
+    def token(self, authorization: bytes) -> bytes:
         h = self._keyed.copy()
-        h.update(b"\0".join((entry.user.encode(), entry.hash.encode(), password)))
+        h.update(authorization)
         return h.digest()
 
-    def fresh(self, token: bytes, now: float) -> bool:
-        until = self._until.get(token)
-        if until is None:
-            return False
+    def fresh(self, token: bytes, now: float) -> htpasswd.Entry | None:
+        """The entry a success of `token` was checked against, within its ttl."""
+        found = self._until.get(token)
+        if found is None:
+            return None
+        until, entry = found
         if until < now:
             del self._until[token]
-            return False
+            return None
         self._until.move_to_end(token)
-        return True
+        return entry
 
-    def add(self, token: bytes, now: float) -> None:
-        self._until[token] = now + self.ttl
+    def add(self, token: bytes, entry: htpasswd.Entry, now: float) -> None:
+        self._until[token] = (now + self.ttl, entry)
         self._until.move_to_end(token)
         if len(self._until) > self.size:
             self._until.popitem(last=False)
@@ -277,7 +280,7 @@ def credentials(value: bytes) -> tuple[str, bytes] | None:
 
 class BasicAuth(Policy):
     name = "basic_auth"
-    __slots__ = ("file", "shared", "challenge", "user_header", "drop_authorization")
+    __slots__ = ("file", "shared", "challenge", "user_header", "drop_authorization", "gate")
 
     def __init__(self, config: BasicAuthConfig, shared: Shared) -> None:
         self.shared = shared
@@ -285,18 +288,20 @@ class BasicAuth(Policy):
         self.challenge = b'Basic realm="%s", charset="UTF-8"' % config.realm.encode()
         self.user_header = config.user_header.encode() if config.user_header else b""
         self.drop_authorization = not config.pass_authorization
+        self.gate = Gate(self, shared.cache, shared.throttle.table, self.file)
+
+    def hook(self, phase: str) -> Any:
+        # The compiled Gate's method itself: no call through this class a request.
+        return self.gate.request if phase == "request" else getattr(self, phase)
 
     def request(self, ctx: Context) -> Any:
-        now = time.monotonic()
-        shared = self.shared
-        key = client_key(ctx.client_ip)
-        wait = shared.throttle.blocked(key, now_ms())
-        if wait:
-            headers = Headers.of([(b"Retry-After", b"%d" % math.ceil(wait))])
-            return Reply(429, headers=headers)
-        value = Headers(ctx.headers).get(b"authorization")
+        return self.gate.request(ctx)
+
+    def check(self, ctx: Context, key: str, now: float, value: bytes, token: bytes) -> Any:
+        """The request's Authorization `value` checked against the file (Gate.request
+        found no success of it in the cache)."""
         try:
-            found = None if value is None else credentials(value)
+            found = credentials(value)
         except Malformed as err:
             return self._failed(ctx, key, now, str(err))
         if found is None:
@@ -305,10 +310,6 @@ class BasicAuth(Policy):
         entry = self.file.get(user, now)
         if entry is None:
             return self._failed(ctx, key, now, f"user {user!r} is not in {self.file.path}")
-        token = shared.cache.token(entry, password)
-        if shared.cache.fresh(token, now):
-            ctx.vars["remote_user"] = user
-            return None
         if entry.scheme not in htpasswd.SLOW:
             return self._outcome(ctx, key, entry, token, htpasswd.verify(entry, password), now)
         return self._verify_off_loop(ctx, key, entry, password, token)
@@ -323,7 +324,7 @@ class BasicAuth(Policy):
                  now: float) -> Reply | None:
         if not ok:
             return self._failed(ctx, key, now, f"user {entry.user!r}: password mismatch")
-        self.shared.cache.add(token, now)
+        self.shared.cache.add(token, entry, now)
         ctx.vars["remote_user"] = entry.user
         return None
 
@@ -337,6 +338,46 @@ class BasicAuth(Policy):
 
     def _unauthorized(self, cause: str) -> Reply:
         return Reply(401, headers=Headers.of([(b"WWW-Authenticate", self.challenge)]), cause=cause)
+
+
+class Gate:
+    """basic_auth's `request` hook (an extension type in the compiled build,
+    basic_auth.pxd: it runs on every request of the route).  A client let in within the
+    cache's ttl, with the same Authorization and the same file entry, passes here; the
+    rest goes to BasicAuth.check."""
+
+    def __init__(self, policy: BasicAuth, cache: VerifiedCache, table: Any, file: htpasswd.Watched) -> None:
+        self.policy = policy
+        self.cache = cache
+        self.blocked = table.blocked  # the throttle's table (Throttle.blocked, inlined)
+        self.file = file
+
+    def request(self, ctx: Context) -> Any:
+        ns = time.monotonic_ns()  # (the clock of time.monotonic and of now_ms)
+        now = ns / 1e9
+        key = client_key(ctx.client_ip)
+        wait = self.blocked(b"login:" + key.encode(), ns // 1_000_000)
+        if wait:
+            headers = Headers.of([(b"Retry-After", b"%d" % math.ceil(wait / 1000))])
+            return Reply(429, headers=headers)
+        value = _authorization(ctx.headers)
+        if value is None:
+            return self.policy._unauthorized("")
+        token = self.cache.token(value)
+        entry = self.cache.fresh(token, now)
+        if entry is not None and self.file.get(entry.user, now) is entry:
+            ctx.vars["remote_user"] = entry.user
+            return None
+        return self.policy.check(ctx, key, now, value, token)
+
+
+def _authorization(flat: list[bytes]) -> bytes | None:
+    """The request's first Authorization value (Headers.get over the flat list)."""
+    for i in range(0, len(flat), 4):
+        field = flat[i]
+        if len(field) == 13 and field.lower() == b"authorization":
+            return flat[i + 2]
+    return None
 
 
 class BasicAuthUpstream(BasicAuth):
