@@ -105,3 +105,22 @@ def test_without_method_limited_policies_for_method_is_the_chain_itself():
     chain = Chain([Auth()])
     assert chain.methods is None and chain.for_method(b"TRACE") is chain
     assert EMPTY.for_method(b"GET") is EMPTY
+
+
+def test_a_policy_hands_its_chain_the_callable_that_runs_a_phase(tmp_path):
+    # Policy.hook: compress and basic_auth give their compiled objects' methods (no call
+    # through the policy a request); a failing hook is still logged under the policy's name.
+    from types import SimpleNamespace
+
+    from porch.policies import basic_auth, compress
+    (tmp_path / "htpasswd").write_text("alice:{PLAIN}x\n")
+    env = SimpleNamespace(shared={}, error_log=SimpleNamespace(error=lambda message: None))
+    auth = basic_auth.build(basic_auth.parse({"htpasswd": str(tmp_path / "htpasswd")}), env)
+    comp = compress.build(compress.parse(True))
+    chain = Chain([comp, auth, Hsts()])
+    assert chain.request == (auth.gate.request,)
+    assert chain.response[0] == comp.plan.response and chain.response_body == (comp.plan.response_body,)
+    assert [chain.owner(hook) for hook in chain.request + chain.response] == ["basic_auth", "compress", "hsts"]
+    # a policy without its own hook() runs its methods, as before
+    hsts = Hsts()
+    assert hsts.hook("response") == hsts.response

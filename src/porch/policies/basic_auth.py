@@ -346,6 +346,8 @@ class Gate:
     cache's ttl, with the same Authorization and the same file entry, passes here; the
     rest goes to BasicAuth.check."""
 
+    name = "basic_auth"  # (Chain.owner names a hook's policy by it)
+
     def __init__(self, policy: BasicAuth, cache: VerifiedCache, table: Any, file: htpasswd.Watched) -> None:
         self.policy = policy
         self.cache = cache
