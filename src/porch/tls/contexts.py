@@ -65,7 +65,25 @@ def new_context(settings: TlsSettings) -> ssl.SSLContext:
     # since every suite in the list is strong, either order is fine (kept: testssl).
     ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
     ctx.set_alpn_protocols(ALPN_H2 if settings.http2 else ALPN_H1)
+    ctx.sslobject_class = DirectSSLObject
     return ctx
+
+
+class DirectSSLObject(ssl.SSLObject):
+    """ssl.SSLObject, whose `read`, `write` and `pending` are the C methods of the
+    connection (`_ssl._SSLSocket`) themselves.  The event loop's TLS protocol (uvloop's
+    SSLProtocol, asyncio's too) calls them a few times for every record each way; the
+    class's own methods are Python functions that only pass the call on, a frame each.
+    Everything else (handshake, certificates, ALPN, unwrap) is ssl.SSLObject's."""
+
+    @classmethod
+    def _create(cls, *args, **kwargs):  # what SSLContext.wrap_bio calls
+        self = super()._create(*args, **kwargs)
+        conn = self._sslobj
+        self.read = conn.read
+        self.write = conn.write
+        self.pending = conn.pending
+        return self
 
 
 def certificate_context(settings: TlsSettings, certfile: str, keyfile: str,
