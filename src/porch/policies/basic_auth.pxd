@@ -19,5 +19,4 @@ cdef class Gate:
     @cython.locals(ns=cython.longlong, now=double)
     cpdef request(self, ctx)
 
-@cython.locals(i=Py_ssize_t, field=bytes)
-cpdef _authorization(list flat)
+cpdef bytes login_key(str key)

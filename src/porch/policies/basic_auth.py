@@ -208,11 +208,16 @@ class Throttle:
 
     def blocked(self, key: str, now: int) -> float:
         """Seconds the key stays blocked (0.0: not blocked); `now` in ms (now_ms)."""
-        return self.table.blocked(b"login:" + key.encode(), now) / 1000
+        return self.table.blocked(login_key(key), now) / 1000
 
     def failed(self, key: str, now: int) -> bool:
         """Count a failure; True when it is the one that starts a block."""
-        return bool(self.table.failed(b"login:" + key.encode(), now, self.limit, self.window, self.block))
+        return bool(self.table.failed(login_key(key), now, self.limit, self.window, self.block))
+
+
+def login_key(key: str) -> bytes:
+    """A client key's name in the counter table (shared with the other limits)."""
+    return b"login:" + key.encode()
 
 
 def client_key(ip: str) -> str:
@@ -358,11 +363,11 @@ class Gate:
         ns = time.monotonic_ns()  # (the clock of time.monotonic and of now_ms)
         now = ns / 1e9
         key = client_key(ctx.client_ip)
-        wait = self.blocked(b"login:" + key.encode(), ns // 1_000_000)
+        wait = self.blocked(login_key(key), ns // 1_000_000)
         if wait:
             headers = Headers.of([(b"Retry-After", b"%d" % math.ceil(wait / 1000))])
             return Reply(429, headers=headers)
-        value = _authorization(ctx.headers)
+        value = Headers(ctx.headers).get(b"authorization")
         if value is None:
             return self.policy._unauthorized("")
         token = self.cache.token(value)
@@ -371,15 +376,6 @@ class Gate:
             ctx.vars["remote_user"] = entry.user
             return None
         return self.policy.check(ctx, key, now, value, token)
-
-
-def _authorization(flat: list[bytes]) -> bytes | None:
-    """The request's first Authorization value (Headers.get over the flat list)."""
-    for i in range(0, len(flat), 4):
-        field = flat[i]
-        if len(field) == 13 and field.lower() == b"authorization":
-            return flat[i + 2]
-    return None
 
 
 class BasicAuthUpstream(BasicAuth):

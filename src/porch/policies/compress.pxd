@@ -27,8 +27,6 @@ cdef class Plan:
 
 @cython.locals(code=int)
 cpdef int _code(bytes field)
-@cython.locals(i=Py_ssize_t, field=bytes)
-cpdef _accept(list flat)
 @cython.locals(flat=list, i=Py_ssize_t)
 cpdef _add_vary(Headers headers, vary)
 cpdef _weaken_etag(Headers headers, etag)

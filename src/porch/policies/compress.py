@@ -259,8 +259,8 @@ class Plan:
         _add_vary(headers, vary)
         if ctx.method == b"HEAD":
             return
-        accept = _accept(ctx.headers)
-        coding = None if accept is None else self.choose.pick(accept)
+        accept = Headers(ctx.headers).get_all(b"accept-encoding")
+        coding = self.choose.pick(b",".join(accept)) if accept else None
         if coding is None:
             return
         ctx.vars[_STATE] = self.encoder(coding, length, typed == _STREAM)
@@ -331,16 +331,6 @@ def _code(field: bytes) -> int:
             _NAMES.clear()  # bounded, whatever names upstreams make up
         _NAMES[field] = code
     return code
-
-
-def _accept(flat: list[bytes]) -> bytes | None:
-    """The request's Accept-Encoding (several fields joined), None without one."""
-    out = None
-    for i in range(0, len(flat), 4):
-        field = flat[i]
-        if len(field) == 15 and field.lower() == b"accept-encoding":
-            out = flat[i + 2] if out is None else out + b"," + flat[i + 2]
-    return out
 
 
 def _add_vary(headers: Headers, vary: bytes | None) -> None:
