@@ -8,7 +8,8 @@ half (bench/hotpath.py, bench/RESULTS.md).  The same `.py` files run uncompiled
 when Cython or a C compiler is missing, or with PORCH_PURE_PYTHON=1: slower, same
 behaviour.  Everything else (config, CLI, TLS, ACME) stays interpreted.
 
-Bindings to C libraries (src/porch/_compiled.py NATIVE: HTTP/2 on libnghttp2) are
+Bindings to C libraries (src/porch/_compiled.py NATIVE: HTTP/2 on libnghttp2, TLS
+records on libssl) are
 `.pyx` files, built where the library's header is installed and left out where it
 is not; a pure-Python path (there: the `h2` library) serves instead.
 """
@@ -64,7 +65,8 @@ def native_modules() -> list:
                   f"serves instead", file=sys.stderr)
             continue
         name = rel[: -len(".pyx")].replace("/", ".")
-        out.append(Extension(name, [os.path.join("src", rel)], libraries=[library]))
+        libraries = list(library) if isinstance(library, tuple) else [library]
+        out.append(Extension(name, [os.path.join("src", rel)], libraries=libraries))
     return out
 
 

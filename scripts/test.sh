@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the tests need on Debian (nginx, wrk, curl, pebble, openssl, icecast2, h2load, sshd, apache2,
-# prosody, htpasswd, libnghttp2-dev, chromium, chromium-driver, logrotate; .venv with the test extras), then run the suite: bash scripts/test.sh
+# prosody, htpasswd, libnghttp2-dev, libssl-dev, chromium, chromium-driver, logrotate; .venv with the test extras), then run the suite: bash scripts/test.sh
 # [pytest args].  Exits with pytest's code.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
@@ -66,6 +66,8 @@ done
 # The header HTTP/2 on libnghttp2 is built with (setup.py, src/porch/server/ngh2.pyx);
 # the suite runs every HTTP/2 test on it and on the pure-Python h2 engine.
 [ -e /usr/include/nghttp2/nghttp2.h ] || missing+=(libnghttp2-dev)
+# ... and the one TLS records are read and written with (src/porch/server/tls_transport.pyx)
+[ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 # nss_wrapper: a hosts file of the test's own for upstream names (test_upstream_pools.py)
 ls /usr/lib/*/libnss_wrapper.so >/dev/null 2>&1 || missing+=(libnss-wrapper)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -45,11 +45,14 @@ MODULES = (
 
 # Cython-only extensions that bind a C library: built when the library's header is
 # there (setup.py), else left out and the pure-Python path serves instead.
-#   module source -> (the header it needs, the library it links)
+#   module source -> (the header it needs, the library (or libraries) it links)
 NATIVE = {
     "porch/server/ngh2.pyx": ("nghttp2/nghttp2.h", "nghttp2"),  # Debian libnghttp2-dev
     # the shared counter table's process-shared mutex (limits/table.py); libc6-dev
     "porch/limits/_table.pyx": ("pthread.h", "pthread"),
+    # TLS records read and written by OpenSSL's calls (server/tls_transport.pyx, the
+    # libssl Python's ssl module uses); Debian libssl-dev.  Else uvloop's SSLProtocol.
+    "porch/server/tls_transport.pyx": ("openssl/ssl.h", ("ssl", "crypto")),
 }
 INCLUDE_DIRS = ("/usr/include", "/usr/local/include")
 

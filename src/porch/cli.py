@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         return _hash_password(args.user, args.cost)
     if args.command == "version":
         from porch import _compiled
+        from porch.server import tls_layer
 
         print(f"porch {__version__} ({_compiled.describe()})")
+        print(f"TLS records: {tls_layer.describe()}")
         return 0
     if args.command == "certs":
         return _certs(args)

@@ -234,11 +234,18 @@ def test_porch_version():
     assert r.returncode == 0, r.stderr
     expected = subprocess.run([PYTHON, "-c", "import porch; print(porch.__version__)"],
                               capture_output=True, text=True, check=True).stdout.strip()
-    assert re.fullmatch(r"porch \d+\.\d+\.\d+\S* \((compiled core|pure Python)\)", r.stdout.strip()), r.stdout
-    assert expected in r.stdout
-    # The suite tests what ships: the hot path compiled (tests/conftest.py builds it).
+    first, tls = r.stdout.strip().splitlines()
+    assert re.fullmatch(r"porch \d+\.\d+\.\d+\S* \((compiled core|pure Python)\)", first), r.stdout
+    assert expected in first
+    # The suite tests what ships: the hot path compiled (tests/conftest.py builds it),
+    # TLS records on Porch's own transport (libssl-dev is installed by scripts/test.sh).
     pure = os.environ.get("PORCH_PURE_PYTHON") == "1"
-    assert ("(pure Python)" if pure else "(compiled core)") in r.stdout
+    assert ("(pure Python)" if pure else "(compiled core)") in first
+    assert tls == "TLS records: Porch's transport (server/tls_transport.pyx)", r.stdout
+    # PORCH_UVLOOP_TLS=1 says the other one, and why
+    r = subprocess.run([str(PORCH_BIN), "version"], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PORCH_UVLOOP_TLS": "1"})
+    assert r.stdout.splitlines()[1] == "TLS records: uvloop's SSLProtocol (PORCH_UVLOOP_TLS=1)", r.stdout
 
 
 GOOD = """\

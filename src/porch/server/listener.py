@@ -20,6 +20,7 @@ import socket
 from porch.errors import INTERNAL, ProxyError
 from porch.routing import HostTable
 from porch.runtime import Runtime
+from porch.server import tls_layer
 from porch.server.client import _D_IDLE, ClientConnection
 from porch.server.limits import ConnectionLimits
 from porch.server.mux import Mux, MuxSettings
@@ -75,6 +76,13 @@ class Server:
         mux = self.mux_tls if tls else self.mux_plain
         if mux is not None:  # TLS, if any, is started by the Mux once it has read the hello
             server = await self.loop.create_server(lambda: Mux(self, mux, hosts), sock=sock, backlog=BACKLOG)
+        elif tls and tls_layer.NOT_NATIVE is None:  # Porch's TLS transport (server/tls_layer.py)
+            factory = tls_layer.factory(
+                self.loop, lambda: ClientConnection(self, b"https", hosts), self.runtime.tls.context,
+                # the handshake is part of the request head's time (nginx bounds it
+                # with client_header_timeout too); read per accept (reloads change it)
+                lambda: self.runtime.header_timeout, SSL_SHUTDOWN_TIMEOUT)
+            server = await self.loop.create_server(factory, sock=sock, backlog=BACKLOG)
         elif tls:
             server = await self.loop.create_server(
                 lambda: ClientConnection(self, b"https", hosts), sock=sock, backlog=BACKLOG,

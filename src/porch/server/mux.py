@@ -13,7 +13,7 @@ A connection, in order:
 2. on the HTTPS listener with streams: the ClientHello is read (tls/clienthello.py,
    at most MAX_BYTES) and matched (mux/streams.py): a passthrough splices it
    (server/splice.py); otherwise Porch's own TLS takes the connection with the bytes
-   already read (`_own_tls`: the same SSLProtocol create_server would have made, fed
+   already read (`_own_tls`: the same TLS protocol the listener would have made, fed
    those bytes; no extra round trip).  A hello offering acme-tls/1 for a name with a
    pending TLS-ALPN-01 challenge is answered with the validation certificate, then
    closed (tls/alpn_challenge.py), before any stream is looked at: Porch's own names
@@ -39,6 +39,7 @@ from porch.mux import probes
 from porch.mux import proxy_protocol as pp
 from porch.mux.streams import StreamTable
 from porch.server.client import ClientConnection
+from porch.server import tls_layer
 from porch.server.splice import Splice
 from porch.tls import clienthello
 from porch.tls.alpn_challenge import ACME_TLS, AlpnResponder
@@ -80,31 +81,6 @@ def mux_settings(config) -> tuple[MuxSettings | None, MuxSettings | None]:
     if accept or table is not None or acme is not None:
         tls = MuxSettings(accept, table, tls=True, acme=acme)
     return plain, tls
-
-
-def _ssl_protocol_class(loop: asyncio.AbstractEventLoop):
-    """uvloop's SSLProtocol (Cython, what its create_server uses) on a uvloop loop,
-    asyncio's otherwise.  Both take (loop, app_protocol, context, waiter, server_side,
-    ...) and are buffered protocols: get_buffer/buffer_updated take bytes read."""
-    known = _SSL_PROTOCOL.get(type(loop))
-    if known is None:
-        known = _SSL_PROTOCOL[type(loop)] = _find_ssl_protocol_class(loop)
-    return known
-
-
-_SSL_PROTOCOL: dict[type, type] = {}  # by loop class: looked up once, not per handshake
-
-
-def _find_ssl_protocol_class(loop: asyncio.AbstractEventLoop):
-    try:
-        import uvloop
-        from uvloop.loop import SSLProtocol
-        if isinstance(loop, uvloop.Loop):
-            return SSLProtocol
-    except ImportError:
-        pass
-    from asyncio.sslproto import SSLProtocol as AsyncioSSLProtocol
-    return AsyncioSSLProtocol
 
 
 class Mux(asyncio.Protocol):
@@ -325,23 +301,9 @@ class Mux(asyncio.Protocol):
     def _start_tls(self, app: asyncio.Protocol, context, data: bytes) -> None:
         """TLS with `context` between the transport and `app`, fed `data` (read already)."""
         server = self.server
-        loop = server.loop
-        waiter = loop.create_future()
-        waiter.add_done_callback(_consume)
-        remaining = self.t_start + server.runtime.header_timeout - loop.time()
-        ssl_protocol = _ssl_protocol_class(loop)(
-            loop, app, context, waiter, server_side=True, server_hostname=None,
-            ssl_handshake_timeout=max(remaining, 0.1),
-            ssl_shutdown_timeout=self.settings.ssl_shutdown_timeout)
-        self.transport.set_protocol(ssl_protocol)
-        ssl_protocol.connection_made(self.transport)
-        view = memoryview(data)
-        while view:
-            buf = ssl_protocol.get_buffer(len(view))
-            n = min(len(buf), len(view))
-            buf[:n] = view[:n]
-            ssl_protocol.buffer_updated(n)
-            view = view[n:]
+        remaining = self.t_start + server.runtime.header_timeout - server.loop.time()
+        tls_layer.start(server.loop, self.transport, app, context, max(remaining, 0.1),
+                        self.settings.ssl_shutdown_timeout, data)
 
     def _decide(self) -> None:
         """The Mux lets go: the connection is someone else's (or closed)."""
@@ -436,10 +398,3 @@ def _looks_like_proxy(data: bytes) -> bool:
 
 def _unmapped(ip: str) -> str:
     return ip[7:] if ip.startswith("::ffff:") else ip
-
-
-def _consume(waiter: asyncio.Future) -> None:
-    """The handshake's outcome: a failure is the client's (logged nowhere, as with
-    create_server's), and must not be reported as an exception never retrieved."""
-    if not waiter.cancelled():
-        waiter.exception()

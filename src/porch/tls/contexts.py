@@ -71,8 +71,9 @@ def new_context(settings: TlsSettings) -> ssl.SSLContext:
 
 class DirectSSLObject(ssl.SSLObject):
     """ssl.SSLObject, whose `read`, `write` and `pending` are the C methods of the
-    connection (`_ssl._SSLSocket`) themselves.  The event loop's TLS protocol (uvloop's
-    SSLProtocol, asyncio's too) calls them a few times for every record each way; the
+    connection (`_ssl._SSLSocket`) themselves.  Where uvloop's SSLProtocol carries the
+    records (server/tls_layer.py: Porch's own transport not built), it calls them a few
+    times for every record each way (asyncio's too); the
     class's own methods are Python functions that only pass the call on, a frame each.
     Everything else (handshake, certificates, ALPN, unwrap) is ssl.SSLObject's."""
 
