@@ -11,16 +11,17 @@ pending writes.  Here a read is: the bytes into the incoming memory BIO, SSL_rea
 until it wants more, one `data_received`; a write is SSL_write and one write of the
 outgoing BIO's bytes to the TCP transport.
 
-The handshake stays Python's (`SSLContext.wrap_bio`, `SSLObject.do_handshake`), so
+The SSL object is Python's (`ssl.SSLObject`, as `SSLContext.wrap_bio` makes it), so
 the SNI callback, ALPN, session tickets and certificates work exactly as before and
-`get_extra_info("ssl_object")` is the same SSLObject.  Once it is done, the `SSL *`
-of that SSLObject is taken from CPython's `_ssl._SSLSocket` (its first field after
-the socket's weak reference; `_ssl.c` stores the object itself as the SSL's app
-data, which `usable()` and every connection check before use) and driven from C.
-This relies on the process using one libssl (Python's `_ssl` and this module link
-the same shared library: `usable()` compares their versions) and on CPython's
-layout of `_SSLSocket`, unchanged from 3.7 to 3.14; where either check fails,
-server/tls_layer.py keeps uvloop's SSLProtocol.
+`get_extra_info("ssl_object")` is that SSLObject.  Its `SSL *` is taken from CPython's
+`_ssl._SSLSocket` (the first field after the socket's weak reference; `_ssl.c` stores
+the object itself as the SSL's app data, which `usable()` and every connection check
+before use), and the handshake and the records are driven from C: SSL_do_handshake
+(Python's SNI callback runs from it as from `SSLObject.do_handshake`), SSL_read,
+SSL_write, SSL_shutdown.  This relies on the process using one libssl (Python's `_ssl`
+and this module link the same shared library: `usable()` compares their versions) and
+on CPython's layout of `_SSLSocket`, unchanged from 3.7 to 3.14; where either check
+fails, server/tls_layer.py keeps uvloop's SSLProtocol.
 
 Behaviour kept from uvloop's SSLProtocol (the tests pin it):
 - the application's `connection_made` comes after the handshake; a handshake that
@@ -58,6 +59,7 @@ cdef extern from "openssl/ssl.h":
     BIO *SSL_get_wbio(const SSL *s)
     void *SSL_get_ex_data(const SSL *s, int idx)
     int SSL_is_init_finished(const SSL *s)
+    int SSL_do_handshake(SSL *s)
     enum:
         SSL_ERROR_WANT_READ
         SSL_ERROR_ZERO_RETURN
@@ -93,6 +95,9 @@ ctypedef struct _SSLSocketHead:
 
 
 cdef object _SSLSocketType = None
+# SSLContext.wrap_bio's maker of ssl.SSLObject (Lib/ssl.py, 3.7 to 3.14): incoming,
+# outgoing, server_side, server_hostname, session, context
+_new_sslobject = _ssl.SSLObject._create
 
 # One record decrypts to at most 16 KiB; the shared read buffer holds what one TCP
 # read decrypts to (a worker is one thread: the plaintext is copied out before the
@@ -160,7 +165,6 @@ cdef class TlsTransport:
     cdef BIO *wbio
     cdef int state
     cdef bint app_made, app_lost, app_paused, closing, resume_queued, tcp_paused
-    cdef dict extra
 
     def __init__(self, loop, app, context, double handshake_timeout, double shutdown_timeout):
         self.loop = loop
@@ -169,7 +173,6 @@ cdef class TlsTransport:
         self.hs_timeout = handshake_timeout
         self.shutdown_timeout = shutdown_timeout
         self.state = S_HANDSHAKE
-        self.extra = {"sslcontext": context}
 
     # -- the TCP transport's protocol ------------------------------------------
 
@@ -177,7 +180,18 @@ cdef class TlsTransport:
         self.tcp = tcp
         self.incoming = _ssl.MemoryBIO()
         self.outgoing = _ssl.MemoryBIO()
-        self.sslobject = self.context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        # ssl.SSLObject, as SSLContext.wrap_bio makes it (the SNI callback gets it), without
+        # that method's frame or the context's sslobject_class (uvloop's, tls/contexts.py)
+        self.sslobject = _new_sslobject(self.incoming, self.outgoing, True, None, None, self.context)
+        cdef SSL *s = _ssl_of(self.sslobject)
+        if s == NULL:  # usable() said yes: this does not happen; never guess
+            self.state = S_CLOSED
+            self.closing = True
+            tcp.abort()
+            raise RuntimeError("TLS: no SSL where usable() found one")
+        self.ssl = s
+        self.rbio = SSL_get_rbio(s)
+        self.wbio = SSL_get_wbio(s)
         self.hs_timer = self.loop.call_later(self.hs_timeout, self._handshake_timed_out)
 
     def data_received(self, data):
@@ -189,7 +203,7 @@ cdef class TlsTransport:
             if not self.app_paused:
                 self._read()
         elif state == S_HANDSHAKE:
-            self.incoming.write(data)
+            BIO_write(self.rbio, PyBytes_AS_STRING(data), <int>PyBytes_GET_SIZE(data))
             self._handshake()
         elif state == S_SHUTDOWN:
             BIO_write(self.rbio, PyBytes_AS_STRING(data), <int>PyBytes_GET_SIZE(data))
@@ -226,39 +240,29 @@ cdef class TlsTransport:
     # -- the handshake (Python's SSLObject) -------------------------------------
 
     cdef _handshake(self):
-        try:
-            self.sslobject.do_handshake()
-        except (_ssl.SSLWantReadError, _ssl.SSLWantWriteError):
-            self._send_outgoing_bio()
+        # SSL_do_handshake on Python's SSL: its SNI callback (set on the context by
+        # Python) finds the SSLObject through the SSL's app data, as when
+        # SSLObject.do_handshake calls it; no SSLWantReadError is made for each flight.
+        _clean_errors()
+        cdef int r = SSL_do_handshake(self.ssl)
+        if r == 1:
+            self._handshake_done()
             return
-        except (_ssl.SSLError, OSError, ValueError):
-            # Refused (an unknown name, no common protocol or cipher, not TLS):
-            # the alert OpenSSL made goes out, then the connection closes.
-            self._cancel_timers()
-            self.state = S_CLOSED
-            self.closing = True
-            self._send_outgoing_bio()
-            self.tcp.close()
+        if SSL_get_error(self.ssl, r) == SSL_ERROR_WANT_READ:
+            self._flush()
             return
-        self._handshake_done()
+        # Refused (an unknown name, no common protocol or cipher, not TLS): the
+        # alert OpenSSL made goes out, then the connection closes.
+        ERR_clear_error()
+        self._cancel_timers()
+        self.state = S_CLOSED
+        self.closing = True
+        self._flush()
+        self.tcp.close()
 
     cdef _handshake_done(self):
-        cdef SSL *s = _ssl_of(self.sslobject)
         self._cancel_timers()
-        if s == NULL:  # usable() said yes: this does not happen; never guess
-            self.state = S_CLOSED
-            self.closing = True
-            self.tcp.abort()
-            raise RuntimeError("TLS: the SSL of a finished handshake is not where it was")
-        self.ssl = s
-        self.rbio = SSL_get_rbio(s)
-        self.wbio = SSL_get_wbio(s)
         self.state = S_WRAPPED
-        sslobject = self.sslobject
-        self.extra["ssl_object"] = sslobject
-        self.extra["cipher"] = sslobject.cipher()
-        self.extra["compression"] = sslobject.compression()
-        self.extra["peercert"] = sslobject.getpeercert()
         self._flush()  # TLS 1.3 session tickets
         self.app_made = True
         self.app.connection_made(self)
@@ -273,11 +277,6 @@ cdef class TlsTransport:
             self.state = S_CLOSED
             self.closing = True
             self.tcp.abort()
-
-    cdef _send_outgoing_bio(self):
-        data = self.outgoing.read()
-        if data:
-            self.tcp.write(data)
 
     cdef _cancel_timers(self):
         if self.hs_timer is not None:
@@ -469,9 +468,16 @@ cdef class TlsTransport:
             self.tcp.set_write_buffer_limits(high, low)
 
     def get_extra_info(self, name, default=None):
-        value = self.extra.get(name, self)
-        if value is not self:
-            return value
+        if name == "ssl_object":
+            return self.sslobject if self.app_made else default
+        if name == "sslcontext":
+            return self.context
+        if self.app_made and name in _FROM_SSLOBJECT:  # asked for seldom: made when asked
+            return getattr(self.sslobject, _FROM_SSLOBJECT[name])()
         if self.tcp is not None:
             return self.tcp.get_extra_info(name, default)
         return default
+
+
+# get_extra_info's TLS names (asyncio's SSL transports), answered by the SSLObject's methods
+_FROM_SSLOBJECT = {"cipher": "cipher", "compression": "compression", "peercert": "getpeercert"}
