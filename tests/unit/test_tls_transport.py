@@ -320,3 +320,34 @@ def test_write_flow_control_is_the_sockets(tmp_path):
         await until(lambda: "resume_writing" in srv.apps[0].events)
         assert got == [8 * 1024 * 1024]
     run(main())
+
+
+def test_a_key_update_from_the_client_is_answered_and_records_go_on(tmp_path):
+    # TLS 1.3 KeyUpdate (RFC 8446 4.6.3) with update_requested: `openssl s_client`'s
+    # "K" command.  The server's own KeyUpdate must go out, and the records after it
+    # (under the new keys, both ways) must still be read and written.
+    async def main():
+        srv = Server(tmp_path)
+        srv.on_data = lambda app, data: app.transport.write(b"echo:" + data)
+        port = await srv.start()
+        proc = await asyncio.create_subprocess_exec(
+            "openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3", "-msg",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        try:
+            for line in (b"first\n", b"K\n", b"second\n"):
+                await asyncio.sleep(0.5)
+                proc.stdin.write(line)
+                await proc.stdin.drain()
+            await until(lambda: bytes(srv.apps[0].data).endswith(b"second\n"))
+            await asyncio.sleep(0.3)
+            proc.stdin.close()
+            out = (await asyncio.wait_for(proc.stdout.read(), 10)).decode(errors="replace")
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+        assert ">>> TLS 1.3, Handshake [length 0005], KeyUpdate" in out, out  # the client's
+        assert "<<< TLS 1.3, Handshake [length 0005], KeyUpdate" in out, out  # ours in answer
+        assert out.index("<<< TLS 1.3, Handshake [length 0005], KeyUpdate") < out.index("echo:second"), out
+        assert bytes(srv.apps[0].data) == b"first\nsecond\n"
+    run(main())
