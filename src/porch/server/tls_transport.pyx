@@ -218,14 +218,17 @@ cdef class TlsTransport:
         self.state = S_CLOSED
         self.closing = True
         self._cancel_timers()
-        app = self.app
-        self.app = None  # it holds this transport: no cycle left behind
-        self.tcp = None
         self.ssl = NULL
         self.rbio = self.wbio = NULL
-        if self.app_made and not self.app_lost:
-            self.app_lost = True
-            app.connection_lost(exc)
+        try:
+            if self.app_made and not self.app_lost:
+                self.app_lost = True
+                # get_extra_info("peername") still answers here (the connection limits
+                # free the client's place by it: server/limits.py)
+                self.app.connection_lost(exc)
+        finally:
+            self.app = None  # it holds this transport: no cycle left behind
+            self.tcp = None
 
     def pause_writing(self):
         self.tcp_paused = True
