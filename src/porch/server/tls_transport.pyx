@@ -58,7 +58,6 @@ cdef extern from "openssl/ssl.h":
     BIO *SSL_get_rbio(const SSL *s)
     BIO *SSL_get_wbio(const SSL *s)
     void *SSL_get_ex_data(const SSL *s, int idx)
-    int SSL_is_init_finished(const SSL *s)
     int SSL_do_handshake(SSL *s)
     enum:
         SSL_ERROR_WANT_READ
@@ -132,7 +131,8 @@ def usable() -> str | None:
         return (f"libssl {OpenSSL_version_num():#x} here, {_ssl.OPENSSL_VERSION_NUMBER:#x} "
                 f"in Python's ssl module")
     ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_SERVER)
-    probe = ctx.wrap_bio(_ssl.MemoryBIO(), _ssl.MemoryBIO(), server_side=True)
+    # made as each connection makes its SSLObject (connection_made): the path checked is the one used
+    probe = _new_sslobject(_ssl.MemoryBIO(), _ssl.MemoryBIO(), True, None, None, ctx)
     _SSLSocketType = type(probe._sslobj)
     if type(probe._sslobj).__name__ != "_SSLSocket" or _ssl_of(probe) == NULL:
         _SSLSocketType = None
@@ -240,7 +240,7 @@ cdef class TlsTransport:
         if self.app_made and not self.app_lost:
             self.app.resume_writing()
 
-    # -- the handshake (Python's SSLObject) -------------------------------------
+    # -- the handshake (SSL_do_handshake on Python's SSL) -----------------------
 
     cdef _handshake(self):
         # SSL_do_handshake on Python's SSL: its SNI callback (set on the context by
